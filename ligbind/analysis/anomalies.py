@@ -1,0 +1,105 @@
+"""Checks run after each complex relaxation. Flagged results are kept but marked, and excluded from Eb.
+
+Flags: ``desorbed`` (no anchor within bonding distance of any Pb), ``dissociated`` (ligand fell apart),
+``bonds-changed`` (ligand bonds formed or broken), ``reconstructed`` (Pb–X network of the slab changed),
+``basin-changed`` (slab framework moved away from the relaxed bare slab's basin), ``implausible-energy``.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from ase import Atoms
+from ase.neighborlist import natural_cutoffs, neighbor_list
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import connected_components
+
+from ligbind.build.placement import BOND_LENGTH
+from ligbind.build.slab import HALIDES
+
+DESORPTION_MARGIN = 0.6  # Å beyond the Pb–anchor bond length
+PB_X_CUTOFF = 3.8  # Å: Pb–X bond in the framework
+BASIN_RMSD = 0.35  # Å: framework RMSD to the relaxed bare slab beyond which the basin changed
+IMPLAUSIBLE_EB = 6.0  # eV: |Eb| beyond this is not a physisorbed/chemisorbed ligand
+
+
+def ligand_bonds(atoms: Atoms) -> set[tuple[int, int]]:
+    """Covalent bonds among adsorbate atoms (tags ≥ 1), from ASE natural cutoffs (×1.15)."""
+    lig = np.where(atoms.get_tags() > 0)[0]
+    sub = atoms[lig]
+    i, j = neighbor_list("ij", sub, natural_cutoffs(sub, mult=1.15))
+    return {(int(lig[a]), int(lig[b])) for a, b in zip(i, j, strict=True) if a < b}
+
+
+def n_fragments(atoms: Atoms) -> int:
+    """Connected components of the adsorbate's bond graph."""
+    lig = np.where(atoms.get_tags() > 0)[0]
+    if len(lig) == 0:
+        return 0
+    index = {int(a): k for k, a in enumerate(lig)}
+    bonds = ligand_bonds(atoms)
+    rows = [index[a] for a, b in bonds]
+    cols = [index[b] for a, b in bonds]
+    graph = csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(lig), len(lig)))
+    return int(connected_components(graph, directed=False)[0])
+
+
+def pb_x_bonds(atoms: Atoms) -> set[tuple[int, int]]:
+    """Pb–halide bonds of the slab (tags 0)."""
+    slab = np.where(atoms.get_tags() == 0)[0]
+    sub = atoms[slab]
+    i, j = neighbor_list("ij", sub, PB_X_CUTOFF)
+    sym = np.array(sub.get_chemical_symbols())
+    keep = (sym[i] == "Pb") & np.isin(sym[j], HALIDES)
+    return {(int(slab[a]), int(slab[b])) for a, b in zip(i[keep], j[keep], strict=True)}
+
+
+def is_desorbed(atoms: Atoms) -> bool:
+    """True when no anchor atom is within bonding distance (+margin) of any Pb."""
+    sites = json.loads(atoms.info.get("anchor_sites", "[]"))
+    if not sites:
+        return False
+    pbs = [a.index for a in atoms if a.symbol == "Pb" and atoms.get_tags()[a.index] == 0]
+    for s in sites:
+        d = atoms.get_distances(s["anchor"], pbs, mic=True)
+        if d.min() <= BOND_LENGTH.get(s["element"], 2.7) + DESORPTION_MARGIN:
+            return False
+    return True
+
+
+def framework_rmsd(atoms: Atoms, reference: Atoms) -> float:
+    """RMSD (Å) of the Pb/X framework of ``atoms`` from ``reference`` after removing the mean drift."""
+    slab = np.where(atoms.get_tags() == 0)[0]
+    mask = np.isin(np.array(atoms.get_chemical_symbols())[slab], ("Pb", *HALIDES))
+    idx = slab[mask]
+    if len(reference) < idx.max() + 1 or any(reference[i].symbol != atoms[i].symbol for i in idx):
+        return float("nan")
+    from ase.geometry import find_mic
+
+    disp, _ = find_mic(atoms.positions[idx] - reference.positions[idx], atoms.cell, atoms.pbc)
+    disp -= disp.mean(axis=0)
+    return float(np.sqrt((disp**2).sum(axis=1).mean()))
+
+
+def complex_anomalies(initial: Atoms, final: Atoms, relaxed_slab: Atoms | None = None) -> list[str]:
+    """Flags for one relaxed ligand@slab structure (``initial`` is the placed, unrelaxed complex)."""
+    flags = []
+    if is_desorbed(final):
+        flags.append("desorbed")
+    if n_fragments(final) > n_fragments(initial):
+        flags.append("dissociated")
+    elif ligand_bonds(final) != ligand_bonds(initial):
+        flags.append("bonds-changed")
+    if len(pb_x_bonds(initial) ^ pb_x_bonds(final)) > 2:
+        flags.append("reconstructed")
+    if relaxed_slab is not None and len(relaxed_slab) <= len(final):
+        rmsd = framework_rmsd(final, relaxed_slab)
+        if np.isfinite(rmsd) and rmsd > BASIN_RMSD:
+            flags.append("basin-changed")
+    return flags
+
+
+def energy_anomalies(value: float) -> list[str]:
+    """Flags for an energy difference (non-finite values are errors, raised earlier)."""
+    return ["implausible-energy"] if abs(value) > IMPLAUSIBLE_EB else []

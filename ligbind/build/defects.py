@@ -1,0 +1,85 @@
+"""Surface iodine Frenkel pairs: one top-layer halide moved from its site to an interstitial site.
+
+Interstitial candidates on the PbX2 surface: atop an undercoordinated Pb (the halide completes its octahedron)
+and the hollow above the centre of four surface Pb. Pairs are enumerated vacancy × interstitial, nearest first,
+skipping interstitials next to the vacancy (those relax back) and next to an adsorbate.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+from ase import Atoms
+from ase.geometry import find_mic
+
+from ligbind.build.slab import check_pbi2_terminated, surface_halides, surface_pb
+from ligbind.errors import LigbindError
+
+ATOP_HEIGHT = 3.05  # Å above surface Pb (Pb–I bond)
+HOLLOW_HEIGHT = 2.2  # Å above the top layer's mean height
+MIN_SEPARATION = 4.0  # Å between vacancy and interstitial
+MIN_LIGAND_DISTANCE = 2.6  # Å between an interstitial and any adsorbate atom
+
+
+def interstitial_sites(atoms: Atoms) -> list[tuple[str, np.ndarray]]:
+    """(kind, position) of interstitial candidates above the top layer."""
+    layers = check_pbi2_terminated(atoms)
+    pbs = surface_pb(atoms, layers)
+    z_top = float(atoms.positions[layers[-1], 2].mean())
+    sites = [("atop-Pb", atoms.positions[p] + [0, 0, ATOP_HEIGHT]) for p in pbs]
+    # hollows: centre of each Pb square = midpoint of second-nearest (diagonal) Pb pairs
+    seen: list[np.ndarray] = []
+    for a, b in itertools.combinations(pbs, 2):
+        vec, dist = find_mic(atoms.positions[b] - atoms.positions[a], atoms.cell, atoms.pbc)
+        if 8.0 < dist < 9.6:  # diagonal of the ~6.3 Å Pb square
+            centre = atoms.positions[a] + vec / 2
+            centre[2] = z_top + HOLLOW_HEIGHT
+            if not any(np.linalg.norm(find_mic(centre - s, atoms.cell, atoms.pbc)[0]) < 1.0 for s in seen):
+                seen.append(centre)
+                sites.append(("hollow", centre))
+    return sites
+
+
+def frenkel_pairs(atoms: Atoms, max_pairs: int = 4) -> list[Atoms]:
+    """Up to ``max_pairs`` Frenkel-pair structures of ``atoms`` (bare slab or ligand@slab), nearest pairs first."""
+    if max_pairs < 1:
+        raise LigbindError(f"bad number of Frenkel pairs {max_pairs}: need at least 1")
+    layers = check_pbi2_terminated(atoms)
+    halides = surface_halides(atoms, layers)
+    ligand = np.where(atoms.get_tags() > 0)[0]
+    candidates = []
+    for kind, site in interstitial_sites(atoms):
+        if len(ligand):
+            d = np.linalg.norm(find_mic(atoms.positions[ligand] - site, atoms.cell, atoms.pbc)[0], axis=1)
+            if d.min() < MIN_LIGAND_DISTANCE:
+                continue
+        for v in halides:
+            vec = find_mic(site - atoms.positions[v], atoms.cell, atoms.pbc)[0]
+            dist = float(np.linalg.norm(vec))
+            if dist >= MIN_SEPARATION:
+                candidates.append((dist, int(v), kind, site))
+    if not candidates:
+        raise LigbindError("no vacancy–interstitial pair fits on this surface")
+    candidates.sort(key=lambda c: (c[0], c[1]))
+    # prefer variety: one pair per (vacancy, kind) first
+    chosen, used = [], set()
+    for c in candidates:
+        if (c[1], c[2]) not in used:
+            chosen.append(c)
+            used.add((c[1], c[2]))
+    out = []
+    for k, (dist, v, kind, site) in enumerate(chosen[:max_pairs]):
+        defect = atoms.copy()
+        defect.positions[v] = site
+        defect.info = {
+            **atoms.info,
+            "kind": "defect",
+            "defect": "frenkel",
+            "pair": k,
+            "vacancy_atom": v,
+            "interstitial": kind,
+            "separation": round(dist, 3),
+        }
+        out.append(defect)
+    return out

@@ -1,0 +1,329 @@
+"""Place ligands on PbX2-terminated slabs: anchors at Pb–X bonding distance above undercoordinated Pb.
+
+Each candidate configuration is a rigid-body fit (rotation + translation, scipy) of one RDKit conformer that
+puts the chosen anchor atoms at their bond length from the chosen surface Pb while keeping every other atom
+clear of the slab, above the top layer and clear of the ligand's own periodic images. Candidates differ in
+site(s), binding motif (chelating / bridging), conformer and starting orientation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+from scipy.optimize import minimize
+from scipy.spatial.distance import cdist
+from scipy.spatial.transform import Rotation
+
+from ligbind.build.ligands import LigandEntry, ligand_conformers, resolve_ligand
+from ligbind.build.slab import HALIDES, check_pbi2_terminated, surface_halides, surface_pb
+from ligbind.errors import LigbindError
+
+# Typical Pb–anchor bond lengths (Å) for lone-pair donors on surface Pb.
+BOND_LENGTH = {"O": 2.6, "N": 2.65, "S": 2.95, "F": 2.75, "Cl": 2.95, "Br": 3.05, "I": 3.2}
+MIN_DISTANCE = 1.6  # Å, hard limit ligand heavy atom – slab atom
+MIN_DISTANCE_H = 1.0  # Å, hard limit ligand H – slab atom
+SOFT_DISTANCE = 3.0  # Å, placement keeps heavy atoms at least this far from non-bonded slab atoms
+SOFT_DISTANCE_H = 2.3
+BOND_TOLERANCE = 0.35  # Å accepted deviation of an anchor–Pb distance from BOND_LENGTH
+MODES = ("neutral", "exchange")
+
+
+@dataclass
+class Candidate:
+    """One placement: ligand positions and which anchor sits on which Pb."""
+
+    positions: np.ndarray
+    pairs: list[tuple[int, int, float]]  # (ligand atom index, slab Pb index, target distance)
+    conformer: int
+    motif: str
+    penalty: float
+
+
+def _image_shifts(cell: np.ndarray) -> np.ndarray:
+    """In-plane lattice translations of the 3×3 neighbourhood (including the zero shift)."""
+    return np.array([i * cell[0] + j * cell[1] for i in (-1, 0, 1) for j in (-1, 0, 1)])
+
+
+class _Fitter:
+    """Rigid-body placement objective for one conformer on one slab."""
+
+    def __init__(self, slab: Atoms, ligand: Atoms, pairs: list[tuple[int, int, float]], z_floor: float):
+        self.shifts = _image_shifts(slab.cell.array)
+        self.slab_pos = (slab.positions[None, :, :] + self.shifts[:, None, :]).reshape(-1, 3)
+        self.n_slab = len(slab)
+        self.pairs = pairs
+        self.lig0 = ligand.positions.copy()
+        self.center = self.lig0.mean(axis=0)
+        self.is_h = np.array(ligand.get_chemical_symbols()) == "H"
+        self.soft = np.where(self.is_h, SOFT_DISTANCE_H, SOFT_DISTANCE)[:, None]
+        # exclude the anchor–target Pb pairs (every image) from the clash term
+        self.excluded = np.zeros((len(ligand), len(self.slab_pos)), dtype=bool)
+        for a, pb, _ in pairs:
+            self.excluded[a, pb :: self.n_slab] = True
+        self.z_floor = z_floor
+        self.nonzero_shifts = self.shifts[np.any(self.shifts != 0, axis=1)]
+        self.slab = slab
+
+    def positions(self, x: np.ndarray) -> np.ndarray:
+        rot = Rotation.from_rotvec(x[:3])
+        return rot.apply(self.lig0 - self.center) + self.center + x[3:]
+
+    def penalty(self, x: np.ndarray) -> float:
+        pos = self.positions(x)
+        bond = sum((np.linalg.norm(pos[a] - self.slab.positions[pb]) - r0) ** 2 for a, pb, r0 in self.pairs)
+        d = cdist(pos, self.slab_pos)
+        clash = np.where(self.excluded, 0.0, np.clip(self.soft - d, 0, None)) ** 2
+        below = np.clip(self.z_floor - pos[:, 2], 0, None) ** 2
+        heavy = pos[~self.is_h]
+        own = (
+            cdist(heavy, (heavy[None] + self.nonzero_shifts[:, None]).reshape(-1, 3)) if len(heavy) else None
+        )
+        self_clash = 0.0 if own is None else float((np.clip(2.5 - own, 0, None) ** 2).sum())
+        return 10 * bond + clash.sum() + 10 * below.sum() + self_clash
+
+
+def _random_start(fitter: _Fitter, rng: np.random.Generator) -> np.ndarray:
+    """Random orientation with the anchors' centroid straight above their Pb targets."""
+    rotvec = Rotation.random(random_state=rng.integers(2**31)).as_rotvec()
+    rot = Rotation.from_rotvec(rotvec)
+    anchors = sorted({a for a, _, _ in fitter.pairs})
+    anchor_pos = rot.apply(fitter.lig0[anchors] - fitter.center) + fitter.center
+    target = np.mean([fitter.slab.positions[pb] + [0, 0, r0] for _, pb, r0 in fitter.pairs], axis=0)
+    return np.concatenate([rotvec, target - anchor_pos.mean(axis=0)])
+
+
+def min_distances(slab: Atoms, ligand_positions: np.ndarray) -> np.ndarray:
+    """Shortest distance (with in-plane periodic images) from each ligand atom to any slab atom."""
+    shifts = _image_shifts(slab.cell.array)
+    images = (slab.positions[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
+    return cdist(ligand_positions, images).min(axis=1)
+
+
+def _acceptable(slab: Atoms, ligand: Atoms, pos: np.ndarray, pairs, z_top: float) -> bool:
+    is_h = np.array(ligand.get_chemical_symbols()) == "H"
+    dmin = min_distances(slab, pos)
+    if np.any(dmin[~is_h] < MIN_DISTANCE) or np.any(dmin[is_h] < MIN_DISTANCE_H):
+        return False
+    if np.any(pos[:, 2] <= z_top):
+        return False
+    return all(abs(np.linalg.norm(pos[a] - slab.positions[pb]) - r0) < BOND_TOLERANCE for a, pb, r0 in pairs)
+
+
+def _neighbour_pb_sets(slab: Atoms, pbs: np.ndarray, k: int) -> list[tuple[int, ...]]:
+    """Sets of k surface Pb that are mutual nearest neighbours (sorted by compactness)."""
+    if k == 1:
+        return [(int(p),) for p in pbs]
+    sets = []
+    for combo in itertools.combinations(pbs, k):
+        d = [slab.get_distance(a, b, mic=True) for a, b in itertools.combinations(combo, 2)]
+        sets.append((max(d), tuple(int(c) for c in combo)))
+    sets.sort()
+    return [s for _, s in sets[: max(4, len(pbs))]]
+
+
+def _motifs(ligand: Atoms, denticity: int, slab: Atoms, pbs: np.ndarray, rng: np.random.Generator):
+    """Yield (motif name, [(anchor, pb, r0), ...]) pairings, most plausible first, then shuffled."""
+    symbols = ligand.get_chemical_symbols()
+    groups = [list(g) for g in ligand.info.get("anchor_groups", [ligand.info["anchors"]])]
+    anchors = [int(a) for a in ligand.info["anchors"]]
+    options = []
+    for pb in pbs:
+        for a in anchors:
+            options.append(("monodentate", [(a, int(pb), BOND_LENGTH.get(symbols[a], 2.7))]))
+    multi = []
+    if denticity >= 2:
+        for group in groups:
+            if len(group) >= 2:
+                for pair in itertools.combinations(group, 2):
+                    for pb in pbs:  # chelating: both anchors on one Pb
+                        multi.append(
+                            ("chelating", [(int(a), int(pb), BOND_LENGTH.get(symbols[a], 2.7)) for a in pair])
+                        )
+        n_multi = min(denticity, len(anchors))
+        for pb_set in _neighbour_pb_sets(slab, pbs, n_multi):
+            for anchor_set in itertools.combinations(anchors, n_multi):
+                pairs = [
+                    (int(a), pb, BOND_LENGTH.get(symbols[a], 2.7))
+                    for a, pb in zip(anchor_set, pb_set, strict=True)
+                ]
+                multi.append(("bridging" if n_multi == 2 else f"{n_multi}-dentate", pairs))
+    rng.shuffle(options)
+    rng.shuffle(multi)
+    # multidentate ligands: alternate multidentate and monodentate motifs, multidentate first
+    if multi:
+        merged = []
+        for m, o in itertools.zip_longest(multi, options):
+            merged += [x for x in (m, o) if x is not None]
+        return merged
+    return options
+
+
+def _same_configuration(a: Candidate, b: Candidate) -> bool:
+    if a.conformer != b.conformer or len(a.positions) != len(b.positions):
+        return False
+    return float(np.sqrt(((a.positions - b.positions) ** 2).sum(axis=1).mean())) < 0.5
+
+
+def _place(
+    slab: Atoms,
+    conformers: list[Atoms],
+    denticity: int,
+    n_configs: int,
+    seed: int,
+    pbs: np.ndarray,
+    z_top: float,
+    z_floor: float,
+    max_trials: int,
+) -> list[Candidate]:
+    rng = np.random.default_rng(seed)
+    found: list[Candidate] = []
+    trials = 0
+    for round_ in itertools.count():
+        progress = False
+        for ci, conf in enumerate(conformers):
+            motifs = _motifs(conf, denticity, slab, pbs, np.random.default_rng(seed + 7919 * ci + round_))
+            for motif, pairs in motifs[: max(1, n_configs)]:
+                trials += 1
+                if trials > max_trials:
+                    return found
+                fitter = _Fitter(slab, conf, pairs, z_floor)
+                best = None
+                for _ in range(4):
+                    res = minimize(fitter.penalty, _random_start(fitter, rng), method="L-BFGS-B")
+                    if best is None or res.fun < best.fun:
+                        best = res
+                pos = fitter.positions(best.x)
+                if not _acceptable(slab, conf, pos, pairs, z_top):
+                    continue
+                cand = Candidate(pos, pairs, ci, motif, float(best.fun))
+                if any(_same_configuration(cand, f) for f in found):
+                    continue
+                found.append(cand)
+                progress = True
+                if len(found) >= n_configs:
+                    return found
+        if not progress and round_ >= 2:
+            return found
+
+
+def place_ligand(
+    slab: Atoms,
+    ligand: str | LigandEntry,
+    n_configs: int = 3,
+    mode: str = "neutral",
+    seed: int = 0,
+    n_conformers: int = 3,
+) -> list[Atoms]:
+    """Candidate ligand@slab configurations.
+
+    Parameters
+    ----------
+    slab
+        A PbX2-terminated slab (checked).
+    ligand
+        Library name or a resolved :class:`LigandEntry`.
+    n_configs
+        Number of distinct configurations wanted.
+    mode
+        ``"neutral"``: the whole ligand (molecule, ion pair, salt) adsorbs. ``"exchange"``: the ligand's anion
+        replaces a surface halide (entries with an ``exchange`` section).
+    seed
+        Seeds conformers and orientations (same inputs → same configurations).
+
+    Returns
+    -------
+    list of ase.Atoms
+        Slab atoms first (tags 0, constraints kept), ligand atoms after (tags 1). ``info`` records the
+        ligand, mode, motif, conformer and ``anchor_sites``: JSON list of {anchor, element, pb, distance}.
+    """
+    if mode not in MODES:
+        raise LigbindError(f"unknown binding mode '{mode}' (choose from {', '.join(MODES)})")
+    if n_configs < 1:
+        raise LigbindError(f"bad number of configurations {n_configs}: need at least 1")
+    entry = ligand if isinstance(ligand, LigandEntry) else resolve_ligand(ligand)
+    layers = check_pbi2_terminated(slab)
+    base = slab.copy()
+    removed = None
+    placed_entry = entry
+    if mode == "exchange":
+        if not entry.exchange:
+            raise LigbindError(f"ligand '{entry.name}' has no exchange anion: use --mode neutral")
+        placed_entry = resolve_ligand(smiles=entry.exchange["anion"])
+        removed = int(surface_halides(slab, layers)[0])
+        vacated = slab.positions[removed].copy()
+        del base[removed]  # ASE renumbers the FixAtoms indices
+        layers = [np.array([i - (i > removed) for i in layer if i != removed]) for layer in layers]
+    top = layers[-1]
+    heavy_top = [i for i in top if base[i].symbol != "H"]
+    z_top = float(base.positions[heavy_top, 2].max())
+    pbs = surface_pb(base, layers)
+    if removed is not None:  # the anion goes into the vacancy: anchor on the Pb next to the vacated site
+        d = np.linalg.norm(base.positions[pbs] - vacated, axis=1)
+        pbs = pbs[np.argsort(d)[:2]]
+    conformers = ligand_conformers(placed_entry, n_conformers=n_conformers, seed=seed)
+    denticity = placed_entry.denticity if removed is None else max(2, placed_entry.denticity)
+    z_floor = z_top + 1.0
+    found = _place(
+        base, conformers, denticity, n_configs, seed, pbs, z_top, z_floor, max_trials=40 * n_configs
+    )
+    if not found:
+        raise LigbindError(f"cannot place ligand '{entry.name}' on this slab without clashes")
+    out = []
+    for k, cand in enumerate(found):
+        lig = conformers[cand.conformer].copy()
+        lig.positions = cand.positions
+        lig.set_tags(1)
+        lig.set_cell(base.cell)
+        complex_ = base.copy()
+        complex_ += lig
+        complex_.set_constraint(base.constraints)
+        n = len(base)
+        sites = [
+            {
+                "anchor": n + a,
+                "element": lig[a].symbol,
+                "pb": pb,
+                "distance": round(float(np.linalg.norm(cand.positions[a] - base.positions[pb])), 3),
+            }
+            for a, pb, _ in cand.pairs
+        ]
+        complex_.info = {
+            **{
+                k2: v
+                for k2, v in slab.info.items()
+                if k2 in ("material", "phase", "size", "layers", "vacuum")
+            },
+            "kind": "complex",
+            "ligand": entry.name,
+            "ligand_smiles": placed_entry.smiles,
+            "ligand_charge": int(placed_entry.charge),
+            "mode": mode,
+            "motif": cand.motif,
+            "conformer": cand.conformer,
+            "config": k,
+            "anchor_sites": json.dumps(sites),
+        }
+        if removed is not None:
+            complex_.info["exchanged_halide"] = slab[removed].symbol
+            complex_.info["exchanged_position"] = json.dumps(
+                [round(float(v), 4) for v in slab.positions[removed]]
+            )
+        out.append(complex_)
+    return out
+
+
+def anchor_sites(atoms: Atoms) -> list[dict]:
+    """The anchor → Pb assignments recorded in a complex's info."""
+    return json.loads(atoms.info.get("anchor_sites", "[]"))
+
+
+def ligand_indices(atoms: Atoms) -> np.ndarray:
+    """Indices of adsorbate atoms (tags ≥ 1)."""
+    return np.where(atoms.get_tags() > 0)[0]
+
+
+__all__ = ["place_ligand", "anchor_sites", "ligand_indices", "min_distances", "BOND_LENGTH", "HALIDES"]

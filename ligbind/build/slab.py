@@ -1,0 +1,236 @@
+"""(001) slabs of the perovskites: PbI2-terminated, n×n pseudo-cubic, fixed bottom layers.
+
+Layers alternate PbX2 and AX (A = Cs or MA) along z. Layer membership is always derived from the geometry
+(:func:`find_layers`), so slabs read back from POSCAR or relaxed by a calculator are checked the same way.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+from ase import Atoms
+from ase.build import make_supercell
+from ase.constraints import FixAtoms
+from ase.geometry import get_distances
+
+from ligbind.build.bulk import bulk, get_phase
+from ligbind.errors import LigbindError
+
+HALIDES = ("I", "Br", "Cl")
+FRAMEWORK = ("Pb", "Cs", "K", "C", "N", *HALIDES)  # heavy atoms that define the slab's layers
+LAYER_GAP = 1.0  # Å: heavy atoms of one layer lie within this of each other in z (perovskite spacing ~3.1 Å)
+
+
+def slab_mask(atoms: Atoms) -> np.ndarray:
+    """Boolean mask of slab atoms: tags == 0 (ligands carry tags ≥ 1)."""
+    return atoms.get_tags() == 0
+
+
+def _unwrapped_z(atoms: Atoms, mask: np.ndarray) -> np.ndarray:
+    """z of all atoms, shifted so that the largest empty gap (the vacuum) lies at the cell boundary."""
+    z = atoms.positions[:, 2].copy()
+    if not atoms.pbc[2] and atoms.cell[2, 2] == 0:
+        return z
+    cz = atoms.cell[2, 2]
+    zs = np.sort(np.mod(z[mask], cz))
+    gaps = np.diff(np.append(zs, zs[0] + cz))
+    start = zs[(np.argmax(gaps) + 1) % len(zs)]
+    return np.mod(z - start + 1e-6, cz) + start - 1e-6
+
+
+def find_layers(atoms: Atoms) -> list[np.ndarray]:
+    """Indices of the slab atoms in each layer, from bottom to top.
+
+    Heavy framework atoms are grouped by z (gaps > 1 Å separate layers); hydrogens of slab cations join
+    the layer of their nearest heavy atom.
+    """
+    mask = slab_mask(atoms)
+    z = _unwrapped_z(atoms, mask)
+    symbols = np.array(atoms.get_chemical_symbols())
+    heavy = np.where(mask & np.isin(symbols, FRAMEWORK))[0]
+    if len(heavy) == 0:
+        raise LigbindError("no perovskite framework atoms (Pb, Cs, I, ...) found in the slab")
+    order = heavy[np.argsort(z[heavy])]
+    layers: list[list[int]] = [[order[0]]]
+    for i in order[1:]:
+        if z[i] - z[layers[-1][-1]] > LAYER_GAP:
+            layers.append([])
+        layers[-1].append(i)
+    hydrogens = np.where(mask & (symbols == "H"))[0]
+    if len(hydrogens):
+        _, dist = get_distances(atoms.positions[hydrogens], atoms.positions[heavy], atoms.cell, atoms.pbc)
+        nearest = heavy[np.argmin(dist, axis=1)]
+        which = {i: k for k, layer in enumerate(layers) for i in layer}
+        for h, parent in zip(hydrogens, nearest, strict=True):
+            layers[which[parent]].append(h)
+    return [np.array(sorted(layer)) for layer in layers]
+
+
+def layer_name(atoms: Atoms, indices: np.ndarray) -> str:
+    """Chemical name of a layer: 'PbI2', 'CsI', 'MAI', 'PbI1.5Br0.5', ... ('?' if not perovskite-like)."""
+    counts = Counter(atoms[i].symbol for i in indices)
+    x = sum(counts[h] for h in HALIDES)
+    if counts["Pb"] and counts["Pb"] * 2 == x and not (counts["Cs"] or counts["N"]):
+        return (
+            "PbX2" if counts["Br"] and counts["I"] else "Pb" + "".join(h for h in HALIDES if counts[h]) + "2"
+        )
+    a = counts["Cs"] + counts["N"]
+    if a and a == x and not counts["Pb"]:
+        return ("Cs" if counts["Cs"] else "MA") + ("X" if counts["Br"] and counts["I"] else "I")
+    return "?"
+
+
+def is_pbx2(name: str) -> bool:
+    """True for a PbX2 layer name."""
+    return name.startswith("Pb")
+
+
+def termination(atoms: Atoms) -> tuple[str, str]:
+    """Names of the (top, bottom) slab layers, derived from the geometry."""
+    layers = find_layers(atoms)
+    return layer_name(atoms, layers[-1]), layer_name(atoms, layers[0])
+
+
+def check_pbi2_terminated(atoms: Atoms, source: str = "slab") -> list[np.ndarray]:
+    """Raise unless the top layer of ``atoms`` is PbX2; return the layers (bottom → top)."""
+    layers = find_layers(atoms)
+    top = layer_name(atoms, layers[-1])
+    if not is_pbx2(top):
+        raise LigbindError(
+            f"{source} is not PbI2-terminated: its top layer is {top} ({len(layers[-1])} atoms)"
+        )
+    return layers
+
+
+def vacuum_thickness(atoms: Atoms) -> float:
+    """Empty space along z between the top of the slab and the bottom of its periodic image (Å)."""
+    z = atoms.positions[:, 2]
+    return float(atoms.cell[2, 2] - (z.max() - z.min()))
+
+
+def parse_size(size: str | tuple[int, int] | list[int]) -> tuple[int, int]:
+    """'2x2' → (2, 2), with a clear error for anything else."""
+    if isinstance(size, str):
+        try:
+            nx, ny = (int(s) for s in size.lower().split("x"))
+        except ValueError:
+            raise LigbindError(f"bad slab size '{size}': expected NxM, e.g. 2x2") from None
+    else:
+        nx, ny = size
+    if nx < 1 or ny < 1:
+        raise LigbindError(f"bad slab size {nx}x{ny}: both repeats must be ≥ 1")
+    return nx, ny
+
+
+def build_slab(
+    material: str = "CsPbI3",
+    phase: str | None = None,
+    size: str | tuple[int, int] = (2, 2),
+    layers: int = 3,
+    vacuum: float = 12.0,
+    fix_layers: int = 1,
+    br_fraction: float = 0.0,
+    seed: int = 0,
+) -> Atoms:
+    """Build a PbX2-terminated (001) slab.
+
+    Parameters
+    ----------
+    material, phase
+        ``CsPbI3`` (``cubic`` or ``tetragonal``) or ``MAPbI3`` (``tetragonal``); default tetragonal.
+    size
+        In-plane repeats of the pseudo-cubic cell (``"2x2"``); tilted phases need even repeats.
+    layers
+        Number of alternating PbX2/AX layers; odd numbers give PbX2 on both faces.
+    vacuum
+        Empty space along z between periodic images (Å).
+    fix_layers
+        Bottom layers held by an ASE FixAtoms constraint.
+    br_fraction, seed
+        Fraction of X sites substituted by Br, chosen reproducibly with ``seed``.
+    """
+    ph = get_phase(material, phase)
+    nx, ny = parse_size(size)
+    if layers < 1:
+        raise LigbindError(f"bad number of layers {layers}: need at least 1")
+    if vacuum <= 0:
+        raise LigbindError(f"bad vacuum {vacuum} Å: must be positive")
+    if not 0 <= fix_layers < layers:
+        raise LigbindError(f"bad --fix-layers {fix_layers}: must be between 0 and layers-1 ({layers - 1})")
+    if not 0.0 <= br_fraction <= 1.0:
+        raise LigbindError(f"bad Br fraction {br_fraction}: must be between 0 and 1")
+    if ph.tilted and (nx % 2 or ny % 2):
+        raise LigbindError(
+            f"{material} {ph.phase} has tilted octahedra: in-plane size must be even, got {nx}x{ny}"
+        )
+
+    cell = bulk(material, ph.phase)
+    layers_per_cell = round(2 * ph.c / _pseudo_cubic_c(ph))
+    repeats_z = math.ceil((layers + 1) / layers_per_cell)
+    if ph.tilted:  # √2×√2 cell → n×m pseudo-cubic: a_pc = (a - b)/2, b_pc = (a + b)/2
+        matrix = [[nx // 2, -nx // 2, 0], [ny // 2, ny // 2, 0], [0, 0, repeats_z]]
+    else:
+        matrix = [[nx, 0, 0], [0, ny, 0], [0, 0, repeats_z]]
+    big = make_supercell(cell, matrix)
+    big.positions[:, 2] += 1e-3
+    big.wrap()
+    dz = big.cell[2, 2] / (layers_per_cell * repeats_z)
+    layer_index = np.rint((big.positions[:, 2] - 1e-3) / dz).astype(int)
+    slab = big[(layer_index >= 0) & (layer_index < layers)]
+    slab_layer = layer_index[(layer_index >= 0) & (layer_index < layers)]
+    slab.center(vacuum=vacuum / 2, axis=2)
+    slab.pbc = True
+    slab.info.clear()
+
+    if br_fraction > 0:
+        x_sites = np.where(np.array(slab.get_chemical_symbols()) == "I")[0]
+        n_br = round(br_fraction * len(x_sites))
+        chosen = np.random.default_rng(seed).choice(x_sites, size=n_br, replace=False)
+        symbols = slab.get_chemical_symbols()
+        for i in chosen:
+            symbols[i] = "Br"
+        slab.set_chemical_symbols(symbols)
+        slab.info.update(br_fraction=br_fraction, br_seed=seed, n_br=int(n_br))
+
+    if fix_layers:
+        slab.set_constraint(FixAtoms(indices=np.where(slab_layer < fix_layers)[0]))
+
+    found = find_layers(slab)
+    if len(found) != layers:
+        raise LigbindError(f"internal: built {len(found)} layers instead of {layers}")
+    top, bottom = layer_name(slab, found[-1]), layer_name(slab, found[0])
+    if not is_pbx2(top):
+        raise LigbindError(f"internal: top layer is {top}, not PbX2")
+    slab.info.update(
+        material=material,
+        phase=ph.phase,
+        size=f"{nx}x{ny}",
+        layers=layers,
+        termination=f"{top}/{bottom}",
+        symmetric=top == bottom,
+        fixed_layers=fix_layers,
+        vacuum=round(vacuum_thickness(slab), 6),
+        lattice_reference=ph.reference,
+        kind="slab",
+    )
+    return slab
+
+
+def _pseudo_cubic_c(ph) -> float:
+    """Height of one pseudo-cubic cell (a PbX2 + AX layer pair) along z."""
+    return ph.c if ph.spacegroup in (221, 127) else ph.c / 2
+
+
+def surface_pb(atoms: Atoms, layers: list[np.ndarray] | None = None) -> np.ndarray:
+    """Indices of the Pb atoms in the top layer (the undercoordinated ones)."""
+    layers = layers if layers is not None else check_pbi2_terminated(atoms)
+    top = layers[-1]
+    return np.array([i for i in top if atoms[i].symbol == "Pb"])
+
+
+def surface_halides(atoms: Atoms, layers: list[np.ndarray] | None = None) -> np.ndarray:
+    """Indices of the halide atoms in the top layer."""
+    layers = layers if layers is not None else check_pbi2_terminated(atoms)
+    return np.array([i for i in layers[-1] if atoms[i].symbol in HALIDES])

@@ -1,0 +1,36 @@
+"""Machine-learned interatomic potential backend: CHGNet with the weights shipped in its wheel (offline)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from ase.calculators.calculator import Calculator
+
+from ligbind.errors import LigbindError
+
+
+@lru_cache(maxsize=2)
+def _chgnet_model():
+    from chgnet.model import CHGNet
+
+    return CHGNet.load(verbose=False)
+
+
+def ml_calculator(protocol: dict[str, Any]) -> Calculator:
+    """CHGNet (or SevenNet when installed) ASE calculator; the model is loaded once per process."""
+    model = protocol.get("model", "chgnet")
+    if model == "chgnet":
+        import torch
+
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        from chgnet.model.dynamics import CHGNetCalculator
+
+        return CHGNetCalculator(model=_chgnet_model(), use_device="cpu", on_isolated_atoms="ignore")
+    if model == "sevennet":
+        try:
+            from sevenn.calculator import SevenNetCalculator
+        except ImportError as exc:
+            raise LigbindError("model 'sevennet' needs the sevenn package: pip install sevenn") from exc
+        return SevenNetCalculator("7net-0", device="cpu")
+    raise LigbindError(f"unknown ML model '{model}' (known: chgnet, sevennet)")

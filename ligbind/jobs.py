@@ -1,0 +1,334 @@
+"""Calculations as small typed functions: :func:`relax` and :func:`single_point` → :class:`Result`.
+
+Every finished calculation is committed to the results store at once and reused when its key comes back.
+Relaxations write an ASE trajectory (and the optimizer's restart file) under ``workdir`` and continue from
+them after a kill. A relaxation that hits its step limit is ``unconverged``, never ``converged``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ase.optimize
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixAtoms
+from ase.io import Trajectory
+
+from ligbind.calculators import make_calculator, scf_attempts, scf_failures
+from ligbind.errors import LigbindError, NonFiniteEnergyError, UnconvergedError
+from ligbind.protocols import load_protocol
+from ligbind.store import ResultStore, atoms_from_row, calculation_key
+
+
+@dataclass
+class Result:
+    """Outcome of one calculation."""
+
+    key: str
+    kind: str
+    atoms: Atoms
+    energy: float
+    fmax: float
+    converged: bool
+    n_steps: int
+    force_calls: int
+    protocol: dict[str, Any]
+    reused: bool = False
+    wall_time: float = 0.0
+    anomalies: list[str] = field(default_factory=list)
+    prerelax: dict[str, Any] | None = None
+
+    @property
+    def status(self) -> str:
+        return "converged" if self.converged else "unconverged"
+
+    def require_converged(self, what: str = "relaxation") -> Result:
+        """Raise :class:`UnconvergedError` unless converged."""
+        if not self.converged:
+            raise UnconvergedError(
+                f"{what} did not converge in {self.n_steps} steps (fmax {self.fmax:.3f} eV/Å; key {self.key})"
+            )
+        return self
+
+
+def free_fmax(atoms: Atoms, forces: np.ndarray) -> float:
+    """Largest force on atoms not held by FixAtoms."""
+    free = np.ones(len(atoms), bool)
+    for c in atoms.constraints:
+        if isinstance(c, FixAtoms):
+            free[c.index] = False
+    return float(np.linalg.norm(forces[free], axis=1).max()) if free.any() else 0.0
+
+
+def _jsonable_info(info: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, list, dict))}
+
+
+def _from_row(row, protocol: dict[str, Any]) -> Result:
+    atoms = atoms_from_row(row)
+    return Result(
+        key=row.key,
+        kind=row.kind,
+        atoms=atoms,
+        energy=float(row.energy),
+        fmax=float(row.get("fmax_free", 0.0)),
+        converged=row.status == "converged",
+        n_steps=int(row.get("n_steps", 0)),
+        force_calls=0,
+        protocol=row.data.get("protocol", protocol),
+        reused=True,
+        anomalies=[a for a in str(row.get("anomalies", "")).split(",") if a],
+        prerelax=row.data.get("prerelax"),
+    )
+
+
+def _count_calls(calc) -> list[int]:
+    """Count the calculator's force/energy evaluations (each ``calculate`` call)."""
+    counter = [0]
+    original = calc.calculate
+
+    def counted(*args, **kwargs):
+        counter[0] += 1
+        return original(*args, **kwargs)
+
+    calc.calculate = counted
+    return counter
+
+
+def _checked_energy(atoms: Atoms) -> tuple[float, np.ndarray]:
+    energy = float(atoms.get_potential_energy())
+    forces = atoms.get_forces()
+    if not math.isfinite(energy) or not np.all(np.isfinite(forces)):
+        raise NonFiniteEnergyError(f"non-finite energy or forces ({energy}) for {atoms.get_chemical_formula()}")
+    return energy, forces
+
+
+def _commit(store: ResultStore | None, result: Result, extra: dict[str, Any] | None = None) -> None:
+    if store is None:
+        return
+    atoms = result.atoms
+    store.put(
+        atoms,
+        result.key,
+        data={
+            "protocol": result.protocol,
+            "info": _jsonable_info(atoms.info),
+            "prerelax": result.prerelax,
+        },
+        kind=result.kind,
+        status=result.status,
+        protocol=result.protocol.get("name"),
+        backend=result.protocol.get("backend"),
+        fmax_free=result.fmax,
+        n_steps=result.n_steps,
+        force_calls=result.force_calls,
+        wall_time=round(result.wall_time, 3),
+        label=atoms.info.get("label"),
+        **(extra or {}),
+    )
+
+
+def _resolve(protocol: str | dict[str, Any]) -> dict[str, Any]:
+    return load_protocol(protocol) if isinstance(protocol, str) else protocol
+
+
+def _prepare(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
+    if protocol["backend"] == "gpaw":
+        from ligbind.calculators.gpaw import prepare_atoms
+
+        return prepare_atoms(atoms, protocol)
+    return atoms.copy()
+
+
+def single_point(
+    atoms: Atoms,
+    protocol: str | dict[str, Any],
+    *,
+    store: ResultStore | None = None,
+    workdir: str | Path = "runs",
+) -> Result:
+    """Energy and forces of ``atoms`` with ``protocol`` (reused from ``store`` when the key exists)."""
+    protocol = _resolve(protocol)
+    key = calculation_key("single_point", atoms, protocol)
+    if store is not None and (row := store.get(key)) is not None:
+        return _from_row(row, protocol)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    work = _prepare(atoms, protocol)
+    last_error: Exception | None = None
+    for attempt in range(scf_attempts(protocol)):
+        work.calc = make_calculator(protocol, atoms=work, directory=workdir, label=key, attempt=attempt)
+        counter = _count_calls(work.calc)
+        try:
+            energy, forces = _checked_energy(work)
+            break
+        except scf_failures(protocol) as exc:
+            last_error = exc
+    else:
+        raise UnconvergedError(f"SCF did not converge after {scf_attempts(protocol)} mixer settings: {last_error}")
+    final = atoms.copy()
+    final.calc = SinglePointCalculator(final, energy=energy, forces=forces)
+    result = Result(
+        key, "single_point", final, energy, free_fmax(atoms, forces), True, 0, counter[0], protocol,
+        wall_time=time.perf_counter() - start,
+    )
+    _commit(store, result)
+    return result
+
+
+def relax(
+    atoms: Atoms,
+    protocol: str | dict[str, Any],
+    *,
+    store: ResultStore | None = None,
+    workdir: str | Path = "runs",
+    prerelax: bool = True,
+) -> Result:
+    """Relax ``atoms`` with ``protocol`` until fmax (eV/Å) or the step limit.
+
+    Parameters
+    ----------
+    atoms
+        Starting structure (FixAtoms constraints respected; ``info['charge']`` is the total charge).
+    protocol
+        Preset name or resolved protocol.
+    store
+        Results store; an existing key is returned without any force call.
+    workdir
+        Where trajectories, optimizer restart files and calculator logs go (``<key>.traj`` ...).
+    prerelax
+        Run the protocol's ``prerelax`` protocol (e.g. ml-screen before GPAW) first, when it names one.
+    """
+    protocol = _resolve(protocol)
+    key = calculation_key("relax", atoms, protocol)
+    if store is not None and (row := store.get(key)) is not None:
+        return _from_row(row, protocol)
+    start = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+
+    pre_info = None
+    start_atoms = atoms
+    if prerelax and protocol.get("prerelax"):
+        pre = relax(atoms, load_protocol(protocol["prerelax"]), store=store, workdir=workdir, prerelax=False)
+        pre_info = {"key": pre.key, "protocol": pre.protocol["name"], "n_steps": pre.n_steps, "status": pre.status}
+        start_atoms = pre.atoms.copy()
+        start_atoms.info = dict(atoms.info)
+        start_atoms.set_constraint(atoms.constraints)
+
+    if protocol["backend"] == "vasp":
+        result = _relax_vasp(start_atoms, protocol, key, workdir, store)
+    else:
+        result = _relax_ase(start_atoms, protocol, key, workdir)
+    result.prerelax = pre_info
+    result.atoms.info = dict(atoms.info)
+    result.wall_time = time.perf_counter() - start
+    _commit(store, result)
+    return result
+
+
+def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) -> Result:
+    settings = protocol["relax"]
+    traj_path = workdir / f"{key}.traj"
+    work = _prepare(atoms, protocol)
+    done_steps = 0
+    if traj_path.exists() and traj_path.stat().st_size > 0:
+        try:
+            frames = Trajectory(str(traj_path))
+            if len(frames):
+                work.positions = frames[-1].positions  # resume where the killed run stopped
+                done_steps = len(frames) - 1
+        except Exception:  # a trajectory cut mid-write: keep the frames that are readable
+            traj_path.unlink()
+    optimizer_cls = getattr(ase.optimize, settings.get("optimizer", "BFGS"), None)
+    if optimizer_cls is None:
+        raise LigbindError(f"unknown ASE optimizer '{settings.get('optimizer')}'")
+    max_steps = int(settings.get("steps", 300))
+    fmax = float(settings.get("fmax", 0.05))
+    calls = 0
+    converged = False
+    last_error: Exception | None = None
+    for attempt in range(scf_attempts(protocol)):
+        work.calc = make_calculator(protocol, atoms=work, directory=workdir, label=key, attempt=attempt)
+        counter = _count_calls(work.calc)
+        opt_kwargs: dict[str, Any] = {"logfile": str(workdir / f"{key}.log")}
+        if optimizer_cls.__name__ in ("BFGS", "LBFGS"):
+            opt_kwargs["restart"] = str(workdir / f"{key}.opt.json")
+        try:
+            with Trajectory(str(traj_path), "a", work) as traj:
+                opt = optimizer_cls(work, **opt_kwargs)
+                opt.attach(traj.write, interval=1)
+                converged = bool(opt.run(fmax=fmax, steps=max(0, max_steps - done_steps)))
+                done_steps += opt.nsteps
+            calls += counter[0]
+            break
+        except scf_failures(protocol) as exc:
+            calls += counter[0]
+            last_error = exc
+            frames = Trajectory(str(traj_path)) if traj_path.exists() else []
+            done_steps = max(0, len(frames) - 1)
+    else:
+        raise UnconvergedError(
+            f"SCF did not converge with any of {scf_attempts(protocol)} mixer settings: {last_error}"
+        )
+    energy, forces = _checked_energy(work)
+    final = atoms.copy()
+    final.positions = work.positions
+    final.calc = SinglePointCalculator(final, energy=energy, forces=forces)
+    fmax_now = free_fmax(final, forces)
+    return Result(key, "relax", final, energy, fmax_now, converged and fmax_now <= fmax + 1e-9, done_steps, calls, protocol)
+
+
+def _relax_vasp(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path, store) -> Result:
+    from ligbind.calculators.vasp import run_vasp
+
+    outcome = run_vasp(atoms, protocol, workdir / key, dry_run=bool(protocol.get("dry_run")))
+    if outcome.status == "dry-run":
+        raise DryRun(str(outcome.directory))
+    final = outcome.atoms
+    return Result(key, "relax", final, float(outcome.energy), float(outcome.fmax), bool(outcome.converged),
+                  int(outcome.n_steps), int(outcome.n_steps), protocol)
+
+
+class DryRun(Exception):
+    """Raised when a VASP calculation was only written (``--dry-run``); carries the input directory."""
+
+
+def describe(result: Result) -> str:
+    """One line about a result, for logs."""
+    flag = "" if result.converged else " UNCONVERGED"
+    reused = " (reused)" if result.reused else ""
+    return (
+        f"{result.kind} {result.atoms.get_chemical_formula()}: E = {result.energy:.4f} eV, "
+        f"{result.n_steps} steps, {result.force_calls} force calls{flag}{reused}"
+    )
+
+
+def result_json(result: Result) -> dict[str, Any]:
+    """JSON-friendly summary of a result."""
+    return json.loads(
+        json.dumps(
+            {
+                "key": result.key,
+                "kind": result.kind,
+                "formula": result.atoms.get_chemical_formula(),
+                "energy": result.energy,
+                "fmax": result.fmax,
+                "status": result.status,
+                "n_steps": result.n_steps,
+                "force_calls": result.force_calls,
+                "reused": result.reused,
+                "protocol": result.protocol.get("name"),
+                "anomalies": result.anomalies,
+            },
+            default=float,
+        )
+    )

@@ -1,0 +1,69 @@
+"""Named calculation protocols: YAML presets in this folder, merged with user overrides.
+
+Settings merge in this order: preset YAML → user overrides (nested dicts merge key by key).
+The resolved dictionary is what every stored result records.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from ligbind.errors import LigbindError
+
+
+def available_protocols() -> list[str]:
+    """Names of the shipped presets."""
+    files = resources.files(__package__).iterdir()
+    return sorted(f.name.removesuffix(".yaml") for f in files if f.name.endswith(".yaml"))
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of ``base`` with ``override`` merged in key by key (nested dicts merge)."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def load_protocol(name: str | dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve a protocol preset by name (or pass a resolved dict through) and merge overrides.
+
+    Parameters
+    ----------
+    name
+        Preset name such as ``"ml-screen"``, or an already resolved protocol dictionary.
+    overrides
+        Nested settings that replace the preset's values.
+
+    Raises
+    ------
+    LigbindError
+        If the preset does not exist.
+    """
+    if isinstance(name, dict):
+        preset = name
+    else:
+        if name not in available_protocols():
+            raise LigbindError(f"unknown protocol '{name}' (available: {', '.join(available_protocols())})")
+        text = resources.files(__package__).joinpath(f"{name}.yaml").read_text()
+        preset = yaml.safe_load(text)
+    protocol = deep_merge(preset, overrides or {})
+    if overrides:
+        protocol["overrides"] = deep_merge(preset.get("overrides", {}), overrides)
+    return protocol
+
+
+def protocol_hash(protocol: dict[str, Any]) -> str:
+    """Stable hash of the resolved parameters that change energies (description text excluded)."""
+    relevant = {k: v for k, v in protocol.items() if k not in ("description", "overrides", "slab")}
+    text = json.dumps(relevant, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]

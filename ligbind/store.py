@@ -1,0 +1,114 @@
+"""The results store: an ase.db SQLite file, one row per finished calculation, committed at once.
+
+Unique key = kind + hash(structure) + hash(resolved protocol). A calculation whose key exists is reused, never
+recomputed. Rows are browsable with ``ase db FILE``. Analysis rows (kind ``binding``, ``frenkel``, ...) hold the
+structure they describe and the energy terms as key-value pairs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import ase.db
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.constraints import FixAtoms
+
+from ligbind.protocols import protocol_hash
+
+DEFAULT_DB = "ligbind.db"
+
+
+def default_db_path() -> Path:
+    """``$LIGBIND_DB`` or ./ligbind.db."""
+    return Path(os.environ.get("LIGBIND_DB", DEFAULT_DB))
+
+
+def structure_hash(atoms: Atoms) -> str:
+    """Hash of what defines a calculation's input: species, positions (1e-4 Å), cell, pbc, fixed atoms, charge."""
+    fixed = sorted(int(i) for c in atoms.constraints if isinstance(c, FixAtoms) for i in c.index)
+    payload = {
+        "numbers": atoms.numbers.tolist(),
+        "positions": np.round(atoms.positions, 4).tolist(),
+        "cell": np.round(atoms.cell.array, 4).tolist(),
+        "pbc": atoms.pbc.tolist(),
+        "fixed": fixed,
+        "tags": atoms.get_tags().tolist(),
+        "charge": int(atoms.info.get("charge", 0) or 0),
+    }
+    return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:16]
+
+
+def calculation_key(kind: str, atoms: Atoms, protocol: dict[str, Any]) -> str:
+    """Unique key of a calculation: ``kind-structurehash-protocolhash``."""
+    return f"{kind}-{structure_hash(atoms)}-{protocol_hash(protocol)}"
+
+
+def _clean(value: Any) -> Any:
+    """Key-value pairs in ase.db must be str, int, float or bool."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+class ResultStore:
+    """Thin layer over an ase.db SQLite database keyed by :func:`calculation_key`."""
+
+    def __init__(self, path: str | Path | None = None):
+        self.path = Path(path) if path is not None else default_db_path()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.db = ase.db.connect(str(self.path), type="db")
+
+    def get(self, key: str):
+        """The row with ``key`` or None."""
+        rows = list(self.db.select(key=key, limit=1))
+        return rows[0] if rows else None
+
+    def put(self, atoms: Atoms, key: str, data: dict[str, Any] | None = None, **pairs: Any) -> int:
+        """Commit one row (replacing an existing row with the same key); returns its id."""
+        for name, value in pairs.items():
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"refusing to store non-finite {name}={value}")
+        clean = {k: _clean(v) for k, v in pairs.items() if v is not None}
+        old = self.get(key)
+        with self.db:
+            if old is not None:
+                del self.db[old.id]
+            return self.db.write(atoms, key=key, data=data or {}, **clean)
+
+    def update(self, key: str, **pairs: Any) -> None:
+        """Add or change key-value pairs of the row with ``key``."""
+        row = self.get(key)
+        if row is None:
+            raise KeyError(key)
+        self.db.update(row.id, **{k: _clean(v) for k, v in pairs.items() if v is not None})
+
+    def select(self, **query: Any):
+        """Rows matching key-value pairs."""
+        return self.db.select(**query)
+
+    def count(self, **query: Any) -> int:
+        return self.db.count(**query)
+
+
+def atoms_from_row(row) -> Atoms:
+    """The row's structure with its stored energy/forces attached (and info restored from data)."""
+    atoms = row.toatoms()
+    energy = row.get("energy")
+    forces = row.get("forces")
+    if energy is not None:
+        atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
+    atoms.info.update(row.data.get("info", {}))
+    return atoms
