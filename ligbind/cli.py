@@ -92,7 +92,9 @@ def cmd_build_complex(args: argparse.Namespace) -> None:
         written.append({**_atoms_summary(atoms, path), "anchor_sites": anchor_sites(atoms)})
     lines = [f"wrote {len(written)} configuration(s) of {args.ligand} ({args.mode}) to {outdir}/"]
     for w in written:
-        sites = ", ".join(f"{s['element']}{s['anchor']}→Pb{s['pb']} {s['distance']:.2f} Å" for s in w["anchor_sites"])
+        sites = ", ".join(
+            f"{s['element']}{s['anchor']}→Pb{s['pb']} {s['distance']:.2f} Å" for s in w["anchor_sites"]
+        )
         lines.append(f"  {Path(w['file']).name}: {w['motif']}, conformer {w['conformer']}: {sites}")
     _print(written, args.json, "\n".join(lines))
 
@@ -171,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slab", required=True, help="PbI2-terminated slab file")
     p.add_argument("--ligand", required=True, help="library name")
     p.add_argument("--configs", type=int, default=3, help="number of distinct configurations")
-    p.add_argument("--mode", default="neutral", help="neutral (whole unit) or exchange (anion replaces a surface I)")
+    p.add_argument(
+        "--mode", default="neutral", help="neutral (whole unit) or exchange (anion replaces a surface I)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--json", action="store_true")
@@ -193,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _EXTRA_COMMANDS: list = []
+
 
 # ---------------------------------------------------------------------------------------- calculations
 def _progress_bar(disable: bool):
@@ -237,8 +242,18 @@ def cmd_bind(args: argparse.Namespace) -> None:
     start = time.perf_counter()
     bar, step = _progress_bar(args.json or args.quiet)
     try:
-        out = bind(slab, args.ligand, protocol, n_configs=args.configs, mode=args.mode, store=store,
-                   workdir=args.workdir, include_flagged=args.include_flagged, seed=args.seed, progress=step)
+        out = bind(
+            slab,
+            args.ligand,
+            protocol,
+            n_configs=args.configs,
+            mode=args.mode,
+            store=store,
+            workdir=args.workdir,
+            include_flagged=args.include_flagged,
+            seed=args.seed,
+            progress=step,
+        )
     finally:
         bar.close()
     payload = {**out.as_dict(), "wall_time": round(time.perf_counter() - start, 2), "db": str(store.path)}
@@ -249,7 +264,9 @@ def cmd_bind(args: argparse.Namespace) -> None:
     lines = [f"{out.ligand} ({out.mode}) on {slab.get_chemical_formula()} with {out.protocol}{label}"]
     for c in out.configs:
         flags = ",".join(c["flags"]) or "ok"
-        lines.append(f"  config {c['config']} ({c['motif']}): Eb = {c['eb']:+.3f} eV  {c['status']}, {c['n_steps']} steps, {flags}")
+        lines.append(
+            f"  config {c['config']} ({c['motif']}): Eb = {c['eb']:+.3f} eV  {c['status']}, {c['n_steps']} steps, {flags}"
+        )
     if out.eb is None:
         lines.append("  no usable configuration (all unconverged or flagged; --include-flagged to use them)")
     else:
@@ -272,8 +289,17 @@ def cmd_frenkel(args: argparse.Namespace) -> None:
     store = ResultStore(args.db)
     bar, step = _progress_bar(args.json)
     try:
-        out = frenkel(slab, protocol, ligand=args.ligand, mode=args.mode, n_configs=args.configs,
-                      max_pairs=args.pairs, store=store, workdir=args.workdir, progress=step)
+        out = frenkel(
+            slab,
+            protocol,
+            ligand=args.ligand,
+            mode=args.mode,
+            n_configs=args.configs,
+            max_pairs=args.pairs,
+            store=store,
+            workdir=args.workdir,
+            progress=step,
+        )
     finally:
         bar.close()
     fmt = lambda v: "n/a" if v is None else f"{v:+.3f} eV"  # noqa: E731
@@ -300,8 +326,7 @@ def cmd_results(args: argparse.Namespace) -> None:
         paths = write_tables(store, args.output or "results")
         if not args.json:
             print(binding_table(store).to_string(index=False))
-    _print({k: str(v) for k, v in paths.items()}, args.json,
-           "\n".join(f"wrote {p}" for p in paths.values()))
+    _print({k: str(v) for k, v in paths.items()}, args.json, "\n".join(f"wrote {p}" for p in paths.values()))
 
 
 def _add_calc_options(p: argparse.ArgumentParser) -> None:
@@ -343,6 +368,59 @@ def register_calculation_commands(sub) -> None:
 
 
 _EXTRA_COMMANDS.append(register_calculation_commands)
+
+# ----------------------------------------------------------------------------------------------- campaigns
+def cmd_screen(args: argparse.Namespace) -> None:
+    from ligbind.engine.fireworks import screen
+
+    out = screen(args.campaign, launchpad_file=args.launchpad)
+    where = "your MongoDB launchpad" if args.launchpad else f"the embedded store in {out['workdir']}"
+    _print(out, args.json, f"campaign {out['campaign']}: added {out['added']} Firework(s) to {where} "
+           f"({out['already_there']} already there); results store {out['store']}")
+
+
+def cmd_run(args: argparse.Namespace) -> None:
+    from ligbind.engine.fireworks import run
+
+    out = run(args.campaign, launchpad_file=args.launchpad, max_fireworks=args.max, progress=not args.json)
+    states = ", ".join(f"{k} {v}" for k, v in sorted(out["states"].items()))
+    _print(out, args.json, f"campaign {out['campaign']}: ran {out['ran']} Firework(s); now {states}")
+
+
+def cmd_status(args: argparse.Namespace) -> None:
+    from ligbind.engine.fireworks import status
+
+    rows = status(args.campaign, launchpad_file=args.launchpad)
+    lines = []
+    for r in rows:
+        states = ", ".join(f"{k} {v}" for k, v in sorted(r["states"].items())) or r.get("note", "empty")
+        lines.append(f"{r['campaign']}: {states}")
+        lines += [f"  FIZZLED {f['firework']}: {f['error']}" for f in r["failures"]]
+    _print(rows, args.json, "\n".join(lines) or "no campaigns screened yet (ligbind screen CAMPAIGN.yaml)")
+
+
+def register_campaign_commands(sub) -> None:
+    p = sub.add_parser("screen", help="turn a campaign YAML into FireWorks workflows on the LaunchPad")
+    p.add_argument("campaign", help="campaign YAML (e.g. workflows/demo.yaml)")
+    p.add_argument("--launchpad", help="my_launchpad.yaml of a MongoDB (HPC); default: embedded store")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_screen)
+
+    p = sub.add_parser("run", help="execute a campaign's ready Fireworks here, with a progress bar")
+    p.add_argument("campaign", help="campaign YAML or name")
+    p.add_argument("--launchpad", help="my_launchpad.yaml (default: embedded store)")
+    p.add_argument("--max", type=int, help="stop after this many Fireworks")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("status", help="per-campaign Firework counts by state, and failures")
+    p.add_argument("campaign", nargs="?", help="campaign YAML or name (default: all in runs/)")
+    p.add_argument("--launchpad", help="my_launchpad.yaml (default: embedded store)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+
+
+_EXTRA_COMMANDS.append(register_campaign_commands)
 
 
 def main(argv: list[str] | None = None) -> int:

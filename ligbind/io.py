@@ -7,7 +7,7 @@ from pathlib import Path
 
 import ase.io
 from ase import Atoms
-from ase.io.formats import filetype
+from ase.io.formats import filetype, ioformats
 
 from ligbind.errors import LigbindError
 
@@ -18,9 +18,12 @@ def structure_format(path: str | Path) -> str:
     if name.endswith((".xyz", ".extxyz")):
         return "extxyz"
     try:
-        return filetype(str(path), read=False)
+        fmt = filetype(str(path), read=False)
     except Exception as exc:
         raise LigbindError(f"cannot tell the structure format of '{path}' from its name") from exc
+    if fmt not in ioformats:  # filetype(read=False) returns an unknown extension as it is
+        raise LigbindError(f"cannot tell the structure format of '{path}' from its name")
+    return fmt
 
 
 def write_structure(path: str | Path, atoms: Atoms) -> Path:

@@ -68,7 +68,14 @@ def free_fmax(atoms: Atoms, forces: np.ndarray) -> float:
 
 
 def _jsonable_info(info: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in info.items() if isinstance(v, (str, int, float, bool, list, dict))}
+    """The JSON-storable part of ``atoms.info`` (numpy scalars, e.g. from extxyz, become Python numbers)."""
+    out = {}
+    for k, v in info.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, (str, int, float, bool, list, dict)):
+            out[k] = v
+    return out
 
 
 def _from_row(row, protocol: dict[str, Any]) -> Result:
@@ -84,9 +91,18 @@ def _from_row(row, protocol: dict[str, Any]) -> Result:
         force_calls=0,
         protocol=row.data.get("protocol", protocol),
         reused=True,
-        anomalies=[a for a in str(row.get("anomalies", "")).split(",") if a],
+        anomalies=[a for a in str(row.get("anomalies", "")).split(",") if a and a != "none"],
         prerelax=row.data.get("prerelax"),
     )
+
+
+def stored_result(
+    atoms: Atoms, protocol: str | dict[str, Any], store: ResultStore, kind: str = "relax"
+) -> Result | None:
+    """The stored result of ``kind`` for these input ``atoms`` and ``protocol``, or None (never computes)."""
+    protocol = _resolve(protocol)
+    row = store.get(calculation_key(kind, atoms, protocol))
+    return _from_row(row, protocol) if row is not None else None
 
 
 def _count_calls(calc) -> list[int]:
@@ -106,7 +122,9 @@ def _checked_energy(atoms: Atoms) -> tuple[float, np.ndarray]:
     energy = float(atoms.get_potential_energy())
     forces = atoms.get_forces()
     if not math.isfinite(energy) or not np.all(np.isfinite(forces)):
-        raise NonFiniteEnergyError(f"non-finite energy or forces ({energy}) for {atoms.get_chemical_formula()}")
+        raise NonFiniteEnergyError(
+            f"non-finite energy or forces ({energy}) for {atoms.get_chemical_formula()}"
+        )
     return energy, forces
 
 
@@ -173,11 +191,21 @@ def single_point(
         except scf_failures(protocol) as exc:
             last_error = exc
     else:
-        raise UnconvergedError(f"SCF did not converge after {scf_attempts(protocol)} mixer settings: {last_error}")
+        raise UnconvergedError(
+            f"SCF did not converge after {scf_attempts(protocol)} mixer settings: {last_error}"
+        )
     final = atoms.copy()
     final.calc = SinglePointCalculator(final, energy=energy, forces=forces)
     result = Result(
-        key, "single_point", final, energy, free_fmax(atoms, forces), True, 0, counter[0], protocol,
+        key,
+        "single_point",
+        final,
+        energy,
+        free_fmax(atoms, forces),
+        True,
+        0,
+        counter[0],
+        protocol,
         wall_time=time.perf_counter() - start,
     )
     _commit(store, result)
@@ -219,7 +247,12 @@ def relax(
     start_atoms = atoms
     if prerelax and protocol.get("prerelax"):
         pre = relax(atoms, load_protocol(protocol["prerelax"]), store=store, workdir=workdir, prerelax=False)
-        pre_info = {"key": pre.key, "protocol": pre.protocol["name"], "n_steps": pre.n_steps, "status": pre.status}
+        pre_info = {
+            "key": pre.key,
+            "protocol": pre.protocol["name"],
+            "n_steps": pre.n_steps,
+            "status": pre.status,
+        }
         start_atoms = pre.atoms.copy()
         start_atoms.info = dict(atoms.info)
         start_atoms.set_constraint(atoms.constraints)
@@ -284,7 +317,17 @@ def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) 
     final.positions = work.positions
     final.calc = SinglePointCalculator(final, energy=energy, forces=forces)
     fmax_now = free_fmax(final, forces)
-    return Result(key, "relax", final, energy, fmax_now, converged and fmax_now <= fmax + 1e-9, done_steps, calls, protocol)
+    return Result(
+        key,
+        "relax",
+        final,
+        energy,
+        fmax_now,
+        converged and fmax_now <= fmax + 1e-9,
+        done_steps,
+        calls,
+        protocol,
+    )
 
 
 def _relax_vasp(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path, store) -> Result:
@@ -294,8 +337,17 @@ def _relax_vasp(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path,
     if outcome.status == "dry-run":
         raise DryRun(str(outcome.directory))
     final = outcome.atoms
-    return Result(key, "relax", final, float(outcome.energy), float(outcome.fmax), bool(outcome.converged),
-                  int(outcome.n_steps), int(outcome.n_steps), protocol)
+    return Result(
+        key,
+        "relax",
+        final,
+        float(outcome.energy),
+        float(outcome.fmax),
+        bool(outcome.converged),
+        int(outcome.n_steps),
+        int(outcome.n_steps),
+        protocol,
+    )
 
 
 class DryRun(Exception):

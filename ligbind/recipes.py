@@ -109,7 +109,9 @@ def relax_configuration(
     placed = placed.copy()
     placed.info["label"] = f"complex:{placed.info['ligand']}:{placed.info['mode']}:{placed.info['config']}"
     result = relax(placed, protocol, store=store, workdir=workdir)
-    flags = complex_anomalies(placed, result.atoms, relaxed_slab if placed.info["mode"] == "neutral" else None)
+    flags = complex_anomalies(
+        placed, result.atoms, relaxed_slab if placed.info["mode"] == "neutral" else None
+    )
     if not result.converged:
         flags.append("unconverged")
     result.anomalies = flags
@@ -131,12 +133,16 @@ def analyse_binding(
     """Eb over the relaxed configurations: lowest converged, unflagged one (flagged ones only if asked)."""
     p_hash = protocol_hash(protocol)
     slab_term = Term.from_atoms("slab", slab.atoms, slab.energy, p_hash, True, slab.converged)
-    lig_term = Term.from_atoms("ligand", ligand_result.atoms, ligand_result.energy, p_hash, False, ligand_result.converged)
+    lig_term = Term.from_atoms(
+        "ligand", ligand_result.atoms, ligand_result.energy, p_hash, False, ligand_result.converged
+    )
     by_term = None
     if mode == "exchange":
         if byproduct is None:
             raise LigbindError("exchange mode needs the byproduct's energy")
-        by_term = Term.from_atoms("byproduct", byproduct.atoms, byproduct.energy, p_hash, False, byproduct.converged)
+        by_term = Term.from_atoms(
+            "byproduct", byproduct.atoms, byproduct.energy, p_hash, False, byproduct.converged
+        )
     rows, values = [], {}
     for r in configs:
         term = Term.from_atoms(f"config {r.atoms.info['config']}", r.atoms, r.energy, p_hash, True, True)
@@ -145,8 +151,18 @@ def analyse_binding(
         else:
             eb = binding_energy(term, lig_term, slab_term)
         flags = list(r.anomalies) + energy_anomalies(eb)
-        rows.append({"config": r.atoms.info["config"], "eb": eb, "energy": r.energy, "flags": flags,
-                     "status": r.status, "n_steps": r.n_steps, "key": r.key, "motif": r.atoms.info.get("motif")})
+        rows.append(
+            {
+                "config": r.atoms.info["config"],
+                "eb": eb,
+                "energy": r.energy,
+                "flags": flags,
+                "status": r.status,
+                "n_steps": r.n_steps,
+                "key": r.key,
+                "motif": r.atoms.info.get("motif"),
+            }
+        )
         if r.converged and (include_flagged or not flags):
             values[r.atoms.info["config"]] = eb
     for t in (slab_term, lig_term, by_term):
@@ -168,7 +184,9 @@ def analyse_binding(
         best_config=best,
         configs_tried=len(configs),
         configs=rows,
-        flags=sorted({f for row in rows for f in row["flags"]}) if best is None else (best_row["flags"] if best_row else []),
+        flags=sorted({f for row in rows for f in row["flags"]})
+        if best is None
+        else (best_row["flags"] if best_row else []),
         converged=all(r.converged for r in configs) and slab.converged and ligand_result.converged,
         truncated_from=ligand.truncated_from,
         force_calls=sum(r.force_calls for r in [slab, ligand_result, *configs, *(filter(None, [byproduct]))]),
@@ -181,7 +199,11 @@ def analyse_binding(
 def _store_binding(store, outcome: BindingOutcome, configs, best, protocol, slab: Result) -> None:
     """Write the analysis row (kind 'binding'): the best complex's structure with Eb and its terms."""
     chosen = next((r for r in configs if r.atoms.info["config"] == best), configs[0])
-    key = "binding-" + calculation_key("x", slab.atoms, protocol).split("-", 1)[1] + f"-{outcome.ligand}-{outcome.mode}"
+    key = (
+        "binding-"
+        + calculation_key("x", slab.atoms, protocol).split("-", 1)[1]
+        + f"-{outcome.ligand}-{outcome.mode}"
+    )
     outcome.key = key
     data = outcome.as_dict()
     store.put(
@@ -236,13 +258,17 @@ def bind(
     byproduct = None
     if mode == "exchange":
         progress("byproduct")
-        byproduct = relax_ligand(resolve_ligand(smiles=entry.exchange["byproduct"]), slab, protocol, store, workdir)
+        byproduct = relax_ligand(
+            resolve_ligand(smiles=entry.exchange["byproduct"]), slab, protocol, store, workdir
+        )
     placed = candidate_configurations(slab_result.atoms, entry, n_configs, mode, seed)
     configs = []
     for atoms in placed:
         progress(f"config {atoms.info['config']}")
         configs.append(relax_configuration(atoms, slab_result.atoms, protocol, store, workdir))
-    return analyse_binding(entry, mode, protocol, slab_result, lig_result, configs, byproduct, include_flagged, store)
+    return analyse_binding(
+        entry, mode, protocol, slab_result, lig_result, configs, byproduct, include_flagged, store
+    )
 
 
 @dataclass
@@ -261,7 +287,9 @@ class FrenkelOutcome:
         return asdict(self)
 
 
-def _frenkel_on(host: Result, protocol, store, workdir, max_pairs, progress, tag: str) -> tuple[float | None, list]:
+def _frenkel_on(
+    host: Result, protocol, store, workdir, max_pairs, progress, tag: str
+) -> tuple[float | None, list]:
     from ligbind.build.defects import frenkel_pairs
 
     p_hash = protocol_hash(protocol)
@@ -276,8 +304,17 @@ def _frenkel_on(host: Result, protocol, store, workdir, max_pairs, progress, tag
         flags = [] if r.converged else ["unconverged"]
         if abs(ef) < 0.05:
             flags.append("recombined")
-        rows.append({"pair": defect.info["pair"], "interstitial": defect.info["interstitial"], "ef": ef,
-                     "separation": defect.info["separation"], "status": r.status, "flags": flags, "key": r.key})
+        rows.append(
+            {
+                "pair": defect.info["pair"],
+                "interstitial": defect.info["interstitial"],
+                "ef": ef,
+                "separation": defect.info["separation"],
+                "status": r.status,
+                "flags": flags,
+                "key": r.key,
+            }
+        )
         if not flags:
             values[defect.info["pair"]] = ef
     return (min(values.values()) if values else None), rows
@@ -305,7 +342,16 @@ def frenkel(
     ef_bare, rows_bare = _frenkel_on(slab_result, protocol, store, workdir, max_pairs, progress, "bare")
     out = FrenkelOutcome(protocol["name"], ef_bare, rows_bare)
     if ligand is not None:
-        b = bind(slab, ligand, protocol, n_configs=n_configs, mode=mode, store=store, workdir=workdir, progress=progress)
+        b = bind(
+            slab,
+            ligand,
+            protocol,
+            n_configs=n_configs,
+            mode=mode,
+            store=store,
+            workdir=workdir,
+            progress=progress,
+        )
         if b.best_config is None:
             raise LigbindError(f"no usable {ligand} configuration to put a Frenkel pair next to")
         best_key = next(c["key"] for c in b.configs if c["config"] == b.best_config)
@@ -313,7 +359,9 @@ def frenkel(
 
         host = _from_row(store.get(best_key), protocol)
         out.ligand = ligand
-        out.ef_ligand, out.pairs_ligand = _frenkel_on(host, protocol, store, workdir, max_pairs, progress, ligand)
+        out.ef_ligand, out.pairs_ligand = _frenkel_on(
+            host, protocol, store, workdir, max_pairs, progress, ligand
+        )
         if out.ef_ligand is not None and ef_bare is not None:
             out.delta_ef = delta_frenkel(out.ef_ligand, ef_bare)
     store.put(

@@ -27,6 +27,7 @@ from ase.io import read
 from pymatgen.io.vasp import inputs as pmg_inputs
 from pymatgen.io.vasp.inputs import Incar, Kpoints, Poscar
 from pymatgen.io.vasp.outputs import Vasprun
+from vasp_fake import FakeVaspJob, reference_incar_overrides
 
 from ligbind.calculators.vasp import (
     RECORD_FILE,
@@ -40,7 +41,6 @@ from ligbind.calculators.vasp import (
 )
 from ligbind.errors import LigbindError, NonFiniteEnergyError
 from ligbind.protocols import load_protocol
-from vasp_fake import FakeVaspJob, reference_incar_overrides
 
 TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "vasp"
 IR_H = TESTDATA / "ir_h_adsorption"
@@ -232,7 +232,9 @@ def test_dry_run_needs_no_potcars(tmp_path: Path, protocol: dict[str, Any], no_p
 def test_missing_potcar_directory(tmp_path: Path, protocol: dict[str, Any], no_potcar_dir: None) -> None:
     target = tmp_path / "calc"
     with pytest.raises(LigbindError, match="missing POTCAR directory: set PMG_VASP_PSP_DIR") as err:
-        run_vasp(perovskite_slab(), protocol, target, vasp_job_factory=lambda cmd: pytest.fail("must not run"))
+        run_vasp(
+            perovskite_slab(), protocol, target, vasp_job_factory=lambda cmd: pytest.fail("must not run")
+        )
     assert "\n" not in str(err.value)
     assert not target.exists()  # checked before anything is written
     existing = tmp_path / "existing"
@@ -245,7 +247,9 @@ def test_missing_potcar_directory(tmp_path: Path, protocol: dict[str, Any], no_p
     assert not (tmp_path / "w").exists()
 
 
-def test_missing_potcar_files(tmp_path: Path, protocol: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_potcar_files(
+    tmp_path: Path, protocol: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
     root = make_dummy_potcars(tmp_path / "psp", "POT_GGA_PAW_PBE_54", ["I"])
     monkeypatch.setitem(pmg_inputs.SETTINGS, "PMG_VASP_PSP_DIR", str(root))
     with pytest.raises(LigbindError, match=r"missing POTCAR files for PBE_54 .*: Cs_sv, Pb_d") as err:
@@ -292,7 +296,9 @@ def test_fake_run_through_custodian(tmp_path: Path, dummy_psp_dir: Path, name: s
     assert outcome.incar["ENCUT"] == 400
 
     # restart-safe: the finished run is read back, not rerun
-    again = run_vasp(atoms, protocol, tmp_path / "run", vasp_job_factory=lambda cmd: pytest.fail("reran VASP"))
+    again = run_vasp(
+        atoms, protocol, tmp_path / "run", vasp_job_factory=lambda cmd: pytest.fail("reran VASP")
+    )
     assert again.energy == outcome.energy
     # outputs for other inputs are refused instead of being overwritten
     with pytest.raises(LigbindError, match="other inputs"):
@@ -304,7 +310,12 @@ def test_fake_runner_rejects_wrong_incar(tmp_path: Path, dummy_psp_dir: Path) ->
     ref = IR_H / "3"
     atoms = read(ref / "inputs" / "POSCAR", format="vasp")
     with pytest.raises(AssertionError, match=r"INCAR ENCUT: generated 520\.0 != reference 400"):
-        run_vasp(atoms, ir_protocol(ref, ENCUT=520), tmp_path / "bad", vasp_job_factory=lambda cmd: FakeVaspJob(ref))
+        run_vasp(
+            atoms,
+            ir_protocol(ref, ENCUT=520),
+            tmp_path / "bad",
+            vasp_job_factory=lambda cmd: FakeVaspJob(ref),
+        )
     # the production protocol (PBE, IVDW, dipole, 2x2x1) is not the reference setup either
     with pytest.raises(AssertionError, match="IVDW") as err:
         run_vasp(
@@ -321,17 +332,19 @@ def test_fake_runner_rejects_wrong_incar(tmp_path: Path, dummy_psp_dir: Path) ->
 
 
 @needs_reference
+@pytest.mark.filterwarnings("ignore:.*is an unconverged VASP run")
 def test_unconverged_run_goes_through_custodian_corrections(tmp_path: Path, dummy_psp_dir: Path) -> None:
     """A relaxation that stopped at NSW: custodian's UnconvergedErrorHandler corrects and reruns, then gives up."""
     source = IR_H / "2"
     ref = tmp_path / "ref"
-    shutil.copytree(source, ref)
+    shutil.copytree(source, ref, copy_function=shutil.copyfile)
+    for folder in (ref, ref / "inputs", ref / "outputs"):
+        folder.chmod(0o755)  # the shared test data are read-only
     with gzip.open(ref / "outputs" / "vasprun.xml.gz", "rt") as handle:
         text = handle.read()
     n_steps = len(reference_vasprun(source).ionic_steps)
     text, n = re.subn(r'(<i type="int" name="NSW">)\s*\d+', rf"\g<1> {n_steps}", text)
     assert n >= 1
-    (ref / "outputs" / "vasprun.xml.gz").chmod(0o644)
     with gzip.open(ref / "outputs" / "vasprun.xml.gz", "wt") as handle:
         handle.write(text)
 

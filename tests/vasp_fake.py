@@ -103,7 +103,9 @@ def compare_inputs(
 
     got_k, ref_k = Kpoints.from_file(run_dir / "KPOINTS"), Kpoints.from_file(ref / "KPOINTS")
     if got_k.style != ref_k.style or [list(k) for k in got_k.kpts] != [list(k) for k in ref_k.kpts]:
-        diffs.append(f"KPOINTS: generated {got_k.style.name} {got_k.kpts} != reference {ref_k.style.name} {ref_k.kpts}")
+        diffs.append(
+            f"KPOINTS: generated {got_k.style.name} {got_k.kpts} != reference {ref_k.style.name} {ref_k.kpts}"
+        )
     return diffs
 
 
@@ -152,7 +154,10 @@ class FakeVaspJob(Job):
                     shutil.copyfileobj(fin, fout)
             else:
                 shutil.copyfile(src, run_dir / name)
-        for name in ("vasp.out", "std_err.txt"):  # read by VaspErrorHandler/FrozenJobErrorHandler/StdErrHandler
+        for name in (
+            "vasp.out",
+            "std_err.txt",
+        ):  # read by VaspErrorHandler/FrozenJobErrorHandler/StdErrHandler
             (run_dir / name).touch()
 
     def postprocess(self, directory: str = "./") -> None:

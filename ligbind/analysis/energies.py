@@ -96,7 +96,9 @@ def reaction_energy(products: list[Term], reactants: list[Term]) -> tuple[float,
         scales[t.label] = 1.0
         if t.cell is not None:
             if not product_cells:
-                raise EnergyMismatchError(f"slab term {t.label} has no periodic counterpart among the products")
+                raise EnergyMismatchError(
+                    f"slab term {t.label} has no periodic counterpart among the products"
+                )
             scales[t.label] = float(supercell_multiple(t.cell, product_cells[0]))
     for t in products:
         if t.cell is not None and product_cells and t.cell is not product_cells[0]:

@@ -9,8 +9,22 @@ import pandas as pd
 from ligbind.store import ResultStore
 
 BINDING_COLUMNS = [
-    "ligand", "mode", "eb", "e_complex", "e_ligand", "e_slab", "e_byproduct", "protocol", "backend", "method",
-    "configs_tried", "best_config", "flags", "converged", "truncated_from", "campaign",
+    "ligand",
+    "mode",
+    "eb",
+    "e_complex",
+    "e_ligand",
+    "e_slab",
+    "e_byproduct",
+    "protocol",
+    "backend",
+    "method",
+    "configs_tried",
+    "best_config",
+    "flags",
+    "converged",
+    "truncated_from",
+    "campaign",
 ]
 
 
@@ -75,7 +89,9 @@ def write_tables(store: ResultStore, outdir: str | Path, campaign: str | None = 
     paths["md"] = outdir / "binding.md"
     note = ""
     if (df["method"] != "DFT").any():
-        note = "\n\nRows with method 'ML potential (not DFT)' come from a machine-learned potential, not DFT.\n"
+        note = (
+            "\n\nRows with method 'ML potential (not DFT)' come from a machine-learned potential, not DFT.\n"
+        )
     if (df["truncated_from"] != "").any():
         note += "\nRows with truncated_from set used a ligand whose alkyl chains were truncated.\n"
     header = "# Binding energies (eV; negative = binding)\n\n"
@@ -87,7 +103,9 @@ def write_tables(store: ResultStore, outdir: str | Path, campaign: str | None = 
         paths["frenkel_csv"] = outdir / "frenkel.csv"
         ft.to_csv(paths["frenkel_csv"], index=False, float_format="%.4f")
         paths["frenkel_md"] = outdir / "frenkel.md"
-        paths["frenkel_md"].write_text("# Iodine Frenkel pair energies (eV)\n\n" + ft.to_markdown(index=False, floatfmt=".3f") + "\n")
+        paths["frenkel_md"].write_text(
+            "# Iodine Frenkel pair energies (eV)\n\n" + ft.to_markdown(index=False, floatfmt=".3f") + "\n"
+        )
     return paths
 
 

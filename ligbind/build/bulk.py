@@ -64,9 +64,11 @@ def get_phase(material: str, phase: str | None = None) -> Phase:
 
 def methylammonium() -> Atoms:
     """A methylammonium cation (CH3NH3+) from RDKit, C–N axis along +x, centred at the origin."""
-    from ligbind.build.ligands import build_ligand
+    from ligbind.build.ligands import LigandEntry, ligand_conformers
 
-    ma = build_ligand(smiles="C[NH3+]")
+    # a user SMILES needs a lone-pair anchor, which CH3NH3+ lacks: use an explicit entry (N as the "anchor")
+    entry = LigandEntry("MA", "C[NH3+]", 1, "[NX4+:1]", 1, "methylammonium A-site cation")
+    ma = ligand_conformers(entry, n_conformers=1, seed=42)[0]
     c = next(i for i, s in enumerate(ma.get_chemical_symbols()) if s == "C")
     n = next(i for i, s in enumerate(ma.get_chemical_symbols()) if s == "N")
     ma.set_cell(None)

@@ -44,6 +44,7 @@ DEFAULT_TAIL_CARBONS = 4
 RMS_PRUNE = 0.5  # Å, heavy-atom RMS below which two conformers count as the same
 _ENTRY_KEYS = {"smiles", "polymer", "charge", "anchors", "denticity", "note", "exchange", "family"}
 _H_CONTACT = 1.7  # Å, closest allowed H...X distance between ion-pair fragments
+_RANDOM_COORDS_ABOVE = 100  # atoms (with H) above which ETKDG starts from random coordinates
 
 
 @dataclass(frozen=True)
@@ -91,7 +92,8 @@ def polymer_smiles(amide: str, n: int, tail_carbons: int = DEFAULT_TAIL_CARBONS)
     """SMILES of n repeat units of amidated poly(maleic anhydride-alt-1-octadecene).
 
     Repeat unit CH(COOH)-CH(C(=O)NR2)-CH2-CH(tail); the C16 octadecene tail is cut to ``tail_carbons``
-    carbons and capped with H; both backbone ends are capped with methyl.
+    carbons and capped with H; both backbone ends are capped with methyl. Stereocentres are written
+    explicitly (one fixed configuration, the same for every amide).
 
     Parameters
     ----------
@@ -103,13 +105,19 @@ def polymer_smiles(amide: str, n: int, tail_carbons: int = DEFAULT_TAIL_CARBONS)
         raise LigbindError(f"unknown polymer amide '{amide}' (choose from {', '.join(POLYMER_AMIDES)})")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise LigbindError(f"polymer repeat units n must be an integer >= 1, got {n!r}")
-    if isinstance(tail_carbons, bool) or not isinstance(tail_carbons, int) or not (
-        0 <= tail_carbons <= OCTADECENE_TAIL
+    if (
+        isinstance(tail_carbons, bool)
+        or not isinstance(tail_carbons, int)
+        or not (0 <= tail_carbons <= OCTADECENE_TAIL)
     ):
-        raise LigbindError(f"polymer tail_carbons must be an integer 0-{OCTADECENE_TAIL}, got {tail_carbons!r}")
+        raise LigbindError(
+            f"polymer tail_carbons must be an integer 0-{OCTADECENE_TAIL}, got {tail_carbons!r}"
+        )
     r = POLYMER_AMIDES[amide]
-    tail = f"({'C' * tail_carbons})" if tail_carbons else ""
-    unit = f"C(C(=O)O)C(C(=O)N({r}){r})CC{tail}"
+    # one fixed relative configuration (the atactic polymer has all of them), written identically for every
+    # amide so that PP, HP and DP units are the same stereoisomer and conformers are never mixed isomers
+    tail = f"[C@H]({'C' * tail_carbons})" if tail_carbons else "C"
+    unit = f"[C@H](C(=O)O)[C@@H](C(=O)N({r}){r})C{tail}"
     return "C" + unit * n + "C"
 
 
@@ -152,7 +160,7 @@ def load_library(path: str | Path | None = None) -> dict[str, LigandEntry]:
     if key in _CACHE:
         return dict(_CACHE[key])
     try:
-        data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)  # noqa: S506 - safe loader subclass
+        data = yaml.load(p.read_text(), Loader=_UniqueKeyLoader)
     except LigbindError as exc:
         raise LigbindError(f"ligand library {p}: {exc}") from None
     except yaml.YAMLError as exc:
@@ -185,12 +193,19 @@ def _entry_from_yaml(name: str, raw: Any, path: Path) -> LigandEntry:
         raise LigbindError(f"{where}: give exactly one of 'smiles' or 'polymer'")
     if "polymer" in raw:
         poly = raw["polymer"]
-        if not isinstance(poly, dict) or not {"amide", "n"} <= set(poly) or set(poly) - {
-            "amide",
-            "n",
-            "tail_carbons",
-        }:
-            raise LigbindError(f"{where}: polymer must be {{amide: phenyl|hexyl|decyl, n: int, tail_carbons: int}}")
+        if (
+            not isinstance(poly, dict)
+            or not {"amide", "n"} <= set(poly)
+            or set(poly)
+            - {
+                "amide",
+                "n",
+                "tail_carbons",
+            }
+        ):
+            raise LigbindError(
+                f"{where}: polymer must be {{amide: phenyl|hexyl|decyl, n: int, tail_carbons: int}}"
+            )
         try:
             tail = poly.get("tail_carbons", DEFAULT_TAIL_CARBONS)
             smiles = polymer_smiles(poly["amide"], poly["n"], tail)
@@ -245,7 +260,9 @@ def validate_entry(entry: LigandEntry, where: str | None = None) -> None:
     if isinstance(entry.denticity, bool) or not isinstance(entry.denticity, int) or entry.denticity < 1:
         raise LigbindError(f"{where}: denticity must be an integer >= 1, got {entry.denticity!r}")
     if entry.denticity > n_anchor:
-        raise LigbindError(f"{where}: denticity {entry.denticity} exceeds the {n_anchor} anchor atom(s) found")
+        raise LigbindError(
+            f"{where}: denticity {entry.denticity} exceeds the {n_anchor} anchor atom(s) found"
+        )
     if not isinstance(entry.note, str) or not entry.note.strip():
         raise LigbindError(f"{where}: note must be a non-empty string")
     if entry.exchange is not None:
@@ -303,7 +320,9 @@ def resolve_ligand(name: str | None = None, smiles: str | None = None) -> Ligand
     if name:
         library = load_library()
         if name in library:
-            raise LigbindError(f"ligand name '{name}' is a library entry; choose another name for SMILES '{smiles}'")
+            raise LigbindError(
+                f"ligand name '{name}' is a library entry; choose another name for SMILES '{smiles}'"
+            )
     label = name or smiles
     groups = _anchor_groups(mol, AUTO_ANCHORS, f"SMILES '{smiles}'", required=False)
     if not groups:
@@ -344,7 +363,9 @@ def truncate_alkyl(entry: LigandEntry, keep: int) -> LigandEntry:
     try:
         new_smiles = _truncate_smiles(mol, anchor_atoms, keep)
     except ValueError as exc:
-        raise LigbindError(f"cannot truncate ligand '{entry.name}' to {keep} bonds from its anchors: {exc}") from None
+        raise LigbindError(
+            f"cannot truncate ligand '{entry.name}' to {keep} bonds from its anchors: {exc}"
+        ) from None
     if new_smiles is None:
         return entry
     exchange = None
@@ -411,7 +432,7 @@ def _truncate_smiles(mol: Chem.Mol, anchor_atoms: set[int], keep: int) -> str | 
                 bond.SetStereo(Chem.BondStereo.STEREONONE)
     try:
         Chem.SanitizeMol(out)
-    except Exception as exc:  # noqa: BLE001 - RDKit raises several sanitisation errors
+    except Exception as exc:
         raise ValueError(f"capped structure is not valid ({exc})") from None
     Chem.AssignStereochemistry(out, cleanIt=True, force=True)
     if len(Chem.GetMolFrags(out)) != len(frags):
@@ -466,9 +487,11 @@ def ligand_conformers(entry: LigandEntry, n_conformers: int = 4, seed: int = 42)
     params = AllChem.ETKDGv3()
     params.randomSeed = int(seed)
     params.numThreads = 1
-    n_embed = max(2 * n_conformers, n_conformers + 2)
+    # eigenvector embedding often fails for large flexible molecules; random coordinates do not
+    params.useRandomCoords = molh.GetNumAtoms() > _RANDOM_COORDS_ABOVE
+    n_embed = n_conformers + 2
     cids = list(AllChem.EmbedMultipleConfs(molh, numConfs=n_embed, params=params))
-    if not cids:
+    if len(cids) < n_embed and not params.useRandomCoords:
         params.useRandomCoords = True
         cids = list(AllChem.EmbedMultipleConfs(molh, numConfs=n_embed, params=params))
     if not cids:
@@ -584,7 +607,9 @@ def _anchor_groups(mol: Chem.Mol, smarts: str, where: str, required: bool = True
         for i in group:
             sym = mol.GetAtomWithIdx(i).GetSymbol()
             if sym not in ANCHOR_ELEMENTS:
-                raise LigbindError(f"{where}: anchor atom {i} is {sym}; anchors must be O, N, S, F, Cl, Br or I")
+                raise LigbindError(
+                    f"{where}: anchor atom {i} is {sym}; anchors must be O, N, S, F, Cl, Br or I"
+                )
     return groups
 
 
@@ -610,13 +635,80 @@ def _optimise(molh: Chem.Mol, name: str) -> tuple[str, Any]:
 
         return "MMFF94", energy
     if AllChem.UFFHasAllMoleculeParams(molh):
-        AllChem.UFFOptimizeMoleculeConfs(molh, numThreads=1, maxIters=2000)
+        # UFF (and ETKDG) know no octahedral centres: PF6- comes out with 30-degree F-P-F angles. Such
+        # centres are set to an ideal octahedron and held there by angle restraints.
+        octahedral = [a.GetIdx() for a in molh.GetAtoms() if a.GetDegree() == 6]
+        if not octahedral:
+            AllChem.UFFOptimizeMoleculeConfs(molh, numThreads=1, maxIters=2000)
+        for conf in molh.GetConformers() if octahedral else []:
+            for centre in octahedral:
+                _make_octahedral(molh, conf.GetId(), centre)
+            ff = _uff_field(molh, conf.GetId(), octahedral)
+            ff.Minimize(maxIts=5000)
 
         def energy(cid: int) -> float:
-            return AllChem.UFFGetMoleculeForceField(molh, confId=cid).CalcEnergy()
+            return _uff_field(molh, cid, octahedral).CalcEnergy()
 
         return "UFF", energy
     raise LigbindError(f"no force-field parameters (MMFF94 or UFF) for ligand '{name}'")
+
+
+def _trans_pairs(pos: np.ndarray, centre: int, nbs: list[int]) -> list[tuple[int, int]]:
+    """Pair the six neighbours of an octahedral centre into trans pairs (most opposite first)."""
+    u = {i: (pos[i] - pos[centre]) / max(np.linalg.norm(pos[i] - pos[centre]), 1e-8) for i in nbs}
+    rest, pairs = list(nbs), []
+    while rest:
+        i, j = min(
+            ((a, b) for k, a in enumerate(rest) for b in rest[k + 1 :]), key=lambda ab: u[ab[0]] @ u[ab[1]]
+        )
+        pairs.append((i, j))
+        rest = [k for k in rest if k not in (i, j)]
+    return pairs
+
+
+def _make_octahedral(molh: Chem.Mol, cid: int, centre: int) -> None:
+    """Move the six branches around ``centre`` rigidly onto ideal octahedral directions."""
+    conf = molh.GetConformer(cid)
+    pos = conf.GetPositions()
+    nbs = [a.GetIdx() for a in molh.GetAtomWithIdx(centre).GetNeighbors()]
+    pairs = _trans_pairs(pos, centre, nbs)
+    axes = []
+    for i, j in pairs:
+        v = (pos[i] - pos[centre]) - (pos[j] - pos[centre])
+        for a in axes:
+            v = v - (v @ a) * a
+        n = np.linalg.norm(v)
+        if n < 1e-6:  # degenerate: any direction orthogonal to the axes so far
+            v = np.cross(axes[0], [1.0, 0.0, 0.0] if abs(axes[0][0]) < 0.9 else [0.0, 1.0, 0.0]) if axes else None
+            v = np.array([0.0, 0.0, 1.0]) if v is None else v
+            for a in axes:
+                v = v - (v @ a) * a
+            n = np.linalg.norm(v)
+        axes.append(v / n)
+    dmat = Chem.GetDistanceMatrix(molh)
+    for axis, (i, j) in zip(axes, pairs, strict=True):
+        for nb, sign in ((i, 1.0), (j, -1.0)):
+            r = np.linalg.norm(pos[nb] - pos[centre])
+            shift = pos[centre] + sign * r * axis - pos[nb]
+            branch = [k for k in range(len(pos)) if dmat[k, nb] < dmat[k, centre]]
+            pos[branch] += shift
+    for k, p in enumerate(pos):
+        conf.SetAtomPosition(k, p.tolist())
+
+
+def _uff_field(molh: Chem.Mol, cid: int, octahedral: list[int]) -> Any:
+    """UFF force field of one conformer, with 90/180-degree angle restraints on octahedral centres."""
+    ff = AllChem.UFFGetMoleculeForceField(molh, confId=cid)
+    pos = molh.GetConformer(cid).GetPositions()
+    for centre in octahedral:
+        nbs = [a.GetIdx() for a in molh.GetAtomWithIdx(centre).GetNeighbors()]
+        trans = {frozenset(p) for p in _trans_pairs(pos, centre, nbs)}
+        for k, i in enumerate(nbs):
+            for j in nbs[k + 1 :]:
+                angle = 180.0 if frozenset((i, j)) in trans else 90.0
+                ff.UFFAddAngleConstraint(i, centre, j, False, angle, angle, 1000.0)
+    ff.Initialize()
+    return ff
 
 
 def _contact_distance(a: str, b: str) -> float:

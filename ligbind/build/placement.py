@@ -44,8 +44,13 @@ class Candidate:
 
 
 def _image_shifts(cell: np.ndarray) -> np.ndarray:
-    """In-plane lattice translations of the 3×3 neighbourhood (including the zero shift)."""
-    return np.array([i * cell[0] + j * cell[1] for i in (-1, 0, 1) for j in (-1, 0, 1)])
+    """Lattice translations of the 3×3×3 neighbourhood (including the zero shift).
+
+    The images along z matter when the vacuum is thin: the ligand must not reach the slab's periodic image.
+    """
+    return np.array(
+        [i * cell[0] + j * cell[1] + k * cell[2] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)]
+    )
 
 
 class _Fitter:
@@ -64,6 +69,11 @@ class _Fitter:
         self.excluded = np.zeros((len(ligand), len(self.slab_pos)), dtype=bool)
         for a, pb, _ in pairs:
             self.excluded[a, pb :: self.n_slab] = True
+        # slab atoms (and images) far below the floor only touch a ligand that is already penalised for
+        # sinking below it: leave them out of the clash term (the acceptance check uses all of them)
+        near = self.slab_pos[:, 2] > z_floor - SOFT_DISTANCE - 1.0
+        self.slab_pos = self.slab_pos[near]
+        self.excluded = self.excluded[:, near]
         self.z_floor = z_floor
         self.nonzero_shifts = self.shifts[np.any(self.shifts != 0, axis=1)]
         self.slab = slab
@@ -97,7 +107,7 @@ def _random_start(fitter: _Fitter, rng: np.random.Generator) -> np.ndarray:
 
 
 def min_distances(slab: Atoms, ligand_positions: np.ndarray) -> np.ndarray:
-    """Shortest distance (with in-plane periodic images) from each ligand atom to any slab atom."""
+    """Shortest distance (with periodic images) from each ligand atom to any slab atom."""
     shifts = _image_shifts(slab.cell.array)
     images = (slab.positions[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
     return cdist(ligand_positions, images).min(axis=1)
@@ -107,6 +117,11 @@ def _acceptable(slab: Atoms, ligand: Atoms, pos: np.ndarray, pairs, z_top: float
     is_h = np.array(ligand.get_chemical_symbols()) == "H"
     dmin = min_distances(slab, pos)
     if np.any(dmin[~is_h] < MIN_DISTANCE) or np.any(dmin[is_h] < MIN_DISTANCE_H):
+        return False
+    shifts = _image_shifts(slab.cell.array)
+    shifts = shifts[np.any(shifts != 0, axis=1)]
+    own = cdist(pos, (pos[None] + shifts[:, None]).reshape(-1, 3)).min(axis=1)  # to the ligand's own images
+    if np.any(own[~is_h] < MIN_DISTANCE) or np.any(own[is_h] < MIN_DISTANCE_H):
         return False
     if np.any(pos[:, 2] <= z_top):
         return False
@@ -261,21 +276,37 @@ def place_ligand(
     heavy_top = [i for i in top if base[i].symbol != "H"]
     z_top = float(base.positions[heavy_top, 2].max())
     pbs = surface_pb(base, layers)
-    if removed is not None:  # the anion goes into the vacancy: anchor on the Pb next to the vacated site
-        d = np.linalg.norm(base.positions[pbs] - vacated, axis=1)
+    # The fit measures anchor–Pb distances without periodic images. In exchange mode it therefore works on a
+    # copy of the slab shifted in-plane so that the vacancy sits at the cell centre (its Pb neighbours are
+    # then their own nearest images); the ligand is shifted back afterwards. Neutral mode: no shift.
+    shift = np.zeros(3)
+    work = base
+    if removed is not None:
+        shift[:2] = (base.cell.array[0] + base.cell.array[1])[:2] / 2 - vacated[:2]
+        work = base.copy()
+        work.translate(shift)
+        work.wrap()
+        vacated = vacated + shift
+        # the anion goes into the vacancy: anchor on the two Pb next to the vacated site
+        d = np.linalg.norm(work.positions[pbs] - vacated, axis=1)
         pbs = pbs[np.argsort(d)[:2]]
     conformers = ligand_conformers(placed_entry, n_conformers=n_conformers, seed=seed)
     denticity = placed_entry.denticity if removed is None else max(2, placed_entry.denticity)
     z_floor = z_top + 1.0
-    found = _place(
-        base, conformers, denticity, n_configs, seed, pbs, z_top, z_floor, max_trials=40 * n_configs
-    )
+    if removed is not None and len(conformers[0]) == 1:  # a halide anion: exactly on the vacated X site
+        symbol = conformers[0][0].symbol
+        pairs = [(0, int(pb), BOND_LENGTH.get(symbol, 2.7)) for pb in pbs]
+        found = [Candidate(vacated[None, :].copy(), pairs, 0, "x-site", 0.0)]
+    else:
+        found = _place(
+            work, conformers, denticity, n_configs, seed, pbs, z_top, z_floor, max_trials=40 * n_configs
+        )
     if not found:
         raise LigbindError(f"cannot place ligand '{entry.name}' on this slab without clashes")
     out = []
     for k, cand in enumerate(found):
         lig = conformers[cand.conformer].copy()
-        lig.positions = cand.positions
+        lig.positions = cand.positions - shift
         lig.set_tags(1)
         lig.set_cell(base.cell)
         complex_ = base.copy()
@@ -287,7 +318,7 @@ def place_ligand(
                 "anchor": n + a,
                 "element": lig[a].symbol,
                 "pb": pb,
-                "distance": round(float(np.linalg.norm(cand.positions[a] - base.positions[pb])), 3),
+                "distance": round(float(np.linalg.norm(cand.positions[a] - work.positions[pb])), 3),
             }
             for a, pb, _ in cand.pairs
         ]

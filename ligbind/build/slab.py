@@ -177,7 +177,9 @@ def build_slab(
     big.positions[:, 2] += 1e-3
     big.wrap()
     dz = big.cell[2, 2] / (layers_per_cell * repeats_z)
-    layer_index = np.rint((big.positions[:, 2] - 1e-3) / dz).astype(int)
+    # layer 0 of the supercell is PbX2 (Pb at z = 0): an even number of layers starts from the AX layer
+    # above it, so that the top layer is PbX2 in every case (bottom AX: asymmetric slab)
+    layer_index = np.rint((big.positions[:, 2] - 1e-3) / dz).astype(int) - (1 - layers % 2)
     slab = big[(layer_index >= 0) & (layer_index < layers)]
     slab_layer = layer_index[(layer_index >= 0) & (layer_index < layers)]
     slab.center(vacuum=vacuum / 2, axis=2)

@@ -50,7 +50,9 @@ def make_calculator(
         return with_dispersion(gpaw_calculator(protocol, atoms, Path(directory), label, attempt), protocol)
     if backend == "vasp":
         raise LigbindError("the vasp backend runs through custodian, not as an ASE calculator")
-    raise LigbindError(f"unknown backend '{backend}' in protocol '{protocol.get('name')}' (known: {BACKENDS})")
+    raise LigbindError(
+        f"unknown backend '{backend}' in protocol '{protocol.get('name')}' (known: {BACKENDS})"
+    )
 
 
 def scf_failures(protocol: dict[str, Any]) -> tuple[type[Exception], ...]:

@@ -85,7 +85,11 @@ def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
     """GPAW wants a non-periodic z for the dipole layer and pbc=False for molecules in a box."""
     atoms = atoms.copy()
     if is_slab(atoms):
-        atoms.pbc = (True, True, not needs_dipole_correction(atoms, protocol["gpaw"].get("dipole_correction")))
+        atoms.pbc = (
+            True,
+            True,
+            not needs_dipole_correction(atoms, protocol["gpaw"].get("dipole_correction")),
+        )
     else:
         atoms.pbc = False
     return atoms

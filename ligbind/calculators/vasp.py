@@ -1,6 +1,6 @@
 """VASP backend: input sets from a protocol, custodian-run jobs, and parsing of real VASP outputs.
 
-VASP is never imported or run here by the tests; they check the generated inputs and parse real outputs.
+Tests never run VASP: they check the generated inputs and parse real VASP outputs (tests/vasp_fake.py).
 
 Inputs
     ``vasp_input_set`` builds a small :class:`pymatgen.io.vasp.sets.VaspInputSet` whose INCAR is exactly the
@@ -18,6 +18,12 @@ Geometry (``classify_structure``)
     not periodic). Vacuum along c only: slab (dipole keys, the protocol's Gamma-centred ``kpoints``).
     Vacuum along all three: molecule in a box (Gamma only, no dipole keys). No vacuum: bulk (needs
     ``vasp.bulk_kpoints`` in the protocol). Anything else is refused.
+
+Running
+    ``run_vasp`` checks POTCARs and the executable before writing anything, then runs custodian with
+    :func:`default_handlers` (numerical fixes only). A directory holding a complete vasprun.xml for the same
+    inputs (fingerprint in ``ligbind_protocol.json``) is read, not rerun; outputs for other inputs are refused.
+    A killed run (incomplete vasprun.xml) is restarted from the original POSCAR, not from CONTCAR.
 
 Energies
     ``energy`` is pymatgen's ``Vasprun.final_energy``: the energy extrapolated to sigma -> 0 (``e_0_energy``) of
@@ -332,7 +338,12 @@ def _write(prepared: _Prepared, protocol: dict[str, Any], directory: Path, potca
 
 
 def write_vasp_inputs(
-    atoms: Atoms, protocol: dict[str, Any], directory: str | Path, *, potcar_spec: bool = True
+    atoms: Atoms,
+    protocol: dict[str, Any],
+    directory: str | Path,
+    *,
+    potcar_spec: bool = True,
+    is_slab: bool | None = None,
 ) -> Path:
     """Write INCAR, KPOINTS, POSCAR, POTCAR.spec (or POTCAR) and ``ligbind_protocol.json`` into ``directory``.
 
@@ -340,8 +351,9 @@ def write_vasp_inputs(
     structure kind, the species-grouping permutation (``sort_order``: POSCAR atom k is input atom
     ``sort_order[k]``) and a fingerprint of the inputs used to recognise a finished run.
     With ``potcar_spec=False`` the real POTCAR is written, which needs PMG_VASP_PSP_DIR (checked first).
+    ``is_slab`` as in :func:`vasp_input_set`.
     """
-    prepared = _prepare(atoms, protocol, None)
+    prepared = _prepare(atoms, protocol, is_slab)
     if not potcar_spec:
         check_potcars(protocol, atoms.get_chemical_symbols())
     return _write(prepared, protocol, Path(directory), potcar_spec)
@@ -456,6 +468,7 @@ def run_vasp(
     *,
     dry_run: bool = False,
     vasp_job_factory: Callable[[list[str]], Any] | None = None,
+    is_slab: bool | None = None,
 ) -> VaspOutcome:
     """Run (or prepare) a VASP calculation of ``atoms`` in ``directory`` through custodian.
 
@@ -470,6 +483,8 @@ def run_vasp(
         Only write the inputs with POTCAR.spec (no POTCARs needed) and return status "dry-run".
     vasp_job_factory
         Called with the split ``vasp.command``; returns the custodian Job (default ``VaspJob``).
+    is_slab
+        As in :func:`vasp_input_set` (None: detect).
 
     Raises
     ------
@@ -483,7 +498,7 @@ def run_vasp(
     from custodian.custodian import CustodianError
 
     directory = Path(directory)
-    prepared = _prepare(atoms, protocol, None)
+    prepared = _prepare(atoms, protocol, is_slab)
     if _finished_run(directory, prepared.fingerprint):
         outcome = read_vasp_outputs(directory)
         _carry_metadata(atoms, outcome)

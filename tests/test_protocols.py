@@ -1,0 +1,147 @@
+"""Protocol presets: loading, nested overrides, errors, the energy-relevant hash and the CLI view."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from ligbind.errors import LigbindError
+from ligbind.protocols import available_protocols, deep_merge, load_protocol, protocol_hash
+
+PRESETS = ("gpaw-laptop", "ml-screen", "vasp-pbe-d3")
+
+
+def test_three_presets_are_shipped():
+    assert set(PRESETS) <= set(available_protocols())
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_loads_with_its_own_name_and_a_backend(name):
+    p = load_protocol(name)
+    assert p["name"] == name
+    assert p["backend"] in ("ml", "gpaw", "vasp")
+    assert isinstance(p["is_dft"], bool)
+    assert p["description"]
+    assert "overrides" not in p  # nothing was overridden
+
+
+def test_preset_values_match_the_published_and_documented_settings():
+    vasp = load_protocol("vasp-pbe-d3")
+    incar = vasp["vasp"]["incar"]
+    assert (incar["ENCUT"], incar["EDIFF"], incar["EDIFFG"], incar["ISIF"]) == (400, 1e-5, -0.01, 2)
+    assert incar["IVDW"] in (11, 12)  # DFT-D3
+    assert vasp["vasp"]["slab_incar"]["LDIPOL"] is True and vasp["vasp"]["slab_incar"]["IDIPOL"] == 3
+    assert vasp["slab"]["size"] == [2, 2] and vasp["slab"]["vacuum"] == 20.0 and vasp["slab"]["fix_layers"] == 2
+    assert vasp["is_dft"] is True
+
+    gpaw = load_protocol("gpaw-laptop")
+    assert gpaw["backend"] == "gpaw" and gpaw["is_dft"] is True
+    assert gpaw["gpaw"]["xc"] == "PBE" and gpaw["gpaw"]["kpts"] == [1, 1, 1]
+    assert gpaw["relax"]["fmax"] == 0.05
+    assert gpaw["dispersion"]["method"].startswith("d3")
+    assert gpaw["prerelax"] == "ml-screen"
+    assert gpaw["slab"]["layers"] == 3
+
+    ml = load_protocol("ml-screen")
+    assert ml["backend"] == "ml" and ml["is_dft"] is False  # never labelled DFT
+    assert ml["model"] == "chgnet" and ml["dispersion"]["method"] == "d3bj"
+
+
+def test_nested_override_keeps_siblings_and_records_itself():
+    base = load_protocol("gpaw-laptop")
+    p = load_protocol("gpaw-laptop", {"gpaw": {"basis": "sz(dzp)", "mixer": {"beta": 0.1}}, "relax": {"fmax": 0.1}})
+    assert p["gpaw"]["basis"] == "sz(dzp)"
+    assert p["gpaw"]["mixer"] == {**base["gpaw"]["mixer"], "beta": 0.1}  # nmaxold, weight kept
+    for key in ("h", "xc", "kpts", "occupations", "convergence", "maxiter", "scf_retries", "mode"):
+        assert p["gpaw"][key] == base["gpaw"][key], key
+    assert p["relax"] == {**base["relax"], "fmax": 0.1}
+    assert p["dispersion"] == base["dispersion"] and p["slab"] == base["slab"]
+    assert p["overrides"] == {"gpaw": {"basis": "sz(dzp)", "mixer": {"beta": 0.1}}, "relax": {"fmax": 0.1}}
+    # the preset itself is untouched by the merge
+    assert load_protocol("gpaw-laptop") == base
+
+
+def test_override_can_replace_a_value_by_null_and_add_keys():
+    p = load_protocol("gpaw-laptop", {"prerelax": None, "dry_run": True})
+    assert p["prerelax"] is None and p["dry_run"] is True
+
+
+def test_deep_merge_does_not_alias_the_inputs():
+    base = {"a": {"b": [1, 2], "c": 1}}
+    over = {"a": {"c": 2}, "d": {"e": 1}}
+    merged = deep_merge(base, over)
+    merged["a"]["b"].append(3)
+    merged["d"]["e"] = 5
+    assert base == {"a": {"b": [1, 2], "c": 1}} and over == {"a": {"c": 2}, "d": {"e": 1}}
+
+
+def test_resolved_dict_passes_through_and_takes_overrides():
+    p = load_protocol("ml-screen")
+    q = load_protocol(p, {"relax": {"steps": 2}})
+    assert q["relax"] == {**p["relax"], "steps": 2} and p["relax"]["steps"] == 400
+
+
+def test_unknown_protocol_is_refused_by_name():
+    with pytest.raises(LigbindError, match="unknown protocol 'gpaw-lptop'") as err:
+        load_protocol("gpaw-lptop")
+    for name in PRESETS:  # the message lists what exists
+        assert name in str(err.value)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"relax": {"fmax": 0.02}},
+        {"relax": {"steps": 10}},
+        {"gpaw": {"basis": "sz(dzp)"}},
+        {"gpaw": {"h": 0.3}},
+        {"gpaw": {"mixer": {"beta": 0.1}}},
+        {"dispersion": {"method": "none"}},
+        {"prerelax": None},
+    ],
+)
+def test_hash_changes_with_energy_relevant_parameters(override):
+    assert protocol_hash(load_protocol("gpaw-laptop", override)) != protocol_hash(load_protocol("gpaw-laptop"))
+
+
+def test_hash_ignores_description_and_restated_defaults():
+    ref = protocol_hash(load_protocol("gpaw-laptop"))
+    assert protocol_hash(load_protocol("gpaw-laptop", {"description": "my own words"})) == ref
+    # restating a preset value as an override is the same calculation (same key → reuse)
+    assert protocol_hash(load_protocol("gpaw-laptop", {"relax": {"fmax": 0.05}})) == ref
+    assert len(ref) == 16 and int(ref, 16) >= 0
+
+
+def test_hash_is_stable_across_key_order():
+    p = load_protocol("ml-screen")
+    reordered = dict(reversed(list(p.items())))
+    assert protocol_hash(reordered) == protocol_hash(p)
+
+
+def test_presets_have_distinct_hashes():
+    assert len({protocol_hash(load_protocol(n)) for n in PRESETS}) == len(PRESETS)
+
+
+def _ligbind(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "ligbind.cli", *args], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_cli_prints_the_resolved_protocol_as_json():
+    out = _ligbind("protocols", "gpaw-laptop", "--json", "--set", '{"gpaw": {"basis": "sz(dzp)"}}')
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    assert shown == load_protocol("gpaw-laptop", {"gpaw": {"basis": "sz(dzp)"}})
+    assert shown["gpaw"]["basis"] == "sz(dzp)" and shown["gpaw"]["h"] == 0.2
+
+
+def test_cli_unknown_protocol_is_a_one_line_error():
+    out = _ligbind("protocols", "nope", "--json")
+    assert out.returncode == 2
+    assert out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and "unknown protocol 'nope'" in lines[0]
