@@ -462,8 +462,9 @@ def _is_chain_carbon(atom: Chem.Atom) -> bool:
 def ligand_conformers(entry: LigandEntry, n_conformers: int = 4, seed: int = 42) -> list[Atoms]:
     """Low-energy 3D conformers of a ligand, lowest force-field energy first.
 
-    ETKDGv3 (fixed random seed) -> MMFF94 (UFF if MMFF lacks parameters) -> ion-pair fragments put in
-    contact -> sorted by force-field energy -> duplicates (heavy-atom RMS < 0.5 Å) pruned.
+    ETKDGv3 (fixed random seed; unspecified stereocentres fixed to one isomer first) -> MMFF94 (UFF if
+    MMFF lacks parameters; six-coordinate centres such as PF6- held octahedral) -> ion-pair fragments put
+    in contact -> sorted by force-field energy -> duplicates (heavy-atom RMS < 0.5 Å) pruned.
 
     Parameters
     ----------
@@ -474,7 +475,8 @@ def ligand_conformers(entry: LigandEntry, n_conformers: int = 4, seed: int = 42)
     Returns
     -------
     list of ase.Atoms (no cell) with ``info``: name, smiles, charge, formula, anchors, anchor_groups,
-    denticity, conformer, ff_energy (kcal/mol), force_field, fragments, truncated_from (if any).
+    denticity, conformer, ff_energy (kcal/mol), force_field, fragments (atom indices per SMILES fragment),
+    truncated_from (if truncated), isomer_smiles (if stereocentres had to be fixed).
     """
     if isinstance(n_conformers, bool) or not isinstance(n_conformers, int) or n_conformers < 1:
         raise LigbindError(f"n_conformers must be an integer >= 1, got {n_conformers!r}")
@@ -672,19 +674,14 @@ def _make_octahedral(molh: Chem.Mol, cid: int, centre: int) -> None:
     pos = conf.GetPositions()
     nbs = [a.GetIdx() for a in molh.GetAtomWithIdx(centre).GetNeighbors()]
     pairs = _trans_pairs(pos, centre, nbs)
-    axes = []
+    axes: list[np.ndarray] = []
     for i, j in pairs:
-        v = (pos[i] - pos[centre]) - (pos[j] - pos[centre])
-        for a in axes:
-            v = v - (v @ a) * a
-        n = np.linalg.norm(v)
-        if n < 1e-6:  # degenerate: any direction orthogonal to the axes so far
-            v = np.cross(axes[0], [1.0, 0.0, 0.0] if abs(axes[0][0]) < 0.9 else [0.0, 1.0, 0.0]) if axes else None
-            v = np.array([0.0, 0.0, 1.0]) if v is None else v
-            for a in axes:
-                v = v - (v @ a) * a
-            n = np.linalg.norm(v)
-        axes.append(v / n)
+        # the pair's direction, then the Cartesian axes as fall-backs if it is degenerate
+        for v in (pos[i] - pos[j], *np.eye(3)):
+            v = v - sum(((v @ a) * a for a in axes), np.zeros(3))
+            if np.linalg.norm(v) > 1e-3:
+                axes.append(v / np.linalg.norm(v))
+                break
     dmat = Chem.GetDistanceMatrix(molh)
     for axis, (i, j) in zip(axes, pairs, strict=True):
         for nb, sign in ((i, 1.0), (j, -1.0)):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import os
 import shlex
 import shutil
 import warnings
@@ -519,7 +520,8 @@ def run_vasp(
         )
 
     vasp = _vasp_section(protocol)
-    command = shlex.split(str(vasp.get("command") or ""))
+    # $VASP_CMD (set by the SLURM job, e.g. "srun vasp_std") wins over the protocol's command
+    command = shlex.split(os.environ.get("VASP_CMD") or str(vasp.get("command") or ""))
     if not command:
         raise LigbindError("no VASP command: set vasp.command in the protocol (e.g. 'mpirun -n 32 vasp_std')")
     check_potcars(protocol, atoms.get_chemical_symbols())

@@ -49,7 +49,7 @@ RUNS_ROOT = Path("runs")
 def _ligand_spec(item: Any, default_mode: str, truncate: int | None) -> dict[str, Any]:
     if isinstance(item, str):
         item = {"name": item}
-    if not isinstance(item, dict) or not ({"name", "smiles"} & item.keys()):
+    if not isinstance(item, dict) or not ({"name", "smiles", "ligand"} & item.keys()):
         raise LigbindError(f"bad ligand entry {item!r}: give a library name or {{smiles: ..., name: ...}}")
     mode = item.get("mode", default_mode)
     if mode not in ("neutral", "exchange"):
@@ -59,12 +59,18 @@ def _ligand_spec(item: Any, default_mode: str, truncate: int | None) -> dict[str
     if "smiles" in item:
         entry = resolve_ligand(smiles=item["smiles"])
         name = item.get("name", item["smiles"])
+    elif "ligand" in item:  # a library ligand under its own label, e.g. the same ligand in another mode
+        entry = resolve_ligand(item["ligand"])
+        name = item.get("name", entry.name)
     else:
         entry = resolve_ligand(item["name"])
         name = entry.name
     if truncate:
-        entry = truncate_alkyl(entry, truncate)
-        name = entry.name if "smiles" not in item else name
+        try:
+            entry = truncate_alkyl(entry, truncate)
+        except LigbindError:
+            pass  # nothing but alkyl chains is ever cut: ligands whose far atoms are rings etc. stay whole
+        name = entry.name if not ({"smiles", "ligand"} & item.keys()) else name
     if mode == "exchange" and not entry.exchange:
         raise LigbindError(f"ligand '{name}' has no exchange anion: use mode neutral")
     return {"name": name, "smiles": entry.smiles, "mode": mode, "entry": _entry_dict(entry, name)}

@@ -64,6 +64,8 @@ def load_protocol(name: str | dict[str, Any], overrides: dict[str, Any] | None =
 
 def protocol_hash(protocol: dict[str, Any]) -> str:
     """Stable hash of the resolved parameters that change energies (description text excluded)."""
-    relevant = {k: v for k, v in protocol.items() if k not in ("description", "overrides", "slab")}
+    relevant = {k: v for k, v in protocol.items() if k not in ("description", "overrides", "slab", "dry_run")}
+    if isinstance(relevant.get("vasp"), dict):  # how VASP is launched does not change the energy
+        relevant["vasp"] = {k: v for k, v in relevant["vasp"].items() if k not in ("command", "max_errors")}
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
