@@ -139,8 +139,15 @@ def cmd_protocols(args: argparse.Namespace) -> None:
 
 
 # ------------------------------------------------------------------------------------------------ parser
+class _OneLineParser(argparse.ArgumentParser):
+    """Argument errors as one line (``ligbind: error: ...``), exit code 2, like every other bad input."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"ligbind: error: {self.prog.removeprefix('ligbind ')}: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog="ligbind", description="Ligand binding and defect energies on lead-halide perovskite surfaces."
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -21,7 +21,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.io import Trajectory
 
-from ligbind.calculators import make_calculator, scf_attempts, scf_failures
+from ligbind.calculators import check_input, make_calculator, scf_attempts, scf_failures
 from ligbind.errors import LigbindError, NonFiniteEnergyError, UnconvergedError
 from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore, atoms_from_row, calculation_key
@@ -106,21 +106,38 @@ def stored_result(
 
 
 def _count_calls(calc) -> list[int]:
-    """Count the calculator's force/energy evaluations (each ``calculate`` call)."""
+    """Count the calculator's force/energy evaluations (each ``calculate`` call).
+
+    Each evaluation is also checked for NaN/inf at once, so that an optimizer never steps on (and a trajectory
+    never records) non-finite forces.
+    """
     counter = [0]
     original = calc.calculate
 
     def counted(*args, **kwargs):
         counter[0] += 1
-        return original(*args, **kwargs)
+        out = original(*args, **kwargs)
+        _require_finite(calc)
+        return out
 
     calc.calculate = counted
     return counter
 
 
+def _require_finite(calc) -> None:
+    energy = calc.results.get("energy")
+    forces = calc.results.get("forces")
+    if (energy is not None and not math.isfinite(float(energy))) or (
+        forces is not None and not np.all(np.isfinite(forces))
+    ):
+        atoms = getattr(calc, "atoms", None)
+        formula = atoms.get_chemical_formula() if atoms is not None else "?"
+        raise NonFiniteEnergyError(f"non-finite energy or forces ({energy}) for {formula}")
+
+
 def _checked_energy(atoms: Atoms) -> tuple[float, np.ndarray]:
+    forces = atoms.get_forces()  # forces first: one evaluation yields both (energy first costs two)
     energy = float(atoms.get_potential_energy())
-    forces = atoms.get_forces()
     if not math.isfinite(energy) or not np.all(np.isfinite(forces)):
         raise NonFiniteEnergyError(
             f"non-finite energy or forces ({energy}) for {atoms.get_chemical_formula()}"
@@ -177,6 +194,7 @@ def single_point(
     key = calculation_key("single_point", atoms, protocol)
     if store is not None and (row := store.get(key)) is not None:
         return _from_row(row, protocol)
+    check_input(protocol, atoms)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -239,6 +257,7 @@ def relax(
     key = calculation_key("relax", atoms, protocol)
     if store is not None and (row := store.get(key)) is not None:
         return _from_row(row, protocol)
+    check_input(protocol, atoms)  # before the pre-relaxation: bad input costs nothing and writes nothing
     start = time.perf_counter()
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -268,19 +287,41 @@ def relax(
     return result
 
 
+def _frame_writer(traj: Trajectory, work: Atoms, last_positions: np.ndarray | None):
+    """Trajectory observer that skips a frame identical to the last one written (the start of a resumed run)."""
+    last = [last_positions]
+
+    def write() -> None:
+        if last[0] is not None and np.array_equal(work.positions, last[0]):
+            return
+        traj.write()
+        last[0] = work.positions.copy()
+
+    return write
+
+
 def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) -> Result:
     settings = protocol["relax"]
     traj_path = workdir / f"{key}.traj"
+    restart_path = workdir / f"{key}.opt.json"
     work = _prepare(atoms, protocol)
     done_steps = 0
+    last_frame: np.ndarray | None = None
     if traj_path.exists() and traj_path.stat().st_size > 0:
         try:
             frames = Trajectory(str(traj_path))
             if len(frames):
                 work.positions = frames[-1].positions  # resume where the killed run stopped
+                last_frame = work.positions.copy()
                 done_steps = len(frames) - 1
-        except Exception:  # a trajectory cut mid-write: keep the frames that are readable
+        except Exception:  # a trajectory cut mid-write is unreadable: start afresh, optimizer state included
             traj_path.unlink()
+            restart_path.unlink(missing_ok=True)
+    if restart_path.exists():
+        try:
+            json.loads(restart_path.read_text())
+        except ValueError:  # optimizer state cut mid-write: the optimizer would fail on it at every rerun
+            restart_path.unlink()
     optimizer_cls = getattr(ase.optimize, settings.get("optimizer", "BFGS"), None)
     if optimizer_cls is None:
         raise LigbindError(f"unknown ASE optimizer '{settings.get('optimizer')}'")
@@ -294,13 +335,12 @@ def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) 
         counter = _count_calls(work.calc)
         opt_kwargs: dict[str, Any] = {"logfile": str(workdir / f"{key}.log")}
         if optimizer_cls.__name__ in ("BFGS", "LBFGS"):
-            opt_kwargs["restart"] = str(workdir / f"{key}.opt.json")
+            opt_kwargs["restart"] = str(restart_path)
         try:
             with Trajectory(str(traj_path), "a", work) as traj:
                 opt = optimizer_cls(work, **opt_kwargs)
-                opt.attach(traj.write, interval=1)
+                opt.attach(_frame_writer(traj, work, last_frame), interval=1)
                 converged = bool(opt.run(fmax=fmax, steps=max(0, max_steps - done_steps)))
-                done_steps += opt.nsteps
             calls += counter[0]
             break
         except scf_failures(protocol) as exc:
@@ -308,10 +348,12 @@ def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) 
             last_error = exc
             frames = Trajectory(str(traj_path)) if traj_path.exists() else []
             done_steps = max(0, len(frames) - 1)
+            last_frame = frames[-1].positions.copy() if len(frames) else None
     else:
         raise UnconvergedError(
             f"SCF did not converge with any of {scf_attempts(protocol)} mixer settings: {last_error}"
         )
+    done_steps = max(0, len(Trajectory(str(traj_path))) - 1)  # steps = distinct frames after the start
     energy, forces = _checked_energy(work)
     final = atoms.copy()
     final.positions = work.positions

@@ -43,7 +43,9 @@ def times(comp: Counter, n: int) -> Counter:
 
 
 def slab(n: int = 1, energy: float = -20.0, **kw) -> Term:
-    return Term("slab", energy, times(SLAB_1X1, n * n), kw.pop("protocol", P), kw.pop("cell", cell(n, n)), **kw)
+    return Term(
+        "slab", energy, times(SLAB_1X1, n * n), kw.pop("protocol", P), kw.pop("cell", cell(n, n)), **kw
+    )
 
 
 def mol(label: str, comp: Counter, energy: float, **kw) -> Term:
@@ -69,7 +71,9 @@ def test_binding_energy_arithmetic_and_sign():
 
 
 def test_reaction_energy_reports_unit_scales_for_same_cell():
-    energy, scales = reaction_energy([complex_(2, -117.0, METHYLAMINE)], [mol("ligand", METHYLAMINE, -36.0), slab(2, -80.0)])
+    energy, scales = reaction_energy(
+        [complex_(2, -117.0, METHYLAMINE)], [mol("ligand", METHYLAMINE, -36.0), slab(2, -80.0)]
+    )
     assert energy == pytest.approx(-1.0, abs=1e-12)
     assert scales == {"ligand": 1.0, "slab": 1.0}
 
@@ -77,7 +81,8 @@ def test_reaction_energy_reports_unit_scales_for_same_cell():
 def test_1x1_slab_reference_is_scaled_four_times_for_a_2x2_complex():
     e_slab_1x1 = -20.0
     energy, scales = reaction_energy(
-        [complex_(2, 4 * e_slab_1x1 - 36.0 - 0.6, METHYLAMINE)], [mol("ligand", METHYLAMINE, -36.0), slab(1, e_slab_1x1)]
+        [complex_(2, 4 * e_slab_1x1 - 36.0 - 0.6, METHYLAMINE)],
+        [mol("ligand", METHYLAMINE, -36.0), slab(1, e_slab_1x1)],
     )
     assert scales["slab"] == 4.0 and scales["ligand"] == 1.0
     assert energy == pytest.approx(-0.6, abs=1e-12)
@@ -126,14 +131,18 @@ def test_different_cell_heights_are_refused():
         )
     # within the tolerance of 0.05 Å it is the same vacuum
     eb = binding_energy(
-        complex_(2, -117.0, METHYLAMINE, cell=cell(2, 2, HEIGHT + 0.01)), mol("ligand", METHYLAMINE, -36.0), slab(2, -80.0)
+        complex_(2, -117.0, METHYLAMINE, cell=cell(2, 2, HEIGHT + 0.01)),
+        mol("ligand", METHYLAMINE, -36.0),
+        slab(2, -80.0),
     )
     assert eb == pytest.approx(-1.0, abs=1e-12)
 
 
 def test_different_protocols_are_refused_naming_the_terms():
     with pytest.raises(EnergyMismatchError, match="different protocols") as err:
-        binding_energy(complex_(2, -117.0, METHYLAMINE), mol("ligand", METHYLAMINE, -36.0, protocol="B"), slab(2, -80.0))
+        binding_energy(
+            complex_(2, -117.0, METHYLAMINE), mol("ligand", METHYLAMINE, -36.0, protocol="B"), slab(2, -80.0)
+        )
     assert "ligand: B" in str(err.value)
 
 
@@ -166,7 +175,9 @@ def test_unconverged_terms_are_refused():
 
 def test_slab_reactant_without_periodic_product_is_refused():
     with pytest.raises(EnergyMismatchError, match="no periodic counterpart"):
-        binding_energy(mol("complex", SLAB_1X1 + METHYLAMINE, -57.0), mol("ligand", METHYLAMINE, -36.0), slab(1))
+        binding_energy(
+            mol("complex", SLAB_1X1 + METHYLAMINE, -57.0), mol("ligand", METHYLAMINE, -36.0), slab(1)
+        )
 
 
 def test_errors_are_ligbind_errors():
@@ -178,29 +189,39 @@ def test_exchange_binding_energy():
     # acetic acid + slab → acetate on an iodide site + HI
     acetate_on_slab = times(SLAB_1X1, 4) - Counter({"I": 1}) + Counter({"C": 2, "H": 3, "O": 2})
     c = Term("complex", -110.0, acetate_on_slab, P, cell(2, 2))
-    eb = exchange_binding_energy(c, mol("byproduct", HI, -3.5), mol("ligand", ACETIC_ACID, -30.0), slab(2, -82.0))
+    eb = exchange_binding_energy(
+        c, mol("byproduct", HI, -3.5), mol("ligand", ACETIC_ACID, -30.0), slab(2, -82.0)
+    )
     assert eb == pytest.approx(-110.0 - 3.5 + 30.0 + 82.0, abs=1e-12)
     assert eb == pytest.approx(-1.5, abs=1e-12)
     with pytest.raises(EnergyMismatchError, match="not balanced"):  # forgot the byproduct's H
-        exchange_binding_energy(c, mol("byproduct", Counter({"I": 1}), -1.0), mol("ligand", ACETIC_ACID, -30.0),
-                                slab(2, -82.0))
+        exchange_binding_energy(
+            c, mol("byproduct", Counter({"I": 1}), -1.0), mol("ligand", ACETIC_ACID, -30.0), slab(2, -82.0)
+        )
     with pytest.raises(EnergyMismatchError, match="different protocols"):
-        exchange_binding_energy(c, mol("byproduct", HI, -3.5, protocol="other"), mol("ligand", ACETIC_ACID, -30.0),
-                                slab(2, -82.0))
+        exchange_binding_energy(
+            c, mol("byproduct", HI, -3.5, protocol="other"), mol("ligand", ACETIC_ACID, -30.0), slab(2, -82.0)
+        )
 
 
 def test_exchange_with_1x1_reference_slab_scales_the_slab_only():
     acetate_on_slab = times(SLAB_1X1, 4) - Counter({"I": 1}) + Counter({"C": 2, "H": 3, "O": 2})
     c = Term("complex", -110.0, acetate_on_slab, P, cell(2, 2))
-    eb = exchange_binding_energy(c, mol("byproduct", HI, -3.5), mol("ligand", ACETIC_ACID, -30.0), slab(1, -20.5))
+    eb = exchange_binding_energy(
+        c, mol("byproduct", HI, -3.5), mol("ligand", ACETIC_ACID, -30.0), slab(1, -20.5)
+    )
     assert eb == pytest.approx(-110.0 - 3.5 + 30.0 + 4 * 20.5, abs=1e-12)
 
 
 # ------------------------------------------------------------------------------------------ coadsorption
 def test_coadsorption_and_interaction_energy():
     e_slab, e_a, e_b = -80.0, -36.0, -30.0
-    eb_a = binding_energy(complex_(2, e_slab + e_a - 0.7, METHYLAMINE), mol("A", METHYLAMINE, e_a), slab(2, e_slab))
-    eb_b = binding_energy(complex_(2, e_slab + e_b - 0.5, ACETIC_ACID), mol("B", ACETIC_ACID, e_b), slab(2, e_slab))
+    eb_a = binding_energy(
+        complex_(2, e_slab + e_a - 0.7, METHYLAMINE), mol("A", METHYLAMINE, e_a), slab(2, e_slab)
+    )
+    eb_b = binding_energy(
+        complex_(2, e_slab + e_b - 0.5, ACETIC_ACID), mol("B", ACETIC_ACID, e_b), slab(2, e_slab)
+    )
     ab = complex_(2, e_slab + e_a + e_b - 1.45, METHYLAMINE, ACETIC_ACID)
     eb_ab = coadsorption_energy(ab, mol("A", METHYLAMINE, e_a), mol("B", ACETIC_ACID, e_b), slab(2, e_slab))
     assert (eb_a, eb_b, eb_ab) == (pytest.approx(-0.7), pytest.approx(-0.5), pytest.approx(-1.45))
@@ -208,8 +229,12 @@ def test_coadsorption_and_interaction_energy():
     assert d_inter == pytest.approx(-0.25, abs=1e-9)  # the two ligands stabilise each other
     assert interaction_energy(-1.0, -0.7, -0.5) == pytest.approx(0.2, abs=1e-12)  # repulsion: positive
     with pytest.raises(EnergyMismatchError, match="not balanced"):  # B missing from the complex
-        coadsorption_energy(complex_(2, -1.0, METHYLAMINE), mol("A", METHYLAMINE, e_a), mol("B", ACETIC_ACID, e_b),
-                            slab(2, e_slab))
+        coadsorption_energy(
+            complex_(2, -1.0, METHYLAMINE),
+            mol("A", METHYLAMINE, e_a),
+            mol("B", ACETIC_ACID, e_b),
+            slab(2, e_slab),
+        )
 
 
 def test_coadsorption_with_a_1x1_slab_reference():

@@ -34,7 +34,9 @@ def test_preset_values_match_the_published_and_documented_settings():
     assert (incar["ENCUT"], incar["EDIFF"], incar["EDIFFG"], incar["ISIF"]) == (400, 1e-5, -0.01, 2)
     assert incar["IVDW"] in (11, 12)  # DFT-D3
     assert vasp["vasp"]["slab_incar"]["LDIPOL"] is True and vasp["vasp"]["slab_incar"]["IDIPOL"] == 3
-    assert vasp["slab"]["size"] == [2, 2] and vasp["slab"]["vacuum"] == 20.0 and vasp["slab"]["fix_layers"] == 2
+    assert (
+        vasp["slab"]["size"] == [2, 2] and vasp["slab"]["vacuum"] == 20.0 and vasp["slab"]["fix_layers"] == 2
+    )
     assert vasp["is_dft"] is True
 
     gpaw = load_protocol("gpaw-laptop")
@@ -52,7 +54,9 @@ def test_preset_values_match_the_published_and_documented_settings():
 
 def test_nested_override_keeps_siblings_and_records_itself():
     base = load_protocol("gpaw-laptop")
-    p = load_protocol("gpaw-laptop", {"gpaw": {"basis": "sz(dzp)", "mixer": {"beta": 0.1}}, "relax": {"fmax": 0.1}})
+    p = load_protocol(
+        "gpaw-laptop", {"gpaw": {"basis": "sz(dzp)", "mixer": {"beta": 0.1}}, "relax": {"fmax": 0.1}}
+    )
     assert p["gpaw"]["basis"] == "sz(dzp)"
     assert p["gpaw"]["mixer"] == {**base["gpaw"]["mixer"], "beta": 0.1}  # nmaxold, weight kept
     for key in ("h", "xc", "kpts", "occupations", "convergence", "maxiter", "scf_retries", "mode"):
@@ -104,7 +108,9 @@ def test_unknown_protocol_is_refused_by_name():
     ],
 )
 def test_hash_changes_with_energy_relevant_parameters(override):
-    assert protocol_hash(load_protocol("gpaw-laptop", override)) != protocol_hash(load_protocol("gpaw-laptop"))
+    assert protocol_hash(load_protocol("gpaw-laptop", override)) != protocol_hash(
+        load_protocol("gpaw-laptop")
+    )
 
 
 def test_hash_ignores_description_and_restated_defaults():

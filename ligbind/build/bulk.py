@@ -122,7 +122,9 @@ def _fill_a_sites_with_ma(frame: Atoms) -> Atoms:
     atoms = frame[[a.index for a in frame if a.symbol != "Xe"]]
     for pos in sites:
         frac = np.linalg.solve(frame.cell.T, pos)
-        parity = int(round(2 * frac[0]) + round(2 * frac[1]) + round(4 * frac[2])) % 2
+        # pseudo-cubic indices of an A site are i = fx + fy, j = fx - fy, k = 2 fz (+ 1/2 each): the
+        # checkerboard parity (i + j + k) mod 2 makes every in-plane and out-of-plane neighbour antiparallel
+        parity = int(round(2 * frac[0] + 2 * frac[2] - 0.5)) % 2
         mol = ma.copy()
         mol.rotate(45 if parity == 0 else 225, "z")
         mol.translate(pos)

@@ -69,16 +69,17 @@ def find_layers(atoms: Atoms) -> list[np.ndarray]:
 
 
 def layer_name(atoms: Atoms, indices: np.ndarray) -> str:
-    """Chemical name of a layer: 'PbI2', 'CsI', 'MAI', 'PbI1.5Br0.5', ... ('?' if not perovskite-like)."""
+    """Chemical name of a layer: 'PbI2', 'CsI', 'MAI', 'PbBr2', mixed halides 'PbX2', 'CsX' ('?' if not
+    perovskite-like)."""
     counts = Counter(atoms[i].symbol for i in indices)
     x = sum(counts[h] for h in HALIDES)
+    present = [h for h in HALIDES if counts[h]]
+    halide = present[0] if len(present) == 1 else "X"
     if counts["Pb"] and counts["Pb"] * 2 == x and not (counts["Cs"] or counts["N"]):
-        return (
-            "PbX2" if counts["Br"] and counts["I"] else "Pb" + "".join(h for h in HALIDES if counts[h]) + "2"
-        )
+        return f"Pb{halide}2"
     a = counts["Cs"] + counts["N"]
     if a and a == x and not counts["Pb"]:
-        return ("Cs" if counts["Cs"] else "MA") + ("X" if counts["Br"] and counts["I"] else "I")
+        return ("Cs" if counts["Cs"] else "MA") + halide
     return "?"
 
 
@@ -94,14 +95,28 @@ def termination(atoms: Atoms) -> tuple[str, str]:
 
 
 def check_pbi2_terminated(atoms: Atoms, source: str = "slab") -> list[np.ndarray]:
-    """Raise unless the top layer of ``atoms`` is PbX2; return the layers (bottom → top)."""
+    """Raise unless the top layer of ``atoms`` is PbX2; return the layers (bottom → top).
+
+    With an adsorbate (tags > 0) the top layer may lack one halide: an X-site exchange complex, whose
+    anion (an adsorbate atom) took that site.
+    """
     layers = find_layers(atoms)
     top = layer_name(atoms, layers[-1])
+    if not is_pbx2(top) and _x_site_exchanged(atoms, layers[-1]):
+        return layers
     if not is_pbx2(top):
         raise LigbindError(
             f"{source} is not PbI2-terminated: its top layer is {top} ({len(layers[-1])} atoms)"
         )
     return layers
+
+
+def _x_site_exchanged(atoms: Atoms, top: np.ndarray) -> bool:
+    """True for a Pb–halide top layer missing exactly one halide, on a structure with an adsorbate."""
+    counts = Counter(atoms[i].symbol for i in top)
+    x = sum(counts[h] for h in HALIDES)
+    only_pbx = set(counts) <= {"Pb", *HALIDES}
+    return bool((atoms.get_tags() > 0).any()) and only_pbx and counts["Pb"] > 0 and 2 * counts["Pb"] - x == 1
 
 
 def vacuum_thickness(atoms: Atoms) -> float:
@@ -161,6 +176,11 @@ def build_slab(
         raise LigbindError(f"bad --fix-layers {fix_layers}: must be between 0 and layers-1 ({layers - 1})")
     if not 0.0 <= br_fraction <= 1.0:
         raise LigbindError(f"bad Br fraction {br_fraction}: must be between 0 and 1")
+    spacing = _pseudo_cubic_c(ph) / 2
+    if vacuum <= spacing:  # the layers are found from the widest gap along z, which must be the vacuum
+        raise LigbindError(
+            f"bad vacuum {vacuum} Å: must exceed the {spacing:.2f} Å layer spacing (typical: 10–20 Å)"
+        )
     if ph.tilted and (nx % 2 or ny % 2):
         raise LigbindError(
             f"{material} {ph.phase} has tilted octahedra: in-plane size must be even, got {nx}x{ny}"

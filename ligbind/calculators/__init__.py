@@ -55,6 +55,14 @@ def make_calculator(
     )
 
 
+def check_input(protocol: dict[str, Any], atoms: Atoms) -> None:
+    """Refuse input the backend cannot compute, before any work (pre-relaxation included) is done."""
+    if protocol.get("backend") == "gpaw":
+        from ligbind.calculators.gpaw import check_spin
+
+        check_spin(atoms, int(atoms.info.get("charge", 0) or 0), bool(protocol["gpaw"].get("spinpol")))
+
+
 def scf_failures(protocol: dict[str, Any]) -> tuple[type[Exception], ...]:
     """Exceptions meaning 'the SCF did not converge; retry with softer settings'."""
     if protocol.get("backend") == "gpaw":

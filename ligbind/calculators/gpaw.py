@@ -82,8 +82,15 @@ def gpaw_calculator(
 
 
 def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
-    """GPAW wants a non-periodic z for the dipole layer and pbc=False for molecules in a box."""
+    """GPAW wants a non-periodic z for the dipole layer and pbc=False for molecules in a box.
+
+    With ``spinpol`` and an odd electron count, atoms without initial magnetic moments get 1 μB in total.
+    """
     atoms = atoms.copy()
+    if protocol["gpaw"].get("spinpol") and not np.any(atoms.get_initial_magnetic_moments()):
+        n = electron_count(atoms, int(atoms.info.get("charge", 0) or 0))
+        if n % 2:  # from zero moments the SCF stays spin-paired (moment 0): start from 1 μB in total
+            atoms.set_initial_magnetic_moments(np.full(len(atoms), 1.0 / len(atoms)))
     if is_slab(atoms):
         atoms.pbc = (
             True,

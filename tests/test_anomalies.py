@@ -1,0 +1,184 @@
+"""Anomaly flags on synthetic structures: methylamine placed on a 2x2 CsPbI3 slab, then deliberately broken."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase import Atoms
+
+from ligbind.analysis.anomalies import (
+    BASIN_RMSD,
+    IMPLAUSIBLE_EB,
+    complex_anomalies,
+    energy_anomalies,
+    framework_rmsd,
+    is_desorbed,
+    ligand_bonds,
+    n_fragments,
+    pb_x_bonds,
+)
+from ligbind.build.placement import place_ligand
+from ligbind.build.slab import build_slab, surface_halides
+
+
+@pytest.fixture(scope="module")
+def slab() -> Atoms:
+    return build_slab()
+
+
+@pytest.fixture(scope="module")
+def placed(slab) -> Atoms:
+    return place_ligand(slab, "methylamine", n_configs=1, seed=0)[0]
+
+
+def ligand(atoms: Atoms) -> np.ndarray:
+    return np.where(atoms.get_tags() > 0)[0]
+
+
+def atom_of(atoms: Atoms, symbol: str) -> int:
+    return int(next(i for i in ligand(atoms) if atoms[i].symbol == symbol))
+
+
+def hydrogens_on(atoms: Atoms, heavy: int) -> list[int]:
+    return [int(i) for i in ligand(atoms) if atoms[i].symbol == "H" and atoms.get_distance(i, heavy) < 1.25]
+
+
+def test_the_placed_complex_itself_is_clean(placed, slab):
+    assert n_fragments(placed) == 1
+    assert len(ligand_bonds(placed)) == 6  # C–N + 3 C–H + 2 N–H
+    assert len(pb_x_bonds(slab)) == 40  # 8 Pb × (4 equatorial + 1 apical) in a 3-layer 2x2 slab
+    assert not is_desorbed(placed)
+    assert complex_anomalies(placed, placed.copy(), slab) == []
+
+
+def test_ligand_lifted_5_angstrom_is_desorbed(placed, slab):
+    final = placed.copy()
+    final.positions[ligand(final)] += [0, 0, 5.0]
+    flags = complex_anomalies(placed, final, slab)
+    assert "desorbed" in flags
+    assert "dissociated" not in flags and "bonds-changed" not in flags
+    site = json.loads(placed.info["anchor_sites"])[0]
+    assert final.get_distance(site["anchor"], site["pb"], mic=True) > 7.0
+
+
+def test_ligand_lifted_a_little_is_still_bound(placed, slab):
+    final = placed.copy()
+    final.positions[ligand(final)] += [0, 0, 0.3]  # Pb–N within bond length + margin
+    assert "desorbed" not in complex_anomalies(placed, final, slab)
+
+
+def test_c_n_bond_stretched_to_3_angstrom_is_dissociated(placed, slab):
+    final = placed.copy()
+    c, n = atom_of(final, "C"), atom_of(final, "N")
+    methyl = [c, *hydrogens_on(final, c)]
+    assert len(methyl) == 4
+    direction = final.positions[c] - final.positions[n]
+    shift = direction / np.linalg.norm(direction) * (3.0 - np.linalg.norm(direction))
+    final.positions[methyl] += shift  # rigid CH3 moved out along the bond
+    assert final.get_distance(c, n) == pytest.approx(3.0, abs=1e-9)
+    assert n_fragments(final) == 2
+    flags = complex_anomalies(placed, final, slab)
+    assert "dissociated" in flags and "desorbed" not in flags  # N still on its Pb
+
+
+def test_one_c_h_bond_stretched_to_3_angstrom_is_dissociated(placed, slab):
+    final = placed.copy()
+    c = atom_of(final, "C")
+    h = hydrogens_on(final, c)[0]
+    v = final.positions[h] - final.positions[c]
+    final.positions[h] = final.positions[c] + 3.0 * v / np.linalg.norm(v)
+    assert "dissociated" in complex_anomalies(placed, final, slab)
+
+
+def test_hydrogen_hopping_from_c_to_n_is_bonds_changed(placed, slab):
+    final = placed.copy()
+    c, n = atom_of(final, "C"), atom_of(final, "N")
+    h = hydrogens_on(final, c)[0]
+    away = final.positions[n] - final.positions[c]
+    final.positions[h] = final.positions[n] + 1.02 * away / np.linalg.norm(away)  # N–H on the far side of N
+    assert final.get_distance(h, c) > 2.0
+    flags = complex_anomalies(placed, final, slab)
+    assert n_fragments(final) == 1
+    assert "bonds-changed" in flags and "dissociated" not in flags
+
+
+def test_surface_iodide_pulled_out_is_reconstructed(placed, slab):
+    top_i = surface_halides(slab)
+    assert len(top_i) == 8
+    final = placed.copy()
+    i = int(top_i[0])
+    final.positions[i] += [0, 0, 3.0]  # out of the PbI2 plane: both Pb–I bonds broken
+    broken = pb_x_bonds(placed) - pb_x_bonds(final)
+    assert len(broken) == 2 and all(b[1] == i for b in broken)
+    assert "reconstructed" in complex_anomalies(placed, final, slab)
+
+
+def test_one_pb_i_bond_broken_is_reconstructed(placed, slab):
+    """An equatorial I slides along the Pb–I–Pb line towards one Pb: one bond > 3.8 Å, the other kept."""
+    final = placed.copy()
+    i = int(surface_halides(slab)[0])
+    pbs = sorted(b[0] for b in pb_x_bonds(placed) if b[1] == i)
+    assert len(pbs) == 2
+    towards = final.get_distance(i, pbs[0], mic=True, vector=True)
+    final.positions[i] += 0.25 * towards  # ~2.4 Å from one Pb, ~3.9 Å from the other
+    assert len(pb_x_bonds(placed) ^ pb_x_bonds(final)) == 1
+    assert "reconstructed" in complex_anomalies(placed, final, slab)
+
+
+def test_small_noise_is_not_reconstructed_nor_basin_changed(placed, slab):
+    final = placed.copy()
+    rng = np.random.default_rng(3)
+    final.positions += rng.normal(0, 0.03, final.positions.shape)
+    assert complex_anomalies(placed, final, slab) == []
+
+
+def test_rigid_shift_is_not_basin_changed(placed, slab):
+    final = placed.copy()
+    final.positions += [1.3, -0.7, 0.4]
+    final.wrap()
+    assert framework_rmsd(final, slab) == pytest.approx(0.0, abs=1e-9)
+    assert complex_anomalies(placed, final, slab) == []
+
+
+def test_random_half_angstrom_displacement_is_basin_changed(placed, slab):
+    final = placed.copy()
+    rng = np.random.default_rng(7)
+    frame = [a.index for a in final if a.tag == 0 and a.symbol in ("Pb", "I")]
+    d = rng.normal(size=(len(frame), 3))
+    final.positions[frame] += 0.5 * d / np.linalg.norm(d, axis=1)[:, None]  # every atom moved by 0.5 Å
+    rmsd = framework_rmsd(final, slab)
+    assert 0.45 < rmsd < 0.5 and rmsd > BASIN_RMSD
+    assert "basin-changed" in complex_anomalies(placed, final, slab)
+    assert "basin-changed" not in complex_anomalies(placed, final, None)  # no reference: no basin check
+
+
+def test_basin_threshold_separates_0_2_from_0_5_angstrom(placed, slab):
+    rng = np.random.default_rng(11)
+    frame = [a.index for a in placed if a.tag == 0 and a.symbol in ("Pb", "I")]
+    d = rng.normal(size=(len(frame), 3))
+    d /= np.linalg.norm(d, axis=1)[:, None]
+    small = placed.copy()
+    small.positions[frame] += 0.2 * d
+    assert framework_rmsd(small, slab) < BASIN_RMSD
+    assert "basin-changed" not in complex_anomalies(placed, small, slab)
+
+
+def test_mismatched_reference_gives_no_basin_verdict(placed):
+    other = build_slab(phase="cubic", size=(1, 1))
+    assert np.isnan(framework_rmsd(placed, other))
+    assert "basin-changed" not in complex_anomalies(placed, placed.copy(), other)
+
+
+def test_desorption_needs_anchor_sites(slab):
+    bare = slab.copy()
+    assert not is_desorbed(bare)
+    assert n_fragments(bare) == 0
+
+
+def test_implausible_energy():
+    assert energy_anomalies(-0.7) == []
+    assert energy_anomalies(-(IMPLAUSIBLE_EB + 0.1)) == ["implausible-energy"]
+    assert energy_anomalies(IMPLAUSIBLE_EB + 5) == ["implausible-energy"]
+    assert energy_anomalies(-IMPLAUSIBLE_EB) == []

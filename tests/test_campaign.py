@@ -1,0 +1,214 @@
+"""Campaigns through FireWorks on the embedded store: parsing errors, reuse, kill-and-resume, second worker."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from ligbind.engine.campaign import load_campaign
+from ligbind.errors import LigbindError
+from ligbind.store import ResultStore
+
+CLI = [sys.executable, "-m", "ligbind.cli"]
+MINI = {
+    "name": "mini",
+    "protocol": "ml-screen",
+    "overrides": {"relax": {"fmax": 0.1, "steps": 150}},
+    "ligands": ["methylamine", "dimethyl-ether"],
+    "configs": 2,
+    "compute": {"binding": True},
+}
+
+
+def write_campaign(directory: Path, **changes) -> Path:
+    spec = {**MINI, **changes}
+    path = directory / f"{spec['name']}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def ligbind(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run([*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ligbind {' '.join(args)} failed:\n{proc.stderr}")
+    return proc
+
+
+def relax_rows(store_path: Path) -> dict[str, float]:
+    return {row.key: row.energy for row in ResultStore(store_path).select(kind="relax")}
+
+
+# ------------------------------------------------------------------------------------------ parsing errors
+@pytest.mark.parametrize(
+    ("changes", "raw", "message"),
+    [
+        ({"ligands": ["methylamine", "unobtainium"]}, None, "unknown ligand 'unobtainium'"),
+        ({"protocol": "dft-magic"}, None, "unknown protocol 'dft-magic'"),
+        ({"colour": "blue"}, None, "unknown key(s) colour"),
+        ({"ligands": [{"smiles": "C1CC(("}]}, None, "cannot parse SMILES"),
+        ({}, "name: x\nligands: [a, b\n", "not valid YAML"),
+        ({"compute": {"coadsorption": [["methylamine", "OA"]]}}, None, "coadsorption pair"),
+    ],
+)
+def test_bad_campaign_is_refused_and_nothing_submitted(tmp_path, changes, raw, message):
+    path = write_campaign(tmp_path, **changes)
+    if raw is not None:
+        path.write_text(raw)
+    with pytest.raises(LigbindError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_campaign(path)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("raw", ["name: x\nligands: [a, b\n", "name: x\nligands: [methylamine, unobtainium]\n"])
+def test_screen_of_bad_campaign_exits_with_one_line(tmp_path, raw):
+    path = tmp_path / "x.yaml"
+    path.write_text(raw)
+    proc = ligbind("screen", str(path), cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+# --------------------------------------------------------------------------- FireWorks run and reuse counts
+@pytest.mark.slow
+def test_campaign_runs_through_fireworks_and_reuses(tmp_path):
+    path = write_campaign(tmp_path)
+    out = ligbind("screen", str(path), "--json", cwd=tmp_path)
+    assert '"added": 9' in out.stdout  # slab + 2 ligands + 2x2 configs + 2 analyses
+    ligbind("run", "mini", cwd=tmp_path)
+    status = ligbind("status", "mini", cwd=tmp_path).stdout
+    assert "COMPLETED 9" in status
+    store = tmp_path / "runs" / "mini" / "ligbind.db"
+    first = relax_rows(store)
+    assert len(first) == 1 + 2 + 2 * 2  # 1 + N + N*K relaxations
+    ligbind("results", "mini", cwd=tmp_path)
+    table = pd.read_csv(tmp_path / "results" / "mini" / "binding.csv")
+    assert set(table.ligand) == {"methylamine", "dimethyl-ether"}
+    assert (table.eb < 0).all() and (table.eb > -3).all()
+    assert (tmp_path / "results" / "mini" / "binding.png").stat().st_size > 1000
+
+    # rerun: nothing new; add one ligand: only its 1 + K relaxations
+    assert '"added": 0' in ligbind("screen", str(path), "--json", cwd=tmp_path).stdout
+    assert '"ran": 0' in ligbind("run", "mini", "--json", cwd=tmp_path).stdout
+    path = write_campaign(tmp_path, ligands=["methylamine", "dimethyl-ether", "methanethiol"])
+    assert '"added": 4' in ligbind("screen", str(path), "--json", cwd=tmp_path).stdout
+    ligbind("run", "mini", cwd=tmp_path)
+    second = relax_rows(store)
+    assert len(second) == len(first) + 1 + 2
+    assert all(second[k] == e for k, e in first.items())  # stored results untouched
+
+
+# ------------------------------------------------------------------------------------ second worker refused
+def test_second_worker_is_refused(tmp_path, monkeypatch):
+    from ligbind.engine.fireworks import worker_lock
+
+    monkeypatch.chdir(tmp_path)
+    path = write_campaign(tmp_path)
+    ligbind("screen", str(path), cwd=tmp_path)
+    c = load_campaign(path)
+    with worker_lock(c):
+        proc = ligbind("run", "mini", cwd=tmp_path, check=False)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not safe for two processes" in lines[0]
+    store = tmp_path / "runs" / "mini" / "ligbind.db"
+    assert not store.exists() or relax_rows(store) == {}  # the refused worker computed nothing
+
+
+# ------------------------------------------------------------------------------------------ kill and resume
+def _wait_for_partial_relaxation(workdir: Path, store: Path, proc, timeout: float = 600) -> set[str]:
+    """Wait until a config relaxation has written trajectory frames but is not stored yet."""
+    from ase.io import Trajectory
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "run finished before it could be killed"
+        done = set(relax_rows(store)) if store.exists() else set()
+        for traj in (workdir / "calcs").glob("relax-*.traj"):
+            key = traj.stem
+            if key in done or len(done) < 3:
+                continue
+            try:
+                if len(Trajectory(str(traj))) >= 5:
+                    return done | {key}
+            except Exception:
+                continue
+        time.sleep(0.2)
+    raise AssertionError("no partial relaxation appeared")
+
+
+@pytest.mark.slow
+def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
+    from ase.io import Trajectory
+
+    ref_dir, kill_dir = tmp_path / "ref", tmp_path / "kill"
+    for d in (ref_dir, kill_dir):
+        d.mkdir()
+        ligbind("screen", str(write_campaign(d)), cwd=d)
+    ligbind("run", "mini", cwd=ref_dir)
+    ligbind("results", "mini", cwd=ref_dir)
+
+    store = kill_dir / "runs" / "mini" / "ligbind.db"
+    proc = subprocess.Popen([*CLI, "run", "mini"], cwd=kill_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = _wait_for_partial_relaxation(kill_dir / "runs" / "mini", store, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = relax_rows(store)
+    interrupted = (seen - set(before)).pop()
+    frames_at_kill = len(Trajectory(str(kill_dir / "runs" / "mini" / "calcs" / f"{interrupted}.traj")))
+    assert frames_at_kill >= 5
+
+    ligbind("run", "mini", cwd=kill_dir)
+    after = ResultStore(store)
+    rows = list(after.select(kind="relax"))
+    keys = [r.key for r in rows]
+    assert len(keys) == len(set(keys)) == 7  # nothing computed twice
+    assert all(after.get(k).energy == e for k, e in before.items())  # finished results kept as they were
+    resumed = after.get(interrupted)
+    reference = ResultStore(ref_dir / "runs" / "mini" / "ligbind.db").get(interrupted)
+    assert resumed.force_calls < reference.force_calls  # continued from its trajectory, not restarted
+    ligbind("results", "mini", cwd=kill_dir)
+    t_ref = pd.read_csv(ref_dir / "results" / "mini" / "binding.csv").set_index("ligand")
+    t_kill = pd.read_csv(kill_dir / "results" / "mini" / "binding.csv").set_index("ligand")
+    assert list(t_ref.index) == list(t_kill.index)
+    assert (abs(t_ref.eb - t_kill.eb) < 0.02).all(), (t_ref.eb, t_kill.eb)
+    assert "COMPLETED 9" in ligbind("status", "mini", cwd=kill_dir).stdout
+
+
+# -------------------------------------------------------------------------------------- failing calculation
+@pytest.mark.slow
+def test_failing_calculation_does_not_stop_the_campaign(tmp_path, monkeypatch):
+    import ligbind.engine.fireworks as engine
+    from ligbind.analysis.tables import binding_table
+    from ligbind.errors import UnconvergedError
+
+    monkeypatch.chdir(tmp_path)
+    path = write_campaign(tmp_path)
+    real_step = engine.step_config
+
+    def failing_step(c, name, k):
+        if name == "methylamine" and k == 1:
+            raise UnconvergedError("SCF did not converge with any of 3 mixer settings")
+        return real_step(c, name, k)
+
+    monkeypatch.setattr(engine, "step_config", failing_step)
+    engine.screen(path)
+    out = engine.run(path, progress=False)
+    assert out["states"] == {"COMPLETED": 8, "FIZZLED": 1}
+    (report,) = engine.status(path)
+    assert report["failures"] == [
+        {"firework": "config/methylamine/1", "error": "ligbind.errors.UnconvergedError: SCF did not converge "
+         "with any of 3 mixer settings"}
+    ]
+    table = binding_table(ResultStore(tmp_path / "runs" / "mini" / "ligbind.db")).set_index("ligand")
+    assert "failed-config-1" in table.loc["methylamine", "flags"]
+    assert table.loc["methylamine", "eb"] < 0  # the configuration that finished still gives Eb
+    assert table.loc["dimethyl-ether", "flags"] == "none"

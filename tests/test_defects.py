@@ -1,0 +1,95 @@
+"""Surface iodine Frenkel pairs: composition kept, one halide moved far enough, no overlapping atoms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.geometry import find_mic, get_distances
+from ase.neighborlist import neighbor_list
+
+from ligbind.build.defects import MIN_LIGAND_DISTANCE, MIN_SEPARATION, frenkel_pairs
+from ligbind.build.placement import ligand_indices, place_ligand
+from ligbind.build.slab import HALIDES, build_slab, find_layers
+from ligbind.errors import LigbindError
+
+
+def _close_pairs(atoms: Atoms, cutoff: float = 1.5) -> set[tuple[int, int]]:
+    i, j = neighbor_list("ij", atoms, cutoff)
+    return {(int(a), int(b)) for a, b in zip(i, j, strict=True)}
+
+
+def _check_pairs(host: Atoms, pairs: list[Atoms]) -> None:
+    assert pairs
+    top = set(find_layers(host)[-1].tolist())
+    z_top = host.positions[sorted(top), 2].max()
+    seen = set()
+    host_close = _close_pairs(host)  # covalent X–H / C–N bonds of MA and ligands only
+    for d in pairs:
+        # same atoms in the same order, same cell, constraints kept
+        assert d.get_chemical_symbols() == host.get_chemical_symbols()
+        np.testing.assert_array_equal(d.cell.array, host.cell.array)
+        np.testing.assert_array_equal(d.get_tags(), host.get_tags())
+        assert [c.todict() for c in d.constraints] == [c.todict() for c in host.constraints]
+        moved = np.where(np.linalg.norm(d.positions - host.positions, axis=1) > 1e-9)[0]
+        assert len(moved) == 1, f"{len(moved)} atoms moved"
+        (v,) = moved
+        assert d[v].symbol in HALIDES and v in top, "the vacancy is not a surface halide site"
+        assert d.info["vacancy_atom"] == v and d.info["defect"] == "frenkel"
+        shift = np.linalg.norm(find_mic(d.positions[v] - host.positions[v], d.cell, d.pbc)[0])
+        assert shift >= MIN_SEPARATION == 4.0
+        assert abs(shift - d.info["separation"]) < 1e-3
+        # the interstitial sits on the surface, above the top layer
+        assert d.positions[v, 2] > z_top
+        # no atoms on top of each other: no new contact below 1.5 Å, and the interstitial halide keeps a
+        # physical distance (≥ 2.5 Å) from every other atom
+        assert _close_pairs(d) == host_close
+        _, dist = get_distances(d.positions[[v]], np.delete(d.positions, v, axis=0), cell=d.cell, pbc=True)
+        assert dist.min() >= 2.5, f"interstitial {dist.min():.2f} Å from another atom"
+        lig = ligand_indices(d)
+        if len(lig):
+            _, dl = get_distances(d.positions[[v]], d.positions[lig], cell=d.cell, pbc=True)
+            assert dl.min() >= MIN_LIGAND_DISTANCE
+        key = (int(v), tuple(np.round(d.positions[v], 3)))
+        assert key not in seen, "the same pair twice"
+        seen.add(key)
+
+
+@pytest.mark.parametrize(
+    "material,phase", [("CsPbI3", "tetragonal"), ("CsPbI3", "cubic"), ("MAPbI3", "tetragonal")]
+)
+def test_frenkel_pairs_on_bare_slabs(material, phase):
+    host = build_slab(material, phase, "2x2", layers=3)
+    pairs = frenkel_pairs(host, max_pairs=6)
+    assert 1 <= len(pairs) <= 6
+    _check_pairs(host, pairs)
+    assert {p.info["interstitial"] for p in pairs} <= {"atop-Pb", "hollow"}
+
+
+def test_frenkel_pairs_next_to_a_ligand(slab_2x2):
+    host = place_ligand(slab_2x2, "methylamine", n_configs=1)[0]
+    pairs = frenkel_pairs(host, max_pairs=4)
+    _check_pairs(host, pairs)
+    assert all(p.info["ligand"] == "methylamine" for p in pairs)
+
+
+def test_frenkel_pairs_on_an_exchange_complex(slab_2x2):
+    """The top layer of an X-site exchange complex lacks the exchanged iodide; pairs still enumerate."""
+    host = place_ligand(slab_2x2, "KBr", mode="exchange", n_configs=1)[0]
+    pairs = frenkel_pairs(host, max_pairs=3)
+    _check_pairs(host, pairs)
+    br = ligand_indices(host)
+    assert all(p.info["vacancy_atom"] not in br for p in pairs)  # the exchanged Br stays
+
+
+def test_max_pairs_is_respected(slab_2x2):
+    assert len(frenkel_pairs(slab_2x2, max_pairs=2)) == 2
+    with pytest.raises(LigbindError, match="bad number of Frenkel pairs 0"):
+        frenkel_pairs(slab_2x2, max_pairs=0)
+
+
+def test_frenkel_pairs_need_a_pbi2_surface(slab_2x2):
+    slab = slab_2x2
+    del slab[find_layers(slab)[-1].tolist()]
+    with pytest.raises(LigbindError, match="not PbI2-terminated"):
+        frenkel_pairs(slab)

@@ -1,0 +1,269 @@
+"""Real GPAW on tiny systems (LCAO sz(dzp), h = 0.3 Å, 3 Å vacuum): energies, logs, spin, SCF retry,
+dipole layer, relaxation restart. Each test stays well under a minute of CPU on one core.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.build import molecule
+from ase.io import Trajectory
+from dftd3.ase import DFTD3
+
+import ligbind.calculators.gpaw as gpaw_backend
+import ligbind.jobs
+from ligbind.build.slab import build_slab
+from ligbind.calculators.gpaw import electron_count, needs_dipole_correction, prepare_atoms
+from ligbind.errors import LigbindError, UnconvergedError
+from ligbind.jobs import relax, single_point
+from ligbind.protocols import load_protocol
+from ligbind.store import ResultStore
+
+pytestmark = pytest.mark.slow
+
+TINY = {"gpaw": {"basis": "sz(dzp)", "h": 0.3}, "prerelax": None}
+
+
+@pytest.fixture(scope="module")
+def tiny() -> dict:
+    return load_protocol("gpaw-laptop", TINY)
+
+
+def water() -> Atoms:
+    atoms = molecule("H2O")
+    atoms.center(vacuum=3.0)
+    return atoms
+
+
+def stretched_h2(d: float = 0.9) -> Atoms:
+    atoms = Atoms("H2", positions=[[0, 0, 0], [0, 0, d]])
+    atoms.center(vacuum=3.0)
+    return atoms
+
+
+def log_energy(path) -> float:
+    """GPAW's own total energy (no D3) from its text log."""
+    return float(re.findall(r"Extrapolated:\s+(-?\d+\.\d+)", path.read_text())[-1])
+
+
+def log_dipole(path) -> np.ndarray:
+    found = re.findall(r"dipole moment: \((.+?)\)", path.read_text())
+    return np.array([float(x) for x in found[-1].split(",")])
+
+
+class AttemptSpy:
+    """Wraps gpaw_calculator; attempts listed in ``starve`` get maxiter=2 so their SCF cannot converge."""
+
+    def __init__(self, monkeypatch, starve: tuple[int, ...] = ()):
+        self.attempts: list[int] = []
+        real = gpaw_backend.gpaw_calculator
+
+        def patched(protocol, atoms, directory, label, attempt=0):
+            self.attempts.append(attempt)
+            if attempt in starve:
+                protocol = {**protocol, "gpaw": {**protocol["gpaw"], "maxiter": 2}}
+            return real(protocol, atoms, directory, label, attempt)
+
+        monkeypatch.setattr(gpaw_backend, "gpaw_calculator", patched)
+
+
+# ------------------------------------------------------------------------------------------ single point
+def test_water_single_point_energy_log_and_d3(tiny, tmp_path):
+    store = ResultStore(tmp_path / "s.db")
+    r = single_point(water(), tiny, store=store, workdir=tmp_path / "runs")
+    assert np.isfinite(r.energy) and r.converged and r.force_calls == 1
+    log = tmp_path / "runs" / f"{r.key}.txt"
+    assert log.is_file() and "sz(dzp)" in log.read_text()
+    # total = GPAW PBE energy (from its own log) + D3(BJ) energy of the same atoms: D3 added exactly once
+    d3 = water()
+    d3.calc = DFTD3(method="pbe", damping="d3bj")
+    e_d3 = d3.get_potential_energy()
+    assert -0.05 < e_d3 < 0
+    assert r.energy == pytest.approx(log_energy(log) + e_d3, abs=1e-5)
+    assert -8.0 < r.energy < -6.0  # PBE/LCAO-sz water vs GPAW's atomic references
+    row = store.get(r.key)
+    assert row.backend == "gpaw" and row.protocol == "gpaw-laptop" and row.status == "converged"
+    assert row.data["protocol"]["gpaw"]["basis"] == "sz(dzp)"
+
+
+def test_molecules_get_no_periodicity_and_no_dipole_layer(tiny, tmp_path):
+    prepared = prepare_atoms(water(), tiny)
+    assert not prepared.pbc.any()
+    params = gpaw_backend.gpaw_calculator(tiny, prepared, tmp_path, "x").parameters.todict()
+    assert "poissonsolver" not in params and params["basis"] == {"default": "sz(dzp)"}
+
+
+# ---------------------------------------------------------------------------------------------- spin
+def test_odd_electron_count_without_spin_is_refused_before_any_work(tmp_path, monkeypatch):
+    made = []
+    monkeypatch.setattr(ligbind.jobs, "make_calculator", lambda *a, **k: made.append(1))
+    hydroxyl = Atoms("OH", positions=[[0, 0, 0], [0, 0, 0.98]])
+    hydroxyl.center(vacuum=3.0)
+    assert electron_count(hydroxyl) == 9
+    store = ResultStore(tmp_path / "s.db")
+    # with the preset's ML pre-relaxation switched on: refused before it runs (no ML row either)
+    laptop = load_protocol("gpaw-laptop", {"gpaw": {"basis": "sz(dzp)", "h": 0.3}})
+    assert laptop["prerelax"] == "ml-screen"
+    for job in (relax, single_point):
+        with pytest.raises(LigbindError, match=r"odd number of electrons \(9, charge \+0\)") as err:
+            job(hydroxyl, laptop, store=store, workdir=tmp_path / "runs")
+        assert "spinpol" in str(err.value)
+    assert store.count() == 0 and not made
+    # the hydroxide anion has 10 electrons: accepted by the check
+    anion = hydroxyl.copy()
+    anion.info["charge"] = -1
+    assert electron_count(anion, -1) == 10
+    gpaw_backend.check_spin(anion, -1, spinpol=False)
+
+
+def test_odd_electron_count_runs_spin_polarised(tiny, tmp_path):
+    hydroxyl = Atoms("OH", positions=[[0, 0, 0], [0, 0, 0.98]])
+    hydroxyl.center(vacuum=3.0)
+    spin = load_protocol(tiny, {"gpaw": {"spinpol": True}})
+    r = single_point(hydroxyl, spin, store=ResultStore(tmp_path / "s.db"), workdir=tmp_path / "runs")
+    assert np.isfinite(r.energy) and r.converged
+    text = (tmp_path / "runs" / f"{r.key}.txt").read_text()
+    magmom = [float(x) for x in re.findall(r"Total magnetic moment: \((.+?)\)", text)[-1].split(",")]
+    assert np.linalg.norm(magmom) == pytest.approx(1.0, abs=0.05)  # one unpaired electron, not a smeared 0
+    assert not hydroxyl.get_initial_magnetic_moments().any()  # the caller's atoms are not modified
+
+
+# ---------------------------------------------------------------------------------------------- SCF
+def test_scf_failure_is_retried_with_softer_mixing(tiny, tmp_path, monkeypatch):
+    reference = single_point(water(), tiny, workdir=tmp_path / "ref")
+    spy = AttemptSpy(monkeypatch, starve=(0,))
+    store = ResultStore(tmp_path / "s.db")
+    r = single_point(water(), tiny, store=store, workdir=tmp_path / "runs")
+    assert spy.attempts == [0, 1]
+    assert r.converged and r.energy == pytest.approx(reference.energy, abs=2e-3)
+    row = store.get(r.key)
+    assert row.status == "converged" and row.energy == pytest.approx(r.energy)
+    # the retry used the first softer mixer of the protocol
+    assert tiny["gpaw"]["scf_retries"][0]["beta"] < tiny["gpaw"]["mixer"]["beta"]
+
+
+def test_relaxation_retries_scf_and_keeps_counting_steps(tiny, tmp_path, monkeypatch):
+    spy = AttemptSpy(monkeypatch, starve=(0,))
+    store = ResultStore(tmp_path / "s.db")
+    r = relax(stretched_h2(), tiny, store=store, workdir=tmp_path / "runs")
+    assert spy.attempts == [0, 1]
+    assert r.converged and r.fmax <= 0.05
+    assert len(Trajectory(str(tmp_path / "runs" / f"{r.key}.traj"))) == r.n_steps + 1
+    assert store.get(r.key).status == "converged"
+
+
+def test_scf_that_never_converges_raises_and_stores_nothing(tiny, tmp_path, monkeypatch):
+    n = 1 + len(tiny["gpaw"]["scf_retries"])
+    spy = AttemptSpy(monkeypatch, starve=tuple(range(n)))
+    store = ResultStore(tmp_path / "s.db")
+    with pytest.raises(UnconvergedError, match=f"SCF did not converge after {n} mixer settings"):
+        single_point(water(), tiny, store=store, workdir=tmp_path / "runs")
+    assert spy.attempts == list(range(n))
+    assert store.count() == 0
+
+
+# -------------------------------------------------------------------------------------------- dipole
+def test_dipole_layer_only_for_asymmetric_slabs(tiny, tmp_path):
+    symmetric = build_slab(phase="cubic", size=(1, 1), layers=3, vacuum=8.0, fix_layers=0)
+    asymmetric = build_slab(phase="cubic", size=(1, 1), layers=2, vacuum=8.0, fix_layers=0)
+    assert symmetric.info["termination"] == "PbI2/PbI2" and asymmetric.info["termination"] == "PbI2/CsI"
+    assert not needs_dipole_correction(symmetric)
+    assert needs_dipole_correction(asymmetric)
+    assert needs_dipole_correction(symmetric, True) and not needs_dipole_correction(asymmetric, False)
+    with_adsorbate = symmetric.copy()
+    with_adsorbate += Atoms(
+        "H", positions=[symmetric.positions[symmetric.positions[:, 2].argmax()] + [0, 0, 3]]
+    )
+    with_adsorbate.set_tags([0] * len(symmetric) + [1])
+    assert needs_dipole_correction(with_adsorbate)  # any adsorbate makes the faces differ
+
+    for slab, dipole in ((symmetric, False), (asymmetric, True)):
+        prepared = prepare_atoms(slab, tiny)
+        assert tuple(prepared.pbc) == (True, True, not dipole)
+        params = gpaw_backend.gpaw_calculator(tiny, prepared, tmp_path, "p").parameters.todict()
+        assert (params.get("poissonsolver") == {"dipolelayer": "xy"}) is dipole
+    forced_off = load_protocol(tiny, {"gpaw": {"dipole_correction": False}})
+    off = gpaw_backend.gpaw_calculator(forced_off, asymmetric, tmp_path, "p").parameters.todict()
+    assert "poissonsolver" not in off
+
+
+def test_asymmetric_slab_runs_with_dipole_layer_and_has_a_z_dipole(tiny, tmp_path):
+    """CsPbI3 1x1, PbI2/CsI (5 atoms): the dipole layer is on and the slab has a z dipole; the symmetric
+    PbI2/CsI/PbI2 slab has none by symmetry."""
+    store = ResultStore(tmp_path / "s.db")
+    asym = build_slab(phase="cubic", size=(1, 1), layers=2, vacuum=8.0, fix_layers=0)
+    sym = build_slab(phase="cubic", size=(1, 1), layers=3, vacuum=8.0, fix_layers=0)
+    r_asym = single_point(asym, tiny, store=store, workdir=tmp_path / "runs")
+    r_sym = single_point(sym, tiny, store=store, workdir=tmp_path / "runs")
+    log_asym = tmp_path / "runs" / f"{r_asym.key}.txt"
+    log_sym = tmp_path / "runs" / f"{r_sym.key}.txt"
+    assert "Dipole correction along z-axis" in log_asym.read_text()
+    assert "Dipole correction" not in log_sym.read_text()
+    assert abs(log_dipole(log_asym)[2]) > 0.1  # e·Å
+    assert abs(log_dipole(log_sym)[2]) < 1e-3
+    assert np.isfinite(r_asym.energy) and np.isfinite(r_sym.energy)
+    # adding a PbI2 layer to the slab binds it: E(sym) < E(asym) by several eV
+    assert r_sym.energy < r_asym.energy - 5.0
+
+
+# ---------------------------------------------------------------------------------- relaxation restart
+def test_gpaw_relaxation_resumes_from_its_trajectory(tiny, tmp_path, monkeypatch):
+    uninterrupted = relax(stretched_h2(), tiny, workdir=tmp_path / "ref")
+    assert uninterrupted.converged and uninterrupted.n_steps >= 3
+    d = uninterrupted.atoms.get_distance(0, 1)
+    assert 0.70 < d < 1.05  # H–H bond with a single-zeta basis
+
+    runs = tmp_path / "runs"
+    real = ligbind.jobs.make_calculator
+    calls = []
+
+    def killing(*args, **kwargs):
+        calc = real(*args, **kwargs)
+        original = calc.calculate
+
+        def calculate(*a, **k):
+            if len(calls) == 3:
+                raise KeyboardInterrupt("simulated kill")
+            calls.append(1)
+            return original(*a, **k)
+
+        calc.calculate = calculate
+        return calc
+
+    monkeypatch.setattr(ligbind.jobs, "make_calculator", killing)
+    store = ResultStore(tmp_path / "s.db")
+    with pytest.raises(KeyboardInterrupt):
+        relax(stretched_h2(), tiny, store=store, workdir=runs)
+    assert store.count() == 0
+    traj = runs / f"{uninterrupted.key}.traj"
+    assert len(Trajectory(str(traj))) == 3
+    monkeypatch.setattr(ligbind.jobs, "make_calculator", real)
+    resumed = relax(stretched_h2(), tiny, store=store, workdir=runs)
+    assert resumed.converged
+    # a fresh SCF at the resumed geometry vs a continued one: equal within SCF/fmax tolerance
+    assert resumed.energy == pytest.approx(uninterrupted.energy, abs=1e-3)
+    assert resumed.atoms.get_distance(0, 1) == pytest.approx(d, abs=0.01)
+    assert resumed.force_calls < uninterrupted.force_calls
+    assert store.get(resumed.key).status == "converged"
+
+    # a finished trajectory (row lost) restarts at its last frame: one evaluation, the same energy
+    again = relax(stretched_h2(), tiny, workdir=runs)
+    assert again.force_calls == 1 and again.converged
+    assert again.energy == pytest.approx(resumed.energy, abs=1e-4)
+
+
+def test_gpaw_relaxation_is_prerelaxed_with_ml_screen(tmp_path):
+    laptop = load_protocol("gpaw-laptop", {"gpaw": {"basis": "sz(dzp)", "h": 0.3}})
+    store = ResultStore(tmp_path / "s.db")
+    r = relax(stretched_h2(1.2), laptop, store=store, workdir=tmp_path / "runs")
+    assert r.converged and r.prerelax["protocol"] == "ml-screen" and r.prerelax["status"] == "converged"
+    pre = store.get(r.prerelax["key"])
+    assert pre.backend == "ml" and pre.protocol == "ml-screen"
+    # the DFT relaxation starts where the ML one ended
+    first = Trajectory(str(tmp_path / "runs" / f"{r.key}.traj"))[0]
+    assert np.allclose(first.positions, pre.positions, atol=1e-8)
+    assert store.count(kind="relax") == 2
+    assert store.get(r.key).data["prerelax"]["key"] == r.prerelax["key"]
