@@ -238,13 +238,22 @@ def cmd_bind(args: argparse.Namespace) -> None:
 
     from ligbind.io import read_structure
     from ligbind.protocols import load_protocol
-    from ligbind.recipes import bind
+    from ligbind.recipes import DryRunWritten, bind
     from ligbind.store import ResultStore
 
     protocol = load_protocol(args.protocol, _overrides(args.set))
     if args.dry_run:
         protocol["dry_run"] = True
     slab = read_structure(args.slab)
+    if args.dry_run:
+        try:
+            bind(slab, args.ligand, protocol, n_configs=args.configs, mode=args.mode, store=None,
+                 workdir=args.workdir, seed=args.seed)
+        except DryRunWritten as written:
+            dirs = [str(d) for d in written.args[0]]
+            _print({"dry_run": True, "directories": dirs}, args.json,
+                   "dry run: wrote VASP inputs (INCAR, KPOINTS, POSCAR, POTCAR.spec) to\n  " + "\n  ".join(dirs))
+        return
     store = ResultStore(args.db)
     start = time.perf_counter()
     bar, step = _progress_bar(args.json or args.quiet)

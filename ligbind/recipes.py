@@ -96,10 +96,17 @@ def relax_ligand(
 
 
 def candidate_configurations(
-    relaxed_slab: Atoms, ligand: str | LigandEntry, n_configs: int, mode: str, seed: int = 0
+    relaxed_slab: Atoms,
+    ligand: str | LigandEntry,
+    n_configs: int,
+    mode: str,
+    seed: int = 0,
+    relaxed_ligand: Atoms | None = None,
 ) -> list[Atoms]:
-    """Placed, unrelaxed complexes on the relaxed slab (same basin, fewer steps)."""
-    return place_ligand(relaxed_slab, ligand, n_configs=n_configs, mode=mode, seed=seed)
+    """Placed, unrelaxed complexes on the relaxed slab (same basin, fewer steps), from the relaxed ligand."""
+    return place_ligand(
+        relaxed_slab, ligand, n_configs=n_configs, mode=mode, seed=seed, relaxed_ligand=relaxed_ligand
+    )
 
 
 def relax_configuration(
@@ -245,12 +252,14 @@ def bind(
 ) -> BindingOutcome:
     """Relax slab, ligand and ``n_configs`` placements on the relaxed slab; return Eb with its terms."""
     protocol = load_protocol(protocol, overrides) if isinstance(protocol, str) else protocol
-    store = store or ResultStore()
     workdir = Path(workdir)
     entry = resolve_ligand(ligand)
     if mode == "exchange" and not entry.exchange:
         raise LigbindError(f"ligand '{entry.name}' has no exchange anion: use --mode neutral")
     check_pbi2_terminated(slab)
+    if protocol.get("dry_run"):
+        raise DryRunWritten(write_inputs_only(slab, entry, protocol, n_configs, mode, workdir, seed))
+    store = store or ResultStore()
     progress("slab")
     slab_result = relax_slab(slab, protocol, store, workdir).require_converged("slab relaxation")
     progress("ligand")
@@ -261,7 +270,7 @@ def bind(
         byproduct = relax_ligand(
             resolve_ligand(smiles=entry.exchange["byproduct"]), slab, protocol, store, workdir
         )
-    placed = candidate_configurations(slab_result.atoms, entry, n_configs, mode, seed)
+    placed = candidate_configurations(slab_result.atoms, entry, n_configs, mode, seed, lig_result.atoms)
     configs = []
     for atoms in placed:
         progress(f"config {atoms.info['config']}")
@@ -269,6 +278,36 @@ def bind(
     return analyse_binding(
         entry, mode, protocol, slab_result, lig_result, configs, byproduct, include_flagged, store
     )
+
+
+class DryRunWritten(Exception):
+    """Raised by :func:`bind` in dry-run mode; ``args[0]`` lists the input directories written."""
+
+
+def write_inputs_only(
+    slab: Atoms, entry: LigandEntry, protocol: dict[str, Any], n_configs: int, mode: str, workdir: Path, seed: int
+) -> list[Path]:
+    """VASP ``--dry-run``: write the input directory of every relaxation ``bind`` would run, run nothing.
+
+    Complexes are placed on the unrelaxed slab (the relaxed one does not exist yet); the real run places them
+    on the relaxed slab, so only the slab and ligand directories are reused as written.
+    """
+    if protocol.get("backend") != "vasp":
+        raise LigbindError("--dry-run writes VASP input directories: use it with a vasp protocol")
+    from ligbind.calculators.vasp import write_vasp_inputs
+
+    atoms_list = [slab.copy()]
+    mol = ligand_cell_structure(ligand_conformers(entry, n_conformers=4)[0], slab, protocol)
+    mol.info.update(charge=int(entry.charge))
+    atoms_list.append(mol)
+    if mode == "exchange":
+        by = resolve_ligand(smiles=entry.exchange["byproduct"])
+        atoms_list.append(ligand_cell_structure(ligand_conformers(by, n_conformers=4)[0], slab, protocol))
+    atoms_list += candidate_configurations(slab, entry, n_configs, mode, seed)
+    return [
+        write_vasp_inputs(atoms, protocol, workdir / calculation_key("relax", atoms, protocol))
+        for atoms in atoms_list
+    ]
 
 
 @dataclass

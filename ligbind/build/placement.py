@@ -232,6 +232,7 @@ def place_ligand(
     mode: str = "neutral",
     seed: int = 0,
     n_conformers: int = 3,
+    relaxed_ligand: Atoms | None = None,
 ) -> list[Atoms]:
     """Candidate ligand@slab configurations.
 
@@ -248,6 +249,10 @@ def place_ligand(
         replaces a surface halide (entries with an ``exchange`` section).
     seed
         Seeds conformers and orientations (same inputs → same configurations).
+    relaxed_ligand
+        The isolated ligand already relaxed with the calculation's protocol (same atom order as the first
+        RDKit conformer). It replaces that conformer, so complexes start from the relaxed molecule on the
+        relaxed slab and their relaxation only has to find the adsorption geometry (neutral mode only).
 
     Returns
     -------
@@ -291,6 +296,12 @@ def place_ligand(
         d = np.linalg.norm(work.positions[pbs] - vacated, axis=1)
         pbs = pbs[np.argsort(d)[:2]]
     conformers = ligand_conformers(placed_entry, n_conformers=n_conformers, seed=seed)
+    if relaxed_ligand is not None and removed is None:
+        if relaxed_ligand.get_chemical_symbols() != conformers[0].get_chemical_symbols():
+            raise LigbindError(f"relaxed ligand does not match '{entry.name}' atom by atom")
+        first = conformers[0].copy()
+        first.positions = relaxed_ligand.positions - relaxed_ligand.positions.mean(axis=0)
+        conformers[0] = first
     denticity = placed_entry.denticity if removed is None else max(2, placed_entry.denticity)
     z_floor = z_top + 1.0
     if removed is not None and len(conformers[0]) == 1:  # a halide anion: exactly on the vacated X site

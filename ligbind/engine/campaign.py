@@ -221,12 +221,13 @@ def step_ligand(c: dict[str, Any], name: str, byproduct: bool = False) -> Result
     return relax_ligand(entry, campaign_slab(c), c["protocol"], _store(c), _calcdir(c))
 
 
-def placed_configurations(c: dict[str, Any], name: str, host: Atoms, tag: str = "") -> list[Atoms]:
+def placed_configurations(c: dict[str, Any], name: str, host: Atoms, relaxed_ligand: Atoms | None) -> list[Atoms]:
     """Candidate configurations of ``name`` on ``host`` (cached on disk: same structures in every step)."""
     from ligbind.build.placement import place_ligand
+    from ligbind.protocols import protocol_hash
 
     spec = ligand_spec(c, name)
-    cache = Path(c["workdir"]) / "placed" / f"{name}{tag}-{spec['mode']}.extxyz"
+    cache = Path(c["workdir"]) / "placed" / f"{name}-{spec['mode']}-{protocol_hash(c['protocol'])}.extxyz"
     if cache.exists():
         import ase.io
 
@@ -250,12 +251,19 @@ def _relaxed_slab(c: dict[str, Any]) -> Result:
     return slab.require_converged("slab relaxation")
 
 
+def _relaxed_ligand(c: dict[str, Any], name: str) -> Result:
+    lig = stored_result(_ligand_structure(c, entry_from_spec(ligand_spec(c, name))), c["protocol"], _store(c))
+    if lig is None:
+        raise LigbindError(f"the isolated {name} relaxation has not finished (or failed)")
+    return lig
+
+
 def step_config(c: dict[str, Any], name: str, k: int) -> Result:
     """Relax configuration ``k`` of ``name`` on the relaxed slab."""
     from ligbind.recipes import relax_configuration
 
     slab = _relaxed_slab(c)
-    placed = placed_configurations(c, name, slab.atoms)
+    placed = placed_configurations(c, name, slab.atoms, _relaxed_ligand(c, name).atoms)
     if k >= len(placed):
         raise LigbindError(f"{name}: only {len(placed)} distinct configurations could be placed")
     return relax_configuration(placed[k], slab.atoms, c["protocol"], _store(c), _calcdir(c))
@@ -269,9 +277,7 @@ def step_binding(c: dict[str, Any], name: str):
     spec = ligand_spec(c, name)
     entry = entry_from_spec(spec)
     slab = _relaxed_slab(c)
-    lig = stored_result(_ligand_structure(c, entry), c["protocol"], store)
-    if lig is None:
-        raise LigbindError(f"the isolated {name} relaxation has not finished (or failed)")
+    lig = _relaxed_ligand(c, name)
     byproduct = None
     if spec["mode"] == "exchange":
         byproduct = stored_result(
@@ -279,7 +285,7 @@ def step_binding(c: dict[str, Any], name: str):
         )
         if byproduct is None:
             raise LigbindError(f"the exchange byproduct of {name} has not finished (or failed)")
-    placed = placed_configurations(c, name, slab.atoms)
+    placed = placed_configurations(c, name, slab.atoms, lig.atoms)
     configs, missing = [], []
     for atoms in placed:
         pre = atoms.copy()

@@ -201,8 +201,8 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
         parents = [add("ligand", f"ligand/{lig}", ligand=lig)]
         if spec["mode"] == "exchange":
             parents.append(add("byproduct", f"byproduct/{lig}", ligand=lig))
-        for k in range(c["configs"]):
-            parents.append(add("config", f"config/{lig}/{k}", [slab], ligand=lig, config=k))
+        for k in range(c["configs"]):  # placed on the relaxed slab, from the relaxed ligand
+            parents.append(add("config", f"config/{lig}/{k}", [slab, f"ligand/{lig}"], ligand=lig, config=k))
         binding_ids[lig] = add("binding", f"binding/{lig}", [slab, *parents], allow_fizzled=True, ligand=lig)
     for a, b in c["compute"]["coadsorption"]:
         add("coadsorption", f"coadsorption/{a}+{b}", [binding_ids[a], binding_ids[b]], ligand=a, other=b)

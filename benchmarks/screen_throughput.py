@@ -1,0 +1,134 @@
+"""Demo campaign through ligbind (FireWorks, embedded store) vs. the plain ASE loop a user would write.
+
+The plain loop, for each ligand: build and relax the slab, relax the isolated ligand, relax each candidate
+complex (the same placements, on the freshly built slab), with the same calculator (CHGNet + D3), optimizer
+settings and convergence as the campaign's protocol. Prints wall time, force calls and relaxations of both,
+the largest Eb difference, and the engine overhead per Firework.
+
+    python benchmarks/screen_throughput.py                  # the whole demo campaign
+    python benchmarks/screen_throughput.py --ligands 6      # its first six ligands
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def campaign_run(campaign: Path, workdir: Path) -> dict:
+    """ligbind screen + run on a fresh embedded store; figures from the results store."""
+    from ligbind.analysis.tables import binding_table
+    from ligbind.engine import fireworks as engine
+    from ligbind.engine.campaign import load_campaign
+    from ligbind.store import ResultStore
+
+    os.chdir(workdir)
+    start = time.perf_counter()
+    engine.screen(campaign)
+    out = engine.run(campaign, progress=False)
+    wall = time.perf_counter() - start
+    c = load_campaign(campaign)
+    store = ResultStore(c["store"])
+    rows = list(store.select(kind="relax"))
+    table = binding_table(store).set_index("ligand")
+    return {
+        "wall": wall,
+        "force_calls": sum(r.force_calls for r in rows),
+        "relaxations": len(rows),
+        "eb": table["eb"].to_dict(),
+        "fireworks": out["ran"],
+        "overhead": out["engine_overhead_s"],
+        "states": out["states"],
+    }
+
+
+def plain_loop(campaign: Path) -> dict:
+    """What a user writes with ASE: per ligand relax slab, ligand and complexes from scratch."""
+    import ase.optimize
+
+    from ligbind.build.ligands import ligand_conformers
+    from ligbind.build.placement import place_ligand
+    from ligbind.calculators import make_calculator
+    from ligbind.engine.campaign import campaign_slab, entry_from_spec, load_campaign
+    from ligbind.recipes import ligand_cell_structure
+
+    c = load_campaign(campaign)
+    protocol = c["protocol"]
+    fmax, steps = protocol["relax"]["fmax"], protocol["relax"]["steps"]
+    optimizer = getattr(ase.optimize, protocol["relax"].get("optimizer", "BFGS"))
+    calls = [0]
+
+    def relaxed_energy(atoms):
+        atoms.calc = make_calculator(protocol)
+        original = atoms.calc.calculate
+
+        def counted(*a, **k):
+            calls[0] += 1
+            return original(*a, **k)
+
+        atoms.calc.calculate = counted
+        optimizer(atoms, logfile=None).run(fmax=fmax, steps=steps)
+        return atoms.get_potential_energy()
+
+    start = time.perf_counter()
+    eb, relaxations = {}, 0
+    for spec in c["ligands"]:
+        entry = entry_from_spec(spec)
+        slab = campaign_slab(c)
+        e_slab = relaxed_energy(slab.copy())
+        mol = ligand_cell_structure(ligand_conformers(entry, n_conformers=4)[0], slab, protocol)
+        e_lig = relaxed_energy(mol)
+        energies = []
+        for complex_ in place_ligand(slab, entry, n_configs=c["configs"], mode=spec["mode"], seed=c["seed"]):
+            energies.append(relaxed_energy(complex_))
+        relaxations += 2 + len(energies)
+        eb[spec["name"]] = min(energies) - e_lig - e_slab
+    return {"wall": time.perf_counter() - start, "force_calls": calls[0], "relaxations": relaxations, "eb": eb}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--campaign", default=str(ROOT / "workflows" / "demo.yaml"))
+    parser.add_argument("--ligands", type=int, help="use only the first N ligands of the campaign")
+    args = parser.parse_args()
+
+    spec = yaml.safe_load(Path(args.campaign).read_text())
+    if args.ligands:
+        spec["ligands"] = spec["ligands"][: args.ligands]
+    spec["name"] = "bench"
+    tmp = Path(tempfile.mkdtemp(prefix="ligbind-bench-"))
+    campaign = tmp / "bench.yaml"
+    campaign.write_text(yaml.safe_dump(spec))
+    print(f"campaign: {args.campaign} ({len(spec['ligands'])} ligands, {spec.get('configs', 3)} configurations each)")
+
+    ours = campaign_run(campaign, tmp)
+    plain = plain_loop(campaign)
+    common = [k for k in plain["eb"] if ours["eb"].get(k) == ours["eb"].get(k) and k in ours["eb"]]
+    diffs = {k: abs(ours["eb"][k] - plain["eb"][k]) for k in common}
+
+    print(f"{'':<22}{'ligbind campaign':>18}{'plain ASE loop':>18}{'ratio':>8}")
+    for label, key in (("wall time (s)", "wall"), ("force calls", "force_calls"), ("relaxations", "relaxations")):
+        ratio = plain[key] / ours[key] if ours[key] else float("nan")
+        print(f"{label:<22}{ours[key]:>18.1f}{plain[key]:>18.1f}{ratio:>8.2f}")
+    print(f"Fireworks run: {ours['fireworks']}, states {ours['states']}")
+    print(f"engine overhead per Firework: {ours['overhead']:.3f} s" if ours["overhead"] is not None else "")
+    if diffs:
+        worst = max(diffs, key=diffs.get)
+        print(f"Eb agreement: mean |ΔEb| {sum(diffs.values()) / len(diffs):.3f} eV, max {diffs[worst]:.3f} eV ({worst})")
+    print(f"{'ligand':<20}{'Eb campaign':>12}{'Eb plain':>12}")
+    for k in plain["eb"]:
+        e = ours["eb"].get(k)
+        print(f"{k:<20}{(e if e == e and e is not None else float('nan')):>12.3f}{plain['eb'][k]:>12.3f}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
