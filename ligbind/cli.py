@@ -133,8 +133,7 @@ def cmd_protocols(args: argparse.Namespace) -> None:
         rows = {n: load_protocol(n).get("description", "") for n in available_protocols()}
         _print(rows, args.json, "\n".join(f"{n:<12}  {d}" for n, d in rows.items()))
         return
-    overrides = json.loads(args.set) if args.set else None
-    protocol = load_protocol(args.name, overrides)
+    protocol = load_protocol(args.name, _overrides(args.set))
     _print(protocol, args.json, yaml.safe_dump(protocol, sort_keys=False).rstrip())
 
 

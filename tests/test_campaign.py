@@ -131,7 +131,11 @@ def _wait_for_partial_relaxation(workdir: Path, store: Path, proc, timeout: floa
     deadline = time.time() + timeout
     while time.time() < deadline:
         assert proc.poll() is None, "run finished before it could be killed"
-        done = set(relax_rows(store)) if store.exists() else set()
+        try:
+            done = set(relax_rows(store)) if store.exists() else set()
+        except Exception:  # the worker may be creating the database right now
+            time.sleep(0.2)
+            continue
         for traj in (workdir / "calcs").glob("relax-*.traj"):
             key = traj.stem
             if key in done or len(done) < 3:

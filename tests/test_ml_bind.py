@@ -24,17 +24,6 @@ from ligbind.store import ResultStore
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """CHGNet on 1 thread: 2 threads on a shared 2-core machine are up to 50x slower (measured)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def slab():
     return build_slab()  # CsPbI3 tetragonal, 2x2, 3 layers, 12 Å vacuum, bottom layer fixed

@@ -68,9 +68,20 @@ def test_nested_override_keeps_siblings_and_records_itself():
     assert load_protocol("gpaw-laptop") == base
 
 
-def test_override_can_replace_a_value_by_null_and_add_keys():
+def test_override_can_replace_a_value_by_null_and_set_dry_run():
     p = load_protocol("gpaw-laptop", {"prerelax": None, "dry_run": True})
     assert p["prerelax"] is None and p["dry_run"] is True
+
+
+@pytest.mark.parametrize("overrides", [{"relax": {"fmx": 0.1}}, {"colour": "blue"}, {"gpaw": {"basiss": "sz"}}])
+def test_misspelt_override_is_refused(overrides):
+    with pytest.raises(LigbindError, match="unknown protocol setting"):
+        load_protocol("gpaw-laptop", overrides)
+
+
+def test_free_sections_accept_new_keys():
+    p = load_protocol("vasp-pbe-d3", {"vasp": {"incar": {"NELM": 120}, "potcars": {"Rb": "Rb_sv"}}})
+    assert p["vasp"]["incar"]["NELM"] == 120 and p["vasp"]["potcars"]["Rb"] == "Rb_sv"
 
 
 def test_deep_merge_does_not_alias_the_inputs():

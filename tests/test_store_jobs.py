@@ -31,17 +31,6 @@ from ligbind.store import ResultStore, atoms_from_row, calculation_key, structur
 ML_ENERGY_TOL = 1e-4  # eV: CHGNet works in float32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """CHGNet on 1 thread: 2 threads on a shared 2-core machine are up to 50x slower (measured)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ml() -> dict:
     return load_protocol("ml-screen")

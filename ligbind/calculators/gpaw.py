@@ -64,9 +64,10 @@ def gpaw_calculator(
         convergence=dict(p.get("convergence", {})),
         mixer=Mixer(**mixer),
         maxiter=int(p.get("maxiter", 300)),
+        symmetry=p.get("symmetry", "off"),
         spinpol=bool(p.get("spinpol", False)),
         charge=charge,
-        txt=str(directory / f"{label}.txt"),
+        txt=str(directory / (f"{label}.txt" if attempt == 0 else f"{label}.retry{attempt}.txt")),
     )
     mode = p.get("mode", "lcao")
     if mode == "lcao":

@@ -34,6 +34,22 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+# Sections whose keys are free (INCAR tags, POTCAR per element, GPAW sub-dictionaries): anything goes there.
+OPEN_SECTIONS = {"incar", "slab_incar", "potcars", "convergence", "mixer", "occupations", "overrides"}
+RUNTIME_KEYS = {"dry_run"}  # top-level flags that are not in the presets
+
+
+def check_overrides(preset: dict[str, Any], overrides: dict[str, Any], name: str = "", where: str = "") -> None:
+    """Refuse override keys the preset does not have (a misspelt key would silently change nothing)."""
+    name = name or preset.get("name", "?")
+    for key, value in overrides.items():
+        path = f"{where}.{key}" if where else key
+        if key not in preset and not (not where and key in RUNTIME_KEYS):
+            raise LigbindError(f"unknown protocol setting '{path}' for protocol '{name}'")
+        if isinstance(value, dict) and isinstance(preset[key], dict) and key not in OPEN_SECTIONS:
+            check_overrides(preset[key], value, name, path)
+
+
 def load_protocol(name: str | dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Resolve a protocol preset by name (or pass a resolved dict through) and merge overrides.
 
@@ -56,6 +72,8 @@ def load_protocol(name: str | dict[str, Any], overrides: dict[str, Any] | None =
             raise LigbindError(f"unknown protocol '{name}' (available: {', '.join(available_protocols())})")
         text = resources.files(__package__).joinpath(f"{name}.yaml").read_text()
         preset = yaml.safe_load(text)
+    if overrides:
+        check_overrides(preset, overrides)
     protocol = deep_merge(preset, overrides or {})
     if overrides:
         protocol["overrides"] = deep_merge(preset.get("overrides", {}), overrides)
