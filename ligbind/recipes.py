@@ -44,6 +44,7 @@ class BindingOutcome:
     backend: str
     is_dft: bool
     eb: float | None
+    eb_including_flagged: float | None
     e_complex: float | None
     e_ligand: float
     e_slab: float
@@ -150,7 +151,7 @@ def analyse_binding(
         by_term = Term.from_atoms(
             "byproduct", byproduct.atoms, byproduct.energy, p_hash, False, byproduct.converged
         )
-    rows, values = [], {}
+    rows, values, all_values = [], {}, {}
     for r in configs:
         term = Term.from_atoms(f"config {r.atoms.info['config']}", r.atoms, r.energy, p_hash, True, True)
         if mode == "exchange":
@@ -172,6 +173,8 @@ def analyse_binding(
         )
         if r.converged and (include_flagged or not flags):
             values[r.atoms.info["config"]] = eb
+        if r.converged:
+            all_values[r.atoms.info["config"]] = eb
     for t in (slab_term, lig_term, by_term):
         if t is not None and not t.converged:
             raise LigbindError(f"the {t.label} relaxation did not converge: no Eb without saying so")
@@ -184,6 +187,7 @@ def analyse_binding(
         backend=protocol["backend"],
         is_dft=bool(protocol.get("is_dft")),
         eb=values.get(best) if best is not None else None,
+        eb_including_flagged=min(all_values.values()) if all_values else None,
         e_complex=best_row["energy"] if best_row else None,
         e_ligand=ligand_result.energy,
         e_slab=slab.energy,
@@ -224,6 +228,7 @@ def _store_binding(store, outcome: BindingOutcome, configs, best, protocol, slab
         protocol=outcome.protocol,
         backend=outcome.backend,
         eb=outcome.eb,
+        eb_including_flagged=outcome.eb_including_flagged,
         e_complex=outcome.e_complex,
         e_ligand=outcome.e_ligand,
         e_slab=outcome.e_slab,

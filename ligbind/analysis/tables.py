@@ -41,6 +41,7 @@ def binding_table(store: ResultStore, campaign: str | None = None) -> pd.DataFra
                 "ligand": row.ligand,
                 "mode": row.mode,
                 "eb": row.get("eb"),
+                "eb_including_flagged": row.get("eb_including_flagged"),
                 "e_complex": row.get("e_complex"),
                 "e_ligand": row.get("e_ligand"),
                 "e_slab": row.get("e_slab"),
@@ -57,6 +58,8 @@ def binding_table(store: ResultStore, campaign: str | None = None) -> pd.DataFra
             }
         )
     df = pd.DataFrame(rows, columns=BINDING_COLUMNS)
+    df["best_config"] = df["best_config"].astype("Int64")
+    df["configs_tried"] = df["configs_tried"].astype("Int64")
     return df.sort_values(["protocol", "eb"], na_position="last").reset_index(drop=True)
 
 
@@ -94,7 +97,11 @@ def write_tables(store: ResultStore, outdir: str | Path, campaign: str | None = 
         )
     if (df["truncated_from"] != "").any():
         note += "\nRows with truncated_from set used a ligand whose alkyl chains were truncated.\n"
-    header = "# Binding energies (eV; negative = binding)\n\n"
+    header = (
+        "# Binding energies (eV; negative = binding)\n\n"
+        "`eb` is the lowest converged configuration without anomaly flags; `eb_including_flagged` also counts "
+        "flagged ones (desorbed, dissociated, reconstructed, basin-changed), for information only.\n\n"
+    )
     paths["md"].write_text(header + df.to_markdown(index=False, floatfmt=".3f") + note + "\n")
     paths["png"] = outdir / "binding.png"
     _bar_plot(df, paths["png"])

@@ -459,8 +459,24 @@ def _is_chain_carbon(atom: Chem.Atom) -> bool:
 # ---------------------------------------------------------------------------------------------------------
 
 
+_CONFORMER_CACHE: dict[tuple, list[Atoms]] = {}
+
+
 def ligand_conformers(entry: LigandEntry, n_conformers: int = 4, seed: int = 42) -> list[Atoms]:
     """Low-energy 3D conformers of a ligand, lowest force-field energy first.
+
+    Deterministic for a given entry and seed, so they are computed once per process (a campaign asks for
+    the same ligand in every step; RDKit takes seconds for the polymers) and returned as copies.
+    See :func:`_ligand_conformers` for the method.
+    """
+    key = (entry.name, entry.smiles, entry.anchors, entry.denticity, entry.charge, n_conformers, seed)
+    if key not in _CONFORMER_CACHE:
+        _CONFORMER_CACHE[key] = _ligand_conformers(entry, n_conformers, seed)
+    return [atoms.copy() for atoms in _CONFORMER_CACHE[key]]
+
+
+def _ligand_conformers(entry: LigandEntry, n_conformers: int = 4, seed: int = 42) -> list[Atoms]:
+    """Compute the conformers (uncached): the method behind :func:`ligand_conformers`.
 
     ETKDGv3 (fixed random seed; unspecified stereocentres fixed to one isomer first) -> MMFF94 (UFF if
     MMFF lacks parameters; six-coordinate centres such as PF6- held octahedral) -> ion-pair fragments put

@@ -313,7 +313,10 @@ def place_ligand(
             work, conformers, denticity, n_configs, seed, pbs, z_top, z_floor, max_trials=40 * n_configs
         )
     if not found:
-        raise LigbindError(f"cannot place ligand '{entry.name}' on this slab without clashes")
+        extent = np.ptp(conformers[0].positions[:, :2], axis=0).max()
+        cell = min(np.linalg.norm(base.cell.array[0]), np.linalg.norm(base.cell.array[1]))
+        hint = f" (the ligand spans {extent:.1f} Å, the cell {cell:.1f} Å: try a larger slab)" if extent > cell - 3 else ""
+        raise LigbindError(f"cannot place ligand '{entry.name}' on this slab without clashes{hint}")
     out = []
     for k, cand in enumerate(found):
         lig = conformers[cand.conformer].copy()

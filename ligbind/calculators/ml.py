@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from functools import lru_cache
 from typing import Any
 
@@ -12,8 +14,12 @@ from ligbind.errors import LigbindError
 
 @lru_cache(maxsize=2)
 def _chgnet_model():
+    import warnings
+
     from chgnet.model import CHGNet
 
+    # CHGNet's own "tensor to scalar" UserWarning on every structure is noise for users
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad", category=UserWarning)
     return CHGNet.load(verbose=False)
 
 
@@ -28,7 +34,8 @@ def ml_calculator(protocol: dict[str, Any]) -> Calculator:
         torch.set_num_threads(int(protocol.get("threads", 1)))
         from chgnet.model.dynamics import CHGNetCalculator
 
-        return CHGNetCalculator(model=_chgnet_model(), use_device="cpu", on_isolated_atoms="ignore")
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints "CHGNet will run on cpu" every time
+            return CHGNetCalculator(model=_chgnet_model(), use_device="cpu", on_isolated_atoms="ignore")
     if model == "sevennet":
         try:
             from sevenn.calculator import SevenNetCalculator

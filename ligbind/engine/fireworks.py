@@ -300,7 +300,9 @@ def run(
             os.chdir(launches)
             while max_fireworks is None or ran < max_fireworks:
                 start = time.perf_counter()
-                if not launch_rocket(lpad, fworker, strm_lvl="CRITICAL"):
+                with open(launches / "tracebacks.log", "a") as err_file:  # `ligbind status` shows one line
+                    launched = launch_rocket(lpad, fworker, strm_lvl="CRITICAL", err_file=err_file)
+                if not launched:
                     break
                 elapsed = time.perf_counter() - start
                 save_store(lpad)
