@@ -291,6 +291,9 @@ def run(
     with worker_lock(c, launchpad_file):
         lpad = get_launchpad(c, launchpad_file)
         _reset_interrupted(lpad, c["name"], launchpad_file)
+        ping = fireworks.core.rocket.start_ping_launch
+        if not launchpad_file:  # one in-process worker: no heartbeat thread (mongomock is not thread-safe)
+            fireworks.core.rocket.start_ping_launch = lambda *args: None
         total = _ready_count(lpad, c["name"])
         bar = tqdm(total=total, unit="fw", disable=not progress, desc=c["name"])
         ran, overhead = 0, []
@@ -314,6 +317,7 @@ def run(
                 bar.set_postfix_str(((last or {}).get("fw_id") and _fw_label(lpad, last["fw_id"])) or "")
                 bar.update(1)
         finally:
+            fireworks.core.rocket.start_ping_launch = ping
             os.chdir(cwd)
             bar.close()
             save_store(lpad)
