@@ -78,7 +78,8 @@ def _jsonable_info(info: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _from_row(row, protocol: dict[str, Any]) -> Result:
+def result_from_row(row, protocol: dict[str, Any]) -> Result:
+    """A stored row as a :class:`Result` (``reused`` True, no force calls)."""
     atoms = atoms_from_row(row)
     return Result(
         key=row.key,
@@ -102,7 +103,7 @@ def stored_result(
     """The stored result of ``kind`` for these input ``atoms`` and ``protocol``, or None (never computes)."""
     protocol = _resolve(protocol)
     row = store.get(calculation_key(kind, atoms, protocol))
-    return _from_row(row, protocol) if row is not None else None
+    return result_from_row(row, protocol) if row is not None else None
 
 
 def _count_calls(calc) -> list[int]:
@@ -193,7 +194,7 @@ def single_point(
     protocol = _resolve(protocol)
     key = calculation_key("single_point", atoms, protocol)
     if store is not None and (row := store.get(key)) is not None:
-        return _from_row(row, protocol)
+        return result_from_row(row, protocol)
     check_input(protocol, atoms)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -256,7 +257,7 @@ def relax(
     protocol = _resolve(protocol)
     key = calculation_key("relax", atoms, protocol)
     if store is not None and (row := store.get(key)) is not None:
-        return _from_row(row, protocol)
+        return result_from_row(row, protocol)
     check_input(protocol, atoms)  # before the pre-relaxation: bad input costs nothing and writes nothing
     start = time.perf_counter()
     workdir = Path(workdir)

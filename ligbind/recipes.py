@@ -399,9 +399,9 @@ def frenkel(
         if b.best_config is None:
             raise LigbindError(f"no usable {ligand} configuration to put a Frenkel pair next to")
         best_key = next(c["key"] for c in b.configs if c["config"] == b.best_config)
-        from ligbind.jobs import _from_row
+        from ligbind.jobs import result_from_row
 
-        host = _from_row(store.get(best_key), protocol)
+        host = result_from_row(store.get(best_key), protocol)
         out.ligand = ligand
         out.ef_ligand, out.pairs_ligand = _frenkel_on(
             host, protocol, store, workdir, max_pairs, progress, ligand

@@ -8,7 +8,6 @@ analysis steps only *read* the store (a failed calculation is reported, never si
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,6 @@ from ase import Atoms
 from ligbind.build.ligands import LigandEntry, resolve_ligand, truncate_alkyl
 from ligbind.build.slab import build_slab
 from ligbind.errors import LigbindError
-from ligbind.io import read_structure, write_structure
 from ligbind.jobs import Result, stored_result
 from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore
@@ -304,7 +302,7 @@ def step_binding(c: dict[str, Any], name: str):
 
 def binding_best_complex(c: dict[str, Any], name: str) -> Result:
     """The relaxed complex chosen for Eb of ``name`` (from the binding row)."""
-    from ligbind.jobs import _from_row
+    from ligbind.jobs import result_from_row
 
     store = _store(c)
     rows = [r for r in store.select(kind="binding", ligand=name, protocol=c["protocol"]["name"])]
@@ -313,7 +311,7 @@ def binding_best_complex(c: dict[str, Any], name: str) -> Result:
         raise LigbindError(f"no usable binding configuration of {name}")
     outcome = rows[0].data["outcome"]
     best = next(cfg for cfg in outcome["configs"] if cfg["config"] == outcome["best_config"])
-    return _from_row(store.get(best["key"]), c["protocol"])
+    return result_from_row(store.get(best["key"]), c["protocol"])
 
 
 def step_coadsorption(c: dict[str, Any], a: str, b: str) -> dict[str, Any]:
@@ -426,8 +424,6 @@ def step_frenkel(c: dict[str, Any], ligand: str | None) -> dict[str, Any]:
         if bare is not None and bare.get("ef_bare") is not None and ef_min is not None:
             delta = delta_frenkel(ef_min, bare.ef_bare)
     key = f"frenkel-{host.key.split('-', 1)[1]}-{ligand or 'bare'}"
-    if ligand is None:
-        key = f"frenkel-{host.key.split('-', 1)[1]}-bare"
     store.put(
         host.atoms,
         key,
@@ -477,14 +473,3 @@ def save_campaign(c: dict[str, Any]) -> Path:
     tmp.write_text(json.dumps(c, indent=1, default=str))
     tmp.replace(path)
     return path
-
-
-def copy_without_entries(c: dict[str, Any]) -> dict[str, Any]:
-    """The campaign without the bulky resolved ligand entries (for logging)."""
-    d = copy.deepcopy(c)
-    for s in d["ligands"]:
-        s.pop("entry", None)
-    return d
-
-
-__all__ = ["load_campaign", "campaign_results", "write_structure", "read_structure"]
