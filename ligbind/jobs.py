@@ -252,7 +252,8 @@ def relax(
     workdir
         Where trajectories, optimizer restart files and calculator logs go (``<key>.traj`` ...).
     prerelax
-        Run the protocol's ``prerelax`` protocol (e.g. ml-screen before GPAW) first, when it names one.
+        Run the protocol's ``prerelax`` protocol (e.g. ml-screen before GPAW) first, when it names one; slab
+        atoms (tags 0) are held fixed in that stage when the structure carries an adsorbate.
     """
     protocol = _resolve(protocol)
     key = calculation_key("relax", atoms, protocol)
@@ -266,7 +267,13 @@ def relax(
     pre_info = None
     start_atoms = atoms
     if prerelax and protocol.get("prerelax"):
-        pre = relax(atoms, load_protocol(protocol["prerelax"]), store=store, workdir=workdir, prerelax=False)
+        pre_input = atoms
+        if np.any(atoms.get_tags() > 0):
+            # An adsorbate sits on a slab already relaxed with *this* protocol: the cheap pre-relaxation moves
+            # only the adsorbate, or it would drag the slab into its own basin and DFT would have to undo it.
+            pre_input = atoms.copy()
+            pre_input.set_constraint(FixAtoms(mask=atoms.get_tags() == 0))
+        pre = relax(pre_input, load_protocol(protocol["prerelax"]), store=store, workdir=workdir, prerelax=False)
         pre_info = {
             "key": pre.key,
             "protocol": pre.protocol["name"],
