@@ -397,3 +397,21 @@ def test_rows_are_browsable_with_ase_db(ml, reference, tmp_path):
     assert "unconverged" in out.stdout and "ml-screen" in out.stdout
     out = subprocess.run([*ase_db, f"key={r.key}", "--count"], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().startswith("1")
+
+
+@pytest.mark.slow
+def test_prerelaxation_of_an_adsorbate_keeps_the_slab_fixed(tmp_path):
+    """The cheap stage moves only the adsorbate: the slab is already relaxed with the main protocol."""
+    from ligbind.build.placement import place_ligand
+    from ligbind.build.slab import build_slab
+    from ligbind.protocols import load_protocol
+
+    placed = place_ligand(build_slab(), "methylamine", n_configs=1)[0]
+    main = load_protocol("ml-screen", {"relax": {"steps": 2}})
+    main["prerelax"] = "ml-screen"
+    store = ResultStore(tmp_path / "r.db")
+    result = relax(placed, main, store=store, workdir=tmp_path)
+    pre = next(r for r in store.select(kind="relax") if r.key == result.prerelax["key"])
+    slab = placed.get_tags() == 0
+    assert np.allclose(pre.toatoms().positions[slab], placed.positions[slab])
+    assert not np.allclose(pre.toatoms().positions[~slab], placed.positions[~slab])
