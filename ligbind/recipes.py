@@ -331,37 +331,43 @@ class FrenkelOutcome:
         return asdict(self)
 
 
+RECOMBINED_EF = 0.05  # eV: a "pair" this close to the pristine energy relaxed back into its vacancy
+
+
+def evaluate_frenkel(
+    host: Result, pairs: list[tuple[Atoms, Result | None]], protocol: dict[str, Any]
+) -> tuple[float | None, list[dict[str, Any]]]:
+    """E_F of each relaxed pair against its host, and the lowest usable one.
+
+    A pair that did not finish, did not converge or recombined (|E_F| < 0.05 eV) does not count.
+    """
+    p_hash = protocol_hash(protocol)
+    pristine = Term.from_atoms("pristine", host.atoms, host.energy, p_hash, True, host.converged)
+    rows, values = [], {}
+    for defect, r in pairs:
+        row = {k: defect.info.get(k) for k in ("pair", "interstitial", "separation")}
+        if r is None:
+            rows.append({**row, "status": "failed", "flags": ["failed"]})
+            continue
+        ef = frenkel_energy(Term.from_atoms("defect", r.atoms, r.energy, p_hash, True, True), pristine)
+        flags = ([] if r.converged else ["unconverged"]) + (["recombined"] if abs(ef) < RECOMBINED_EF else [])
+        rows.append({**row, "ef": ef, "status": r.status, "flags": flags, "key": r.key})
+        if not flags:
+            values[defect.info["pair"]] = ef
+    return (min(values.values()) if values else None), rows
+
+
 def _frenkel_on(
     host: Result, protocol, store, workdir, max_pairs, progress, tag: str
 ) -> tuple[float | None, list]:
     from ligbind.build.defects import frenkel_pairs
 
-    p_hash = protocol_hash(protocol)
-    pristine = Term.from_atoms("pristine", host.atoms, host.energy, p_hash, True, host.converged)
-    rows, values = [], {}
+    pairs = []
     for defect in frenkel_pairs(host.atoms, max_pairs=max_pairs):
         progress(f"{tag} pair {defect.info['pair']}")
         defect.info["label"] = f"frenkel:{tag}:{defect.info['pair']}"
-        r = relax(defect, protocol, store=store, workdir=workdir)
-        ef = frenkel_energy(Term.from_atoms("defect", r.atoms, r.energy, p_hash, True, True), pristine)
-        # a pair that relaxed back (E_F ~ 0) or did not converge does not count as a Frenkel pair
-        flags = [] if r.converged else ["unconverged"]
-        if abs(ef) < 0.05:
-            flags.append("recombined")
-        rows.append(
-            {
-                "pair": defect.info["pair"],
-                "interstitial": defect.info["interstitial"],
-                "ef": ef,
-                "separation": defect.info["separation"],
-                "status": r.status,
-                "flags": flags,
-                "key": r.key,
-            }
-        )
-        if not flags:
-            values[defect.info["pair"]] = ef
-    return (min(values.values()) if values else None), rows
+        pairs.append((defect, relax(defect, protocol, store=store, workdir=workdir)))
+    return evaluate_frenkel(host, pairs, protocol)
 
 
 def frenkel(

@@ -397,26 +397,16 @@ def step_frenkel_pair(c: dict[str, Any], ligand: str | None, k: int) -> Result:
 
 def step_frenkel(c: dict[str, Any], ligand: str | None) -> dict[str, Any]:
     """E_F (lowest over the relaxed pairs) for the bare slab or with ``ligand``; ΔE_F when both exist."""
-    from ligbind.analysis.energies import Term, delta_frenkel, frenkel_energy
-    from ligbind.protocols import protocol_hash
+    from ligbind.analysis.energies import delta_frenkel
+    from ligbind.recipes import evaluate_frenkel
 
     store, protocol = _store(c), c["protocol"]
-    p = protocol_hash(protocol)
     host = frenkel_host(c, ligand)
-    pristine = Term.from_atoms("pristine", host.atoms, host.energy, p, True)
-    values, rows = {}, []
+    pairs = []
     for atoms in frenkel_structures(c, ligand):
         atoms.info["label"] = f"frenkel:{ligand or 'bare'}:{atoms.info['pair']}"
-        r = stored_result(atoms, protocol, store)
-        if r is None:
-            rows.append({"pair": atoms.info["pair"], "status": "failed"})
-            continue
-        ef = frenkel_energy(Term.from_atoms("defect", r.atoms, r.energy, p, True), pristine)
-        ok = r.converged and abs(ef) >= 0.05
-        rows.append({"pair": atoms.info["pair"], "ef": ef, "status": r.status, "recombined": abs(ef) < 0.05})
-        if ok:
-            values[atoms.info["pair"]] = ef
-    ef_min = min(values.values()) if values else None
+        pairs.append((atoms, stored_result(atoms, protocol, store)))
+    ef_min, rows = evaluate_frenkel(host, pairs, protocol)
     result = {"ligand": ligand, "ef": ef_min, "pairs": rows}
     delta = None
     if ligand is not None:
