@@ -285,7 +285,7 @@ def relax(
         start_atoms.set_constraint(atoms.constraints)
 
     if protocol["backend"] == "vasp":
-        result = _relax_vasp(start_atoms, protocol, key, workdir, store)
+        result = _relax_vasp(start_atoms, protocol, key, workdir)
     else:
         result = _relax_ase(start_atoms, protocol, key, workdir)
     result.prerelax = pre_info
@@ -380,7 +380,7 @@ def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) 
     )
 
 
-def _relax_vasp(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path, store) -> Result:
+def _relax_vasp(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) -> Result:
     from ligbind.calculators.vasp import run_vasp
 
     outcome = run_vasp(atoms, protocol, workdir / key, dry_run=bool(protocol.get("dry_run")))
@@ -402,35 +402,3 @@ def _relax_vasp(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path,
 
 class DryRun(Exception):
     """Raised when a VASP calculation was only written (``--dry-run``); carries the input directory."""
-
-
-def describe(result: Result) -> str:
-    """One line about a result, for logs."""
-    flag = "" if result.converged else " UNCONVERGED"
-    reused = " (reused)" if result.reused else ""
-    return (
-        f"{result.kind} {result.atoms.get_chemical_formula()}: E = {result.energy:.4f} eV, "
-        f"{result.n_steps} steps, {result.force_calls} force calls{flag}{reused}"
-    )
-
-
-def result_json(result: Result) -> dict[str, Any]:
-    """JSON-friendly summary of a result."""
-    return json.loads(
-        json.dumps(
-            {
-                "key": result.key,
-                "kind": result.kind,
-                "formula": result.atoms.get_chemical_formula(),
-                "energy": result.energy,
-                "fmax": result.fmax,
-                "status": result.status,
-                "n_steps": result.n_steps,
-                "force_calls": result.force_calls,
-                "reused": result.reused,
-                "protocol": result.protocol.get("name"),
-                "anomalies": result.anomalies,
-            },
-            default=float,
-        )
-    )

@@ -23,8 +23,6 @@ import fireworks.core.rocket  # noqa: E402
 from fireworks import FiretaskBase, Firework, FWAction, FWorker, LaunchPad, Workflow, explicit_serialize  # noqa: E402
 
 from ligbind.engine.campaign import (
-    frenkel_structures,
-    placed_configurations,
     resolve_campaign_ref,
     save_campaign,
     step_binding,
@@ -375,12 +373,4 @@ def status(
     return out
 
 
-__all__ = [
-    "screen",
-    "run",
-    "status",
-    "get_launchpad",
-    "save_store",
-    "placed_configurations",
-    "frenkel_structures",
-]
+__all__ = ["screen", "run", "status", "get_launchpad", "save_store"]
