@@ -397,9 +397,16 @@ def cmd_screen(args: argparse.Namespace) -> None:
 def cmd_run(args: argparse.Namespace) -> None:
     from ligbind.engine.fireworks import run
 
-    out = run(args.campaign, launchpad_file=args.launchpad, max_fireworks=args.max, progress=not args.json)
+    out = run(
+        args.campaign,
+        launchpad_file=args.launchpad,
+        max_fireworks=args.max,
+        progress=not args.json,
+        workers=args.workers,
+    )
     states = ", ".join(f"{k} {v}" for k, v in sorted(out["states"].items()))
-    _print(out, args.json, f"campaign {out['campaign']}: ran {out['ran']} Firework(s); now {states}")
+    _print(out, args.json, f"campaign {out['campaign']}: ran {out['ran']} Firework(s) with {out['workers']} "
+           f"worker(s); now {states}")
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -425,6 +432,11 @@ def register_campaign_commands(sub) -> None:
     p.add_argument("campaign", help="campaign YAML or name")
     p.add_argument("--launchpad", help="my_launchpad.yaml (default: embedded store)")
     p.add_argument("--max", type=int, help="stop after this many Fireworks")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="calculations run in this many processes at once (default: one per core; 1 for VASP)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
 

@@ -295,6 +295,26 @@ def relax(
     return result
 
 
+def _throttled(dump, share: float = 0.05):
+    """Write the optimizer's restart file at most ``share`` of the time.
+
+    BFGS writes its whole Hessian as JSON every step: 70 ms for a 131-atom complex, 15 % of a CHGNet force call.
+    A resumed run only needs a recent Hessian (its next update spans the missed steps), so skip writes until
+    ``1/share`` times the last write's duration has passed.
+    """
+    last = {"end": -math.inf, "took": 0.0}
+
+    def write(data) -> None:
+        now = time.perf_counter()
+        if now - last["end"] < last["took"] / share:
+            return
+        dump(data)
+        last["end"] = time.perf_counter()
+        last["took"] = last["end"] - now
+
+    return write
+
+
 def _frame_writer(traj: Trajectory, work: Atoms, last_positions: np.ndarray | None):
     """Trajectory observer that skips a frame identical to the last one written (the start of a resumed run)."""
     last = [last_positions]
@@ -347,6 +367,8 @@ def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) 
         try:
             with Trajectory(str(traj_path), "a", work) as traj:
                 opt = optimizer_cls(work, **opt_kwargs)
+                if "restart" in opt_kwargs:
+                    opt.dump = _throttled(opt.dump)
                 opt.attach(_frame_writer(traj, work, last_frame), interval=1)
                 converged = bool(opt.run(fmax=fmax, steps=max(0, max_steps - done_steps)))
             calls += counter[0]

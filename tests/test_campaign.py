@@ -83,7 +83,7 @@ def test_campaign_runs_through_fireworks_and_reuses(tmp_path):
     path = write_campaign(tmp_path)
     out = ligbind("screen", str(path), "--json", cwd=tmp_path)
     assert '"added": 9' in out.stdout  # slab + 2 ligands + 2x2 configs + 2 analyses
-    ligbind("run", "mini", cwd=tmp_path)
+    assert "with 2 worker(s)" in ligbind("run", "mini", "--workers", "2", cwd=tmp_path).stdout
     status = ligbind("status", "mini", cwd=tmp_path).stdout
     assert "COMPLETED 9" in status
     store = tmp_path / "runs" / "mini" / "ligbind.db"
@@ -205,7 +205,7 @@ def test_failing_calculation_does_not_stop_the_campaign(tmp_path, monkeypatch):
 
     monkeypatch.setattr(engine, "step_config", failing_step)
     engine.screen(path)
-    out = engine.run(path, progress=False)
+    out = engine.run(path, progress=False, workers=1)  # in-process: the patched step is the one that runs
     assert out["states"] == {"COMPLETED": 8, "FIZZLED": 1}
     (report,) = engine.status(path)
     assert report["failures"] == [
@@ -216,3 +216,23 @@ def test_failing_calculation_does_not_stop_the_campaign(tmp_path, monkeypatch):
     assert "failed-config-1" in table.loc["methylamine", "flags"]
     assert table.loc["methylamine", "eb"] < 0  # the configuration that finished still gives Eb
     assert table.loc["dimethyl-ether", "flags"] == "none"
+
+
+def test_failure_in_a_parallel_worker_is_reported_not_recomputed(tmp_path, monkeypatch):
+    """A step that fails in a worker process fizzles its Firework with the worker's error; the rest go on."""
+    import ligbind.engine.fireworks as engine
+
+    monkeypatch.chdir(tmp_path)
+    path = write_campaign(tmp_path, ligands=["methylamine"], overrides={"relax": {"fmax": 0.001, "steps": 2}})
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the failed step was recomputed in the launching process")
+
+    engine.screen(path)
+    monkeypatch.setattr(engine, "step_slab", must_not_run)  # the worker (a fresh process) has the real one
+    out = engine.run(path, progress=False, workers=2)
+    assert out["workers"] == 2
+    assert out["states"]["FIZZLED"] == 1 and out["states"]["COMPLETED"] == 1  # slab failed, ligand done
+    (report,) = engine.status(path)
+    assert report["failures"][0]["firework"] == "slab"
+    assert "slab relaxation did not converge in 2 steps" in report["failures"][0]["error"]

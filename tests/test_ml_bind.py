@@ -163,3 +163,21 @@ def test_results_table_labels_the_ml_potential(run, tmp_path):
     # the same from the DataFrame API
     table = binding_table(run["store"])
     assert list(table["method"]) == ["ML potential (not DFT)"]
+
+
+def test_ml_calculator_skips_stress_but_matches_stock_chgnet(slab):
+    """The ML calculator computes only energy and forces for relaxations: same numbers as stock CHGNet."""
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    from ligbind.calculators.ml import _chgnet_model
+
+    ours = ligbind.calculators.make_calculator(load_protocol("ml-screen", {"dispersion": {"method": "none"}}))
+    stock = CHGNetCalculator(model=_chgnet_model(), use_device="cpu")
+    a, b = slab.copy(), slab.copy()
+    a.rattle(0.05, seed=3)
+    b.positions = a.positions
+    a.calc, b.calc = ours, stock
+    np.testing.assert_allclose(a.get_forces(), b.get_forces(), atol=1e-6)
+    assert a.get_potential_energy() == pytest.approx(b.get_potential_energy(), abs=1e-6)
+    assert "stress" not in ours.results  # not computed for a relaxation step
+    np.testing.assert_allclose(a.get_stress(), b.get_stress(), atol=1e-6)  # but there when asked

@@ -295,3 +295,38 @@ def test_placement_rejects_bad_requests(slab_2x2):
     upside_down.center(axis=2, vacuum=6.0)
     with pytest.raises(LigbindError, match="not PbI2-terminated: its top layer is CsI"):
         place_ligand(upside_down, "methylamine")
+
+
+def _contact_fingerprint(c: Atoms) -> np.ndarray:
+    """Sorted ligand–slab distances below 6 Å (minimum image): equal for placements related by a symmetry."""
+    lig = ligand_indices(c)
+    slab = np.setdiff1d(np.arange(len(c)), lig)
+    d = np.concatenate([c.get_distances(int(i), slab, mic=True) for i in lig])
+    return np.sort(d[d < 6.0])
+
+
+@pytest.mark.parametrize(("name", "k"), [("methylamine", 4), ("PP1", 2), ("NSA", 3)])
+def test_configurations_are_not_symmetry_images(slab_2x2, name, k):
+    """Two placements related by a symmetry of the slab are one configuration (the demo once relaxed such a
+    PP1 pair twice). Checked without the placement code's own test: images have the same contact distances."""
+    configs = place_ligand(slab_2x2, name, n_configs=k, seed=0)
+    assert len(configs) == k
+    prints = [_contact_fingerprint(c) for c in configs]
+    for (i, a), (j, b) in itertools.combinations(enumerate(prints), 2):
+        same = len(a) == len(b) and np.abs(a - b).max() < 0.01
+        assert not same, f"configurations {i} and {j} are symmetry images"
+
+
+def test_symmetry_image_of_a_configuration_is_recognised(slab_2x2):
+    from ligbind.build.placement import Candidate, _same_configuration, surface_symmetry
+
+    ops = surface_symmetry(slab_2x2)
+    assert len(ops) > 1  # the tilted 2x2 slab has in-plane symmetry
+    (config,) = place_ligand(slab_2x2, "methylamine", n_configs=1, seed=0)
+    lig = config.positions[ligand_indices(config)]
+    cell = slab_2x2.cell.array
+    rot, trans = ops[1]
+    image = ((lig @ np.linalg.inv(cell)) @ rot.T + trans) @ cell
+    a, b = Candidate(lig, [], 0, "m", 0.0), Candidate(image, [], 0, "m", 0.0)
+    assert _same_configuration(a, b, cell, ops)
+    assert not _same_configuration(a, b, cell, ops[:1])  # not the same positions: only the symmetry makes it so

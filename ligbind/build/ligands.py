@@ -595,6 +595,12 @@ def _parse(smiles: Any) -> Chem.Mol | None:
     return mol
 
 
+def smiles_atom_count(smiles: str) -> int:
+    """Number of atoms, hydrogens included, of a SMILES (0 if it does not parse)."""
+    mol = _parse(smiles)
+    return Chem.AddHs(mol).GetNumAtoms() if mol is not None else 0
+
+
 def _formal_charge(mol: Chem.Mol) -> int:
     return int(sum(a.GetFormalCharge() for a in mol.GetAtoms()))
 

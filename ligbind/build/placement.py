@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -177,10 +178,41 @@ def _motifs(ligand: Atoms, denticity: int, slab: Atoms, pbs: np.ndarray, rng: np
     return options
 
 
-def _same_configuration(a: Candidate, b: Candidate) -> bool:
+def surface_symmetry(slab: Atoms, symprec: float = 0.1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Symmetry operations of the slab (spglib) that keep its top surface on top.
+
+    Returns (rotation, translation) pairs in fractional coordinates of the slab cell; the identity at least.
+    """
+    import spglib
+
+    with warnings.catch_warnings():  # spglib 2.5 warns about its own error-handling switch
+        warnings.simplefilter("ignore", DeprecationWarning)
+        sym = spglib.get_symmetry((slab.cell.array, slab.get_scaled_positions(), slab.numbers), symprec=symprec)
+    identity = [(np.eye(3, dtype=int), np.zeros(3))]
+    if not sym:
+        return identity
+    ops = [
+        (rot, trans)
+        for rot, trans in zip(sym["rotations"], sym["translations"], strict=True)
+        if rot[2].tolist() == [0, 0, 1] and abs(trans[2] - round(trans[2])) < 1e-3
+    ]
+    return ops or identity
+
+
+def _same_configuration(
+    a: Candidate, b: Candidate, cell: np.ndarray, ops: list[tuple[np.ndarray, np.ndarray]]
+) -> bool:
+    """True when ``b`` is ``a`` (RMSD < 0.5 Å) or its image under one of the slab's symmetry operations."""
     if a.conformer != b.conformer or len(a.positions) != len(b.positions):
         return False
-    return float(np.sqrt(((a.positions - b.positions) ** 2).sum(axis=1).mean())) < 0.5
+    inv = np.linalg.inv(cell)
+    fa, fb = a.positions @ inv, b.positions @ inv
+    for rot, trans in ops:
+        d = fa @ rot.T + trans - fb
+        d -= np.round(d)
+        if float(np.sqrt(((d @ cell) ** 2).sum(axis=1).mean())) < 0.5:
+            return True
+    return False
 
 
 def _place(
@@ -197,6 +229,7 @@ def _place(
     rng = np.random.default_rng(seed)
     found: list[Candidate] = []
     trials = 0
+    ops = surface_symmetry(slab)  # configurations related by these are one configuration
     for round_ in itertools.count():
         progress = False
         for ci, conf in enumerate(conformers):
@@ -215,7 +248,7 @@ def _place(
                 if not _acceptable(slab, conf, pos, pairs, z_top):
                     continue
                 cand = Candidate(pos, pairs, ci, motif, float(best.fun))
-                if any(_same_configuration(cand, f) for f in found):
+                if any(_same_configuration(cand, f, slab.cell.array, ops) for f in found):
                     continue
                 found.append(cand)
                 progress = True

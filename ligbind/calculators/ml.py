@@ -23,6 +23,27 @@ def _chgnet_model():
     return CHGNet.load(verbose=False)
 
 
+@lru_cache(maxsize=1)
+def _chgnet_calculator_class() -> type[Calculator]:
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    class CHGNetEnergyForces(CHGNetCalculator):
+        """CHGNet that evaluates the stress (a strain derivative) and magnetic moments only when asked.
+
+        Relaxations at fixed cell ask for energy and forces only; the stock calculator always runs its
+        "efsm" task, which costs 1.5-1.8x more per call on these slabs (measured: 0.81 vs 0.46 s for a
+        131-atom complex). Energies and forces are the same numbers.
+        """
+
+        def calculate(self, atoms=None, properties=None, system_changes=None, task=None) -> None:
+            wanted = set(properties or ("energy", "forces", "stress", "magmoms"))
+            if task is None:
+                task = "ef" + ("s" if "stress" in wanted else "") + ("m" if "magmoms" in wanted else "")
+            super().calculate(atoms, properties, system_changes, task=task)
+
+    return CHGNetEnergyForces
+
+
 def ml_calculator(protocol: dict[str, Any]) -> Calculator:
     """CHGNet (or SevenNet when installed) ASE calculator; the model is loaded once per process."""
     model = protocol.get("model", "chgnet")
@@ -32,10 +53,8 @@ def ml_calculator(protocol: dict[str, Any]) -> Calculator:
         # One thread: as fast as two on a 40-atom slab here (0.040 vs 0.035 s per call), and 50x faster when
         # other processes share the cores (intra-op threads spin-wait).
         torch.set_num_threads(int(protocol.get("threads", 1)))
-        from chgnet.model.dynamics import CHGNetCalculator
-
         with contextlib.redirect_stdout(io.StringIO()):  # it prints "CHGNet will run on cpu" every time
-            return CHGNetCalculator(model=_chgnet_model(), use_device="cpu", on_isolated_atoms="ignore")
+            return _chgnet_calculator_class()(model=_chgnet_model(), use_device="cpu", on_isolated_atoms="ignore")
     if model == "sevennet":
         try:
             from sevenn.calculator import SevenNetCalculator

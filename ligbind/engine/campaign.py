@@ -9,6 +9,7 @@ analysis steps only *read* the store (a failed calculation is reported, never si
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -231,12 +232,17 @@ def placed_configurations(c: dict[str, Any], name: str, host: Atoms, relaxed_lig
 
         return ase.io.read(cache, index=":")
     placed = place_ligand(
-        host, entry_from_spec(spec), n_configs=c["configs"], mode=spec["mode"], seed=c["seed"]
+        host,
+        entry_from_spec(spec),
+        n_configs=c["configs"],
+        mode=spec["mode"],
+        seed=c["seed"],
+        relaxed_ligand=relaxed_ligand if spec["mode"] == "neutral" else None,
     )
     import ase.io
 
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".partial.extxyz")
+    tmp = cache.with_suffix(f".{os.getpid()}.partial.extxyz")  # parallel workers may place the same ligand
     ase.io.write(tmp, placed, format="extxyz")
     tmp.replace(cache)
     return placed
