@@ -92,6 +92,8 @@ def test_campaign_runs_through_fireworks_and_reuses(tmp_path):
     ligbind("results", "mini", cwd=tmp_path)
     table = pd.read_csv(tmp_path / "results" / "mini" / "binding.csv")
     assert set(table.ligand) == {"methylamine", "dimethyl-ether"}
+    assert (table.eb_including_flagged <= table.eb + 1e-9).all()  # the lowest of all converged configurations
+    assert "flagged_configs" in table.columns
     assert (table.eb < 0).all() and (table.eb > -3).all()
     assert (tmp_path / "results" / "mini" / "binding.png").stat().st_size > 1000
 

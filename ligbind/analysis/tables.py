@@ -12,6 +12,8 @@ BINDING_COLUMNS = [
     "ligand",
     "mode",
     "eb",
+    "eb_including_flagged",
+    "flagged_configs",
     "e_complex",
     "e_ligand",
     "e_slab",
@@ -52,6 +54,11 @@ def binding_table(store: ResultStore, campaign: str | None = None) -> pd.DataFra
                 "configs_tried": row.get("configs_tried"),
                 "best_config": outcome.get("best_config"),
                 "flags": row.get("flags", "none"),
+                "flagged_configs": "; ".join(
+                    f"{c['config']}: {','.join(c['flags'])} ({c['eb']:.3f})"
+                    for c in outcome.get("configs", [])
+                    if c.get("flags") and c.get("eb") is not None
+                ),
                 "converged": bool(row.get("converged")),
                 "truncated_from": row.get("truncated_from") or "",
                 "campaign": row.get("campaign", ""),
@@ -100,7 +107,8 @@ def write_tables(store: ResultStore, outdir: str | Path, campaign: str | None = 
     header = (
         "# Binding energies (eV; negative = binding)\n\n"
         "`eb` is the lowest converged configuration without anomaly flags; `eb_including_flagged` also counts "
-        "flagged ones (desorbed, dissociated, reconstructed, basin-changed), for information only.\n\n"
+        "flagged ones (desorbed, dissociated, reconstructed, basin-changed), for information only; "
+        "`flagged_configs` lists each flagged configuration with its flags and Eb.\n\n"
     )
     paths["md"].write_text(header + df.to_markdown(index=False, floatfmt=".3f") + note + "\n")
     paths["png"] = outdir / "binding.png"

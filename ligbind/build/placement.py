@@ -276,7 +276,8 @@ def place_ligand(
     ligand
         Library name or a resolved :class:`LigandEntry`.
     n_configs
-        Number of distinct configurations wanted.
+        Number of distinct configurations wanted: none is another's image under a symmetry operation of the
+        slab (see :func:`surface_symmetry`), since such a pair relaxes to the same energy.
     mode
         ``"neutral"``: the whole ligand (molecule, ion pair, salt) adsorbs. ``"exchange"``: the ligand's anion
         replaces a surface halide (entries with an ``exchange`` section).
