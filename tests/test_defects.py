@@ -93,3 +93,15 @@ def test_frenkel_pairs_need_a_pbi2_surface(slab_2x2):
     del slab[find_layers(slab)[-1].tolist()]
     with pytest.raises(LigbindError, match="not PbI2-terminated"):
         frenkel_pairs(slab)
+
+
+def test_no_two_frenkel_pairs_are_symmetry_images(slab_2x2):
+    """Pairs related by a symmetry of the slab are one defect (the 2x2 tilted slab once gave such pairs).
+
+    Checked independently of the code under test: symmetry images have the same multiset of interatomic
+    distances."""
+    pairs = frenkel_pairs(slab_2x2, max_pairs=4)
+    prints = [np.sort(p.get_all_distances(mic=True)[np.triu_indices(len(p), 1)]) for p in pairs]
+    for i in range(len(prints)):
+        for j in range(i):
+            assert np.abs(prints[i] - prints[j]).max() > 0.01, f"pairs {j} and {i} are symmetry images"

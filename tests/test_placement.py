@@ -318,7 +318,8 @@ def test_configurations_are_not_symmetry_images(slab_2x2, name, k):
 
 
 def test_symmetry_image_of_a_configuration_is_recognised(slab_2x2):
-    from ligbind.build.placement import Candidate, _same_configuration, surface_symmetry
+    from ligbind.build.placement import Candidate, _same_configuration
+    from ligbind.build.slab import surface_symmetry
 
     ops = surface_symmetry(slab_2x2)
     assert len(ops) > 1  # the tilted 2x2 slab has in-plane symmetry

@@ -2,7 +2,7 @@
 
 Interstitial candidates on the PbX2 surface: atop an undercoordinated Pb (the halide completes its octahedron)
 and the hollow above the centre of four surface Pb. Pairs are enumerated vacancy × interstitial, farthest
-first and alternating the interstitial kind, skipping interstitials next to the vacancy (near pairs relax
+first and alternating the interstitial kind, one of each set of pairs related by a symmetry of the host, skipping interstitials next to the vacancy (near pairs relax
 back into it: measured E_F ≈ 0.03 eV at 4.2 Å) and next to an adsorbate.
 """
 
@@ -14,7 +14,13 @@ import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
 
-from ligbind.build.slab import check_pbi2_terminated, surface_halides, surface_pb
+from ligbind.build.slab import (
+    check_pbi2_terminated,
+    surface_halides,
+    surface_pb,
+    surface_symmetry,
+    symmetry_rmsd,
+)
 from ligbind.errors import LigbindError
 
 ATOP_HEIGHT = 3.05  # Å above surface Pb (Pb–I bond)
@@ -64,6 +70,15 @@ def frenkel_pairs(atoms: Atoms, max_pairs: int = 4) -> list[Atoms]:
         raise LigbindError("no vacancy–interstitial pair fits on this surface")
     # farthest pairs first (near ones relax back into the vacancy), alternating interstitial kinds
     candidates.sort(key=lambda c: (-round(c[0], 1), c[1]))
+    # a pair that a symmetry of the host maps onto a chosen one is the same defect: skip it
+    ops = surface_symmetry(atoms)
+
+    def points(c) -> np.ndarray:
+        return np.array([atoms.positions[c[1]], c[3]])
+
+    def equivalent(c, d) -> bool:
+        return c[2] == d[2] and symmetry_rmsd(points(c), points(d), atoms.cell.array, ops) < 0.3
+
     chosen, used = [], set()
     for kind in itertools.cycle(sorted({c[2] for c in candidates})):
         pick = next((c for c in candidates if c[2] == kind and (c[1], c[2]) not in used), None)
@@ -71,8 +86,9 @@ def frenkel_pairs(atoms: Atoms, max_pairs: int = 4) -> list[Atoms]:
             if all((c[1], c[2]) in used for c in candidates):
                 break
             continue
-        chosen.append(pick)
         used.add((pick[1], pick[2]))
+        if not any(equivalent(pick, c) for c in chosen):
+            chosen.append(pick)
     out = []
     for k, (dist, v, kind, site) in enumerate(chosen[:max_pairs]):
         defect = atoms.copy()

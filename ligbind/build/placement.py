@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,7 +19,14 @@ from scipy.spatial.distance import cdist
 from scipy.spatial.transform import Rotation
 
 from ligbind.build.ligands import LigandEntry, ligand_conformers, resolve_ligand
-from ligbind.build.slab import HALIDES, check_pbi2_terminated, surface_halides, surface_pb
+from ligbind.build.slab import (
+    HALIDES,
+    check_pbi2_terminated,
+    surface_halides,
+    surface_pb,
+    surface_symmetry,
+    symmetry_rmsd,
+)
 from ligbind.errors import LigbindError
 
 # Typical Pb–anchor bond lengths (Å) for lone-pair donors on surface Pb.
@@ -178,41 +184,13 @@ def _motifs(ligand: Atoms, denticity: int, slab: Atoms, pbs: np.ndarray, rng: np
     return options
 
 
-def surface_symmetry(slab: Atoms, symprec: float = 0.1) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Symmetry operations of the slab (spglib) that keep its top surface on top.
-
-    Returns (rotation, translation) pairs in fractional coordinates of the slab cell; the identity at least.
-    """
-    import spglib
-
-    with warnings.catch_warnings():  # spglib 2.5 warns about its own error-handling switch
-        warnings.simplefilter("ignore", DeprecationWarning)
-        sym = spglib.get_symmetry((slab.cell.array, slab.get_scaled_positions(), slab.numbers), symprec=symprec)
-    identity = [(np.eye(3, dtype=int), np.zeros(3))]
-    if not sym:
-        return identity
-    ops = [
-        (rot, trans)
-        for rot, trans in zip(sym["rotations"], sym["translations"], strict=True)
-        if rot[2].tolist() == [0, 0, 1] and abs(trans[2] - round(trans[2])) < 1e-3
-    ]
-    return ops or identity
-
-
 def _same_configuration(
     a: Candidate, b: Candidate, cell: np.ndarray, ops: list[tuple[np.ndarray, np.ndarray]]
 ) -> bool:
     """True when ``b`` is ``a`` (RMSD < 0.5 Å) or its image under one of the slab's symmetry operations."""
     if a.conformer != b.conformer or len(a.positions) != len(b.positions):
         return False
-    inv = np.linalg.inv(cell)
-    fa, fb = a.positions @ inv, b.positions @ inv
-    for rot, trans in ops:
-        d = fa @ rot.T + trans - fb
-        d -= np.round(d)
-        if float(np.sqrt(((d @ cell) ** 2).sum(axis=1).mean())) < 0.5:
-            return True
-    return False
+    return symmetry_rmsd(a.positions, b.positions, cell, ops) < 0.5
 
 
 def _place(
@@ -349,7 +327,11 @@ def place_ligand(
     if not found:
         extent = np.ptp(conformers[0].positions[:, :2], axis=0).max()
         cell = min(np.linalg.norm(base.cell.array[0]), np.linalg.norm(base.cell.array[1]))
-        hint = f" (the ligand spans {extent:.1f} Å, the cell {cell:.1f} Å: try a larger slab)" if extent > cell - 3 else ""
+        hint = (
+            f" (the ligand spans {extent:.1f} Å, the cell {cell:.1f} Å: try a larger slab)"
+            if extent > cell - 3
+            else ""
+        )
         raise LigbindError(f"cannot place ligand '{entry.name}' on this slab without clashes{hint}")
     out = []
     for k, cand in enumerate(found):

@@ -7,6 +7,7 @@ Layers alternate PbX2 and AX (A = Cs or MA) along z. Layer membership is always 
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 
 import numpy as np
@@ -256,3 +257,40 @@ def surface_halides(atoms: Atoms, layers: list[np.ndarray] | None = None) -> np.
     """Indices of the halide atoms in the top layer."""
     layers = layers if layers is not None else check_pbi2_terminated(atoms)
     return np.array([i for i in layers[-1] if atoms[i].symbol in HALIDES])
+
+
+def surface_symmetry(slab: Atoms, symprec: float = 0.1) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Symmetry operations of the slab (spglib) that keep its top surface on top.
+
+    Returns (rotation, translation) pairs in fractional coordinates of the slab cell; the identity at least.
+    """
+    import spglib
+
+    with warnings.catch_warnings():  # spglib 2.5 warns about its own error-handling switch
+        warnings.simplefilter("ignore", DeprecationWarning)
+        sym = spglib.get_symmetry(
+            (slab.cell.array, slab.get_scaled_positions(), slab.numbers), symprec=symprec
+        )
+    identity = [(np.eye(3, dtype=int), np.zeros(3))]
+    if not sym:
+        return identity
+    ops = [
+        (rot, trans)
+        for rot, trans in zip(sym["rotations"], sym["translations"], strict=True)
+        if rot[2].tolist() == [0, 0, 1] and abs(trans[2] - round(trans[2])) < 1e-3
+    ]
+    return ops or identity
+
+
+def symmetry_rmsd(
+    a: np.ndarray, b: np.ndarray, cell: np.ndarray, ops: list[tuple[np.ndarray, np.ndarray]]
+) -> float:
+    """Smallest RMSD (Å, minimum image) between points ``b`` and the images of points ``a`` under ``ops``."""
+    inv = np.linalg.inv(cell)
+    fa, fb = np.asarray(a) @ inv, np.asarray(b) @ inv
+    best = np.inf
+    for rot, trans in ops:
+        d = fa @ rot.T + trans - fb
+        d -= np.round(d)
+        best = min(best, float(np.sqrt(((d @ cell) ** 2).sum(axis=1).mean())))
+    return best
