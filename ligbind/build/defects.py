@@ -2,8 +2,9 @@
 
 Interstitial candidates on the PbX2 surface: atop an undercoordinated Pb (the halide completes its octahedron)
 and the hollow above the centre of four surface Pb. Pairs are enumerated vacancy × interstitial, farthest
-first and alternating the interstitial kind, one of each set of pairs related by a symmetry of the host, skipping interstitials next to the vacancy (near pairs relax
-back into it: measured E_F ≈ 0.03 eV at 4.2 Å) and next to an adsorbate.
+first and alternating the interstitial kind, keeping one of each set of pairs related by a symmetry of the
+host, and skipping interstitials next to the vacancy (near pairs relax back into it: measured E_F ≈ 0.03 eV
+at 4.2 Å) and next to an adsorbate.
 """
 
 from __future__ import annotations

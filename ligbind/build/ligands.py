@@ -598,7 +598,7 @@ def _parse(smiles: Any) -> Chem.Mol | None:
 def smiles_atom_count(smiles: str) -> int:
     """Number of atoms, hydrogens included, of a SMILES (0 if it does not parse)."""
     mol = _parse(smiles)
-    return Chem.AddHs(mol).GetNumAtoms() if mol is not None else 0
+    return sum(_element_counts(mol).values()) if mol is not None else 0
 
 
 def _formal_charge(mol: Chem.Mol) -> int:

@@ -18,6 +18,7 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import fireworks.core.rocket  # noqa: E402
 from fireworks import FiretaskBase, Firework, FWAction, FWorker, LaunchPad, Workflow, explicit_serialize  # noqa: E402
@@ -296,21 +297,6 @@ def default_workers(c: dict[str, Any]) -> int:
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-@contextmanager
-def _environment(values: dict[str, str]):
-    """Set environment variables for the processes started inside (spawned workers read them at start-up)."""
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
 def _worker_init() -> None:
     """Parallel worker: die with the `ligbind run` process (kill -9 included)."""
     try:
@@ -322,9 +308,9 @@ def _worker_init() -> None:
         pass
 
 
-def _calculate(c: dict[str, Any], params: dict[str, Any]) -> None:
-    """Worker process: run one calculation step; its result lands in the results store."""
-    run_step(c, params["step"], params.get("ligand"), params.get("config"), params.get("other"))
+def _calculate(c: dict[str, Any], step: str, ligand: str | None, config: int | None) -> None:
+    """Worker process: run one calculation step; its result lands in the results store (nothing sent back)."""
+    run_step(c, step, ligand, config)
 
 
 def _step_cost(c: dict[str, Any], params: dict[str, Any]) -> float:
@@ -436,20 +422,21 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    running: dict[Any, int] = {}  # future -> fw_id
+    running: dict[Any, tuple[int, str]] = {}  # future -> (fw_id, _ligbind_id)
     calculated: set[int] = set()
     costs: dict[int, float] = {}
     # One OpenMP/BLAS thread per worker, set before the worker starts: dftd3's OpenMP threads otherwise spin
     # against the other workers (measured: 0.88 instead of 0.58 s per force call on a 131-atom complex).
     context = multiprocessing.get_context("spawn")
     with (
-        _environment(SINGLE_THREAD_ENV),
+        patch.dict(os.environ, SINGLE_THREAD_ENV),
         ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool,
     ):
         try:
             while max_fireworks is None or launcher.ran < max_fireworks:
                 ready = launcher.ready()
                 params = {d["fw_id"]: d["spec"]["_tasks"][0] for d in ready}
+                ready_ids = {d["fw_id"]: d["spec"]["_ligbind_id"] for d in ready}
                 # Rockets whose work is done (or that only analyse) run here, one at a time
                 launchable = [
                     i for i, p in params.items() if p["step"] not in CALCULATION_STEPS or i in calculated
@@ -457,28 +444,25 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                 if launchable:
                     launcher.launch(launchable[0])
                     continue
-                busy = set(running.values())
-                waiting = [i for i, p in params.items() if i not in busy and i not in calculated]
+                busy = {fw_id for fw_id, _ in running.values()}
+                waiting = [i for i in params if i not in busy and i not in calculated]
                 for i in waiting:
                     costs.setdefault(i, _step_cost(c, params[i]))
                 for i in sorted(waiting, key=lambda i: -costs[i])[: max(0, workers - len(running))]:
-                    running[pool.submit(_calculate, c, _plain(params[i]))] = i
+                    p = params[i]
+                    future = pool.submit(_calculate, c, p["step"], p.get("ligand"), p.get("config"))
+                    running[future] = (i, ready_ids[i])
                 if not running:
                     return
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
-                    fw_id = running.pop(future)
+                    fw_id, ligbind_id = running.pop(future)
                     calculated.add(fw_id)
                     if future.exception() is not None:
-                        ligbind_id = next(d["spec"]["_ligbind_id"] for d in ready if d["fw_id"] == fw_id)
                         _PREFETCH_ERRORS[ligbind_id] = future.exception()
         finally:
             for future in running:
                 future.cancel()
-
-
-def _plain(task: dict[str, Any]) -> dict[str, Any]:
-    return {k: task.get(k) for k in ("step", "ligand", "config", "other")}
 
 
 def _fw_label(lpad, fw_id: int) -> str:
