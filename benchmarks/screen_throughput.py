@@ -68,8 +68,8 @@ def plain_loop(campaign: Path) -> dict:
     from chgnet.model.dynamics import CHGNetCalculator
     from dftd3.ase import DFTD3
 
-    from ligbind.build import ligands
-    from ligbind.build.placement import place_ligand
+    from ligbind.builders import ligands
+    from ligbind.builders.placement import place_ligand
     from ligbind.engine.campaign import campaign_slab, entry_from_spec, load_campaign
     from ligbind.recipes import ligand_cell_structure
 

@@ -21,7 +21,7 @@ def _print(payload: Any, as_json: bool, text: str | None = None) -> None:
 
 
 def _atoms_summary(atoms, path: Path | None = None) -> dict[str, Any]:
-    from ligbind.build.slab import slab_mask
+    from ligbind.builders.slab import slab_mask
 
     summary = {
         "formula": atoms.get_chemical_formula(),
@@ -38,7 +38,7 @@ def _atoms_summary(atoms, path: Path | None = None) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------------------------- build
 def cmd_build_slab(args: argparse.Namespace) -> None:
-    from ligbind.build.slab import build_slab
+    from ligbind.builders.slab import build_slab
     from ligbind.io import structure_format, write_structure
 
     structure_format(args.output)
@@ -65,7 +65,7 @@ def cmd_build_slab(args: argparse.Namespace) -> None:
 
 
 def cmd_build_ligand(args: argparse.Namespace) -> None:
-    from ligbind.build.ligands import build_ligand
+    from ligbind.builders.ligands import build_ligand
     from ligbind.io import structure_format, write_structure
 
     if (args.name is None) == (args.smiles is None):
@@ -80,7 +80,7 @@ def cmd_build_ligand(args: argparse.Namespace) -> None:
 
 
 def cmd_build_complex(args: argparse.Namespace) -> None:
-    from ligbind.build.placement import anchor_sites, place_ligand
+    from ligbind.builders.placement import anchor_sites, place_ligand
     from ligbind.io import read_structure, write_structure
 
     slab = read_structure(args.slab)
@@ -100,7 +100,7 @@ def cmd_build_complex(args: argparse.Namespace) -> None:
 
 
 def cmd_ligands(args: argparse.Namespace) -> None:
-    from ligbind.build.ligands import load_library
+    from ligbind.builders.ligands import load_library
 
     lib = load_library()
     rows = [
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_build_complex)
 
-    p = sub.add_parser("ligands", help="list the ligand library (structures/ligands.yaml)")
+    p = sub.add_parser("ligands", help="list the ligand library (ligbind/data/ligands.yaml)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_ligands)
 

@@ -23,9 +23,9 @@ from ligbind.analysis.energies import (
     exchange_binding_energy,
     frenkel_energy,
 )
-from ligbind.build.ligands import LigandEntry, ligand_conformers, resolve_ligand
-from ligbind.build.placement import place_ligand
-from ligbind.build.slab import check_pbi2_terminated, vacuum_thickness
+from ligbind.builders.ligands import LigandEntry, ligand_conformers, resolve_ligand
+from ligbind.builders.placement import place_ligand
+from ligbind.builders.slab import check_pbi2_terminated, vacuum_thickness
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result, relax
 from ligbind.protocols import load_protocol, protocol_hash
@@ -360,7 +360,7 @@ def evaluate_frenkel(
 def _frenkel_on(
     host: Result, protocol, store, workdir, max_pairs, progress, tag: str
 ) -> tuple[float | None, list]:
-    from ligbind.build.defects import frenkel_pairs
+    from ligbind.builders.defects import frenkel_pairs
 
     pairs = []
     for defect in frenkel_pairs(host.atoms, max_pairs=max_pairs):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from ase import Atoms
 
-from ligbind.build.slab import build_slab
+from ligbind.builders.slab import build_slab
 
 
 @pytest.fixture(scope="session")

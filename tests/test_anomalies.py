@@ -19,8 +19,8 @@ from ligbind.analysis.anomalies import (
     n_fragments,
     pb_x_bonds,
 )
-from ligbind.build.placement import place_ligand
-from ligbind.build.slab import build_slab, surface_halides
+from ligbind.builders.placement import place_ligand
+from ligbind.builders.slab import build_slab, surface_halides
 
 
 @pytest.fixture(scope="module")

@@ -11,8 +11,8 @@ from ase.constraints import FixAtoms
 from ase.geometry import find_mic
 from ase.neighborlist import neighbor_list
 
-from ligbind.build.bulk import PHASES, bulk, get_phase
-from ligbind.build.slab import (
+from ligbind.builders.bulk import PHASES, bulk, get_phase
+from ligbind.builders.slab import (
     build_slab,
     check_pbi2_terminated,
     find_layers,

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from ase.constraints import FixAtoms
 
-from ligbind.build.ligands import load_library
-from ligbind.build.placement import BOND_LENGTH, anchor_sites
-from ligbind.build.slab import build_slab, find_layers, termination
+from ligbind.builders.ligands import load_library
+from ligbind.builders.placement import BOND_LENGTH, anchor_sites
+from ligbind.builders.slab import build_slab, find_layers, termination
 from ligbind.cli import build_parser
 from ligbind.io import read_structure, write_structure
 

@@ -8,9 +8,9 @@ from ase import Atoms
 from ase.geometry import find_mic, get_distances
 from ase.neighborlist import neighbor_list
 
-from ligbind.build.defects import MIN_LIGAND_DISTANCE, MIN_SEPARATION, frenkel_pairs
-from ligbind.build.placement import ligand_indices, place_ligand
-from ligbind.build.slab import HALIDES, build_slab, find_layers
+from ligbind.builders.defects import MIN_LIGAND_DISTANCE, MIN_SEPARATION, frenkel_pairs
+from ligbind.builders.placement import ligand_indices, place_ligand
+from ligbind.builders.slab import HALIDES, build_slab, find_layers
 from ligbind.errors import LigbindError
 
 

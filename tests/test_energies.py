@@ -21,7 +21,7 @@ from ligbind.analysis.energies import (
     reaction_energy,
     supercell_multiple,
 )
-from ligbind.build.slab import build_slab
+from ligbind.builders.slab import build_slab
 from ligbind.errors import LigbindError
 
 P = "protocol-hash-A"

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from ligbind.build.slab import build_slab
+from ligbind.builders.slab import build_slab
 from ligbind.io import write_structure
 from ligbind.store import ResultStore
 

@@ -15,7 +15,7 @@ from dftd3.ase import DFTD3
 
 import ligbind.calculators.gpaw as gpaw_backend
 import ligbind.jobs
-from ligbind.build.slab import build_slab
+from ligbind.builders.slab import build_slab
 from ligbind.calculators.gpaw import electron_count, needs_dipole_correction, prepare_atoms
 from ligbind.errors import LigbindError, UnconvergedError
 from ligbind.jobs import relax, single_point

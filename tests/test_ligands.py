@@ -9,7 +9,7 @@ import pytest
 from ase.data import atomic_numbers, covalent_radii
 from rdkit import Chem
 
-from ligbind.build.ligands import (
+from ligbind.builders.ligands import (
     AUTO_ANCHORS,
     LigandEntry,
     build_ligand,

@@ -15,7 +15,7 @@ import ligbind.calculators
 import ligbind.jobs
 from ligbind.analysis.anomalies import BASIN_RMSD, framework_rmsd, pb_x_bonds
 from ligbind.analysis.tables import binding_table, write_tables
-from ligbind.build.slab import build_slab
+from ligbind.builders.slab import build_slab
 from ligbind.jobs import result_from_row
 from ligbind.protocols import load_protocol
 from ligbind.recipes import bind

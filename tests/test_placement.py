@@ -12,9 +12,9 @@ from ase import Atoms
 from ase.constraints import FixAtoms
 from ase.geometry import find_mic, get_distances
 
-from ligbind.build.ligands import ANCHOR_ELEMENTS, ligand_conformers, resolve_ligand
-from ligbind.build.placement import BOND_LENGTH, anchor_sites, ligand_indices, place_ligand
-from ligbind.build.slab import HALIDES, build_slab, find_layers, surface_pb
+from ligbind.builders.ligands import ANCHOR_ELEMENTS, ligand_conformers, resolve_ligand
+from ligbind.builders.placement import BOND_LENGTH, anchor_sites, ligand_indices, place_ligand
+from ligbind.builders.slab import HALIDES, build_slab, find_layers, surface_pb
 from ligbind.errors import LigbindError
 
 K = 3
@@ -318,8 +318,8 @@ def test_configurations_are_not_symmetry_images(slab_2x2, name, k):
 
 
 def test_symmetry_image_of_a_configuration_is_recognised(slab_2x2):
-    from ligbind.build.placement import Candidate, _same_configuration
-    from ligbind.build.slab import surface_symmetry
+    from ligbind.builders.placement import Candidate, _same_configuration
+    from ligbind.builders.slab import surface_symmetry
 
     ops = surface_symmetry(slab_2x2)
     assert len(ops) > 1  # the tilted 2x2 slab has in-plane symmetry

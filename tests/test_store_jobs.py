@@ -402,8 +402,8 @@ def test_rows_are_browsable_with_ase_db(ml, reference, tmp_path):
 @pytest.mark.slow
 def test_prerelaxation_of_an_adsorbate_keeps_the_slab_fixed(tmp_path):
     """The cheap stage moves only the adsorbate: the slab is already relaxed with the main protocol."""
-    from ligbind.build.placement import place_ligand
-    from ligbind.build.slab import build_slab
+    from ligbind.builders.placement import place_ligand
+    from ligbind.builders.slab import build_slab
     from ligbind.protocols import load_protocol
 
     placed = place_ligand(build_slab(), "methylamine", n_configs=1)[0]

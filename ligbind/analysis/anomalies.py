@@ -15,8 +15,8 @@ from ase.neighborlist import natural_cutoffs, neighbor_list
 from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import connected_components
 
-from ligbind.build.placement import BOND_LENGTH
-from ligbind.build.slab import HALIDES
+from ligbind.builders.placement import BOND_LENGTH
+from ligbind.builders.slab import HALIDES
 
 DESORPTION_MARGIN = 0.6  # Å beyond the Pb–anchor bond length
 PB_X_CUTOFF = 3.8  # Å: Pb–X bond in the framework

@@ -25,7 +25,7 @@ def needs_dipole_correction(atoms: Atoms, setting: Any = "auto") -> bool:
         return bool(setting) and is_slab(atoms)
     if not is_slab(atoms):
         return False
-    from ligbind.build.slab import termination
+    from ligbind.builders.slab import termination
 
     top, bottom = termination(atoms)
     return top != bottom or bool(np.any(atoms.get_tags() > 0))

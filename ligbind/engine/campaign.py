@@ -16,8 +16,8 @@ from typing import Any
 import yaml
 from ase import Atoms
 
-from ligbind.build.ligands import LigandEntry, resolve_ligand, truncate_alkyl
-from ligbind.build.slab import build_slab
+from ligbind.builders.ligands import LigandEntry, resolve_ligand, truncate_alkyl
+from ligbind.builders.slab import build_slab
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result, stored_result
 from ligbind.protocols import load_protocol
@@ -192,7 +192,7 @@ def ligand_spec(c: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _ligand_structure(c, entry: LigandEntry) -> Atoms:
-    from ligbind.build.ligands import ligand_conformers
+    from ligbind.builders.ligands import ligand_conformers
     from ligbind.recipes import ligand_cell_structure
 
     mol = ligand_cell_structure(ligand_conformers(entry, n_conformers=4)[0], campaign_slab(c), c["protocol"])
@@ -222,7 +222,7 @@ def step_ligand(c: dict[str, Any], name: str, byproduct: bool = False) -> Result
 
 def placed_configurations(c: dict[str, Any], name: str, host: Atoms, relaxed_ligand: Atoms | None) -> list[Atoms]:
     """Candidate configurations of ``name`` on ``host`` (cached on disk: same structures in every step)."""
-    from ligbind.build.placement import place_ligand
+    from ligbind.builders.placement import place_ligand
     from ligbind.protocols import protocol_hash
 
     spec = ligand_spec(c, name)
@@ -323,7 +323,7 @@ def binding_best_complex(c: dict[str, Any], name: str) -> Result:
 def step_coadsorption(c: dict[str, Any], a: str, b: str) -> dict[str, Any]:
     """Eb(A+B) and ΔE_inter: B placed on A's best complex, lowest relaxed configuration."""
     from ligbind.analysis.energies import Term, coadsorption_energy, interaction_energy
-    from ligbind.build.placement import place_ligand
+    from ligbind.builders.placement import place_ligand
     from ligbind.jobs import relax
     from ligbind.protocols import protocol_hash
 
@@ -383,7 +383,7 @@ def frenkel_host(c: dict[str, Any], ligand: str | None) -> Result:
 
 
 def frenkel_structures(c: dict[str, Any], ligand: str | None) -> list[Atoms]:
-    from ligbind.build.defects import frenkel_pairs
+    from ligbind.builders.defects import frenkel_pairs
 
     host = frenkel_host(c, ligand)
     return frenkel_pairs(host.atoms, max_pairs=c["compute"]["frenkel"]["pairs"])

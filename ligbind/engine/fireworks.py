@@ -320,7 +320,7 @@ def _step_cost(c: dict[str, Any], params: dict[str, Any]) -> float:
     lig = params.get("ligand")
     size = 0
     if lig:
-        from ligbind.build.ligands import smiles_atom_count
+        from ligbind.builders.ligands import smiles_atom_count
         from ligbind.engine.campaign import entry_from_spec, ligand_spec
 
         size = smiles_atom_count(entry_from_spec(ligand_spec(c, lig)).smiles)

@@ -64,7 +64,7 @@ def get_phase(material: str, phase: str | None = None) -> Phase:
 
 def methylammonium() -> Atoms:
     """A methylammonium cation (CH3NH3+) from RDKit, C–N axis along +x, centred at the origin."""
-    from ligbind.build.ligands import LigandEntry, ligand_conformers
+    from ligbind.builders.ligands import LigandEntry, ligand_conformers
 
     # a user SMILES needs a lone-pair anchor, which CH3NH3+ lacks: use an explicit entry (N as the "anchor")
     entry = LigandEntry("MA", "C[NH3+]", 1, "[NX4+:1]", 1, "methylammonium A-site cation")

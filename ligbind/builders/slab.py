@@ -16,7 +16,7 @@ from ase.build import make_supercell
 from ase.constraints import FixAtoms
 from ase.geometry import get_distances
 
-from ligbind.build.bulk import bulk, get_phase
+from ligbind.builders.bulk import bulk, get_phase
 from ligbind.errors import LigbindError
 
 HALIDES = ("I", "Br", "Cl")

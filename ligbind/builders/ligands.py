@@ -1,4 +1,4 @@
-"""Ligand library (``structures/ligands.yaml``) and the RDKit 3D ligand builder.
+"""Ligand library (``ligbind/data/ligands.yaml``) and the RDKit 3D ligand builder.
 
 Every ligand is a :class:`LigandEntry`: SMILES, total charge, anchor atoms (a SMARTS with atom-map numbers on
 the atoms that bind surface Pb), default denticity, a note, and optionally an X-site exchange reaction.
@@ -81,11 +81,12 @@ class LigandEntry:
 
 
 def library_path() -> Path:
-    """Path of the ligand library: ``$LIGBIND_LIGANDS`` if set, else ``<repo>/structures/ligands.yaml``."""
+    """Path of the ligand library: ``$LIGBIND_LIGANDS`` if set, else the one shipped in the package
+    (``ligbind/data/ligands.yaml``)."""
     env = os.environ.get("LIGBIND_LIGANDS")
     if env:
         return Path(env).expanduser()
-    return Path(ligbind.__file__).resolve().parents[1] / "structures" / "ligands.yaml"
+    return Path(ligbind.__file__).resolve().parent / "data" / "ligands.yaml"
 
 
 def polymer_smiles(amide: str, n: int, tail_carbons: int = DEFAULT_TAIL_CARBONS) -> str:

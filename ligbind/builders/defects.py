@@ -15,7 +15,7 @@ import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
 
-from ligbind.build.slab import (
+from ligbind.builders.slab import (
     check_pbi2_terminated,
     surface_halides,
     surface_pb,

@@ -18,8 +18,8 @@ from scipy.optimize import minimize
 from scipy.spatial.distance import cdist
 from scipy.spatial.transform import Rotation
 
-from ligbind.build.ligands import LigandEntry, ligand_conformers, resolve_ligand
-from ligbind.build.slab import (
+from ligbind.builders.ligands import LigandEntry, ligand_conformers, resolve_ligand
+from ligbind.builders.slab import (
     HALIDES,
     check_pbi2_terminated,
     surface_halides,
