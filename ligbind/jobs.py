@@ -21,8 +21,8 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.io import Trajectory
 
-from ligbind.calculators import check_input, make_calculator, scf_attempts, scf_failures
-from ligbind.errors import LigbindError, NonFiniteEnergyError, UnconvergedError
+from ligbind.calculators import backend_of, make_calculator
+from ligbind.errors import NonFiniteEnergyError, UnconvergedError
 from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore, atoms_from_row, calculation_key
 
@@ -175,14 +175,6 @@ def _resolve(protocol: str | dict[str, Any]) -> dict[str, Any]:
     return load_protocol(protocol) if isinstance(protocol, str) else protocol
 
 
-def _prepare(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
-    if protocol["backend"] == "gpaw":
-        from ligbind.calculators.gpaw import prepare_atoms
-
-        return prepare_atoms(atoms, protocol)
-    return atoms.copy()
-
-
 def single_point(
     atoms: Atoms,
     protocol: str | dict[str, Any],
@@ -195,23 +187,24 @@ def single_point(
     key = calculation_key("single_point", atoms, protocol)
     if store is not None and (row := store.get(key)) is not None:
         return result_from_row(row, protocol)
-    check_input(protocol, atoms)
+    backend = backend_of(protocol)
+    backend.check_input(atoms, protocol)
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    work = _prepare(atoms, protocol)
+    work = backend.prepare(atoms, protocol)
     last_error: Exception | None = None
-    for attempt in range(scf_attempts(protocol)):
+    for attempt in range(backend.scf_attempts(protocol)):
         work.calc = make_calculator(protocol, atoms=work, directory=workdir, label=key, attempt=attempt)
         counter = _count_calls(work.calc)
         try:
             energy, forces = _checked_energy(work)
             break
-        except scf_failures(protocol) as exc:
+        except backend.scf_failures(protocol) as exc:
             last_error = exc
     else:
         raise UnconvergedError(
-            f"SCF did not converge after {scf_attempts(protocol)} mixer settings: {last_error}"
+            f"SCF did not converge after {backend.scf_attempts(protocol)} mixer settings: {last_error}"
         )
     final = atoms.copy()
     final.calc = SinglePointCalculator(final, energy=energy, forces=forces)
@@ -259,9 +252,12 @@ def relax(
     key = calculation_key("relax", atoms, protocol)
     if store is not None and (row := store.get(key)) is not None:
         return result_from_row(row, protocol)
-    check_input(protocol, atoms)  # before the pre-relaxation: bad input costs nothing and writes nothing
-    start = time.perf_counter()
+    backend = backend_of(protocol)
+    backend.check_input(atoms, protocol)  # before the pre-relaxation: bad input costs nothing, writes nothing
     workdir = Path(workdir)
+    if protocol["run"]["dry_run"]:
+        raise DryRun(str(backend.write_inputs(atoms, protocol, workdir / key)))
+    start = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
 
     pre_info = None
@@ -284,8 +280,9 @@ def relax(
         start_atoms.info = dict(atoms.info)
         start_atoms.set_constraint(atoms.constraints)
 
-    if protocol["backend"] == "vasp":
-        result = _relax_vasp(start_atoms, protocol, key, workdir)
+    if backend.runs_own_optimizer:
+        final, energy, fmax, converged, n_steps, calls = backend.relax(start_atoms, protocol, key, workdir)
+        result = Result(key, "relax", final, energy, fmax, converged, n_steps, calls, protocol)
     else:
         result = _relax_ase(start_atoms, protocol, key, workdir)
     result.prerelax = pre_info
@@ -315,8 +312,11 @@ def _throttled(dump, share: float = 0.05):
     return write
 
 
-def _frame_writer(traj: Trajectory, work: Atoms, last_positions: np.ndarray | None):
-    """Trajectory observer that skips a frame identical to the last one written (the start of a resumed run)."""
+def _frame_writer(traj: Trajectory, work: Atoms, last_positions: np.ndarray | None, after=lambda: None):
+    """Trajectory observer that skips a frame identical to the last one written (the start of a resumed run).
+
+    ``after`` runs once each frame is written (it records the force calls so far, for a resumed run's total).
+    """
     last = [last_positions]
 
     def write() -> None:
@@ -324,6 +324,7 @@ def _frame_writer(traj: Trajectory, work: Atoms, last_positions: np.ndarray | No
             return
         traj.write()
         last[0] = work.positions.copy()
+        after()
 
     return write
 
@@ -332,7 +333,9 @@ def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) 
     settings = protocol["relax"]
     traj_path = workdir / f"{key}.traj"
     restart_path = workdir / f"{key}.opt.json"
-    work = _prepare(atoms, protocol)
+    calls_path = workdir / f"{key}.calls"  # force calls of earlier, interrupted runs of this relaxation
+    backend = backend_of(protocol)
+    work = backend.prepare(atoms, protocol)
     done_steps = 0
     last_frame: np.ndarray | None = None
     if traj_path.exists() and traj_path.stat().st_size > 0:
@@ -345,20 +348,22 @@ def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) 
         except Exception:  # a trajectory cut mid-write is unreadable: start afresh, optimizer state included
             traj_path.unlink()
             restart_path.unlink(missing_ok=True)
+    try:
+        previous_calls = int(calls_path.read_text()) if traj_path.exists() else 0
+    except (OSError, ValueError):
+        previous_calls = 0
     if restart_path.exists():
         try:
             json.loads(restart_path.read_text())
         except ValueError:  # optimizer state cut mid-write: the optimizer would fail on it at every rerun
             restart_path.unlink()
-    optimizer_cls = getattr(ase.optimize, settings.get("optimizer", "BFGS"), None)
-    if optimizer_cls is None:
-        raise LigbindError(f"unknown ASE optimizer '{settings.get('optimizer')}'")
-    max_steps = int(settings.get("steps", 300))
-    fmax = float(settings.get("fmax", 0.05))
-    calls = 0
+    optimizer_cls = getattr(ase.optimize, settings["optimizer"])
+    max_steps = int(settings["steps"])
+    fmax = float(settings["fmax"])
+    calls = previous_calls
     converged = False
     last_error: Exception | None = None
-    for attempt in range(scf_attempts(protocol)):
+    for attempt in range(backend.scf_attempts(protocol)):
         work.calc = make_calculator(protocol, atoms=work, directory=workdir, label=key, attempt=attempt)
         counter = _count_calls(work.calc)
         opt_kwargs: dict[str, Any] = {"logfile": str(workdir / f"{key}.log")}
@@ -369,11 +374,12 @@ def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) 
                 opt = optimizer_cls(work, **opt_kwargs)
                 if "restart" in opt_kwargs:
                     opt.dump = _throttled(opt.dump)
-                opt.attach(_frame_writer(traj, work, last_frame), interval=1)
+                record = lambda: calls_path.write_text(str(calls + counter[0]))  # noqa: B023, E731
+                opt.attach(_frame_writer(traj, work, last_frame, record), interval=1)
                 converged = bool(opt.run(fmax=fmax, steps=max(0, max_steps - done_steps)))
             calls += counter[0]
             break
-        except scf_failures(protocol) as exc:
+        except backend.scf_failures(protocol) as exc:
             calls += counter[0]
             last_error = exc
             frames = Trajectory(str(traj_path)) if traj_path.exists() else []
@@ -381,7 +387,7 @@ def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) 
             last_frame = frames[-1].positions.copy() if len(frames) else None
     else:
         raise UnconvergedError(
-            f"SCF did not converge with any of {scf_attempts(protocol)} mixer settings: {last_error}"
+            f"SCF did not converge with any of {backend.scf_attempts(protocol)} mixer settings: {last_error}"
         )
     done_steps = max(0, len(Trajectory(str(traj_path))) - 1)  # steps = distinct frames after the start
     energy, forces = _checked_energy(work)
@@ -402,25 +408,5 @@ def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) 
     )
 
 
-def _relax_vasp(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) -> Result:
-    from ligbind.calculators.vasp import run_vasp
-
-    outcome = run_vasp(atoms, protocol, workdir / key, dry_run=bool(protocol.get("dry_run")))
-    if outcome.status == "dry-run":
-        raise DryRun(str(outcome.directory))
-    final = outcome.atoms
-    return Result(
-        key,
-        "relax",
-        final,
-        float(outcome.energy),
-        float(outcome.fmax),
-        bool(outcome.converged),
-        int(outcome.n_steps),
-        int(outcome.n_steps),
-        protocol,
-    )
-
-
 class DryRun(Exception):
-    """Raised when a VASP calculation was only written (``--dry-run``); carries the input directory."""
+    """Raised when a calculation was only written (``run.dry_run``); carries the input directory."""

@@ -1,79 +1,125 @@
-"""One calculator factory per backend, each reading a resolved protocol.
+"""Backend registry: one module per calculation backend, each exposing one :class:`Backend` object.
 
-``make_calculator(protocol, ...)`` returns an ASE Calculator for the ``ml`` and ``gpaw`` backends (D3 added
-through the dftd3 package where the protocol asks). VASP runs its own relaxation through custodian
-(:mod:`ligbind.calculators.vasp`), so it has no Calculator here.
+A backend says what it can do (DFT or not, charged systems, spin, its own optimizer, dry runs) and makes the
+ASE calculator for a protocol. Adding a backend (Quantum ESPRESSO, another ML potential) is one module with a
+``BACKEND`` object, one protocol YAML in ``ligbind/protocols/`` and one line in :data:`BACKENDS`.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.calculators.mixing import SumCalculator
+from pydantic import BaseModel
 
 from ligbind.errors import LigbindError
 
-BACKENDS = ("ml", "gpaw", "vasp")
+# name -> module holding its BACKEND object (imported only when used)
+BACKENDS: dict[str, str] = {
+    "chgnet": "ligbind.calculators.chgnet",
+    "sevennet": "ligbind.calculators.sevennet",
+    "gpaw": "ligbind.calculators.gpaw",
+    "vasp": "ligbind.calculators.vasp",
+}
+
+
+class Backend:
+    """What a backend can do, and how to compute with it. Subclasses override what differs.
+
+    Attributes
+    ----------
+    name : registry name, the protocol's ``backend:`` value.
+    section : protocol key holding the backend's own settings (None: it has none).
+    settings_model : pydantic model of that section (unknown keys refused).
+    is_dft : results are DFT (tables label everything else "ML potential, not DFT").
+    supports_charge : can compute a charged system (``atoms.info['charge']`` != 0).
+    runs_own_optimizer : relaxes through its own program (VASP) instead of an ASE optimizer.
+    parallel_runs : calculations may run in several worker processes side by side.
+    """
+
+    name: ClassVar[str]
+    section: ClassVar[str | None] = None
+    settings_model: ClassVar[type[BaseModel] | None] = None
+    is_dft: ClassVar[bool] = False
+    supports_charge: ClassVar[bool] = False
+    runs_own_optimizer: ClassVar[bool] = False
+    parallel_runs: ClassVar[bool] = True
+
+    def calculator(
+        self, protocol: dict[str, Any], atoms: Atoms, directory: Path, label: str, attempt: int = 0
+    ) -> Calculator:
+        """The ASE calculator (without dispersion) for ``attempt`` (> 0: softer SCF settings)."""
+        raise LigbindError(f"the {self.name} backend has no ASE calculator")
+
+    def prepare(self, atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
+        """A copy of ``atoms`` set up the way the backend wants it (pbc, initial moments, ...)."""
+        return atoms.copy()
+
+    def check_input(self, atoms: Atoms, protocol: dict[str, Any]) -> None:
+        """Refuse input the backend cannot compute, before any work is done."""
+        charge = int(atoms.info.get("charge", 0) or 0)
+        if charge and not self.supports_charge:
+            raise LigbindError(
+                f"the {self.name} backend cannot treat a charged system (charge {charge:+d} on "
+                f"{atoms.get_chemical_formula()}): use a DFT protocol or a neutral unit"
+            )
+
+    def scf_failures(self, protocol: dict[str, Any]) -> tuple[type[Exception], ...]:
+        """Exceptions meaning 'the SCF did not converge; retry with softer settings'."""
+        return ()
+
+    def scf_attempts(self, protocol: dict[str, Any]) -> int:
+        """How many SCF settings are tried before giving up (1 = no retry)."""
+        return 1
+
+    def default_workers(self, protocol: dict[str, Any]) -> int:
+        """Worker processes a campaign runs side by side: one per core unless the backend parallelises itself."""
+        return max(1, len(os.sched_getaffinity(0))) if self.parallel_runs else 1
+
+    def relax(self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path):
+        """Own-optimizer backends: relax and return (atoms, energy, fmax, converged, n_steps, force_calls)."""
+        raise NotImplementedError
+
+    def write_inputs(self, atoms: Atoms, protocol: dict[str, Any], directory: Path) -> Path:
+        """Write the input files of one calculation without running it (``--dry-run``)."""
+        raise LigbindError(f"--dry-run writes input files; the {self.name} backend has none")
+
+
+def get_backend(name: str) -> Backend:
+    """The registered backend ``name``."""
+    if name not in BACKENDS:
+        raise LigbindError(f"unknown backend '{name}' (known: {', '.join(BACKENDS)})")
+    return importlib.import_module(BACKENDS[name]).BACKEND
+
+
+def backend_of(protocol: dict[str, Any]) -> Backend:
+    """The backend a resolved protocol names."""
+    return get_backend(protocol["backend"])
 
 
 def with_dispersion(calc: Calculator, protocol: dict[str, Any]) -> Calculator:
-    """Add DFT-D3 (dftd3 package) to ``calc`` when ``protocol['dispersion']['method']`` is not 'none'."""
-    disp = protocol.get("dispersion") or {}
-    method = disp.get("method", "none")
-    if method in (None, "none"):
+    """Add DFT-D3 (dftd3 package) to ``calc`` unless ``protocol['dispersion']['method']`` is 'none'."""
+    disp = protocol["dispersion"]
+    if disp["method"] == "none":
         return calc
     from dftd3.ase import DFTD3
 
-    return SumCalculator([calc, DFTD3(method=disp.get("xc", "pbe"), damping=method)])
+    return SumCalculator([calc, DFTD3(method=disp["xc"], damping=disp["method"])])
 
 
 def make_calculator(
     protocol: dict[str, Any],
     *,
-    atoms: Atoms | None = None,
+    atoms: Atoms,
     directory: str | Path = ".",
     label: str = "calc",
     attempt: int = 0,
 ) -> Calculator:
-    """ASE calculator for ``protocol`` (``attempt`` > 0 selects softer SCF settings where the backend has them)."""
-    backend = protocol.get("backend")
-    if backend == "ml":
-        from ligbind.calculators.ml import ml_calculator
-
-        return with_dispersion(ml_calculator(protocol), protocol)
-    if backend == "gpaw":
-        from ligbind.calculators.gpaw import gpaw_calculator
-
-        return with_dispersion(gpaw_calculator(protocol, atoms, Path(directory), label, attempt), protocol)
-    if backend == "vasp":
-        raise LigbindError("the vasp backend runs through custodian, not as an ASE calculator")
-    raise LigbindError(
-        f"unknown backend '{backend}' in protocol '{protocol.get('name')}' (known: {BACKENDS})"
-    )
-
-
-def check_input(protocol: dict[str, Any], atoms: Atoms) -> None:
-    """Refuse input the backend cannot compute, before any work (pre-relaxation included) is done."""
-    if protocol.get("backend") == "gpaw":
-        from ligbind.calculators.gpaw import check_spin
-
-        check_spin(atoms, int(atoms.info.get("charge", 0) or 0), bool(protocol["gpaw"].get("spinpol")))
-
-
-def scf_failures(protocol: dict[str, Any]) -> tuple[type[Exception], ...]:
-    """Exceptions meaning 'the SCF did not converge; retry with softer settings'."""
-    if protocol.get("backend") == "gpaw":
-        from gpaw import KohnShamConvergenceError
-
-        return (KohnShamConvergenceError,)
-    return ()
-
-
-def scf_attempts(protocol: dict[str, Any]) -> int:
-    """How many SCF settings the backend tries before giving up (1 = no retry)."""
-    if protocol.get("backend") == "gpaw":
-        return 1 + len(protocol["gpaw"].get("scf_retries") or [])
-    return 1
+    """ASE calculator for ``protocol`` with its dispersion correction."""
+    calc = backend_of(protocol).calculator(protocol, atoms, Path(directory), label, attempt)
+    return with_dispersion(calc, protocol)

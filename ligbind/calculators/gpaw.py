@@ -3,13 +3,51 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
+from pydantic import Field
 
+from ligbind.calculators import Backend
 from ligbind.errors import LigbindError
+from ligbind.protocols import StrictModel
+
+
+class MixerSettings(StrictModel):
+    beta: float = Field(gt=0, le=1)
+    nmaxold: int = Field(ge=1, le=100)
+    weight: float = Field(gt=0)
+
+
+class OccupationSettings(StrictModel):
+    name: Literal["fermi-dirac"]
+    width: float = Field(ge=0, le=1, description="eV")
+
+
+class ConvergenceSettings(StrictModel):
+    energy: float = Field(gt=0)
+    density: float = Field(gt=0)
+
+
+class GpawSettings(StrictModel):
+    """The ``gpaw:`` section of a protocol (every value comes from the preset YAML)."""
+
+    mode: Literal["lcao", "pw"]
+    basis: str = Field(min_length=1)
+    ecut: float = Field(gt=0, description="eV, pw mode only")
+    h: float = Field(gt=0.05, le=0.5, description="grid spacing, Å")
+    xc: str = Field(min_length=1)
+    kpts: tuple[int, int, int]
+    occupations: OccupationSettings
+    convergence: ConvergenceSettings
+    mixer: MixerSettings
+    maxiter: int = Field(ge=1, le=10000)
+    spinpol: bool
+    symmetry: Literal["off"]
+    dipole_correction: Literal["auto"] | bool
+    scf_retries: list[MixerSettings]
 
 
 def is_slab(atoms: Atoms) -> bool:
@@ -55,28 +93,25 @@ def gpaw_calculator(
     p = protocol["gpaw"]
     charge = int(atoms.info.get("charge", 0)) if atoms is not None else 0
     if atoms is not None:
-        check_spin(atoms, charge, bool(p.get("spinpol")))
+        check_spin(atoms, charge, bool(p["spinpol"]))
     mixer = p["mixer"] if attempt == 0 else p["scf_retries"][attempt - 1]
     kwargs: dict[str, Any] = dict(
-        xc=p.get("xc", "PBE"),
-        kpts=tuple(p.get("kpts", (1, 1, 1))),
+        xc=p["xc"],
+        kpts=tuple(p["kpts"]),
         occupations=FermiDirac(p["occupations"]["width"]),
-        convergence=dict(p.get("convergence", {})),
+        convergence=dict(p["convergence"]),
         mixer=Mixer(**mixer),
-        maxiter=int(p.get("maxiter", 300)),
-        symmetry=p.get("symmetry", "off"),
-        spinpol=bool(p.get("spinpol", False)),
+        maxiter=int(p["maxiter"]),
+        symmetry=p["symmetry"],
+        spinpol=bool(p["spinpol"]),
         charge=charge,
         txt=str(directory / (f"{label}.txt" if attempt == 0 else f"{label}.retry{attempt}.txt")),
     )
-    mode = p.get("mode", "lcao")
-    if mode == "lcao":
-        kwargs.update(mode="lcao", basis=p.get("basis", "dzp"), h=float(p.get("h", 0.2)))
-    elif mode == "pw":
-        kwargs.update(mode=PW(float(p.get("ecut", 400))))
+    if p["mode"] == "lcao":
+        kwargs.update(mode="lcao", basis=p["basis"], h=float(p["h"]))
     else:
-        raise LigbindError(f"unknown GPAW mode '{mode}' (lcao or pw)")
-    if atoms is not None and needs_dipole_correction(atoms, p.get("dipole_correction", "auto")):
+        kwargs.update(mode=PW(float(p["ecut"])), h=float(p["h"]))
+    if atoms is not None and needs_dipole_correction(atoms, p["dipole_correction"]):
         kwargs["poissonsolver"] = {"dipolelayer": "xy"}
     directory.mkdir(parents=True, exist_ok=True)
     return GPAW(**kwargs)
@@ -88,7 +123,7 @@ def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
     With ``spinpol`` and an odd electron count, atoms without initial magnetic moments get 1 μB in total.
     """
     atoms = atoms.copy()
-    if protocol["gpaw"].get("spinpol") and not np.any(atoms.get_initial_magnetic_moments()):
+    if protocol["gpaw"]["spinpol"] and not np.any(atoms.get_initial_magnetic_moments()):
         n = electron_count(atoms, int(atoms.info.get("charge", 0) or 0))
         if n % 2:  # from zero moments the SCF stays spin-paired (moment 0): start from 1 μB in total
             atoms.set_initial_magnetic_moments(np.full(len(atoms), 1.0 / len(atoms)))
@@ -96,8 +131,38 @@ def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
         atoms.pbc = (
             True,
             True,
-            not needs_dipole_correction(atoms, protocol["gpaw"].get("dipole_correction")),
+            not needs_dipole_correction(atoms, protocol["gpaw"]["dipole_correction"]),
         )
     else:
         atoms.pbc = False
     return atoms
+
+
+class GpawBackend(Backend):
+    """GPAW (PAW, LCAO or plane waves): DFT, charged systems, spin; softer mixers on SCF failure."""
+
+    name = "gpaw"
+    section = "gpaw"
+    settings_model = GpawSettings
+    is_dft = True
+    supports_charge = True
+
+    def calculator(self, protocol, atoms, directory, label, attempt=0) -> Calculator:
+        return gpaw_calculator(protocol, atoms, directory, label, attempt)
+
+    def prepare(self, atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
+        return prepare_atoms(atoms, protocol)
+
+    def check_input(self, atoms: Atoms, protocol: dict[str, Any]) -> None:
+        check_spin(atoms, int(atoms.info.get("charge", 0) or 0), bool(protocol["gpaw"]["spinpol"]))
+
+    def scf_failures(self, protocol: dict[str, Any]) -> tuple[type[Exception], ...]:
+        from gpaw import KohnShamConvergenceError
+
+        return (KohnShamConvergenceError,)
+
+    def scf_attempts(self, protocol: dict[str, Any]) -> int:
+        return 1 + len(protocol["gpaw"]["scf_retries"])
+
+
+BACKEND = GpawBackend()

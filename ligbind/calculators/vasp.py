@@ -51,12 +51,15 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms, FixCartesian
+from pydantic import Field
 from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.io.vasp.inputs import Incar, Kpoints
 from pymatgen.io.vasp.sets import VaspInputSet
 
 from ligbind import __version__
+from ligbind.calculators import Backend
 from ligbind.errors import LigbindError, NonFiniteEnergyError
+from ligbind.protocols import StrictModel
 
 VACUUM_THRESHOLD = 5.0
 """Minimum empty gap (Å) between atomic planes along a cell vector for it to count as vacuum."""
@@ -483,7 +486,7 @@ def run_vasp(
     dry_run
         Only write the inputs with POTCAR.spec (no POTCARs needed) and return status "dry-run".
     vasp_job_factory
-        Called with the split ``vasp.command``; returns the custodian Job (default ``VaspJob``).
+        Called with the split ``run.command``; returns the custodian Job (default ``VaspJob``).
     is_slab
         As in :func:`vasp_input_set` (None: detect).
 
@@ -519,15 +522,15 @@ def run_vasp(
             incar=dict(prepared.input_set.incar),
         )
 
-    vasp = _vasp_section(protocol)
+    _vasp_section(protocol)
     # $VASP_CMD (set by the SLURM job, e.g. "srun vasp_std") wins over the protocol's command
-    command = shlex.split(os.environ.get("VASP_CMD") or str(vasp.get("command") or ""))
+    command = shlex.split(os.environ.get("VASP_CMD") or str(protocol["run"]["command"] or ""))
     if not command:
-        raise LigbindError("no VASP command: set vasp.command in the protocol (e.g. 'mpirun -n 32 vasp_std')")
+        raise LigbindError("no VASP command: set run.command in the protocol (e.g. 'mpirun -n 32 vasp_std')")
     check_potcars(protocol, atoms.get_chemical_symbols())
     if vasp_job_factory is None:
         if shutil.which(command[0]) is None:
-            raise LigbindError(f"VASP command not found: '{command[0]}' (set vasp.command in the protocol)")
+            raise LigbindError(f"VASP command not found: '{command[0]}' (set $VASP_CMD or run.command in the protocol)")
         from custodian.vasp.jobs import VaspJob
 
         job = VaspJob(vasp_cmd=command, auto_npar=False)
@@ -538,7 +541,7 @@ def run_vasp(
     custodian = Custodian(
         handlers=default_handlers(),
         jobs=[job],
-        max_errors=int(vasp.get("max_errors", 5)),
+        max_errors=int(protocol["run"]["max_errors"]),
         directory=str(directory),
     )
     error = None
@@ -657,3 +660,39 @@ def read_vasp_outputs(directory: str | Path) -> VaspOutcome:
         converged_ionic=converged_ionic,
         unconverged_scf_steps=unconverged_scf,
     )
+
+
+class VaspSettings(StrictModel):
+    """The ``vasp:`` section of a protocol. INCAR tags and POTCAR choices are free-form (VASP's own names)."""
+
+    incar: dict[str, Any] = Field(min_length=1)
+    slab_incar: dict[str, Any] = {}
+    kpoints: tuple[int, int, int]
+    bulk_kpoints: tuple[int, int, int] | None = None
+    potcar_functional: str = Field(min_length=1)
+    potcars: dict[str, str] = Field(min_length=1)
+
+
+class VaspBackend(Backend):
+    """VASP through custodian: DFT with its own optimizer (IBRION), run as one MPI job at a time."""
+
+    name = "vasp"
+    section = "vasp"
+    settings_model = VaspSettings
+    is_dft = True
+    supports_charge = True
+    runs_own_optimizer = True
+    parallel_runs = False  # VASP parallelises itself (mpirun in its command)
+
+    def check_input(self, atoms: Atoms, protocol: dict[str, Any]) -> None:
+        return None  # NELECT follows the charge; POTCARs are checked by run_vasp before anything is written
+
+    def relax(self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path):
+        out = run_vasp(atoms, protocol, workdir / key)
+        return out.atoms, float(out.energy), float(out.fmax), bool(out.converged), int(out.n_steps), int(out.n_steps)
+
+    def write_inputs(self, atoms: Atoms, protocol: dict[str, Any], directory: Path) -> Path:
+        return write_vasp_inputs(atoms, protocol, directory)
+
+
+BACKEND = VaspBackend()

@@ -1,7 +1,12 @@
-"""Named calculation protocols: YAML presets in this folder, merged with user overrides.
+"""Named calculation protocols: YAML presets in this folder, typed by a schema, merged with user overrides.
 
-Settings merge in this order: preset YAML → user overrides (nested dicts merge key by key).
-The resolved dictionary is what every stored result records.
+Settings merge in this order: ``parent`` preset (if the YAML names one) → preset YAML → user overrides (nested
+dicts merge key by key). The result is validated by :class:`ProtocolSchema` (plus the backend's own schema
+for its section, e.g. ``gpaw:``): unknown keys are refused at every depth, numbers are checked for type and
+range. The YAML presets hold every default; the code holds none.
+
+The ``run:`` section holds run-time settings (threads, MPI cores, VASP command, dry run): they are recorded
+but are not part of :func:`protocol_hash`, so changing them reuses every stored result.
 """
 
 from __future__ import annotations
@@ -9,12 +14,80 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ligbind.errors import LigbindError
+
+# Keys of the resolved protocol that do not change an energy (kept out of the hash).
+NOT_HASHED = ("description", "overrides", "slab", "run", "parent")
+
+
+class StrictModel(BaseModel):
+    """Unknown keys refused; NaN/inf refused in every float."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class RelaxSettings(StrictModel):
+    optimizer: Literal["BFGS", "LBFGS", "FIRE", "BFGSLineSearch", "MDMin", "GPMin"] | None = Field(
+        description="ASE optimizer; null for backends that relax with their own (VASP IBRION)"
+    )
+    fmax: float = Field(gt=0, le=10, description="eV/Å on the free atoms")
+    steps: int = Field(ge=1, le=100000)
+
+
+class DispersionSettings(StrictModel):
+    method: Literal["d3bj", "d3zero", "none"]
+    xc: str = Field(min_length=1)
+
+
+class SlabSettings(StrictModel):
+    size: tuple[int, int] | str
+    layers: int = Field(ge=2, le=21)
+    vacuum: float = Field(gt=0, le=100, description="Å")
+    fix_layers: int = Field(ge=0, le=20)
+
+
+class RunSettings(StrictModel):
+    """Run-time settings: how a calculation runs, not what it computes (outside the protocol hash)."""
+
+    threads: int = Field(default=1, ge=1, le=1024)
+    cores: int | None = Field(default=None, ge=1, le=100000)
+    command: str | None = None
+    max_errors: int = Field(default=5, ge=0, le=100)
+    dry_run: bool = False
+
+
+class ProtocolSchema(StrictModel):
+    """Common part of every protocol; the backend's section (named after the backend) is checked by it."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+    name: str = Field(min_length=1)
+    backend: str
+    description: str = ""
+    parent: str | None = None
+    dispersion: DispersionSettings
+    relax: RelaxSettings
+    ligand_cell: Literal["box", "slab"]
+    prerelax: str | None = None
+    slab: SlabSettings
+    run: RunSettings = RunSettings()
+    overrides: dict[str, Any] | None = None
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        from ligbind.calculators import BACKENDS
+
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend '{value}' (known: {', '.join(BACKENDS)})")
+        return value
 
 
 def available_protocols() -> list[str]:
@@ -34,56 +107,123 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-# Sections whose keys are free (INCAR tags, POTCAR per element, GPAW sub-dictionaries): anything goes there.
-OPEN_SECTIONS = {"incar", "slab_incar", "potcars", "convergence", "mixer", "occupations", "overrides"}
-RUNTIME_KEYS = {"dry_run"}  # top-level flags that are not in the presets
+def _read_preset(name: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset's YAML merged onto its ``parent`` chain (the child's backend section replaces the parent's)."""
+    if name not in available_protocols():
+        raise LigbindError(f"unknown protocol '{name}' (available: {', '.join(available_protocols())})")
+    if name in seen:
+        raise LigbindError(f"protocol '{name}' inherits from itself ({' → '.join((*seen, name))})")
+    raw = yaml.safe_load(resources.files(__package__).joinpath(f"{name}.yaml").read_text()) or {}
+    parent = raw.get("parent")
+    if not parent:
+        return raw
+    base = _read_preset(parent, (*seen, name))
+    if raw.get("backend", base["backend"]) != base["backend"]:
+        base.pop(base["backend"], None)
+    return deep_merge(base, raw)
 
 
-def check_overrides(preset: dict[str, Any], overrides: dict[str, Any], name: str = "", where: str = "") -> None:
-    """Refuse override keys the preset does not have (a misspelt key would silently change nothing)."""
-    name = name or preset.get("name", "?")
-    for key, value in overrides.items():
-        path = f"{where}.{key}" if where else key
-        if key not in preset and not (not where and key in RUNTIME_KEYS):
-            raise LigbindError(f"unknown protocol setting '{path}' for protocol '{name}'")
-        if isinstance(value, dict) and isinstance(preset[key], dict) and key not in OPEN_SECTIONS:
-            check_overrides(preset[key], value, name, path)
+def _first_error(exc: ValidationError, prefix: str = "") -> str:
+    err = exc.errors()[0]
+    path = prefix + ".".join(str(p) for p in err["loc"])
+    if err["type"] == "extra_forbidden":
+        return f"unknown protocol setting '{path}'"
+    value = err.get("input")
+    shown = "" if isinstance(value, dict) else f" (got {value!r})"
+    return f"{path}: {err['msg']}{shown}" if path else f"{err['msg']}{shown}"
 
 
-def load_protocol(name: str | dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Resolve a protocol preset by name (or pass a resolved dict through) and merge overrides.
-
-    Parameters
-    ----------
-    name
-        Preset name such as ``"ml-screen"``, or an already resolved protocol dictionary.
-    overrides
-        Nested settings that replace the preset's values.
+def validate_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
+    """Check a merged protocol against the schemas; return it with types normalised.
 
     Raises
     ------
     LigbindError
-        If the preset does not exist.
+        Naming the setting and the problem (unknown key, wrong type, out of range, non-finite).
     """
-    if isinstance(name, dict):
-        preset = name
-    else:
-        if name not in available_protocols():
-            raise LigbindError(f"unknown protocol '{name}' (available: {', '.join(available_protocols())})")
-        text = resources.files(__package__).joinpath(f"{name}.yaml").read_text()
-        preset = yaml.safe_load(text)
-    if overrides:
-        check_overrides(preset, overrides)
+    from ligbind.calculators import get_backend
+
+    name = protocol.get("name", "?")
+    try:
+        common = ProtocolSchema.model_validate(protocol)
+    except ValidationError as exc:
+        raise LigbindError(f"protocol '{name}': {_first_error(exc)}") from None
+    backend = get_backend(common.backend)
+    extra = set(common.model_extra or {}) - {"is_dft"}
+    unknown = extra - {backend.section}
+    if unknown:
+        raise LigbindError(f"protocol '{name}': unknown protocol setting '{sorted(unknown)[0]}'")
+    out = common.model_dump(exclude_none=False)
+    out.pop("is_dft", None)
+    if backend.settings_model is not None:
+        section = protocol.get(backend.section)
+        if section is None:
+            raise LigbindError(f"protocol '{name}': missing section '{backend.section}'")
+        try:
+            settings = backend.settings_model.model_validate(section)
+        except ValidationError as exc:
+            raise LigbindError(f"protocol '{name}': {_first_error(exc, backend.section + '.')}") from None
+        out[backend.section] = settings.model_dump()
+    out["is_dft"] = backend.is_dft
+    if out["prerelax"] is not None and out["prerelax"] not in available_protocols():
+        raise LigbindError(f"protocol '{name}': prerelax names an unknown protocol '{out['prerelax']}'")
+    return out
+
+
+def load_protocol(name: str | dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Resolve a protocol preset by name (or a protocol dictionary), merge overrides and validate.
+
+    Parameters
+    ----------
+    name
+        Preset name such as ``"ml-screen"``, or a protocol dictionary (e.g. one already resolved).
+    overrides
+        Nested settings that replace the preset's values (``{"relax": {"fmax": 0.1}}``); run-time settings go
+        under ``run`` (``{"run": {"cores": 2}}``).
+
+    Returns
+    -------
+    dict
+        The full, validated parameter set; ``overrides`` records what the user changed.
+
+    Raises
+    ------
+    LigbindError
+        For an unknown preset, an unknown or misspelt setting, or a value of the wrong type or range.
+    """
+    if overrides is not None and not isinstance(overrides, dict):
+        raise LigbindError(f"protocol overrides must be a mapping, got {type(overrides).__name__}")
+    preset = copy.deepcopy(name) if isinstance(name, dict) else _read_preset(name)
     protocol = deep_merge(preset, overrides or {})
     if overrides:
-        protocol["overrides"] = deep_merge(preset.get("overrides", {}), overrides)
-    return protocol
+        protocol["overrides"] = deep_merge(preset.get("overrides") or {}, overrides)
+    return validate_protocol(protocol)
+
+
+def with_run_settings(protocol: dict[str, Any], **settings: Any) -> dict[str, Any]:
+    """A copy of ``protocol`` with run-time settings changed (the hash, and so every key, stays the same)."""
+    out = copy.deepcopy(protocol)
+    out["run"] = RunSettings.model_validate({**out.get("run", {}), **settings}).model_dump()
+    return out
 
 
 def protocol_hash(protocol: dict[str, Any]) -> str:
-    """Stable hash of the resolved parameters that change energies (description text excluded)."""
-    relevant = {k: v for k, v in protocol.items() if k not in ("description", "overrides", "slab", "dry_run")}
-    if isinstance(relevant.get("vasp"), dict):  # how VASP is launched does not change the energy
-        relevant["vasp"] = {k: v for k, v in relevant["vasp"].items() if k not in ("command", "max_errors")}
+    """Stable hash of the resolved parameters that change energies (description and run settings excluded)."""
+    relevant = {k: v for k, v in protocol.items() if k not in NOT_HASHED}
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def describe_changes(old: dict[str, Any], new: dict[str, Any], where: str = "") -> list[str]:
+    """Settings that differ between two resolved protocols, as ``path: old → new`` (hashed keys only)."""
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if not where and key in NOT_HASHED:
+            continue
+        a, b = old.get(key), new.get(key)
+        path = f"{where}.{key}" if where else key
+        if isinstance(a, dict) and isinstance(b, dict):
+            changes += describe_changes(a, b, path)
+        elif a != b and not (isinstance(a, float) and isinstance(b, float) and math.isclose(a, b)):
+            changes.append(f"{path}: {a!r} → {b!r}")
+    return changes

@@ -1,15 +1,14 @@
-"""Machine-learned interatomic potential backend: CHGNet with the weights shipped in its wheel (offline)."""
+"""CHGNet backend: a universal machine-learned potential whose weights ship in its wheel (works offline)."""
 
 from __future__ import annotations
 
 import contextlib
 import io
 from functools import lru_cache
-from typing import Any
 
 from ase.calculators.calculator import Calculator
 
-from ligbind.errors import LigbindError
+from ligbind.calculators import Backend
 
 
 @lru_cache(maxsize=2)
@@ -44,21 +43,19 @@ def _chgnet_calculator_class() -> type[Calculator]:
     return CHGNetEnergyForces
 
 
-def ml_calculator(protocol: dict[str, Any]) -> Calculator:
-    """CHGNet (or SevenNet when installed) ASE calculator; the model is loaded once per process."""
-    model = protocol.get("model", "chgnet")
-    if model == "chgnet":
+class CHGNetBackend(Backend):
+    """CHGNet universal potential (weights shipped in its wheel, offline); not DFT, neutral systems only."""
+
+    name = "chgnet"
+
+    def calculator(self, protocol, atoms, directory, label, attempt=0) -> Calculator:
         import torch
 
         # One thread: as fast as two on a 40-atom slab here (0.040 vs 0.035 s per call), and 50x faster when
         # other processes share the cores (intra-op threads spin-wait).
-        torch.set_num_threads(int(protocol.get("threads", 1)))
+        torch.set_num_threads(int(protocol["run"]["threads"]))
         with contextlib.redirect_stdout(io.StringIO()):  # it prints "CHGNet will run on cpu" every time
             return _chgnet_calculator_class()(model=_chgnet_model(), use_device="cpu", on_isolated_atoms="ignore")
-    if model == "sevennet":
-        try:
-            from sevenn.calculator import SevenNetCalculator
-        except ImportError as exc:
-            raise LigbindError("model 'sevennet' needs the sevenn package: pip install sevenn") from exc
-        return SevenNetCalculator("7net-0", device="cpu")
-    raise LigbindError(f"unknown ML model '{model}' (known: chgnet, sevennet)")
+
+
+BACKEND = CHGNetBackend()
