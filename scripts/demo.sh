@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"   # the project's virtual environment (see README)
 ligbind screen workflows/demo.yaml
 ligbind run demo
 ligbind status demo

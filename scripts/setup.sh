@@ -27,8 +27,8 @@ fi
 [ -x "$PY" ] || $BASE_PY -m venv "$VENV"
 $PY -m pip install -q --upgrade pip
 $PY -m pip install -q torch==2.13.0
-# GPAW with MPI/FFTW/ScaLAPACK. --no-cache-dir: a serial GPAW wheel cached by an earlier install must not be reused.
-if ! $PY -c "import _gpaw, sys; sys.exit(0 if getattr(_gpaw, 'have_mpi', False) else 1)" 2>/dev/null; then
+# GPAW with MPI/FFTW/ScaLAPACK and native BLAS (rebuilt when an installed GPAW lacks them). --no-cache-dir: a serial GPAW wheel cached by an earlier install must not be reused.
+if ! $PY -c "import gpaw.cgpaw as c, sys; sys.exit(0 if c.have_mpi and hasattr(c, 'mmm') else 1)" 2>/dev/null; then
   GPAW_CONFIG="$PWD/scripts/gpaw-siteconfig.py" $PY -m pip install -q --no-cache-dir --force-reinstall --no-deps \
     "$(grep -o '"gpaw[^"]*"' pyproject.toml | head -1 | tr -d '"')"
 fi

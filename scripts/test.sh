@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Install what is needed (once), then run the whole test suite.
+# Install what is needed (once, into .venv), then run the whole test suite against this tree.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-PY=${PYTHON:-python3}
-exec $PY -m pytest -q -p no:cacheprovider "$@"
+export PATH="$PWD/.venv/bin:$PATH"
+exec python -m pytest -q -rs -p no:cacheprovider "$@"
