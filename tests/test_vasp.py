@@ -1,7 +1,8 @@
 """VASP backend: generated inputs, a fake VASP run through the real custodian loop, and real VASP outputs.
 
-VASP is never run. Reference outputs are the atomate Ir/H adsorption calculations in
-``/work/shared/testdata/vasp/ir_h_adsorption`` (see its README); every number compared is read from them.
+VASP is never run. Reference outputs are the atomate Ir/H adsorption calculations kept in the repository in
+``tests/data/vasp/ir_h_adsorption`` (see tests/data/vasp/README.md); every number compared is read from them. A
+missing reference file fails the test that needs it (:func:`reference`); nothing here is skipped.
 
 POTCARs: the fake runs go through the real ``check_potcars`` and the real POTCAR writer. They use a temporary
 PMG_VASP_PSP_DIR holding placeholder POTCAR files (a parsable header and no pseudopotential data, marked as
@@ -42,11 +43,24 @@ from ligbind.calculators.vasp import (
 from ligbind.errors import LigbindError, NonFiniteEnergyError
 from ligbind.protocols import load_protocol
 
-TESTDATA = Path(__file__).resolve().parents[2] / "shared" / "testdata" / "vasp"
-IR_H = TESTDATA / "ir_h_adsorption"
-needs_reference = pytest.mark.skipif(
-    not IR_H.is_dir(), reason=f"reference VASP outputs not found at {IR_H} (shared test data absent)"
-)
+IR_H = Path(__file__).resolve().parent / "data" / "vasp" / "ir_h_adsorption"
+# what the tests below read of each reference calculation
+REFERENCE_FILES = {
+    "2": ("inputs/INCAR", "inputs/KPOINTS", "inputs/POSCAR", "outputs/CONTCAR", "outputs/OUTCAR.gz",
+          "outputs/vasprun.xml.gz"),
+    "3": ("inputs/INCAR", "inputs/KPOINTS", "inputs/POSCAR", "outputs/CONTCAR", "outputs/vasprun.xml.gz"),
+}  # fmt: skip
+
+
+def reference(name: str) -> Path:
+    """``tests/data/vasp/ir_h_adsorption/<name>``; the test fails (it does not skip) if a file it reads is missing."""
+    ref = IR_H / name
+    missing = [str(ref / f) for f in REFERENCE_FILES[name] if not (ref / f).is_file()]
+    if missing:
+        pytest.fail(f"reference VASP data missing from the repository: {', '.join(missing)}", pytrace=False)
+    return ref
+
+
 # placeholder POTCARs are unknown to pymatgen (and to the Vasprun that custodian's handlers parse): expected
 pytestmark = [
     pytest.mark.filterwarnings("ignore:POTCAR data with symbol"),
@@ -119,6 +133,19 @@ def reference_vasprun(ref: Path) -> Vasprun:
     return Vasprun(
         str(ref / "outputs" / "vasprun.xml.gz"), parse_dos=False, parse_eigen=False, parse_potcar_file=False
     )
+
+
+# ------------------------------------------------------------------------------------------ test data
+
+
+def test_reference_data_are_in_the_repository(tmp_path: Path) -> None:
+    """Every file the tests read is in tests/data (a missing one fails), and the data stay small."""
+    files = [reference(name) / f for name, names in REFERENCE_FILES.items() for f in names]
+    assert sum(f.stat().st_size for f in files) < 2_000_000
+    # the fake runner refuses a reference without its outputs instead of faking an empty run
+    shutil.copytree(reference("3") / "inputs", tmp_path / "inputs")
+    with pytest.raises(FileNotFoundError, match=r"outputs/vasprun\.xml"):
+        FakeVaspJob(tmp_path)
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -263,10 +290,9 @@ def test_missing_potcar_files(
 # ------------------------------------------------------------------------------------------ fake runs
 
 
-@needs_reference
 @pytest.mark.parametrize(("name", "n_atoms"), [("2", 4), ("3", 17)])
 def test_fake_run_through_custodian(tmp_path: Path, dummy_psp_dir: Path, name: str, n_atoms: int) -> None:
-    ref = IR_H / name
+    ref = reference(name)
     atoms = read(ref / "inputs" / "POSCAR", format="vasp")
     protocol = ir_protocol(ref)
     jobs: list[FakeVaspJob] = []
@@ -305,9 +331,8 @@ def test_fake_run_through_custodian(tmp_path: Path, dummy_psp_dir: Path, name: s
         run_vasp(atoms, ir_protocol(ref, ENCUT=450), tmp_path / "run", vasp_job_factory=factory)
 
 
-@needs_reference
 def test_fake_runner_rejects_wrong_incar(tmp_path: Path, dummy_psp_dir: Path) -> None:
-    ref = IR_H / "3"
+    ref = reference("3")
     atoms = read(ref / "inputs" / "POSCAR", format="vasp")
     with pytest.raises(AssertionError, match=r"INCAR ENCUT: generated 520\.0 != reference 400"):
         run_vasp(
@@ -331,15 +356,14 @@ def test_fake_runner_rejects_wrong_incar(tmp_path: Path, dummy_psp_dir: Path) ->
         run_vasp(atoms, ir_protocol(ref), tmp_path / "bad3", vasp_job_factory=lambda cmd: FakeVaspJob(ref))
 
 
-@needs_reference
 @pytest.mark.filterwarnings("ignore:.*is an unconverged VASP run")
 def test_unconverged_run_goes_through_custodian_corrections(tmp_path: Path, dummy_psp_dir: Path) -> None:
     """A relaxation that stopped at NSW: custodian's UnconvergedErrorHandler corrects and reruns, then gives up."""
-    source = IR_H / "2"
+    source = reference("2")
     ref = tmp_path / "ref"
     shutil.copytree(source, ref, copy_function=shutil.copyfile)
     for folder in (ref, ref / "inputs", ref / "outputs"):
-        folder.chmod(0o755)  # the shared test data are read-only
+        folder.chmod(0o755)  # writable even when the checkout is read-only
     with gzip.open(ref / "outputs" / "vasprun.xml.gz", "rt") as handle:
         text = handle.read()
     n_steps = len(reference_vasprun(source).ionic_steps)
@@ -355,7 +379,7 @@ def test_unconverged_run_goes_through_custodian_corrections(tmp_path: Path, dumm
         jobs.append(FakeVaspJob(ref, check_incar_keys=keys))
         return jobs[-1]
 
-    protocol = load_protocol(ir_protocol(source), {"vasp": {"max_errors": 2}})
+    protocol = load_protocol(ir_protocol(source), {"run": {"max_errors": 2}})
     atoms = read(ref / "inputs" / "POSCAR", format="vasp")
     outcome = run_vasp(atoms, protocol, tmp_path / "run", vasp_job_factory=factory)
     assert jobs[0].n_runs == 2
@@ -370,12 +394,11 @@ def test_unconverged_run_goes_through_custodian_corrections(tmp_path: Path, dumm
 # ------------------------------------------------------------------------------------------ real outputs
 
 
-@needs_reference
 def test_read_reference_slabs() -> None:
-    small = read_vasp_outputs(IR_H / "2" / "outputs")
-    large = read_vasp_outputs(IR_H / "3" / "outputs")
+    small = read_vasp_outputs(reference("2") / "outputs")
+    large = read_vasp_outputs(reference("3") / "outputs")
     for name, outcome in (("2", small), ("3", large)):
-        expected = reference_vasprun(IR_H / name)
+        expected = reference_vasprun(reference(name))
         assert outcome.energy == pytest.approx(float(expected.final_energy), abs=1e-8)
         assert outcome.n_steps == len(expected.ionic_steps)
         assert outcome.converged == expected.converged
@@ -386,7 +409,7 @@ def test_read_reference_slabs() -> None:
     assert large.potcar_spec == ["H", "Ir"]
 
     # selective dynamics from the vasprun become FixAtoms; fmax only counts free atoms
-    poscar = Poscar.from_file(IR_H / "3" / "inputs" / "POSCAR")
+    poscar = Poscar.from_file(reference("3") / "inputs" / "POSCAR")
     fixed = [i for i, flags in enumerate(poscar.selective_dynamics) if not any(flags)]
     (constraint,) = large.atoms.constraints
     assert isinstance(constraint, FixAtoms)
@@ -404,9 +427,8 @@ def test_read_reference_slabs() -> None:
     assert classify_structure(small.atoms) == classify_structure(large.atoms) == "slab"
 
 
-@needs_reference
 def test_sort_order_is_undone(tmp_path: Path) -> None:
-    shutil.copy(IR_H / "3" / "outputs" / "vasprun.xml.gz", tmp_path)
+    shutil.copy(reference("3") / "outputs" / "vasprun.xml.gz", tmp_path)
     plain = read_vasp_outputs(tmp_path)
     order = list(range(17))[::-1]  # POSCAR atom k was input atom order[k]
     (tmp_path / RECORD_FILE).write_text(json.dumps({"sort_order": order}))
@@ -420,9 +442,8 @@ def test_sort_order_is_undone(tmp_path: Path) -> None:
     assert restored.fmax == pytest.approx(plain.fmax)
 
 
-@needs_reference
 def test_non_finite_energy(tmp_path: Path) -> None:
-    with gzip.open(IR_H / "2" / "outputs" / "vasprun.xml.gz", "rt") as handle:
+    with gzip.open(reference("2") / "outputs" / "vasprun.xml.gz", "rt") as handle:
         text = handle.read()
     last = text.rindex("<calculation>")
     energy = re.compile(r'(<i name="e_(?:fr_energy|wo_entrp|0_energy)">)\s*[-+0-9.Ee]+')

@@ -115,7 +115,8 @@ class FakeVaspJob(Job):
     Parameters
     ----------
     reference_dir
-        Folder with ``inputs/`` (INCAR, KPOINTS, POSCAR) and ``outputs/`` (vasprun.xml.gz, OUTCAR.gz, ...).
+        Folder with ``inputs/`` (INCAR, KPOINTS, POSCAR) and ``outputs/`` (vasprun.xml.gz, OUTCAR.gz, ...), e.g.
+        ``tests/data/vasp/ir_h_adsorption/3``; FileNotFoundError if the inputs or the vasprun.xml are missing.
     check_incar_keys
         INCAR keys compared (values equal, numbers within 1e-6 relative); None compares all reference keys.
     strict_incar
@@ -128,6 +129,13 @@ class FakeVaspJob(Job):
         check_incar_keys: Sequence[str] | None = None,
         strict_incar: bool = True,
     ) -> None:
+        ref = Path(reference_dir)
+        missing = [str(ref / "inputs" / name) for name in ("INCAR", "KPOINTS", "POSCAR")]
+        missing = [m for m in missing if not Path(m).is_file()]
+        if not any((ref / "outputs" / name).is_file() for name in ("vasprun.xml", "vasprun.xml.gz")):
+            missing.append(str(ref / "outputs" / "vasprun.xml[.gz]"))
+        if missing:  # a fake run without its reference would test nothing: fail loudly
+            raise FileNotFoundError(f"FakeVaspJob: reference files missing: {', '.join(missing)}")
         self.reference_dir = str(reference_dir)
         self.check_incar_keys = list(check_incar_keys) if check_incar_keys is not None else None
         self.strict_incar = strict_incar
