@@ -261,7 +261,7 @@ def test_gpaw_relaxation_is_prerelaxed_with_ml_screen(tmp_path):
     r = relax(stretched_h2(1.2), laptop, store=store, workdir=tmp_path / "runs")
     assert r.converged and r.prerelax["protocol"] == "ml-screen" and r.prerelax["status"] == "converged"
     pre = store.get(r.prerelax["key"])
-    assert pre.backend == "ml" and pre.protocol == "ml-screen"
+    assert pre.backend == "chgnet" and pre.protocol == "ml-screen"
     # the DFT relaxation starts where the ML one ended
     first = Trajectory(str(tmp_path / "runs" / f"{r.key}.traj"))[0]
     assert np.allclose(first.positions, pre.positions, atol=1e-8)

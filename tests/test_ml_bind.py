@@ -67,7 +67,7 @@ def test_binding_energy_is_in_the_chemisorption_range(run):
     out = run["outcome"]
     assert out.ligand == "methylamine" and out.mode == "neutral" and out.protocol == "ml-screen"
     assert out.eb is not None and -2.0 < out.eb < -0.2  # amine N lone pair on surface Pb: bound, not covalent
-    assert out.is_dft is False and out.backend == "ml"
+    assert out.is_dft is False and out.backend == "chgnet"
     assert out.converged and out.configs_tried == 2
     assert all(c["status"] == "converged" for c in out.configs)
     assert out.best_config in (0, 1)
@@ -148,7 +148,7 @@ def test_results_table_labels_the_ml_potential(run, tmp_path):
     df = pd.read_csv(paths["csv"])
     assert len(df) == 1
     row = df.iloc[0]
-    assert row["ligand"] == "methylamine" and row["protocol"] == "ml-screen" and row["backend"] == "ml"
+    assert row["ligand"] == "methylamine" and row["protocol"] == "ml-screen" and row["backend"] == "chgnet"
     assert row["eb"] == pytest.approx(out.eb, abs=1e-4)  # CSV written with 4 decimals
     assert row["method"] == "ML potential (not DFT)"
     assert bool(row["converged"]) is True
@@ -169,7 +169,7 @@ def test_ml_calculator_skips_stress_but_matches_stock_chgnet(slab):
     """The ML calculator computes only energy and forces for relaxations: same numbers as stock CHGNet."""
     from chgnet.model.dynamics import CHGNetCalculator
 
-    from ligbind.calculators.ml import _chgnet_model
+    from ligbind.calculators.chgnet import _chgnet_model
 
     ours = ligbind.calculators.make_calculator(load_protocol("ml-screen", {"dispersion": {"method": "none"}}))
     stock = CHGNetCalculator(model=_chgnet_model(), use_device="cpu")

@@ -120,7 +120,7 @@ def test_relax_converges_and_writes_trajectory_log_and_row(ml, tmp_path, monkeyp
 
     row = store.get(r.key)
     assert row.status == "converged" and row.kind == "relax"
-    assert row.protocol == "ml-screen" and row.backend == "ml"
+    assert row.protocol == "ml-screen" and row.backend == "chgnet"
     assert row.energy == pytest.approx(r.energy, abs=1e-9)
     assert row.n_steps == r.n_steps and row.force_calls == r.force_calls
     assert row.fmax_free == pytest.approx(r.fmax)

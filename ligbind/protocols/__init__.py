@@ -153,8 +153,11 @@ def validate_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
     unknown = extra - {backend.section}
     if unknown:
         raise LigbindError(f"protocol '{name}': unknown protocol setting '{sorted(unknown)[0]}'")
-    out = common.model_dump(exclude_none=False)
+    out = common.model_dump(mode="json")
     out.pop("is_dft", None)
+    for optional in ("overrides", "parent"):
+        if out[optional] is None:
+            del out[optional]
     if backend.settings_model is not None:
         section = protocol.get(backend.section)
         if section is None:
@@ -163,7 +166,7 @@ def validate_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
             settings = backend.settings_model.model_validate(section)
         except ValidationError as exc:
             raise LigbindError(f"protocol '{name}': {_first_error(exc, backend.section + '.')}") from None
-        out[backend.section] = settings.model_dump()
+        out[backend.section] = settings.model_dump(mode="json")
     out["is_dft"] = backend.is_dft
     if out["prerelax"] is not None and out["prerelax"] not in available_protocols():
         raise LigbindError(f"protocol '{name}': prerelax names an unknown protocol '{out['prerelax']}'")
@@ -203,7 +206,7 @@ def load_protocol(name: str | dict[str, Any], overrides: dict[str, Any] | None =
 def with_run_settings(protocol: dict[str, Any], **settings: Any) -> dict[str, Any]:
     """A copy of ``protocol`` with run-time settings changed (the hash, and so every key, stays the same)."""
     out = copy.deepcopy(protocol)
-    out["run"] = RunSettings.model_validate({**out.get("run", {}), **settings}).model_dump()
+    out["run"] = RunSettings.model_validate({**out.get("run", {}), **settings}).model_dump(mode="json")
     return out
 
 

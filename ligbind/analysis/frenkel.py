@@ -1,0 +1,148 @@
+"""Frenkel-pair analysis, defined once: E_F of each relaxed pair on a host, the reported one, flags, one row.
+
+A host is the relaxed bare slab or the best relaxed ligand@slab complex. Every host gets one stored row of
+the same shape (kind ``frenkel``: ligand "" for the bare slab, ``ef``, and for a ligand ``ef_bare`` and
+``delta_ef``), whichever path (``ligbind frenkel`` or a campaign) computed it.
+
+Flags (a flagged pair is kept in the table and left out of E_F and ΔE_F unless asked):
+``unconverged``; ``recombined`` (|E_F| < 0.05 eV: the pair relaxed back into its vacancy);
+``below-pristine`` (E_F < 0: the defective surface is lower than the pristine one, a reconstruction, not a
+defect); ``ligand-binds-interstitial`` (the ligand moved to bind the interstitial iodide: another process).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.geometry import find_mic
+
+from ligbind.analysis.energies import Term, delta_frenkel, frenkel_energy
+from ligbind.jobs import Result
+from ligbind.protocols import protocol_hash
+from ligbind.store import ResultStore, structure_hash
+
+RECOMBINED_EF = 0.05  # eV: a "pair" this close to the pristine energy relaxed back into its vacancy
+LIGAND_CONTACT = {"H": 2.5, "heavy": 3.0}  # Å from the interstitial iodide: the ligand binds it
+
+
+@dataclass
+class FrenkelHostOutcome:
+    """E_F on one host (bare slab or ligand@slab) with every pair tried, and ΔE_F for a ligand host."""
+
+    ligand: str | None
+    protocol: str
+    ef: float | None
+    pairs: list[dict[str, Any]] = field(default_factory=list)
+    ef_bare: float | None = None
+    delta_ef: float | None = None
+    host_key: str = ""
+    key: str = ""
+    campaign: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def frenkel_key(host: Result, ligand: str | None) -> str:
+    """Key of the Frenkel row of this relaxed host."""
+    return f"frenkel-{structure_hash(host.atoms)}-{protocol_hash(host.protocol)}-{ligand or 'bare'}"
+
+
+def ligand_binds_interstitial(defect: Atoms) -> bool:
+    """The moved iodide (``info['vacancy_atom']``) sits within bonding distance of an adsorbate atom."""
+    ligand = np.where(defect.get_tags() > 0)[0]
+    if not len(ligand) or "vacancy_atom" not in defect.info:
+        return False
+    iodide = defect.positions[int(defect.info["vacancy_atom"])]
+    d = np.linalg.norm(find_mic(defect.positions[ligand] - iodide, defect.cell, defect.pbc)[0], axis=1)
+    is_h = np.array([defect[i].symbol == "H" for i in ligand])
+    return bool((d[is_h] < LIGAND_CONTACT["H"]).any() or (d[~is_h] < LIGAND_CONTACT["heavy"]).any())
+
+
+def pair_flags(ef: float, result: Result) -> list[str]:
+    """Anomaly flags of one relaxed Frenkel pair."""
+    flags = [] if result.converged else ["unconverged"]
+    if abs(ef) < RECOMBINED_EF:
+        flags.append("recombined")
+    elif ef < 0:
+        flags.append("below-pristine")
+    if ligand_binds_interstitial(result.atoms):
+        flags.append("ligand-binds-interstitial")
+    return flags
+
+
+def evaluate_frenkel(
+    host: Result,
+    pairs: list[tuple[dict[str, Any], Result | None]],
+    protocol: dict[str, Any],
+    include_flagged: bool = False,
+) -> tuple[float | None, list[dict[str, Any]]]:
+    """E_F of each relaxed pair against its host, and the lowest usable one.
+
+    ``pairs`` holds (pair description: pair, interstitial, separation; relaxed result or None if it failed).
+    """
+    p_hash = protocol_hash(protocol)
+    pristine = Term.from_atoms("pristine", host.atoms, host.energy, p_hash, True, host.converged)
+    rows, values = [], {}
+    for info, r in pairs:
+        row = {k: info.get(k) for k in ("pair", "interstitial", "separation")}
+        if r is None:
+            rows.append({**row, "status": "failed", "flags": ["failed"]})
+            continue
+        ef = frenkel_energy(Term.from_atoms("defect", r.atoms, r.energy, p_hash, True, True), pristine)
+        flags = pair_flags(ef, r)
+        rows.append({**row, "ef": ef, "status": r.status, "flags": flags, "key": r.key})
+        if r.converged and (not flags or (include_flagged and "recombined" not in flags)):
+            values[info["pair"]] = ef
+    return (min(values.values()) if values else None), rows
+
+
+def analyse_frenkel(
+    host: Result,
+    pairs: list[tuple[dict[str, Any], Result | None]],
+    protocol: dict[str, Any],
+    *,
+    ligand: str | None = None,
+    bare: FrenkelHostOutcome | None = None,
+    include_flagged: bool = False,
+    store: ResultStore | None = None,
+    campaign: str | None = None,
+) -> FrenkelHostOutcome:
+    """E_F on ``host`` (ΔE_F against ``bare`` for a ligand host), stored as one row of kind ``frenkel``."""
+    ef, rows = evaluate_frenkel(host, pairs, protocol, include_flagged)
+    out = FrenkelHostOutcome(
+        ligand=ligand, protocol=protocol["name"], ef=ef, pairs=rows, host_key=host.key, campaign=campaign
+    )
+    if ligand is not None and bare is not None:
+        out.ef_bare = bare.ef
+        if ef is not None and bare.ef is not None:
+            out.delta_ef = delta_frenkel(ef, bare.ef)
+    out.key = frenkel_key(host, ligand)
+    if store is not None:
+        store.put(
+            host.atoms,
+            out.key,
+            data={"outcome": json.loads(json.dumps(out.as_dict(), default=float)), "protocol": protocol},
+            kind="frenkel",
+            status="ok" if ef is not None else "no-usable-pair",
+            protocol=protocol["name"],
+            protocol_hash=protocol_hash(protocol),
+            is_dft=bool(protocol["is_dft"]),
+            ligand=ligand or "",
+            ef=ef,
+            ef_bare=out.ef_bare,
+            delta_ef=out.delta_ef,
+            flags=",".join(sorted({f for r in rows for f in r["flags"]})) or "none",
+            campaign=campaign,
+        )
+    return out
+
+
+def load_frenkel(store: ResultStore, key: str) -> FrenkelHostOutcome | None:
+    """The Frenkel analysis stored under ``key``, or None."""
+    row = store.get(key)
+    return FrenkelHostOutcome(**row.data["outcome"]) if row is not None else None
