@@ -58,16 +58,37 @@ def _prepare_embedded(c: dict[str, Any]) -> Path:
 
 
 def get_launchpad(c: dict[str, Any], launchpad_file: str | Path | None = None):
-    """The campaign's LaunchPad: embedded serverless store, or a real MongoDB from ``launchpad_file``."""
+    """The campaign's LaunchPad: embedded serverless store, or a real MongoDB from ``launchpad_file``.
+
+    With ``launchpad_file`` the client is the one FireWorks' own ``lpad``/``qlaunch``/``rlaunch`` use: pymongo,
+    or FireWorks' mongomock store when ``MONGOMOCK_SERVERSTORE_FILE`` was set (environment or FW_config.yaml)
+    before fireworks was imported. A database that holds no FireWorks data yet is initialised (``lpad reset``).
+    """
     import fireworks.core.launchpad as lp_module
 
     if launchpad_file:
         if not Path(launchpad_file).is_file():
             raise LigbindError(f"launchpad file not found: {launchpad_file}")
-        import pymongo
+        import logging
+        import sys
 
-        lp_module.MongoClient = pymongo.MongoClient
-        return LaunchPad.from_file(str(launchpad_file))
+        from fireworks import fw_config
+        from pymongo.errors import PyMongoError
+
+        lp_module.MongoClient = fw_config.MongoClient  # not the embedded store's, if set in this process
+        lpad = LaunchPad.from_file(str(launchpad_file))
+        # FireWorks logs (at the file's strm_lvl) to stdout: send that to stderr, stdout is ligbind's (--json)
+        for handler in lpad.m_logger.handlers:
+            if type(handler) is logging.StreamHandler and handler.stream in (sys.stdout, sys.__stdout__):
+                handler.setStream(sys.stderr)
+        fw_collections = (lpad.fw_id_assigner, lpad.fireworks, lpad.workflows)
+        try:
+            if not any(col.count_documents({}) for col in fw_collections):  # a new database: `lpad reset`
+                lpad.reset(password=None, require_password=False)
+        except PyMongoError as exc:  # unreachable server, refused login: one line, not a pymongo traceback
+            reason = str(exc).split(" (configured timeouts")[0].splitlines()[0][:200]
+            raise LigbindError(f"launchpad {launchpad_file}: MongoDB error: {reason}") from None
+        return lpad
     _prepare_embedded(c)
     import mongomock.gridfs
     import mongomock_persistence
