@@ -71,6 +71,29 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = ase.db.connect(str(self.path), type="db")
 
+    @classmethod
+    def open_existing(cls, path: str | Path) -> ResultStore:
+        """Open a results store for reading only: refuse a missing, empty or non-database file (never create)."""
+        import sqlite3
+
+        from ligbind.errors import LigbindError
+
+        path = Path(path)
+        if not path.is_file():
+            raise LigbindError(f"results database not found: {path}")
+        with open(path, "rb") as fh:
+            header = fh.read(16)
+        if header != b"SQLite format 3\x00":
+            raise LigbindError(f"{path} is not a ligbind results database (not an SQLite file)")
+        try:
+            with sqlite3.connect(f"file:{path.resolve()}?mode=ro", uri=True) as db:
+                tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        except sqlite3.DatabaseError as exc:
+            raise LigbindError(f"{path} is not a readable results database: {exc}") from None
+        if "systems" not in tables:
+            raise LigbindError(f"{path} is not a ligbind results database (no ase.db tables)")
+        return cls(path)
+
     def get(self, key: str):
         """The row with ``key`` or None."""
         rows = list(self.db.select(key=key, limit=1))

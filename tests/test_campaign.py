@@ -52,7 +52,7 @@ def relax_rows(store_path: Path) -> dict[str, float]:
     [
         ({"ligands": ["methylamine", "unobtainium"]}, None, "unknown ligand 'unobtainium'"),
         ({"protocol": "dft-magic"}, None, "unknown protocol 'dft-magic'"),
-        ({"colour": "blue"}, None, "unknown key(s) colour"),
+        ({"colour": "blue"}, None, "colour: unknown key"),
         ({"ligands": [{"smiles": "C1CC(("}]}, None, "cannot parse SMILES"),
         ({}, "name: x\nligands: [a, b\n", "not valid YAML"),
         ({"compute": {"coadsorption": [["methylamine", "OA"]]}}, None, "coadsorption pair"),

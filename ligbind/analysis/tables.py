@@ -30,13 +30,32 @@ BINDING_COLUMNS = [
 ]
 
 
-def binding_table(store: ResultStore, campaign: str | None = None) -> pd.DataFrame:
-    """One row per (ligand, mode, protocol) binding analysis; Eb in eV, negative = binding."""
-    rows = []
-    query = {"kind": "binding"}
+def _query(kind: str, campaign: str | None, protocol_hash: str | None) -> dict[str, str]:
+    query = {"kind": kind}
     if campaign:
         query["campaign"] = campaign
-    for row in store.select(**query):
+    if protocol_hash:
+        query["protocol_hash"] = protocol_hash
+    return query
+
+
+def _method(row) -> str:
+    return "DFT" if row.get("is_dft") else "ML potential (not DFT)"
+
+
+def binding_table(
+    store: ResultStore,
+    campaign: str | None = None,
+    protocol_hash: str | None = None,
+    missing: dict[str, str] | None = None,
+) -> pd.DataFrame:
+    """One row per (ligand, mode, protocol) binding analysis; Eb in eV, negative = binding.
+
+    ``missing`` maps ligands that have no binding analysis to the reason (a failed step, not run yet): each
+    gets a row with no Eb and the reason in ``flags``, so no ligand disappears from a table silently.
+    """
+    rows = []
+    for row in store.select(**_query("binding", campaign, protocol_hash)):
         outcome = row.data.get("outcome", {})
         rows.append(
             {
@@ -50,7 +69,7 @@ def binding_table(store: ResultStore, campaign: str | None = None) -> pd.DataFra
                 "e_byproduct": row.get("e_byproduct"),
                 "protocol": row.protocol,
                 "backend": row.backend,
-                "method": "DFT" if row.get("is_dft") else "ML potential (not DFT)",
+                "method": _method(row),
                 "configs_tried": row.get("configs_tried"),
                 "best_config": outcome.get("best_config"),
                 "flags": row.get("flags", "none"),
@@ -64,62 +83,122 @@ def binding_table(store: ResultStore, campaign: str | None = None) -> pd.DataFra
                 "campaign": row.get("campaign", ""),
             }
         )
+    present = {r["ligand"] for r in rows}
+    for ligand, reason in (missing or {}).items():
+        if ligand not in present:
+            rows.append({"ligand": ligand, "flags": f"missing: {reason}", "converged": False, "truncated_from": ""})
     df = pd.DataFrame(rows, columns=BINDING_COLUMNS)
     df["best_config"] = df["best_config"].astype("Int64")
     df["configs_tried"] = df["configs_tried"].astype("Int64")
     return df.sort_values(["protocol", "eb"], na_position="last").reset_index(drop=True)
 
 
-def frenkel_table(store: ResultStore, campaign: str | None = None) -> pd.DataFrame:
-    """One row per Frenkel analysis: E_F bare, with ligand, ΔE_F (eV)."""
-    query = {"kind": "frenkel"}
-    if campaign:
-        query["campaign"] = campaign
+FRENKEL_COLUMNS = ["host", "ef", "ef_bare", "delta_ef", "pairs", "flags", "protocol", "method", "campaign"]
+
+
+def frenkel_table(store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None) -> pd.DataFrame:
+    """One row per Frenkel host (bare slab or ligand@slab): E_F, and for a ligand E_F(bare) and ΔE_F (eV)."""
     rows = [
         {
-            "ligand": row.get("ligand") or "(bare)",
+            "host": row.get("ligand") or "(bare)",
+            "ef": row.get("ef"),
             "ef_bare": row.get("ef_bare"),
-            "ef_ligand": row.get("ef_ligand"),
             "delta_ef": row.get("delta_ef"),
+            "pairs": "; ".join(
+                f"{p.get('pair')} {p.get('interstitial')}: "
+                + ("failed" if p.get("ef") is None else f"{p['ef']:.3f}")
+                + (f" [{','.join(p['flags'])}]" if p.get("flags") else "")
+                for p in row.data.get("outcome", {}).get("pairs", [])
+            ),
+            "flags": row.get("flags", "none"),
             "protocol": row.protocol,
+            "method": _method(row),
+            "campaign": row.get("campaign", ""),
         }
-        for row in store.select(**query)
+        for row in store.select(**_query("frenkel", campaign, protocol_hash))
     ]
-    return pd.DataFrame(rows, columns=["ligand", "ef_bare", "ef_ligand", "delta_ef", "protocol"])
+    return pd.DataFrame(rows, columns=FRENKEL_COLUMNS)
 
 
-def write_tables(store: ResultStore, outdir: str | Path, campaign: str | None = None) -> dict[str, Path]:
-    """Write binding.csv, binding.md, binding.png (and frenkel.* if any) to ``outdir``; return the paths."""
+COADSORPTION_COLUMNS = ["ligands", "eb_ab", "eb_a", "eb_b", "delta_e_inter", "flags", "protocol", "method", "campaign"]
+
+
+def coadsorption_table(
+    store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None
+) -> pd.DataFrame:
+    """One row per ligand pair: Eb(A+B), Eb(A), Eb(B), ΔE_inter (eV)."""
+    rows = [
+        {
+            "ligands": row.ligand,
+            "eb_ab": row.get("eb_ab"),
+            "eb_a": row.get("eb_a"),
+            "eb_b": row.get("eb_b"),
+            "delta_e_inter": row.get("delta_e_inter"),
+            "flags": row.get("flags", "none"),
+            "protocol": row.protocol,
+            "method": _method(row),
+            "campaign": row.get("campaign", ""),
+        }
+        for row in store.select(**_query("coadsorption", campaign, protocol_hash))
+    ]
+    return pd.DataFrame(rows, columns=COADSORPTION_COLUMNS)
+
+
+ML_NOTE = "\nRows with method 'ML potential (not DFT)' come from a machine-learned potential, not DFT.\n"
+
+
+def _write(df: pd.DataFrame, outdir: Path, stem: str, header: str, note: str = "") -> dict[str, Path]:
+    if (df["method"].dropna() != "DFT").any():
+        note = ML_NOTE + note
+    csv, md = outdir / f"{stem}.csv", outdir / f"{stem}.md"
+    df.to_csv(csv, index=False, float_format="%.4f")
+    md.write_text(header + df.to_markdown(index=False, floatfmt=".3f") + note + "\n")
+    return {f"{stem}_csv": csv, f"{stem}_md": md}
+
+
+def write_tables(
+    store: ResultStore,
+    outdir: str | Path,
+    campaign: str | None = None,
+    protocol_hash: str | None = None,
+    missing: dict[str, str] | None = None,
+) -> dict[str, Path]:
+    """Write every analysis the store holds: binding.{csv,md,png}, and coadsorption.*, frenkel.* when present."""
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    df = binding_table(store, campaign)
-    paths["csv"] = outdir / "binding.csv"
-    df.to_csv(paths["csv"], index=False, float_format="%.4f")
-    paths["md"] = outdir / "binding.md"
-    note = ""
-    if (df["method"] != "DFT").any():
-        note = (
-            "\n\nRows with method 'ML potential (not DFT)' come from a machine-learned potential, not DFT.\n"
-        )
-    if (df["truncated_from"] != "").any():
-        note += "\nRows with truncated_from set used a ligand whose alkyl chains were truncated.\n"
-    header = (
+    df = binding_table(store, campaign, protocol_hash, missing)
+    note = "\nRows with truncated_from set used a ligand whose alkyl chains were truncated.\n"
+    paths = _write(
+        df,
+        outdir,
+        "binding",
         "# Binding energies (eV; negative = binding)\n\n"
         "`eb` is the lowest converged configuration without anomaly flags; `eb_including_flagged` also counts "
         "flagged ones (desorbed, dissociated, reconstructed, basin-changed), for information only; "
-        "`flagged_configs` lists each flagged configuration with its flags and Eb.\n\n"
+        "`flagged_configs` lists each flagged configuration with its flags and Eb.\n\n",
+        note if (df["truncated_from"].fillna("") != "").any() else "",
     )
-    paths["md"].write_text(header + df.to_markdown(index=False, floatfmt=".3f") + note + "\n")
+    paths["csv"], paths["md"] = paths.pop("binding_csv"), paths.pop("binding_md")
     paths["png"] = outdir / "binding.png"
     _bar_plot(df, paths["png"])
-    ft = frenkel_table(store, campaign)
-    if len(ft):
-        paths["frenkel_csv"] = outdir / "frenkel.csv"
-        ft.to_csv(paths["frenkel_csv"], index=False, float_format="%.4f")
-        paths["frenkel_md"] = outdir / "frenkel.md"
-        paths["frenkel_md"].write_text(
-            "# Iodine Frenkel pair energies (eV)\n\n" + ft.to_markdown(index=False, floatfmt=".3f") + "\n"
+    co = coadsorption_table(store, campaign, protocol_hash)
+    if len(co):
+        paths |= _write(
+            co,
+            outdir,
+            "coadsorption",
+            "# Coadsorption (eV): Eb(A+B) = E(A+B@slab) − E(A) − E(B) − E(slab); "
+            "ΔE_inter = Eb(A+B) − Eb(A) − Eb(B)\n\n",
+        )
+    fr = frenkel_table(store, campaign, protocol_hash)
+    if len(fr):
+        paths |= _write(
+            fr,
+            outdir,
+            "frenkel",
+            "# Iodine Frenkel pair energies (eV): E_F = E(defect) − E(pristine), lowest usable pair; "
+            "ΔE_F = E_F(ligand) − E_F(bare). Flagged pairs (below-pristine, ligand-binds-interstitial, "
+            "recombined, unconverged) are listed in `pairs` and not used.\n\n",
         )
     return paths
 

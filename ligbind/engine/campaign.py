@@ -18,39 +18,25 @@ from ase import Atoms
 
 from ligbind.builders.ligands import LigandEntry, resolve_ligand, truncate_alkyl
 from ligbind.builders.slab import build_slab
+from ligbind.engine.schema import CampaignSpec, check_campaign_name, check_ligand_label, parse_campaign
 from ligbind.errors import LigbindError
-from ligbind.jobs import Result, stored_result
+from ligbind.jobs import Result
 from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore
 
-CAMPAIGN_KEYS = {
-    "name",
-    "description",
-    "material",
-    "phase",
-    "slab",
-    "protocol",
-    "overrides",
-    "ligands",
-    "mode",
-    "configs",
-    "truncate_tails",
-    "compute",
-    "workdir",
-    "store",
-    "seed",
-}
+CAMPAIGN_KEYS = set(CampaignSpec.model_fields)  # the schema (ligbind.engine.schema) is the reference
 RESULTS_ROOT = Path("results")
 RUNS_ROOT = Path("runs")
 
 
 # ---------------------------------------------------------------------------------------------- parsing
 def _ligand_spec(item: Any, default_mode: str, truncate: int | None) -> dict[str, Any]:
+    """Resolve one ``ligands:`` item (a library name or a mapping already checked by the schema)."""
     if isinstance(item, str):
         item = {"name": item}
     if not isinstance(item, dict) or not ({"name", "smiles", "ligand"} & item.keys()):
         raise LigbindError(f"bad ligand entry {item!r}: give a library name or {{smiles: ..., name: ...}}")
-    mode = item.get("mode", default_mode)
+    mode = item.get("mode") or default_mode
     if mode not in ("neutral", "exchange"):
         raise LigbindError(
             f"unknown binding mode '{mode}' for ligand {item.get('name') or item.get('smiles')}"
@@ -72,6 +58,10 @@ def _ligand_spec(item: Any, default_mode: str, truncate: int | None) -> dict[str
         name = entry.name if not ({"smiles", "ligand"} & item.keys()) else name
     if mode == "exchange" and not entry.exchange:
         raise LigbindError(f"ligand '{name}' has no exchange anion: use mode neutral")
+    try:
+        check_ligand_label(name)
+    except ValueError as exc:
+        raise LigbindError(str(exc)) from None
     return {"name": name, "smiles": entry.smiles, "mode": mode, "entry": _entry_dict(entry, name)}
 
 
@@ -86,80 +76,144 @@ def entry_from_spec(spec: dict[str, Any]) -> LigandEntry:
     return LigandEntry(**spec["entry"])
 
 
-def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dict[str, Any]:
-    """Parse and validate a campaign YAML into a resolved, self-contained dict.
+def _read_yaml(path: Path) -> Any:
+    """The parsed campaign file; duplicate keys, bad YAML, binary or unreadable files refused in one line."""
+    from ligbind.builders.library import _UniqueKeyLoader
+    from ligbind.io import check_input_file
 
-    Raises
-    ------
-    LigbindError
-        Bad YAML, unknown keys, unknown ligand or protocol, bad slab settings — one line naming the problem.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise LigbindError(f"campaign file not found: {path}")
+    path = check_input_file(path, "campaign file")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise LigbindError(f"campaign {path} is not a text (UTF-8) file") from None
+    except OSError as exc:
+        raise LigbindError(f"cannot read campaign {path}: {exc.strerror or exc}") from None
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader refusing duplicate keys)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" (line {mark.line + 1})" if mark else ""
         raise LigbindError(f"campaign {path} is not valid YAML{where}") from None
-    if not isinstance(raw, dict):
-        raise LigbindError(f"campaign {path} must be a YAML mapping")
-    unknown = set(raw) - CAMPAIGN_KEYS
-    if unknown:
-        raise LigbindError(f"campaign {path}: unknown key(s) {', '.join(sorted(unknown))}")
-    name = str(raw.get("name") or path.stem)
-    protocol = load_protocol(raw.get("protocol", "ml-screen"), raw.get("overrides"))
-    slab = {**protocol.get("slab", {}), **(raw.get("slab") or {})}
-    mode = raw.get("mode", "neutral")
-    ligands = raw.get("ligands") or []
-    if not isinstance(ligands, list) or not ligands:
-        raise LigbindError(f"campaign {path}: 'ligands' must be a non-empty list")
-    specs = [_ligand_spec(item, mode, raw.get("truncate_tails")) for item in ligands]
-    names = [s["name"] for s in specs]
-    if len(set(names)) != len(names):
-        raise LigbindError(f"campaign {path}: ligand listed twice")
-    compute = raw.get("compute") or {"binding": True}
-    pairs = [list(p) for p in compute.get("coadsorption", []) or []]
-    for pair in pairs:
-        if len(pair) != 2 or any(p not in names for p in pair):
-            raise LigbindError(
-                f"campaign {path}: coadsorption pair {pair} must name two of the campaign's ligands"
+    except LigbindError as exc:  # a duplicate key
+        raise LigbindError(f"campaign {path}: {exc}") from None
+
+
+def _canonical(smiles: str) -> str:
+    from rdkit import Chem
+
+    mol = Chem.MolFromSmiles(smiles)
+    return Chem.MolToSmiles(mol) if mol is not None else smiles
+
+
+def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dict[str, Any]:
+    """Parse and validate a campaign YAML into a resolved, self-contained dict; nothing is written.
+
+    The schema (:class:`ligbind.engine.schema.CampaignSpec`) checks types, units and ranges and refuses unknown
+    keys at every depth; then the protocol (with its overrides), every ligand (library or SMILES; closed shell
+    unless the protocol treats spin; a given charge must match), duplicate molecules, the ``compute`` references,
+    the slab settings and the workdir/store paths are checked.
+
+    Raises
+    ------
+    LigbindError
+        One line ``campaign FILE: key.path: problem``.
+    """
+    from ligbind.io import check_database_file, check_output_dir
+    from ligbind.validation import check_molecule
+
+    path = Path(path)
+    spec = parse_campaign(_read_yaml(path), path)
+
+    def refuse(key: str, problem: Any) -> LigbindError:
+        return LigbindError(f"campaign {path}: {key}: {problem}")
+
+    name = spec.name
+    if name is None:
+        try:
+            name = check_campaign_name(path.stem)
+        except ValueError as exc:
+            raise refuse("name", f"{exc} (taken from the file name: set name: in the campaign)") from None
+    try:
+        load_protocol(spec.protocol)
+    except LigbindError as exc:
+        raise refuse("protocol", exc) from None
+    try:
+        protocol = load_protocol(spec.protocol, spec.overrides)
+    except LigbindError as exc:
+        raise refuse("overrides", exc) from None
+    slab = {**protocol.get("slab", {}), **spec.slab.model_dump(exclude_none=True)}
+
+    specs, seen = [], {}
+    for i, item in enumerate(spec.ligands):
+        raw_item = item.model_dump(exclude_none=True)
+        charge = raw_item.pop("charge", None)
+        try:
+            resolved = _ligand_spec(raw_item, spec.mode, spec.truncate_tails)
+            check_molecule(entry_from_spec(resolved), protocol, charge=charge, where=f"ligand '{resolved['name']}'")
+        except LigbindError as exc:
+            raise refuse(f"ligands.{i}", exc) from None
+        same_name = next((j for j, s in enumerate(specs) if s["name"] == resolved["name"]), None)
+        if same_name is not None:
+            raise refuse(f"ligands.{i}", f"ligand '{resolved['name']}' listed twice (also ligands.{same_name})")
+        molecule = (_canonical(resolved["smiles"]), resolved["mode"])
+        if molecule in seen:
+            j = seen[molecule]
+            raise refuse(
+                f"ligands.{i}",
+                f"'{resolved['name']}' is the same molecule as '{specs[j]['name']}' (ligands.{j}) in the same "
+                f"mode ({resolved['mode']}): list it once",
             )
-    frenkel = compute.get("frenkel") or {}
-    for lig in frenkel.get("ligands", []) or []:
+        seen[molecule] = i
+        specs.append(resolved)
+    names = [s["name"] for s in specs]
+
+    pairs = [list(p) for p in spec.compute.coadsorption]
+    for k, pair in enumerate(pairs):
+        if any(p not in names for p in pair):
+            raise refuse(
+                f"compute.coadsorption.{k}",
+                f"coadsorption pair {pair} must name two of the campaign's ligands ({', '.join(names)})",
+            )
+    frenkel = spec.compute.frenkel
+    for k, lig in enumerate(frenkel.ligands):
         if lig not in names:
-            raise LigbindError(f"campaign {path}: Frenkel ligand '{lig}' is not among the campaign's ligands")
-    configs = int(raw.get("configs", 3))
-    if configs < 1:
-        raise LigbindError(f"campaign {path}: configs must be ≥ 1")
-    root = Path(workdir) if workdir else Path(raw.get("workdir") or RUNS_ROOT / name)
+            raise refuse(
+                f"compute.frenkel.ligands.{k}", f"Frenkel ligand '{lig}' is not among the campaign's ligands"
+            )
+
+    root = Path(workdir) if workdir else Path(spec.workdir or RUNS_ROOT / name)
+    try:
+        check_output_dir(root, "workdir")
+    except LigbindError as exc:
+        raise refuse("workdir", exc) from None
+    store = Path(spec.store) if spec.store else root / "ligbind.db"
+    try:
+        check_database_file(store, must_exist=False, what="results store")
+    except LigbindError as exc:
+        raise refuse("store", exc) from None
     campaign = {
         "name": name,
         "file": str(path.resolve()),
-        "description": raw.get("description", ""),
-        "material": raw.get("material", "CsPbI3"),
-        "phase": raw.get("phase"),
+        "description": spec.description,
+        "material": spec.material,
+        "phase": spec.phase,
         "slab": slab,
         "protocol": protocol,
         "ligands": specs,
-        "configs": configs,
-        "seed": int(raw.get("seed", 0)),
+        "configs": spec.configs,
+        "seed": spec.seed,
         "compute": {
-            "binding": bool(compute.get("binding", True)),
+            "binding": spec.compute.binding,
             "coadsorption": pairs,
-            "frenkel": {
-                "bare": bool(frenkel.get("bare", False)),
-                "ligands": list(frenkel.get("ligands", []) or []),
-                "pairs": int(frenkel.get("pairs", 3)),
-            },
+            "frenkel": {"bare": frenkel.bare, "ligands": list(frenkel.ligands), "pairs": frenkel.pairs},
         },
         "workdir": str(root.resolve()),
-        "store": str(Path(raw["store"]).resolve())
-        if raw.get("store")
-        else str((root / "ligbind.db").resolve()),
+        "store": str(store.resolve()),
     }
-    campaign_slab(campaign)  # validates material / phase / slab settings now, before anything is submitted
+    try:
+        campaign_slab(campaign)  # material / phase / slab settings, before anything is submitted
+    except LigbindError as exc:
+        raise refuse("slab", exc) from None
     return campaign
 
 
@@ -191,17 +245,29 @@ def ligand_spec(c: dict[str, Any], name: str) -> dict[str, Any]:
     return next(s for s in c["ligands"] if s["name"] == name)
 
 
-def _ligand_structure(c, entry: LigandEntry) -> Atoms:
-    from ligbind.builders.ligands import ligand_conformers
-    from ligbind.recipes import ligand_cell_structure
+KeyMap = dict[str, str]
+"""Results-store keys passed down the workflow: step name ("slab", "ligand/NSA", "config/NSA/0", ...) → key."""
 
-    mol = ligand_cell_structure(ligand_conformers(entry, n_conformers=4)[0], campaign_slab(c), c["protocol"])
-    mol.info.update(kind="ligand", label=f"ligand:{entry.name}", ligand=entry.name, charge=int(entry.charge))
-    return mol
+
+def _passed(c: dict[str, Any], keys: KeyMap, name: str) -> Result:
+    """The stored result of step ``name``, found by the key its Firework passed down (never recomputed)."""
+    from ligbind.jobs import result_from_row
+
+    key = keys.get(name)
+    row = _store(c).get(key) if key else None
+    if row is None:
+        raise LigbindError(f"the {name} step has not finished (or failed): nothing was passed down to build on")
+    return result_from_row(row, c["protocol"])
+
+
+def _byproduct(spec: dict[str, Any]) -> LigandEntry:
+    from ligbind.recipes import byproduct_entry
+
+    return byproduct_entry(entry_from_spec(spec))
 
 
 # ------------------------------------------------------------------------------------------ calculations
-def step_slab(c: dict[str, Any]) -> Result:
+def step_slab(c: dict[str, Any], keys: KeyMap) -> Result:
     """Relax the bare slab (once per protocol, however many ligands need it)."""
     from ligbind.recipes import relax_slab
 
@@ -210,241 +276,185 @@ def step_slab(c: dict[str, Any]) -> Result:
     )
 
 
-def step_ligand(c: dict[str, Any], name: str, byproduct: bool = False) -> Result:
+def step_ligand(c: dict[str, Any], keys: KeyMap, name: str, byproduct: bool = False) -> Result:
     """Relax an isolated ligand (or, with ``byproduct``, the exchange byproduct)."""
     from ligbind.recipes import relax_ligand
 
-    entry = entry_from_spec(ligand_spec(c, name))
-    if byproduct:
-        entry = resolve_ligand(smiles=entry.exchange["byproduct"])
+    spec = ligand_spec(c, name)
+    entry = _byproduct(spec) if byproduct else entry_from_spec(spec)
     return relax_ligand(entry, campaign_slab(c), c["protocol"], _store(c), _calcdir(c))
 
 
-def placed_configurations(c: dict[str, Any], name: str, host: Atoms, relaxed_ligand: Atoms | None) -> list[Atoms]:
-    """Candidate configurations of ``name`` on ``host`` (cached on disk: same structures in every step)."""
+def placed_configurations(c: dict[str, Any], name: str, slab: Result, ligand: Result) -> list[Atoms]:
+    """Candidate configurations of ``name`` on the relaxed slab, from the relaxed ligand.
+
+    Cached on disk as an ASE trajectory (exact float64 positions, so every step that reads them computes the
+    same store keys), named after the slab and ligand keys, so other settings never read stale placements.
+    """
+    import hashlib
+
+    from ase.io import Trajectory
+
     from ligbind.builders.placement import place_ligand
-    from ligbind.protocols import protocol_hash
 
     spec = ligand_spec(c, name)
-    cache = Path(c["workdir"]) / "placed" / f"{name}-{spec['mode']}-{protocol_hash(c['protocol'])}.extxyz"
+    tag = hashlib.sha256(f"{slab.key}|{ligand.key}|{spec['mode']}|{c['configs']}|{c['seed']}".encode())
+    cache = Path(c["workdir"]) / "placed" / f"{name}-{tag.hexdigest()[:16]}.traj"
     if cache.exists():
-        import ase.io
-
-        return ase.io.read(cache, index=":")
+        return list(Trajectory(str(cache)))
     placed = place_ligand(
-        host,
+        slab.atoms,
         entry_from_spec(spec),
         n_configs=c["configs"],
         mode=spec["mode"],
         seed=c["seed"],
-        relaxed_ligand=relaxed_ligand if spec["mode"] == "neutral" else None,
+        relaxed_ligand=ligand.atoms if spec["mode"] == "neutral" else None,
     )
-    import ase.io
-
     cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(f".{os.getpid()}.partial.extxyz")  # parallel workers may place the same ligand
-    ase.io.write(tmp, placed, format="extxyz")
+    tmp = cache.with_suffix(f".{os.getpid()}.partial")  # parallel workers may place the same ligand
+    with Trajectory(str(tmp), "w") as traj:
+        for atoms in placed:
+            traj.write(atoms)
     tmp.replace(cache)
-    return placed
+    return list(Trajectory(str(cache)))
 
 
-def _relaxed_slab(c: dict[str, Any]) -> Result:
-    slab = stored_result(campaign_slab(c), c["protocol"], _store(c))
-    if slab is None:
-        raise LigbindError("the slab relaxation has not finished (or failed): run the slab step first")
-    return slab.require_converged("slab relaxation")
-
-
-def _relaxed_ligand(c: dict[str, Any], name: str) -> Result:
-    lig = stored_result(_ligand_structure(c, entry_from_spec(ligand_spec(c, name))), c["protocol"], _store(c))
-    if lig is None:
-        raise LigbindError(f"the isolated {name} relaxation has not finished (or failed)")
-    return lig
-
-
-def step_config(c: dict[str, Any], name: str, k: int) -> Result:
+def step_config(c: dict[str, Any], keys: KeyMap, name: str, k: int) -> Result:
     """Relax configuration ``k`` of ``name`` on the relaxed slab."""
     from ligbind.recipes import relax_configuration
 
-    slab = _relaxed_slab(c)
-    placed = placed_configurations(c, name, slab.atoms, _relaxed_ligand(c, name).atoms)
+    slab = _passed(c, keys, "slab").require_converged("slab relaxation")
+    placed = placed_configurations(c, name, slab, _passed(c, keys, f"ligand/{name}"))
     if k >= len(placed):
         raise LigbindError(f"{name}: only {len(placed)} distinct configurations could be placed")
     return relax_configuration(placed[k], slab.atoms, c["protocol"], _store(c), _calcdir(c))
 
 
-def step_binding(c: dict[str, Any], name: str):
-    """Eb of ``name`` from what the store holds (missing configurations are reported as failed)."""
-    from ligbind.recipes import analyse_binding
+# -------------------------------------------------------------------------------------------- analyses
+def step_binding(c: dict[str, Any], keys: KeyMap, name: str):
+    """Eb of ``name`` from the results passed down (configurations that failed are reported as failed)."""
+    from ligbind.analysis.binding import analyse_binding
 
-    store = _store(c)
     spec = ligand_spec(c, name)
-    entry = entry_from_spec(spec)
-    slab = _relaxed_slab(c)
-    lig = _relaxed_ligand(c, name)
-    byproduct = None
-    if spec["mode"] == "exchange":
-        byproduct = stored_result(
-            _ligand_structure(c, resolve_ligand(smiles=entry.exchange["byproduct"])), c["protocol"], store
-        )
-        if byproduct is None:
-            raise LigbindError(f"the exchange byproduct of {name} has not finished (or failed)")
-    placed = placed_configurations(c, name, slab.atoms, lig.atoms)
     configs, missing = [], []
-    for atoms in placed:
-        pre = atoms.copy()
-        pre.info["label"] = f"complex:{pre.info['ligand']}:{pre.info['mode']}:{pre.info['config']}"
-        r = stored_result(pre, c["protocol"], store)
-        (configs if r is not None else missing).append(r if r is not None else atoms.info["config"])
-    if not configs:
-        raise LigbindError(f"no configuration of {name} finished")
-    out = analyse_binding(entry, spec["mode"], c["protocol"], slab, lig, configs, byproduct, store=store)
-    if missing:
-        out.flags = sorted(set(out.flags) | {f"failed-config-{m}" for m in missing})
-        store.update(out.key, flags=",".join(out.flags))
-    store.update(out.key, campaign=c["name"], configs_tried=len(placed))
-    return out
+    for k in range(c["configs"]):
+        key = keys.get(f"config/{name}/{k}")
+        (configs.append(_passed(c, keys, f"config/{name}/{k}")) if key else missing.append(k))
+    return analyse_binding(
+        entry_from_spec(spec),
+        spec["mode"],
+        c["protocol"],
+        _passed(c, keys, "slab"),
+        _passed(c, keys, f"ligand/{name}"),
+        configs,
+        _passed(c, keys, f"byproduct/{name}") if spec["mode"] == "exchange" else None,
+        missing=missing,
+        store=_store(c),
+        campaign=c["name"],
+    )
 
 
-def binding_best_complex(c: dict[str, Any], name: str) -> Result:
-    """The relaxed complex chosen for Eb of ``name`` (from the binding row)."""
+def _binding(c: dict[str, Any], keys: KeyMap, name: str):
+    from ligbind.analysis.binding import load_binding
+
+    key = keys.get(f"binding/{name}")
+    if key is None:
+        raise LigbindError(f"the binding analysis of {name} has not finished (or failed)")
+    return load_binding(_store(c), key)
+
+
+def _best_complex(c: dict[str, Any], keys: KeyMap, name: str) -> Result:
+    from ligbind.recipes import stored_complex
+
+    return stored_complex(_store(c), _binding(c, keys, name), c["protocol"])
+
+
+def step_coadsorption(c: dict[str, Any], keys: KeyMap, a: str, b: str):
+    """Eb(A+B) and ΔE_inter: B placed on A's best complex (:mod:`ligbind.analysis.coadsorption`)."""
+    from ligbind.analysis.coadsorption import analyse_coadsorption
     from ligbind.jobs import result_from_row
-
-    store = _store(c)
-    rows = [r for r in store.select(kind="binding", ligand=name, protocol=c["protocol"]["name"])]
-    rows = [r for r in rows if r.get("campaign") == c["name"]] or rows
-    if not rows or rows[0].data["outcome"].get("best_config") is None:
-        raise LigbindError(f"no usable binding configuration of {name}")
-    outcome = rows[0].data["outcome"]
-    best = next(cfg for cfg in outcome["configs"] if cfg["config"] == outcome["best_config"])
-    return result_from_row(store.get(best["key"]), c["protocol"])
-
-
-def step_coadsorption(c: dict[str, Any], a: str, b: str) -> dict[str, Any]:
-    """Eb(A+B) and ΔE_inter: B placed on A's best complex, lowest relaxed configuration."""
-    from ligbind.analysis.energies import Term, coadsorption_energy, interaction_energy
-    from ligbind.builders.placement import place_ligand
-    from ligbind.jobs import relax
-    from ligbind.protocols import protocol_hash
+    from ligbind.recipes import coadsorption_configurations, coadsorption_label, relax_configuration
 
     store, protocol = _store(c), c["protocol"]
-    host = binding_best_complex(c, a)
-    spec_b = ligand_spec(c, b)
-    placed = place_ligand(
-        host.atoms,
-        entry_from_spec(spec_b),
-        n_configs=max(1, min(2, c["configs"])),
-        mode="neutral",
-        seed=c["seed"],
+    bind_a, bind_b = _binding(c, keys, a), _binding(c, keys, b)
+    slab = _passed(c, keys, "slab")
+    host = _best_complex(c, keys, a)
+    configs = []
+    for atoms in coadsorption_configurations(host, entry_from_spec(ligand_spec(c, b)), min(2, c["configs"]), c["seed"]):
+        label = coadsorption_label(a, b, atoms)
+        configs.append(relax_configuration(atoms, slab.atoms, protocol, store, _calcdir(c), label=label))
+    lig_a, lig_b = (result_from_row(store.get(x.ligand_key), protocol) for x in (bind_a, bind_b))
+    return analyse_coadsorption(
+        bind_a, bind_b, slab, lig_a, lig_b, configs, protocol, store=store, campaign=c["name"]
     )
-    p = protocol_hash(protocol)
-    slab = _relaxed_slab(c)
-    la = stored_result(_ligand_structure(c, entry_from_spec(ligand_spec(c, a))), protocol, store)
-    lb = stored_result(_ligand_structure(c, entry_from_spec(spec_b)), protocol, store)
-    if la is None or lb is None:
-        raise LigbindError(f"isolated {a} or {b} has not been relaxed")
-    values = {}
-    for atoms in placed:
-        atoms.info["label"] = f"coadsorption:{a}+{b}:{atoms.info['config']}"
-        r = relax(atoms, protocol, store=store, workdir=_calcdir(c))
-        if r.converged:
-            values[atoms.info["config"]] = coadsorption_energy(
-                Term.from_atoms("AB", r.atoms, r.energy, p, True),
-                Term.from_atoms("A", la.atoms, la.energy, p, False),
-                Term.from_atoms("B", lb.atoms, lb.energy, p, False),
-                Term.from_atoms("slab", slab.atoms, slab.energy, p, True),
-            )
-    if not values:
-        raise LigbindError(f"no converged coadsorption configuration for {a}+{b}")
-    eb_ab = min(values.values())
-    eb = {row.ligand: row.get("eb") for row in store.select(kind="binding", protocol=protocol["name"])}
-    inter = (
-        interaction_energy(eb_ab, eb[a], eb[b]) if eb.get(a) is not None and eb.get(b) is not None else None
-    )
-    result = {"a": a, "b": b, "eb_ab": eb_ab, "eb_a": eb.get(a), "eb_b": eb.get(b), "delta_e_inter": inter}
-    store.put(
-        host.atoms,
-        f"coadsorption-{host.key.split('-', 1)[1]}-{a}+{b}",
-        data={"outcome": result, "protocol": protocol},
-        kind="coadsorption",
-        campaign=c["name"],
-        protocol=protocol["name"],
-        ligand=f"{a}+{b}",
-        eb_ab=eb_ab,
-        delta_e_inter=inter,
-        status="ok",
-    )
-    return result
 
 
-def frenkel_host(c: dict[str, Any], ligand: str | None) -> Result:
+def frenkel_host(c: dict[str, Any], keys: KeyMap, ligand: str | None) -> Result:
     """Relaxed host of a Frenkel analysis: the bare slab or the best ligand@slab complex."""
-    return _relaxed_slab(c) if ligand is None else binding_best_complex(c, ligand)
+    return _passed(c, keys, "slab") if ligand is None else _best_complex(c, keys, ligand)
 
 
-def frenkel_structures(c: dict[str, Any], ligand: str | None) -> list[Atoms]:
-    from ligbind.builders.defects import frenkel_pairs
-
-    host = frenkel_host(c, ligand)
-    return frenkel_pairs(host.atoms, max_pairs=c["compute"]["frenkel"]["pairs"])
-
-
-def step_frenkel_pair(c: dict[str, Any], ligand: str | None, k: int) -> Result:
+def step_frenkel_pair(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: int) -> Result:
     """Relax Frenkel pair ``k`` on the bare slab (ligand None) or on the ligand's best complex."""
     from ligbind.jobs import relax
+    from ligbind.recipes import frenkel_structures
 
-    pairs = frenkel_structures(c, ligand)
+    pairs = frenkel_structures(frenkel_host(c, keys, ligand), c["compute"]["frenkel"]["pairs"], ligand or "bare")
     if k >= len(pairs):
         raise LigbindError(f"only {len(pairs)} Frenkel pairs fit on this surface")
-    atoms = pairs[k]
-    atoms.info["label"] = f"frenkel:{ligand or 'bare'}:{k}"
-    return relax(atoms, c["protocol"], store=_store(c), workdir=_calcdir(c))
+    return relax(pairs[k], c["protocol"], store=_store(c), workdir=_calcdir(c))
 
 
-def step_frenkel(c: dict[str, Any], ligand: str | None) -> dict[str, Any]:
-    """E_F (lowest over the relaxed pairs) for the bare slab or with ``ligand``; ΔE_F when both exist."""
-    from ligbind.analysis.energies import delta_frenkel
-    from ligbind.recipes import evaluate_frenkel
+def step_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
+    """E_F (lowest usable pair) on the bare slab or with ``ligand``; ΔE_F against the bare slab's row."""
+    from ligbind.analysis.frenkel import analyse_frenkel, frenkel_key, load_frenkel
 
-    store, protocol = _store(c), c["protocol"]
-    host = frenkel_host(c, ligand)
+    tag = ligand or "bare"
     pairs = []
-    for atoms in frenkel_structures(c, ligand):
-        atoms.info["label"] = f"frenkel:{ligand or 'bare'}:{atoms.info['pair']}"
-        pairs.append((atoms, stored_result(atoms, protocol, store)))
-    ef_min, rows = evaluate_frenkel(host, pairs, protocol)
-    result = {"ligand": ligand, "ef": ef_min, "pairs": rows}
-    delta = None
-    if ligand is not None:
-        bare = store.get(f"frenkel-{_relaxed_slab(c).key.split('-', 1)[1]}-bare")
-        if bare is not None and bare.get("ef_bare") is not None and ef_min is not None:
-            delta = delta_frenkel(ef_min, bare.ef_bare)
-    key = f"frenkel-{host.key.split('-', 1)[1]}-{ligand or 'bare'}"
-    store.put(
-        host.atoms,
-        key,
-        data={"outcome": result, "protocol": protocol},
-        kind="frenkel",
-        campaign=c["name"],
-        protocol=protocol["name"],
-        ligand=ligand or "",
-        ef_bare=ef_min if ligand is None else None,
-        ef_ligand=ef_min if ligand is not None else None,
-        delta_ef=delta,
-        status="ok" if ef_min is not None else "no-usable-pair",
+    for k in range(c["compute"]["frenkel"]["pairs"]):
+        name = f"frenkel-pair/{tag}/{k}"
+        r = _passed(c, keys, name) if keys.get(name) else None
+        pairs.append((r.atoms.info if r is not None else {"pair": k}, r))
+    store = _store(c)
+    bare = load_frenkel(store, frenkel_key(_passed(c, keys, "slab"), None)) if ligand else None
+    return analyse_frenkel(
+        frenkel_host(c, keys, ligand), pairs, c["protocol"], ligand=ligand, bare=bare, store=store, campaign=c["name"]
     )
-    return result
 
 
 def campaign_results(campaign: str | Path, outdir: str | Path | None = None) -> dict[str, Path]:
     """Write results/<campaign>/ (CSV, Markdown, PNG) from the campaign's results store."""
     from ligbind.analysis.tables import write_tables
 
+    from ligbind.protocols import protocol_hash
+
     c = resolve_campaign_ref(campaign)
     if not Path(c["store"]).exists():
         raise LigbindError(f"campaign '{c['name']}' has no results store yet ({c['store']}): run it first")
+    store = ResultStore.open_existing(c["store"])
     outdir = Path(outdir) if outdir else RESULTS_ROOT / c["name"]
-    return write_tables(ResultStore(c["store"]), outdir, campaign=c["name"])
+    return write_tables(
+        store, outdir, campaign=c["name"], protocol_hash=protocol_hash(c["protocol"]), missing=missing_reasons(c)
+    )
+
+
+def missing_reasons(c: dict[str, Any]) -> dict[str, str]:
+    """Why each of the campaign's ligands may lack a binding row: its failed step, or 'not run yet'."""
+    reasons = {spec["name"]: "not computed yet (ligbind run)" for spec in c["ligands"]}
+    if c.get("_failures") is not None:
+        failed = c["_failures"]
+    else:
+        try:
+            from ligbind.engine.fireworks import campaign_failures
+
+            failed = campaign_failures(c)
+        except LigbindError:
+            failed = []
+    for f in failed:
+        parts = f["firework"].split("/")
+        if len(parts) > 1 and parts[1] in reasons and parts[0] in ("ligand", "byproduct", "config", "binding"):
+            reasons[parts[1]] = f"{f['firework']} failed: {f['error']}"
+    return reasons
 
 
 def resolve_campaign_ref(ref: str | Path) -> dict[str, Any]:

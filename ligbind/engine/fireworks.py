@@ -35,6 +35,7 @@ from ligbind.engine.campaign import (
     step_slab,
 )
 from ligbind.errors import LigbindError
+from ligbind.protocols import describe_changes, protocol_hash
 
 fireworks.core.rocket.ROCKET_STREAM_LOGLEVEL = "CRITICAL"  # the progress bar reports; logs stay in files
 
@@ -101,6 +102,29 @@ def get_launchpad(c: dict[str, Any], launchpad_file: str | Path | None = None):
     return lpad
 
 
+def read_launchpad(c: dict[str, Any], launchpad_file: str | Path | None = None):
+    """The campaign's LaunchPad for reading only (status, results): the embedded store is never written back.
+
+    mongomock's serverless store writes its whole content to the file when the process ends; a reader that
+    did so could overwrite what a running ``ligbind run`` saved meanwhile. Returns None when never screened.
+    """
+    if launchpad_file:
+        return get_launchpad(c, launchpad_file)
+    if not store_file(c).exists():
+        return None
+    lpad = get_launchpad(c)
+    finalizer = getattr(getattr(lpad.connection, "_store", None), "_finalizer", None)
+    if finalizer is not None:
+        finalizer.detach()
+    return lpad
+
+
+def campaign_failures(c: dict[str, Any], launchpad_file: str | Path | None = None) -> list[dict[str, str]]:
+    """The campaign's failed Fireworks with their error (empty when it was never screened here)."""
+    lpad = read_launchpad(c, launchpad_file)
+    return failures(lpad, c) if lpad is not None else []
+
+
 def save_store(lpad) -> None:
     """Write the embedded store to its file atomically (no-op for a real MongoDB)."""
     server = getattr(lpad.connection, "_store", None)
@@ -145,44 +169,71 @@ def worker_lock(c: dict[str, Any], launchpad_file: str | Path | None = None):
 
 
 # ------------------------------------------------------------------------------------------------ tasks
+KEY_PREFIX = "_key:"  # spec fields holding the results-store keys passed down the workflow
+
+
+def passed_keys(spec: dict[str, Any]) -> dict[str, str]:
+    """The results-store keys a Firework received from its ancestors, by step name."""
+    return {k.removeprefix(KEY_PREFIX).replace("%2E", "."): v for k, v in spec.items() if k.startswith(KEY_PREFIX)}
+
+
+def _key_field(step_name: str) -> str:
+    return KEY_PREFIX + step_name.replace(".", "%2E")  # MongoDB field names cannot hold '.'
+
+
 @explicit_serialize
 class LigbindStepTask(FiretaskBase):
-    """Run one campaign step (a relaxation or an analysis); idempotent through the results store."""
+    """Run one campaign step (a relaxation or an analysis); idempotent through the results store.
+
+    The step receives the store keys of what its ancestors computed (``_key:<step>`` fields of its spec) and
+    passes its own key, with those it received, to every descendant (``FWAction(update_spec=..., propagate)``).
+    """
 
     required_params = ["step", "campaign"]
-    optional_params = ["ligand", "config", "other"]
+    optional_params = ["ligand", "config", "other", "name"]
 
     def run_task(self, fw_spec):
         start = time.perf_counter()
         failed = _PREFETCH_ERRORS.pop(fw_spec.get("_ligbind_id"), None)
         if failed is not None:  # a parallel worker already ran this step and it failed: same error, no rerun
             raise failed
+        keys = passed_keys(fw_spec)
         r = run_step(
-            self["campaign"], self["step"], self.get("ligand"), self.get("config"), self.get("other")
+            self["campaign"], self["step"], keys, self.get("ligand"), self.get("config"), self.get("other")
         )
         summary = _summary(r)
         summary["task_time"] = round(time.perf_counter() - start, 4)
-        return FWAction(stored_data=summary)
+        passed = {_key_field(k): v for k, v in keys.items()}
+        if summary.get("key") and self.get("name"):
+            passed[_key_field(self["name"])] = summary["key"]
+        return FWAction(stored_data=summary, update_spec=passed, propagate=True)
 
 
-def run_step(c: dict[str, Any], step: str, ligand: str | None = None, config: int | None = None, other=None):
-    """Run one campaign step (what a Firework does); idempotent through the results store."""
+def run_step(
+    c: dict[str, Any],
+    step: str,
+    keys: dict[str, str],
+    ligand: str | None = None,
+    config: int | None = None,
+    other=None,
+):
+    """Run one campaign step (what a Firework does) with the keys passed down to it."""
     if step == "slab":
-        return step_slab(c)
+        return step_slab(c, keys)
     if step == "ligand":
-        return step_ligand(c, ligand)
+        return step_ligand(c, keys, ligand)
     if step == "byproduct":
-        return step_ligand(c, ligand, byproduct=True)
+        return step_ligand(c, keys, ligand, byproduct=True)
     if step == "config":
-        return step_config(c, ligand, int(config))
+        return step_config(c, keys, ligand, int(config))
     if step == "binding":
-        return step_binding(c, ligand)
+        return step_binding(c, keys, ligand)
     if step == "coadsorption":
-        return step_coadsorption(c, ligand, other)
+        return step_coadsorption(c, keys, ligand, other)
     if step == "frenkel-pair":
-        return step_frenkel_pair(c, ligand, int(config))
+        return step_frenkel_pair(c, keys, ligand, int(config))
     if step == "frenkel":
-        return step_frenkel(c, ligand)
+        return step_frenkel(c, keys, ligand)
     raise ValueError(f"unknown step {step}")
 
 
@@ -198,19 +249,30 @@ def _summary(r) -> dict[str, Any]:
             "reused": r.reused,
             "n_steps": r.n_steps,
         }
-    if hasattr(r, "as_dict"):
-        d = r.as_dict()
-        return {"eb": d.get("eb"), "flags": d.get("flags"), "key": d.get("key")}
-    return json.loads(json.dumps(r, default=str))
+    d = r.as_dict()
+    return json.loads(
+        json.dumps({k: d.get(k) for k in ("key", "eb", "ef", "eb_ab", "flags", "converged")}, default=str)
+    )
 
 
 # ---------------------------------------------------------------------------------------- workflows
 def _fw(c, step: str, name: str, parents=(), allow_fizzled=False, **params):
-    spec = {"_ligbind_id": f"{c['name']}/{name}", "_campaign": c["name"]}
+    spec = {"_ligbind_id": fw_id_of(c, name), "_campaign": c["name"], "_protocol_hash": protocol_hash(c["protocol"])}
     if allow_fizzled:
         spec["_allow_fizzled_parents"] = True
-    fw = Firework([LigbindStepTask(step=step, campaign=c, **params)], spec=spec, name=f"{c['name']}:{name}")
+    task = LigbindStepTask(step=step, campaign=c, name=name, **params)
+    fw = Firework([task], spec=spec, name=f"{c['name']}:{name}")
     return fw, list(parents)
+
+
+def fw_id_of(c: dict[str, Any], name: str) -> str:
+    """A Firework's ligbind id: campaign, protocol hash and step (new settings give new Fireworks)."""
+    return f"{c['name']}/{protocol_hash(c['protocol'])}/{name}"
+
+
+def campaign_query(c: dict[str, Any]) -> dict[str, Any]:
+    """The campaign's Fireworks at its current protocol settings."""
+    return {"spec._campaign": c["name"], "spec._protocol_hash": protocol_hash(c["protocol"])}
 
 
 def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
@@ -256,10 +318,11 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
     c = resolve_campaign_ref(campaign_ref)
     with worker_lock(c, launchpad_file):
         lpad = get_launchpad(c, launchpad_file)
+        changes = _settings_changed(lpad, c)
         save_campaign(c)
         existing = {
             doc["spec"]["_ligbind_id"]: doc["fw_id"]
-            for doc in lpad.fireworks.find({"spec._campaign": c["name"]}, {"spec._ligbind_id": 1, "fw_id": 1})
+            for doc in lpad.fireworks.find(campaign_query(c), {"spec._ligbind_id": 1, "fw_id": 1})
         }
         plan = planned_fireworks(c)
         new = [(fw, parents) for fw, parents in plan if fw.spec["_ligbind_id"] not in existing]
@@ -269,7 +332,7 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
             outside_parents: set[int] = set()
             for fw, parents in new:
                 for p in parents:
-                    pid = f"{c['name']}/{p}"
+                    pid = fw_id_of(c, p)
                     if pid in ids:
                         links[ids[pid]].append(fw)
                     else:
@@ -289,18 +352,38 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
         "campaign": c["name"],
         "added": len(new),
         "already_there": len(existing),
+        "protocol_changes": changes,
         "workdir": c["workdir"],
         "store": c["store"],
     }
 
 
+def _settings_changed(lpad, c: dict[str, Any]) -> list[str]:
+    """Calculation settings that changed since the campaign was last screened (``path: old → new``).
+
+    Fireworks are keyed on the protocol hash, so new settings get new Fireworks and new store keys (whatever
+    is still valid, i.e. has the same key, is reused); the old settings' unfinished Fireworks are defused so
+    that nothing runs with them, and their results are never shown under the new settings.
+    """
+    saved = Path(c["workdir"]) / "campaign.json"
+    if not saved.exists():
+        return []
+    old = json.loads(saved.read_text()).get("protocol") or {}
+    if protocol_hash(old) == protocol_hash(c["protocol"]):
+        return []
+    stale = {"spec._campaign": c["name"], "spec._protocol_hash": {"$ne": protocol_hash(c["protocol"])}}
+    for doc in lpad.fireworks.find({**stale, "state": {"$in": ["READY", "WAITING"]}}, {"fw_id": 1}):
+        lpad.defuse_fw(doc["fw_id"])
+    return describe_changes(old, c["protocol"]) or ["protocol settings"]
+
+
 def _append_under(lpad, wf, parent_ids: list[int]) -> None:
-    """Add ``wf`` whose roots depend on Fireworks already on the LaunchPad (e.g. the relaxed slab)."""
-    lpad.append_wf(wf, parent_ids, pull_spec_mods=False)
+    """Add ``wf`` under Fireworks already on the LaunchPad; its roots receive their parents' store keys."""
+    lpad.append_wf(wf, parent_ids, pull_spec_mods=True)
 
 
-def _ready_count(lpad, name: str) -> int:
-    return lpad.fireworks.count_documents({"spec._campaign": name, "state": {"$in": ["READY", "WAITING"]}})
+def _ready_count(lpad, c: dict[str, Any]) -> int:
+    return lpad.fireworks.count_documents({**campaign_query(c), "state": {"$in": ["READY", "WAITING"]}})
 
 
 # Steps that calculate (they may run in parallel worker processes); the others only read the results store.
@@ -309,10 +392,10 @@ _PREFETCH_ERRORS: dict[str, BaseException] = {}
 
 
 def default_workers(c: dict[str, Any]) -> int:
-    """One worker process per core for in-process backends (CHGNet, GPAW run one thread each); 1 for VASP."""
-    if c["protocol"].get("backend") == "vasp":
-        return 1  # VASP parallelises itself (mpirun in its command)
-    return max(1, len(os.sched_getaffinity(0)))
+    """Worker processes side by side, as the protocol's backend prefers (one per core; 1 for VASP)."""
+    from ligbind.calculators import backend_of
+
+    return backend_of(c["protocol"]).default_workers(c["protocol"])
 
 
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -329,9 +412,9 @@ def _worker_init() -> None:
         pass
 
 
-def _calculate(c: dict[str, Any], step: str, ligand: str | None, config: int | None) -> None:
+def _calculate(c: dict[str, Any], step: str, keys: dict[str, str], ligand: str | None, config: int | None) -> None:
     """Worker process: run one calculation step; its result lands in the results store (nothing sent back)."""
-    run_step(c, step, ligand, config)
+    run_step(c, step, keys, ligand, config)
 
 
 def _step_cost(c: dict[str, Any], params: dict[str, Any]) -> float:
@@ -372,11 +455,11 @@ def run(
     launches.mkdir(parents=True, exist_ok=True)
     with worker_lock(c, launchpad_file):
         lpad = get_launchpad(c, launchpad_file)
-        _reset_interrupted(lpad, c["name"], launchpad_file)
+        _reset_interrupted(lpad, c, launchpad_file)
         ping = fireworks.core.rocket.start_ping_launch
         if not launchpad_file:  # one in-process worker: no heartbeat thread (mongomock is not thread-safe)
             fireworks.core.rocket.start_ping_launch = lambda *args: None
-        bar = tqdm(total=_ready_count(lpad, c["name"]), unit="fw", disable=not progress, desc=c["name"])
+        bar = tqdm(total=_ready_count(lpad, c), unit="fw", disable=not progress, desc=c["name"])
         launcher = _Launcher(lpad, c, launches, bar)
         cwd = os.getcwd()
         try:
@@ -391,13 +474,15 @@ def run(
             os.chdir(cwd)
             bar.close()
             save_store(lpad)
-        counts = state_counts(lpad, c["name"])
+        counts = state_counts(lpad, c)
+        problems = problem_counts(lpad, c)
     overhead = launcher.overhead
     return {
         "campaign": c["name"],
         "ran": launcher.ran,
         "workers": workers,
         "states": counts,
+        **problems,
         "engine_overhead_s": (sum(overhead) / len(overhead)) if overhead else None,
     }
 
@@ -407,7 +492,7 @@ class _Launcher:
 
     def __init__(self, lpad, c: dict[str, Any], launches: Path, bar):
         self.lpad, self.c, self.launches, self.bar = lpad, c, launches, bar
-        self.fworker = FWorker(name="ligbind-embedded", query={"spec._campaign": c["name"]})
+        self.fworker = FWorker(name="ligbind-embedded", query=campaign_query(c))
         self.ran, self.overhead = 0, []
 
     def launch(self, fw_id: int | None = None) -> bool:
@@ -433,7 +518,7 @@ class _Launcher:
 
     def ready(self) -> list[dict[str, Any]]:
         docs = self.lpad.fireworks.find(
-            {"spec._campaign": self.c["name"], "state": "READY"}, {"fw_id": 1, "spec": 1}
+            {**campaign_query(self.c), "state": "READY"}, {"fw_id": 1, "spec": 1}
         )
         return sorted(docs, key=lambda d: d["fw_id"])
 
@@ -458,6 +543,7 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                 ready = launcher.ready()
                 params = {d["fw_id"]: d["spec"]["_tasks"][0] for d in ready}
                 ready_ids = {d["fw_id"]: d["spec"]["_ligbind_id"] for d in ready}
+                ready_keys = {d["fw_id"]: passed_keys(d["spec"]) for d in ready}
                 # Rockets whose work is done (or that only analyse) run here, one at a time
                 launchable = [
                     i for i, p in params.items() if p["step"] not in CALCULATION_STEPS or i in calculated
@@ -471,7 +557,7 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                     costs.setdefault(i, _step_cost(c, params[i]))
                 for i in sorted(waiting, key=lambda i: -costs[i])[: max(0, workers - len(running))]:
                     p = params[i]
-                    future = pool.submit(_calculate, c, p["step"], p.get("ligand"), p.get("config"))
+                    future = pool.submit(_calculate, c, p["step"], ready_keys[i], p.get("ligand"), p.get("config"))
                     running[future] = (i, ready_ids[i])
                 if not running:
                     return
@@ -491,16 +577,41 @@ def _fw_label(lpad, fw_id: int) -> str:
     return doc["name"].split(":", 1)[-1] if doc else ""
 
 
-def _reset_interrupted(lpad, name: str, launchpad_file) -> None:
+def _reset_interrupted(lpad, c: dict[str, Any], launchpad_file) -> None:
     """Embedded store only: a Firework left RUNNING by a killed worker is rerun (its task resumes)."""
     if launchpad_file:
         return
-    for doc in lpad.fireworks.find({"spec._campaign": name, "state": "RUNNING"}, {"fw_id": 1}):
+    for doc in lpad.fireworks.find({**campaign_query(c), "state": "RUNNING"}, {"fw_id": 1}):
         lpad.rerun_fw(doc["fw_id"])
 
 
-def state_counts(lpad, name: str) -> dict[str, int]:
-    return dict(Counter(doc["state"] for doc in lpad.fireworks.find({"spec._campaign": name}, {"state": 1})))
+def state_counts(lpad, c: dict[str, Any]) -> dict[str, int]:
+    """Firework counts by state, at the campaign's current settings."""
+    return dict(Counter(doc["state"] for doc in lpad.fireworks.find(campaign_query(c), {"state": 1})))
+
+
+def _last_launch(lpad, fw_id: int) -> dict[str, Any]:
+    return lpad.launches.find_one({"fw_id": fw_id}, sort=[("launch_id", -1)]) or {}
+
+
+def problem_counts(lpad, c: dict[str, Any]) -> dict[str, int]:
+    """Failed (FIZZLED) Fireworks and COMPLETED calculations that ended unconverged."""
+    unconverged = 0
+    for doc in lpad.fireworks.find({**campaign_query(c), "state": "COMPLETED"}, {"fw_id": 1}):
+        data = (_last_launch(lpad, doc["fw_id"]).get("action") or {}).get("stored_data") or {}
+        unconverged += data.get("status") == "unconverged"
+    failed = lpad.fireworks.count_documents({**campaign_query(c), "state": "FIZZLED"})
+    return {"failed": failed, "unconverged": unconverged}
+
+
+def failures(lpad, c: dict[str, Any]) -> list[dict[str, str]]:
+    """Each FIZZLED Firework with the last line of its error."""
+    out = []
+    for doc in lpad.fireworks.find({**campaign_query(c), "state": "FIZZLED"}, {"fw_id": 1, "name": 1}):
+        err = ((_last_launch(lpad, doc["fw_id"]).get("action") or {}).get("stored_data") or {}).get("_exception", {})
+        message = (err.get("_stacktrace") or "").strip().splitlines()[-1:] or ["?"]
+        out.append({"firework": doc["name"].split(":", 1)[-1], "error": message[0]})
+    return out
 
 
 def status(
@@ -515,19 +626,18 @@ def status(
     out = []
     for ref in refs:
         c = resolve_campaign_ref(ref)
-        if not launchpad_file and not store_file(c).exists():
+        lpad = read_launchpad(c, launchpad_file)
+        if lpad is None:
             out.append({"campaign": c["name"], "states": {}, "failures": [], "note": "not screened yet"})
             continue
-        lpad = get_launchpad(c, launchpad_file)
-        failures = []
-        for doc in lpad.fireworks.find(
-            {"spec._campaign": c["name"], "state": "FIZZLED"}, {"fw_id": 1, "name": 1}
-        ):
-            launch = lpad.launches.find_one({"fw_id": doc["fw_id"]}, sort=[("launch_id", -1)])
-            err = ((launch or {}).get("action") or {}).get("stored_data", {}).get("_exception", {})
-            message = (err.get("_stacktrace") or "").strip().splitlines()[-1:] or ["?"]
-            failures.append({"firework": doc["name"].split(":", 1)[-1], "error": message[0]})
-        out.append({"campaign": c["name"], "states": state_counts(lpad, c["name"]), "failures": failures})
+        out.append(
+            {
+                "campaign": c["name"],
+                "states": state_counts(lpad, c),
+                **problem_counts(lpad, c),
+                "failures": failures(lpad, c),
+            }
+        )
     return out
 
 
