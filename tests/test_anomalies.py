@@ -165,10 +165,19 @@ def test_basin_threshold_separates_0_2_from_0_5_angstrom(placed, slab):
     assert "basin-changed" not in complex_anomalies(placed, small, slab)
 
 
-def test_mismatched_reference_gives_no_basin_verdict(placed):
+def test_mismatched_reference_gives_no_basin_verdict(placed, slab):
     other = build_slab(phase="cubic", size=(1, 1))
     assert np.isnan(framework_rmsd(placed, other))
-    assert "basin-changed" not in complex_anomalies(placed, placed.copy(), other)
+    # a framework moved by 0.5 Å per atom is basin-changed against its own slab, but a reference that does
+    # not match the structure gives no verdict at all
+    final = placed.copy()
+    rng = np.random.default_rng(7)
+    frame = [a.index for a in final if a.tag == 0 and a.symbol in ("Pb", "I")]
+    d = rng.normal(size=(len(frame), 3))
+    final.positions[frame] += 0.5 * d / np.linalg.norm(d, axis=1)[:, None]
+    assert "basin-changed" in complex_anomalies(placed, final, slab)
+    assert np.isnan(framework_rmsd(final, other))
+    assert "basin-changed" not in complex_anomalies(placed, final, other)
 
 
 def test_desorption_needs_anchor_sites(slab):

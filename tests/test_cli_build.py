@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from ase.constraints import FixAtoms
+from conftest import CLI, REPO_ROOT, cli_env, run_ligbind
 
 from ligbind.builders.ligands import load_library
 from ligbind.builders.placement import BOND_LENGTH, anchor_sites
@@ -21,14 +22,10 @@ from ligbind.builders.slab import build_slab, find_layers, termination
 from ligbind.cli import build_parser
 from ligbind.io import read_structure, write_structure
 
-CLI = [sys.executable, "-m", "ligbind.cli"]
-
 
 def run(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(
-        [*CLI, *args], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, check=False
-    )
+    """``python -m ligbind ARGS`` from this checkout (conftest.run_ligbind), warnings silenced."""
+    return run_ligbind(*args, cwd=cwd, timeout=timeout, env={"PYTHONWARNINGS": "ignore"})
 
 
 def _snapshot(path: Path) -> set[str]:
@@ -62,11 +59,11 @@ def bad_inputs(tmp_path_factory):
 BAD = {
     "unknown-material": (
         ["build", "slab", "--material", "CsPbBr9", "-o", "out.extxyz"],
-        "unknown material 'CsPbBr9'",
+        "invalid choice: 'CsPbBr9'",
     ),
     "unknown-phase": (
         ["build", "slab", "--phase", "orthorhombic", "-o", "out.extxyz"],
-        "unknown phase 'orthorhombic'",
+        "invalid choice: 'orthorhombic'",
     ),
     "zero-layers": (["build", "slab", "--layers", "0", "-o", "out.extxyz"], "bad number of layers 0"),
     "negative-vacuum": (["build", "slab", "--vacuum=-5", "-o", "out.extxyz"], "bad vacuum -5.0"),
@@ -101,7 +98,7 @@ BAD = {
     ),
     "no-room-for-ligand": (
         ["build", "complex", "--slab", "tight.extxyz", "--ligand", "EDTA", "--configs", "1", "-o", "out"],
-        "cannot place ligand 'EDTA' on this slab without clashes",
+        "only 3.2 Å of vacuum along z",
     ),
     "exchange-without-anion": (
         [
@@ -323,15 +320,43 @@ def test_every_help_exits_zero(tmp_path, path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.skipif(shutil.which("ligbind") is None, reason="console script not on PATH")
-def test_console_script(tmp_path):
+def test_cli_subprocesses_run_this_checkout(tmp_path):
+    """``python -m ligbind`` in the tests imports the package of this checkout, not an installed copy."""
     proc = subprocess.run(
-        ["ligbind", "build", "slab", "--json", "-o", "s.extxyz"],
+        [sys.executable, "-c", "import ligbind.__main__ as m; print(m.__file__)"],
         cwd=tmp_path,
         capture_output=True,
         text=True,
         timeout=120,
+        env=cli_env(),
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).resolve() == REPO_ROOT / "ligbind" / "__main__.py"
+    assert CLI == [sys.executable, "-m", "ligbind"]
+
+
+def test_console_script(tmp_path):
+    """The ``ligbind`` console script is ligbind.cli:main (pyproject), installed; run with this checkout first."""
+    import tomllib
+    from importlib.metadata import entry_points
+
+    declared = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    assert declared == {"ligbind": "ligbind.cli:main"}
+    (installed,) = entry_points(group="console_scripts", name="ligbind")
+    assert installed.value == "ligbind.cli:main"
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    script = shutil.which("ligbind", path=search)
+    assert script, f"the ligbind console script is not installed (next to {sys.executable} or on PATH)"
+    proc = subprocess.run(
+        [script, "build", "slab", "--json", "-o", "s.extxyz"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=cli_env(),
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    # default slab: 2x2, PbI2/CsI/PbI2 -> 2 x (4 Pb + 8 I) + (4 Cs + 4 I)
     assert json.loads(proc.stdout)["formula"] == "Cs4I20Pb8"

@@ -19,8 +19,10 @@ def _close_pairs(atoms: Atoms, cutoff: float = 1.5) -> set[tuple[int, int]]:
     return {(int(a), int(b)) for a, b in zip(i, j, strict=True)}
 
 
-def _check_pairs(host: Atoms, pairs: list[Atoms]) -> None:
+def _check_pairs(host: Atoms, pairs: list[Atoms], n_ligand: int = 0) -> None:
+    """``n_ligand``: adsorbate atoms the host carries (the interstitial must keep its distance from them)."""
     assert pairs
+    assert len(ligand_indices(host)) == n_ligand
     top = set(find_layers(host)[-1].tolist())
     z_top = host.positions[sorted(top), 2].max()
     seen = set()
@@ -47,7 +49,8 @@ def _check_pairs(host: Atoms, pairs: list[Atoms]) -> None:
         _, dist = get_distances(d.positions[[v]], np.delete(d.positions, v, axis=0), cell=d.cell, pbc=True)
         assert dist.min() >= 2.5, f"interstitial {dist.min():.2f} Å from another atom"
         lig = ligand_indices(d)
-        if len(lig):
+        assert len(lig) == n_ligand
+        if n_ligand:
             _, dl = get_distances(d.positions[[v]], d.positions[lig], cell=d.cell, pbc=True)
             assert dl.min() >= MIN_LIGAND_DISTANCE
         key = (int(v), tuple(np.round(d.positions[v], 3)))
@@ -69,7 +72,7 @@ def test_frenkel_pairs_on_bare_slabs(material, phase):
 def test_frenkel_pairs_next_to_a_ligand(slab_2x2):
     host = place_ligand(slab_2x2, "methylamine", n_configs=1)[0]
     pairs = frenkel_pairs(host, max_pairs=4)
-    _check_pairs(host, pairs)
+    _check_pairs(host, pairs, n_ligand=7)  # CH3NH2
     assert all(p.info["ligand"] == "methylamine" for p in pairs)
 
 
@@ -77,7 +80,7 @@ def test_frenkel_pairs_on_an_exchange_complex(slab_2x2):
     """The top layer of an X-site exchange complex lacks the exchanged iodide; pairs still enumerate."""
     host = place_ligand(slab_2x2, "KBr", mode="exchange", n_configs=1)[0]
     pairs = frenkel_pairs(host, max_pairs=3)
-    _check_pairs(host, pairs)
+    _check_pairs(host, pairs, n_ligand=1)  # the Br- on the vacated X site
     br = ligand_indices(host)
     assert all(p.info["vacancy_atom"] not in br for p in pairs)  # the exchanged Br stays
 
@@ -101,6 +104,7 @@ def test_no_two_frenkel_pairs_are_symmetry_images(slab_2x2):
     Checked independently of the code under test: symmetry images have the same multiset of interatomic
     distances."""
     pairs = frenkel_pairs(slab_2x2, max_pairs=4)
+    assert len(pairs) == 4  # so that the comparison below covers six couples
     prints = [np.sort(p.get_all_distances(mic=True)[np.triu_indices(len(p), 1)]) for p in pairs]
     for i in range(len(prints)):
         for j in range(i):

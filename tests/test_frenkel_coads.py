@@ -3,35 +3,60 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 import yaml
 
 from ligbind.builders.slab import build_slab
+from ligbind.calculators import make_calculator
 from ligbind.io import write_structure
+from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore
 
 pytestmark = pytest.mark.slow
 FAST = {"relax": {"fmax": 0.1, "steps": 150}}
 
 
-def test_frenkel_cli_bare_and_with_ligand(tmp_path):
+def _single_point(row, protocol) -> float:
+    """Energy of a stored structure from a fresh calculator of the protocol (not the stored energy)."""
+    atoms = row.toatoms()
+    atoms.calc = make_calculator(protocol, atoms=atoms)
+    return float(atoms.get_potential_energy())
+
+
+def test_frenkel_cli_bare_and_with_ligand(tmp_path, run_cli):
     write_structure(tmp_path / "slab.extxyz", build_slab())
-    cmd = [sys.executable, "-m", "ligbind.cli", "frenkel", "--slab", "slab.extxyz", "--ligand", "methylamine",
-           "--configs", "1", "--pairs", "2", "--set", json.dumps(FAST), "--json"]
-    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    args = ["frenkel", "--slab", "slab.extxyz", "--ligand", "methylamine", "--configs", "1", "--pairs", "2",
+            "--set", json.dumps(FAST), "--json"]  # fmt: skip
+    proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
-    # a Frenkel pair costs energy: E_F > 0 on the bare slab and next to the ligand
-    assert out["ef_bare"] is not None and 0.05 < out["ef_bare"] < 5.0
-    assert len(out["pairs_bare"]) == 2 and len(out["pairs_ligand"]) >= 1
-    assert min(p["ef"] for p in out["pairs_bare"] if not p["flags"]) == pytest.approx(out["ef_bare"])
-    if out["ef_ligand"] is not None:
-        assert out["delta_ef"] == pytest.approx(out["ef_ligand"] - out["ef_bare"])
-    rows = list(ResultStore(tmp_path / "ligbind.db").select(kind="frenkel"))
-    assert {r.ligand for r in rows} == {"methylamine"}
+    assert len(out["pairs_bare"]) == 2 and len(out["pairs_ligand"]) == 2
+    # E_F is the lowest E_F of the converged pairs without flags (module docstring of analysis/frenkel.py)
+    for host in ("bare", "ligand"):
+        usable = [p["ef"] for p in out[f"pairs_{host}"] if p["status"] == "converged" and not p["flags"]]
+        assert usable, f"no usable Frenkel pair on the {host} host: {out[f'pairs_{host}']}"
+        assert out[f"ef_{host}"] == pytest.approx(min(usable), abs=1e-9)
+        # a Frenkel pair costs energy, and less than breaking the surface apart
+        assert 0.05 < out[f"ef_{host}"] < 5.0
+    # ΔE_F = E_F(ligand@slab) − E_F(bare): required, the command was asked for it
+    assert out["delta_ef"] == pytest.approx(out["ef_ligand"] - out["ef_bare"], abs=1e-9)
+
+    # each E_F is E(relaxed pair) − E(relaxed host): recomputed here from the stored structures with a fresh
+    # calculator, not from the energies the code stored
+    store = ResultStore(tmp_path / "ligbind.db")
+    rows = {r.get("ligand") or "bare": r for r in store.select(kind="frenkel")}
+    assert set(rows) == {"bare", "methylamine"}
+    protocol = load_protocol("ml-screen", FAST)
+    for host, ligand in (("bare", "bare"), ("ligand", "methylamine")):
+        host_row = store.get(rows[ligand].data["outcome"]["host_key"])
+        assert host_row.natoms == (32 if host == "bare" else 32 + 7)  # Cs4Pb8I20 (+ CH3NH2)
+        e_host = _single_point(host_row, protocol)
+        for pair in out[f"pairs_{host}"]:
+            defect = store.get(pair["key"])
+            assert defect.natoms == host_row.natoms
+            assert pair["ef"] == pytest.approx(_single_point(defect, protocol) - e_host, abs=2e-3)
+    assert rows["methylamine"].delta_ef == pytest.approx(out["delta_ef"], abs=1e-9)
 
 
 def test_campaign_coadsorption_and_frenkel_steps(tmp_path, monkeypatch):
@@ -61,8 +86,11 @@ def test_campaign_coadsorption_and_frenkel_steps(tmp_path, monkeypatch):
     eb = {r.ligand: r.eb for r in store.select(kind="binding")}
     assert co.eb_ab < 0
     assert co.delta_e_inter == pytest.approx(co.eb_ab - eb["methylamine"] - eb["dimethyl-ether"])
-    ft = frenkel_table(store).set_index("ligand")
-    assert ft.loc["(bare)", "ef_bare"] > 0
+    ft = frenkel_table(store).set_index("host")
+    assert set(ft.index) == {"(bare)", "methylamine"}
+    assert 0.05 < ft.loc["(bare)", "ef"] < 5.0 and 0.05 < ft.loc["methylamine", "ef"] < 5.0
+    assert ft.loc["methylamine", "ef_bare"] == pytest.approx(ft.loc["(bare)", "ef"])
+    # ΔE_F = E_F(ligand@slab) − E_F(bare)
     assert ft.loc["methylamine", "delta_ef"] == pytest.approx(
-        ft.loc["methylamine", "ef_ligand"] - ft.loc["(bare)", "ef_bare"]
+        ft.loc["methylamine", "ef"] - ft.loc["(bare)", "ef"], abs=1e-9
     )

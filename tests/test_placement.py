@@ -11,6 +11,7 @@ import pytest
 from ase import Atoms
 from ase.constraints import FixAtoms
 from ase.geometry import find_mic, get_distances
+from scipy.spatial.transform import Rotation
 
 from ligbind.builders.ligands import ANCHOR_ELEMENTS, ligand_conformers, resolve_ligand
 from ligbind.builders.placement import BOND_LENGTH, anchor_sites, ligand_indices, place_ligand
@@ -153,14 +154,47 @@ def test_thin_vacuum_respects_the_slab_image_above():
         _assert_no_clash(c)
 
 
+def _clear_placement_exists(slab: Atoms, ligand: Atoms, n_rotations: int = 4000) -> bool:
+    """Independent of the placement code: some rigid orientation of ``ligand`` with one anchor straight above a
+    surface Pb at its bond length keeps every atom above the top layer, MIN_HEAVY/MIN_H from the slab and its
+    images, and from the ligand's own periodic images."""
+    cell = slab.cell.array
+    shifts = np.array(
+        [i * cell[0] + j * cell[1] + k * cell[2] for i, j, k in itertools.product((-1, 0, 1), repeat=3)]
+    )
+    own_shifts = shifts[np.any(shifts != 0, axis=1)]
+    images = (slab.positions[None] + shifts[:, None]).reshape(-1, 3)
+    top = find_layers(slab)[-1]
+    z_top = slab.positions[top, 2].max()
+    pb = next(int(i) for i in top if slab[i].symbol == "Pb")
+    symbols = np.array(ligand.get_chemical_symbols())
+    limit = np.where(symbols == "H", MIN_H, MIN_HEAVY)
+    for rot in Rotation.random(n_rotations, random_state=2):
+        pos0 = rot.apply(ligand.positions - ligand.positions.mean(axis=0))
+        own = np.linalg.norm(pos0[:, None, None] - (pos0[None, None] + own_shifts[None, :, None]), axis=-1)
+        if np.any(own.min(axis=(1, 2)) < limit):
+            continue
+        for a in ligand.info["anchors"]:
+            pos = pos0 - pos0[a] + slab.positions[pb] + [0, 0, BOND_LENGTH[symbols[a]]]
+            if pos[:, 2].min() <= z_top:
+                continue
+            if np.all(np.linalg.norm(pos[:, None] - images[None], axis=-1).min(axis=1) >= limit):
+                return True
+    return False
+
+
 def test_small_cell_respects_the_ligand_images():
-    """EDTA (~10 Å) on a 1×1 cell (6.3 Å): placed without overlapping its own in-plane images, or refused."""
+    """EDTA on a 1×1 cell (6.3 Å): longer than the cell, so lying flat it would overlap its own in-plane images;
+    standing up it fits (shown independently below). It must be placed, and clear of its own images."""
     small = build_slab("CsPbI3", "cubic", "1x1", layers=3, vacuum=12.0)
-    try:
-        configs = place_ligand(small, "EDTA", n_configs=1)
-    except LigbindError as exc:
-        assert "cannot place ligand 'EDTA'" in str(exc)
-        return
+    a = small.cell.lengths()[0]
+    conformer = ligand_conformers(resolve_ligand("EDTA"), n_conformers=3, seed=0)[0]  # the one placed first
+    heavy = conformer.positions[np.array(conformer.get_chemical_symbols()) != "H"]
+    span = np.linalg.norm(heavy[:, None] - heavy[None], axis=-1).max()
+    assert span > a + MIN_HEAVY  # along a cell vector, this conformer would overlap its own image
+    assert _clear_placement_exists(small, conformer)  # so refusing would be wrong
+    configs = place_ligand(small, "EDTA", n_configs=K, seed=0)
+    assert configs
     for c in configs:
         _assert_no_clash(c)
 
@@ -253,18 +287,34 @@ def test_monatomic_anion_fills_the_vacancy(placed):
     assert d.min() > 3.0
 
 
+def _assert_motif_matches_sites(c: Atoms) -> None:
+    """The recorded motif says how the anchor sites bind: one anchor on one Pb, several anchors on one Pb
+    (chelating), or on as many Pb (bridging, k-dentate)."""
+    anchors = {s["anchor"] for s in anchor_sites(c)}
+    pbs = {s["pb"] for s in anchor_sites(c)}
+    motif = c.info["motif"]
+    if motif == "monodentate":
+        assert len(anchors) == len(pbs) == 1, (motif, anchor_sites(c))
+    elif motif == "chelating":
+        assert len(anchors) >= 2 and len(pbs) == 1, (motif, anchor_sites(c))
+    else:
+        assert motif == "bridging" or motif.endswith("-dentate"), motif
+        assert len(anchors) >= 2 and len(pbs) == len(anchors), (motif, anchor_sites(c))
+
+
 def test_multidentate_ligands_bind_through_several_anchors(placed):
     # NSA (sulfonate): two sulfonyl O on Pb at once (chelating one Pb or bridging two)
     _, nsa = placed("NSA", "neutral")
     assert any(len({s["anchor"] for s in anchor_sites(c)}) >= 2 for c in nsa)
     for c in nsa:
-        if c.info["motif"] == "chelating":
-            assert len({s["pb"] for s in anchor_sites(c)}) == 1
+        _assert_motif_matches_sites(c)
     # EDTA: its donors bridge several surface Pb at once
     _, edta = placed("EDTA", "neutral")
     multi = [c for c in edta if len({s["anchor"] for s in anchor_sites(c)}) >= 2]
     assert multi, "EDTA never binds through two anchors"
     assert any(len({s["pb"] for s in anchor_sites(c)}) >= 2 for c in multi), "EDTA never spans two Pb"
+    for c in edta:
+        _assert_motif_matches_sites(c)
     for c in multi:
         pbs = sorted({s["pb"] for s in anchor_sites(c)})
         for a, b in itertools.combinations(pbs, 2):  # neighbouring surface Pb, not across the cell
@@ -330,4 +380,6 @@ def test_symmetry_image_of_a_configuration_is_recognised(slab_2x2):
     image = ((lig @ np.linalg.inv(cell)) @ rot.T + trans) @ cell
     a, b = Candidate(lig, [], 0, "m", 0.0), Candidate(image, [], 0, "m", 0.0)
     assert _same_configuration(a, b, cell, ops)
-    assert not _same_configuration(a, b, cell, ops[:1])  # not the same positions: only the symmetry makes it so
+    assert not _same_configuration(
+        a, b, cell, ops[:1]
+    )  # not the same positions: only the symmetry makes it so
