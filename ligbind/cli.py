@@ -1,16 +1,227 @@
 """The ``ligbind`` command: build, ligands, protocols, bind, frenkel, screen, run, status, results.
 
 Every subcommand has ``--help``; those a script would parse have ``--json``. Bad input ends with exit
-code 2 and one line ``ligbind: error: ...`` on stderr, and nothing is written.
+code 2 and one line ``ligbind: error: ...`` on stderr, and nothing is written: every argument is checked by
+its argparse type or choices, and every ligand, protocol and input structure is checked before the first
+calculation. An unexpected exception (a bug) prints one line and a note, exit code 1; ``--debug`` shows the
+full traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import traceback
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from ligbind.errors import LigbindError
+
+BUG_NOTE = "this is a bug in ligbind; please report it with --debug output"
+MAX_CONFIGS = 50  # relaxations per ligand (the campaign schema has the same limit)
+MAX_PAIRS = 50
+MAX_REPEATS = 10
+MAX_SEED = 2**32 - 1
+
+
+# ------------------------------------------------------------------------------------ argument types
+def _argtype(name: str):
+    """Decorator: a converter whose LigbindError/ValueError becomes argparse's one-line error."""
+
+    def wrap(fn):
+        def convert(text: str):
+            try:
+                return fn(text)
+            except (LigbindError, ValueError) as exc:
+                raise argparse.ArgumentTypeError(str(exc)) from None
+
+        convert.__name__ = name
+        return convert
+
+    return wrap
+
+
+def int_in(what: str, lo: int, hi: int):
+    """An integer in [lo, hi]; messages like ``bad number of layers 0: need at least 1``."""
+
+    @_argtype(what)
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise ValueError(f"bad {what} '{text}': not an integer") from None
+        if value < lo:
+            raise ValueError(f"bad {what} {value}: need at least {lo}")
+        if value > hi:
+            raise ValueError(f"bad {what} {value}: at most {hi}")
+        return value
+
+    return convert
+
+
+def float_in(what: str, lo: float, hi: float, *, lo_open: bool = False, unit: str = ""):
+    """A finite float in [lo, hi] (or (lo, hi] with ``lo_open``); NaN and infinity refused."""
+    u = f" {unit}" if unit else ""
+
+    @_argtype(what)
+    def convert(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise ValueError(f"bad {what} '{text}': not a number") from None
+        if not math.isfinite(value):
+            raise ValueError(f"bad {what} {text}: not a finite number")
+        if (value <= lo) if lo_open else (value < lo):
+            raise ValueError(
+                f"bad {what} {value}{u}: must be {'positive' if lo_open and lo == 0 else f'≥ {lo}'}"
+            )
+        if value > hi:
+            raise ValueError(f"bad {what} {value}{u}: at most {hi}{u}")
+        return value
+
+    return convert
+
+
+@_argtype("size")
+def slab_size(text: str) -> str:
+    from ligbind.builders.slab import parse_size
+
+    nx, ny = parse_size(text)
+    if max(nx, ny) > MAX_REPEATS:
+        raise ValueError(f"bad slab size {nx}x{ny}: at most {MAX_REPEATS} repeats each way")
+    return f"{nx}x{ny}"
+
+
+@_argtype("structure file")
+def output_structure(text: str) -> str:
+    from ligbind.io import check_output_file, structure_format
+
+    structure_format(text)
+    check_output_file(text)
+    return text
+
+
+@_argtype("directory")
+def output_dir(text: str) -> str:
+    from ligbind.io import check_output_dir
+
+    check_output_dir(text)
+    return text
+
+
+@_argtype("database")
+def output_db(text: str) -> str:
+    from ligbind.io import check_database_file
+
+    check_database_file(text, must_exist=False)
+    return text
+
+
+@_argtype("database")
+def input_db(text: str) -> str:
+    from ligbind.io import check_database_file
+
+    check_database_file(text, must_exist=True)
+    return text
+
+
+def input_file(what: str):
+    @_argtype(what)
+    def convert(text: str) -> str:
+        from ligbind.io import check_input_file
+
+        check_input_file(text, what)
+        return text
+
+    return convert
+
+
+@_argtype("JSON")
+def json_object(text: str) -> dict:
+    """Protocol overrides as a JSON object (NaN and infinity refused)."""
+
+    def refuse_constant(name: str):
+        raise ValueError(f"{name} is not a finite number")
+
+    try:
+        value = json.loads(text, parse_constant=refuse_constant)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise ValueError('must be a JSON object, e.g. \'{"relax": {"fmax": 0.1}}\'')
+    from ligbind.engine.schema import first_nonfinite
+
+    bad = first_nonfinite(value)
+    if bad:
+        raise ValueError(f"{bad}: not a finite number")
+    return value
+
+
+@_argtype("campaign")
+def campaign_ref(text: str) -> str:
+    """A campaign YAML file, or the name of a screened campaign (one safe path component under runs/)."""
+    from ligbind.engine.schema import check_campaign_name
+    from ligbind.io import check_input_file
+
+    if text.endswith((".yaml", ".yml")) or "/" in text or Path(text).is_file():
+        check_input_file(text, "campaign file")
+    else:
+        check_campaign_name(text)
+    return text
+
+
+def _materials() -> list[str]:
+    from ligbind.builders.bulk import PHASES
+
+    return sorted({m for m, _ in PHASES})
+
+
+def _phases() -> list[str]:
+    from ligbind.builders.bulk import PHASES
+
+    return sorted({p for _, p in PHASES})
+
+
+def _protocol_names() -> list[str]:
+    from ligbind.protocols import available_protocols
+
+    return available_protocols()
+
+
+MODES = ("neutral", "exchange")
+
+
+# ------------------------------------------------------------------------------- checks before work
+def _warn(message: str) -> None:
+    print(f"ligbind: warning: {message}", file=sys.stderr)
+
+
+def read_slab(path: str):
+    """Read a slab file and run the structure check (warnings printed, one line each)."""
+    from ligbind.io import read_structure
+    from ligbind.validation import check_slab
+
+    atoms = read_structure(path)
+    for message in check_slab(atoms, f"slab {path}"):
+        _warn(message)
+    return atoms
+
+
+def resolve_checked_ligand(name: str, mode: str, protocol: dict | None):
+    """The library entry of ``name``, refused now if ``mode`` or ``protocol`` cannot use it."""
+    from ligbind.builders.ligands import resolve_ligand
+    from ligbind.validation import check_molecule
+
+    entry = resolve_ligand(name)
+    if mode == "exchange" and not entry.exchange:
+        raise LigbindError(f"ligand '{entry.name}' has no exchange anion: use --mode neutral")
+    check_molecule(entry, protocol)
+    return entry
 
 
 def _print(payload: Any, as_json: bool, text: str | None = None) -> None:
@@ -39,9 +250,9 @@ def _atoms_summary(atoms, path: Path | None = None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- build
 def cmd_build_slab(args: argparse.Namespace) -> None:
     from ligbind.builders.slab import build_slab
-    from ligbind.io import structure_format, write_structure
+    from ligbind.io import write_structure
+    from ligbind.validation import check_slab
 
-    structure_format(args.output)
     slab = build_slab(
         material=args.material,
         phase=args.phase,
@@ -52,6 +263,8 @@ def cmd_build_slab(args: argparse.Namespace) -> None:
         br_fraction=args.br_fraction,
         seed=args.seed,
     )
+    for message in check_slab(slab, "the slab"):  # what every later command will check, refused now
+        _warn(message)
     path = write_structure(args.output, slab)
     s = _atoms_summary(slab, path)
     _print(
@@ -65,14 +278,14 @@ def cmd_build_slab(args: argparse.Namespace) -> None:
 
 
 def cmd_build_ligand(args: argparse.Namespace) -> None:
-    from ligbind.builders.ligands import build_ligand
-    from ligbind.io import structure_format, write_structure
+    from ligbind.builders.ligands import build_ligand, resolve_ligand
+    from ligbind.io import write_structure
+    from ligbind.validation import check_molecule
 
     if (args.name is None) == (args.smiles is None):
-        from ligbind.errors import LigbindError
-
         raise LigbindError("give a library ligand NAME or --smiles, not both or neither")
-    structure_format(args.output)
+    entry = resolve_ligand(name=args.name, smiles=args.smiles)
+    check_molecule(entry, None, charge=args.charge)
     mol = build_ligand(name=args.name, smiles=args.smiles, seed=args.seed)
     path = write_structure(args.output, mol)
     s = _atoms_summary(mol, path)
@@ -81,10 +294,11 @@ def cmd_build_ligand(args: argparse.Namespace) -> None:
 
 def cmd_build_complex(args: argparse.Namespace) -> None:
     from ligbind.builders.placement import anchor_sites, place_ligand
-    from ligbind.io import read_structure, write_structure
+    from ligbind.io import write_structure
 
-    slab = read_structure(args.slab)
-    complexes = place_ligand(slab, args.ligand, n_configs=args.configs, mode=args.mode, seed=args.seed)
+    entry = resolve_checked_ligand(args.ligand, args.mode, None)
+    slab = read_slab(args.slab)
+    complexes = place_ligand(slab, entry, n_configs=args.configs, mode=args.mode, seed=args.seed)
     outdir = Path(args.output)
     written = []
     for atoms in complexes:
@@ -130,10 +344,12 @@ def cmd_protocols(args: argparse.Namespace) -> None:
     from ligbind.protocols import available_protocols, load_protocol
 
     if args.name is None:
+        if args.set is not None:
+            raise LigbindError("--set needs a protocol NAME (ligbind protocols NAME --set ...)")
         rows = {n: load_protocol(n).get("description", "") for n in available_protocols()}
         _print(rows, args.json, "\n".join(f"{n:<12}  {d}" for n, d in rows.items()))
         return
-    protocol = load_protocol(args.name, _overrides(args.set))
+    protocol = load_protocol(args.name, args.set)
     _print(protocol, args.json, yaml.safe_dump(protocol, sort_keys=False).rstrip())
 
 
@@ -142,48 +358,98 @@ class _OneLineParser(argparse.ArgumentParser):
     """Argument errors as one line (``ligbind: error: ...``), exit code 2, like every other bad input."""
 
     def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"ligbind: error: {self.prog.removeprefix('ligbind ')}: {message}\n")
+        where = self.prog.removeprefix("ligbind").strip()
+        message = " ".join(message.split())
+        self.exit(2, f"ligbind: error: {where + ': ' if where else ''}{message}\n")
+
+    def add_subparsers(self, **kwargs):  # every (sub)subcommand also takes the global --debug
+        action = super().add_subparsers(**kwargs)
+        add_parser = action.add_parser
+
+        def add_with_debug(*args, **kw):
+            p = add_parser(*args, **kw)
+            p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+            return p
+
+        action.add_parser = add_with_debug
+        return action
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _OneLineParser(
         prog="ligbind", description="Ligand binding and defect energies on lead-halide perovskite surfaces."
     )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of any error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     build = sub.add_parser("build", help="build slabs, ligands and ligand@slab complexes")
     bsub = build.add_subparsers(dest="what", required=True, metavar="WHAT")
 
     p = bsub.add_parser("slab", help="a PbI2-terminated (001) slab")
-    p.add_argument("--material", default="CsPbI3", help="CsPbI3 or MAPbI3 (default CsPbI3)")
-    p.add_argument("--phase", default=None, help="cubic or tetragonal (default: tetragonal, tilted)")
-    p.add_argument("--size", default="2x2", help="in-plane pseudo-cubic repeats, e.g. 2x2")
-    p.add_argument("--layers", type=int, default=3, help="number of PbI2/AI layers (odd: PbI2 on both faces)")
-    p.add_argument("--vacuum", type=float, default=12.0, help="vacuum between periodic images along z (Å)")
-    p.add_argument("--fix-layers", type=int, default=1, help="bottom layers held fixed")
-    p.add_argument("--br-fraction", type=float, default=0.0, help="fraction of X sites substituted by Br")
-    p.add_argument("--seed", type=int, default=0, help="seed for the Br substitution")
-    p.add_argument("-o", "--output", required=True, help="output file (.extxyz, POSCAR, .vasp, .cif)")
+    p.add_argument("--material", default="CsPbI3", choices=_materials(), help="default CsPbI3")
+    p.add_argument("--phase", default=None, choices=_phases(), help="default: tetragonal (tilted)")
+    p.add_argument("--size", type=slab_size, default="2x2", help="in-plane pseudo-cubic repeats, e.g. 2x2")
+    p.add_argument(
+        "--layers",
+        type=int_in("number of layers", 1, 21),
+        default=3,
+        help="number of PbI2/AI layers (odd: PbI2 on both faces)",
+    )
+    p.add_argument(
+        "--vacuum",
+        type=float_in("vacuum", 0, 100, lo_open=True, unit="Å"),
+        default=12.0,
+        help="vacuum between periodic images along z (Å)",
+    )
+    p.add_argument(
+        "--fix-layers", type=int_in("--fix-layers", 0, 20), default=1, help="bottom layers held fixed"
+    )
+    p.add_argument(
+        "--br-fraction", type=float_in("Br fraction", 0, 1), default=0.0, help="fraction of X sites made Br"
+    )
+    p.add_argument("--seed", type=int_in("seed", 0, MAX_SEED), default=0, help="seed for the Br substitution")
+    p.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=output_structure,
+        help="output file (.extxyz, POSCAR, .vasp, .cif)",
+    )
     p.add_argument("--json", action="store_true", help="print a JSON summary")
     p.set_defaults(func=cmd_build_slab)
 
     p = bsub.add_parser("ligand", help="3D coordinates of a ligand (RDKit conformers)")
     p.add_argument("name", nargs="?", help="library name (see `ligbind ligands`)")
     p.add_argument("--smiles", help="a SMILES string instead of a library name")
-    p.add_argument("--seed", type=int, default=42, help="RDKit embedding seed")
-    p.add_argument("-o", "--output", required=True, help="output file (.extxyz, .xyz, ...)")
+    p.add_argument(
+        "--charge", type=int_in("charge", -8, 8), help="expected total charge (refused if the SMILES differs)"
+    )
+    p.add_argument("--seed", type=int_in("seed", 0, MAX_SEED), default=42, help="RDKit embedding seed")
+    p.add_argument(
+        "-o", "--output", required=True, type=output_structure, help="output file (.extxyz, .xyz, ...)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_build_ligand)
 
     p = bsub.add_parser("complex", help="candidate ligand@slab configurations")
-    p.add_argument("--slab", required=True, help="PbI2-terminated slab file")
-    p.add_argument("--ligand", required=True, help="library name")
-    p.add_argument("--configs", type=int, default=3, help="number of distinct configurations")
     p.add_argument(
-        "--mode", default="neutral", help="neutral (whole unit) or exchange (anion replaces a surface I)"
+        "--slab", required=True, type=input_file("structure file"), help="PbI2-terminated slab file"
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--ligand", required=True, help="library name")
+    p.add_argument(
+        "--configs",
+        type=int_in("number of configurations", 1, MAX_CONFIGS),
+        default=3,
+        help="number of distinct configurations",
+    )
+    p.add_argument(
+        "--mode",
+        default="neutral",
+        choices=MODES,
+        help="neutral (whole unit) or exchange (anion replaces a surface I)",
+    )
+    p.add_argument("--seed", type=int_in("seed", 0, MAX_SEED), default=0)
+    p.add_argument("-o", "--output", required=True, type=output_dir, help="output directory")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_build_complex)
 
@@ -192,8 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ligands)
 
     p = sub.add_parser("protocols", help="list protocols, or print one fully resolved")
-    p.add_argument("name", nargs="?")
-    p.add_argument("--set", help='JSON overrides merged on top, e.g. \'{"relax": {"fmax": 0.1}}\'')
+    p.add_argument("name", nargs="?", choices=_protocol_names())
+    p.add_argument(
+        "--set", type=json_object, help='JSON overrides merged on top, e.g. \'{"relax": {"fmax": 0.1}}\''
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_protocols)
 
@@ -218,40 +486,41 @@ def _progress_bar(disable: bool):
     return bar, step
 
 
-def _overrides(text: str | None) -> dict | None:
-    from ligbind.errors import LigbindError
-
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LigbindError(f"--set is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise LigbindError("--set must be a JSON object")
-    return value
-
-
 def cmd_bind(args: argparse.Namespace) -> None:
     import time
 
-    from ligbind.io import read_structure
     from ligbind.protocols import load_protocol
     from ligbind.recipes import DryRunWritten, bind
     from ligbind.store import ResultStore
 
-    protocol = load_protocol(args.protocol, _overrides(args.set))
+    protocol = load_protocol(args.protocol, args.set)
     if args.dry_run:
-        protocol["dry_run"] = True
-    slab = read_structure(args.slab)
+        if protocol.get("backend") != "vasp":
+            raise LigbindError("--dry-run writes VASP input directories: use it with a vasp protocol")
+        from ligbind.protocols import with_run_settings
+
+        protocol = with_run_settings(protocol, dry_run=True)
+    resolve_checked_ligand(args.ligand, args.mode, protocol)
+    slab = read_slab(args.slab)
     if args.dry_run:
         try:
-            bind(slab, args.ligand, protocol, n_configs=args.configs, mode=args.mode, store=None,
-                 workdir=args.workdir, seed=args.seed)
+            bind(
+                slab,
+                args.ligand,
+                protocol,
+                n_configs=args.configs,
+                mode=args.mode,
+                store=None,
+                workdir=args.workdir,
+                seed=args.seed,
+            )
         except DryRunWritten as written:
             dirs = [str(d) for d in written.args[0]]
-            _print({"dry_run": True, "directories": dirs}, args.json,
-                   "dry run: wrote VASP inputs (INCAR, KPOINTS, POSCAR, POTCAR.spec) to\n  " + "\n  ".join(dirs))
+            _print(
+                {"dry_run": True, "directories": dirs},
+                args.json,
+                "dry run: wrote VASP inputs (INCAR, KPOINTS, POSCAR, POTCAR.spec) to\n  " + "\n  ".join(dirs),
+            )
         return
     store = ResultStore(args.db)
     start = time.perf_counter()
@@ -294,13 +563,17 @@ def cmd_bind(args: argparse.Namespace) -> None:
 
 
 def cmd_frenkel(args: argparse.Namespace) -> None:
-    from ligbind.io import read_structure
     from ligbind.protocols import load_protocol
     from ligbind.recipes import frenkel
     from ligbind.store import ResultStore
 
-    protocol = load_protocol(args.protocol, _overrides(args.set))
-    slab = read_structure(args.slab)
+    if args.ligand is None and (args.mode is not None or args.configs is not None):
+        raise LigbindError("--mode and --configs choose the ligand's configurations: give --ligand too")
+    mode = args.mode or "neutral"
+    protocol = load_protocol(args.protocol, args.set)
+    if args.ligand is not None:
+        resolve_checked_ligand(args.ligand, mode, protocol)
+    slab = read_slab(args.slab)
     store = ResultStore(args.db)
     bar, step = _progress_bar(args.json)
     try:
@@ -308,8 +581,8 @@ def cmd_frenkel(args: argparse.Namespace) -> None:
             slab,
             protocol,
             ligand=args.ligand,
-            mode=args.mode,
-            n_configs=args.configs,
+            mode=mode,
+            n_configs=args.configs or 3,
             max_pairs=args.pairs,
             store=store,
             workdir=args.workdir,
@@ -329,15 +602,17 @@ def cmd_results(args: argparse.Namespace) -> None:
     from ligbind.store import ResultStore
 
     if args.campaign:
+        if args.db is not None:
+            raise LigbindError("give a campaign or --db, not both (a campaign names its own results store)")
         from ligbind.engine.campaign import campaign_results
 
         paths = campaign_results(args.campaign, outdir=args.output)
     else:
-        if not Path(args.db).exists():
-            from ligbind.errors import LigbindError
+        from ligbind.io import check_database_file
 
-            raise LigbindError(f"results database not found: {args.db}")
-        store = ResultStore(args.db)
+        db = args.db or "ligbind.db"
+        check_database_file(db, must_exist=True)  # the default, checked like a given one
+        store = ResultStore.open_existing(db)  # reading never creates or changes a database
         paths = write_tables(store, args.output or "results")
         if not args.json:
             print(binding_table(store).to_string(index=False))
@@ -345,20 +620,32 @@ def cmd_results(args: argparse.Namespace) -> None:
 
 
 def _add_calc_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--protocol", default="ml-screen", help="protocol preset (see `ligbind protocols`)")
-    p.add_argument("--set", help="JSON overrides merged on the protocol")
-    p.add_argument("--db", default="ligbind.db", help="results store (ase.db SQLite)")
-    p.add_argument("--workdir", default="runs", help="trajectories and calculator logs")
+    p.add_argument(
+        "--protocol",
+        default="ml-screen",
+        choices=_protocol_names(),
+        help="protocol preset (see `ligbind protocols`)",
+    )
+    p.add_argument("--set", type=json_object, help="JSON overrides merged on the protocol")
+    p.add_argument("--db", default="ligbind.db", type=output_db, help="results store (ase.db SQLite)")
+    p.add_argument("--workdir", default="runs", type=output_dir, help="trajectories and calculator logs")
     p.add_argument("--json", action="store_true")
 
 
 def register_calculation_commands(sub) -> None:
     p = sub.add_parser("bind", help="binding energy of one ligand (relax slab, ligand, configurations)")
-    p.add_argument("--slab", required=True, help="PbI2-terminated slab file")
+    p.add_argument(
+        "--slab", required=True, type=input_file("structure file"), help="PbI2-terminated slab file"
+    )
     p.add_argument("--ligand", required=True, help="library name")
-    p.add_argument("--configs", type=int, default=3, help="configurations to relax")
-    p.add_argument("--mode", default="neutral", help="neutral or exchange")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--configs",
+        type=int_in("number of configurations", 1, MAX_CONFIGS),
+        default=3,
+        help="configurations to relax",
+    )
+    p.add_argument("--mode", default="neutral", choices=MODES, help="neutral or exchange")
+    p.add_argument("--seed", type=int_in("seed", 0, MAX_SEED), default=0)
     p.add_argument("--include-flagged", action="store_true", help="let flagged configurations count for Eb")
     p.add_argument("--dry-run", action="store_true", help="vasp: write input directories only")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -366,23 +653,39 @@ def register_calculation_commands(sub) -> None:
     p.set_defaults(func=cmd_bind)
 
     p = sub.add_parser("frenkel", help="iodine Frenkel pair energy, bare and with a ligand")
-    p.add_argument("--slab", required=True)
+    p.add_argument(
+        "--slab", required=True, type=input_file("structure file"), help="PbI2-terminated slab file"
+    )
     p.add_argument("--ligand", help="library name (adds E_F with the ligand and ΔE_F)")
-    p.add_argument("--mode", default="neutral")
-    p.add_argument("--configs", type=int, default=3)
-    p.add_argument("--pairs", type=int, default=4, help="vacancy–interstitial pairs to relax")
+    p.add_argument("--mode", choices=MODES, help="the ligand's binding mode (default neutral)")
+    p.add_argument(
+        "--configs",
+        type=int_in("number of configurations", 1, MAX_CONFIGS),
+        help="ligand configurations (default 3)",
+    )
+    p.add_argument(
+        "--pairs",
+        type=int_in("number of Frenkel pairs", 1, MAX_PAIRS),
+        default=4,
+        help="vacancy–interstitial pairs to relax",
+    )
     _add_calc_options(p)
     p.set_defaults(func=cmd_frenkel)
 
     p = sub.add_parser("results", help="write the binding-energy table (CSV, Markdown, PNG)")
-    p.add_argument("campaign", nargs="?", help="campaign YAML or name (writes results/<campaign>/)")
-    p.add_argument("--db", default="ligbind.db")
-    p.add_argument("-o", "--output", help="output directory (default results/ or results/<campaign>/)")
+    p.add_argument(
+        "campaign", nargs="?", type=campaign_ref, help="campaign YAML or name (writes results/<campaign>/)"
+    )
+    p.add_argument("--db", type=input_db, help="results store to read (default ligbind.db)")
+    p.add_argument(
+        "-o", "--output", type=output_dir, help="output directory (default results/ or results/<campaign>/)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_results)
 
 
 _EXTRA_COMMANDS.append(register_calculation_commands)
+
 
 # ----------------------------------------------------------------------------------------------- campaigns
 def cmd_screen(args: argparse.Namespace) -> None:
@@ -390,8 +693,20 @@ def cmd_screen(args: argparse.Namespace) -> None:
 
     out = screen(args.campaign, launchpad_file=args.launchpad)
     where = "your MongoDB launchpad" if args.launchpad else f"the embedded store in {out['workdir']}"
-    _print(out, args.json, f"campaign {out['campaign']}: added {out['added']} Firework(s) to {where} "
-           f"({out['already_there']} already there); results store {out['store']}")
+    _print(
+        out,
+        args.json,
+        f"campaign {out['campaign']}: added {out['added']} Firework(s) to {where} "
+        f"({out['already_there']} already there); results store {out['store']}"
+        + (
+            "\nprotocol settings changed since the last screen: "
+            + "; ".join(out["protocol_changes"])
+            + ". New Fireworks and store keys for the new settings; results of the old settings are kept"
+            " under their own keys and not shown in the tables."
+            if out["protocol_changes"]
+            else ""
+        ),
+    )
 
 
 def cmd_run(args: argparse.Namespace) -> None:
@@ -405,8 +720,26 @@ def cmd_run(args: argparse.Namespace) -> None:
         workers=args.workers,
     )
     states = ", ".join(f"{k} {v}" for k, v in sorted(out["states"].items()))
-    _print(out, args.json, f"campaign {out['campaign']}: ran {out['ran']} Firework(s) with {out['workers']} "
-           f"worker(s); now {states}")
+    _print(
+        out,
+        args.json,
+        f"campaign {out['campaign']}: ran {out['ran']} Firework(s) with {out['workers']} "
+        f"worker(s); now {states}" + _problems(out),
+    )
+    return UNFINISHED_WORK if out["failed"] or out["unconverged"] else 0
+
+
+UNFINISHED_WORK = 3  # exit code of run/status when something failed or ended unconverged
+
+
+def _problems(out: dict) -> str:
+    """A warning line for failed and unconverged work (empty when there is none)."""
+    if not (out.get("failed") or out.get("unconverged")):
+        return ""
+    return (
+        f"\nwarning: {out.get('failed', 0)} failed, {out.get('unconverged', 0)} unconverged "
+        "(`ligbind status` lists them; the tables mark them)"
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> None:
@@ -416,33 +749,47 @@ def cmd_status(args: argparse.Namespace) -> None:
     lines = []
     for r in rows:
         states = ", ".join(f"{k} {v}" for k, v in sorted(r["states"].items())) or r.get("note", "empty")
-        lines.append(f"{r['campaign']}: {states}")
+        counts = f"; {r['failed']} failed, {r['unconverged']} unconverged" if "failed" in r else ""
+        lines.append(f"{r['campaign']}: {states}{counts}")
         lines += [f"  FIZZLED {f['firework']}: {f['error']}" for f in r["failures"]]
     _print(rows, args.json, "\n".join(lines) or "no campaigns screened yet (ligbind screen CAMPAIGN.yaml)")
+    return UNFINISHED_WORK if any(r.get("failed") or r.get("unconverged") for r in rows) else 0
 
 
 def register_campaign_commands(sub) -> None:
     p = sub.add_parser("screen", help="turn a campaign YAML into FireWorks workflows on the LaunchPad")
-    p.add_argument("campaign", help="campaign YAML (e.g. workflows/demo.yaml)")
-    p.add_argument("--launchpad", help="my_launchpad.yaml of a MongoDB (HPC); default: embedded store")
+    p.add_argument(
+        "campaign", type=input_file("campaign file"), help="campaign YAML (e.g. workflows/demo.yaml)"
+    )
+    p.add_argument(
+        "--launchpad",
+        type=input_file("launchpad file"),
+        help="my_launchpad.yaml of a MongoDB (HPC); default: embedded store",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_screen)
 
     p = sub.add_parser("run", help="execute a campaign's ready Fireworks here, with a progress bar")
-    p.add_argument("campaign", help="campaign YAML or name")
-    p.add_argument("--launchpad", help="my_launchpad.yaml (default: embedded store)")
-    p.add_argument("--max", type=int, help="stop after this many Fireworks")
+    p.add_argument("campaign", type=campaign_ref, help="campaign YAML or name")
+    p.add_argument(
+        "--launchpad", type=input_file("launchpad file"), help="my_launchpad.yaml (default: embedded store)"
+    )
+    p.add_argument("--max", type=int_in("--max", 1, 10**9), help="stop after this many Fireworks")
     p.add_argument(
         "--workers",
-        type=int,
+        type=int_in("number of workers", 1, 1024),
         help="calculations run in this many processes at once (default: one per core; 1 for VASP)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", help="per-campaign Firework counts by state, and failures")
-    p.add_argument("campaign", nargs="?", help="campaign YAML or name (default: all in runs/)")
-    p.add_argument("--launchpad", help="my_launchpad.yaml (default: embedded store)")
+    p.add_argument(
+        "campaign", nargs="?", type=campaign_ref, help="campaign YAML or name (default: all in runs/)"
+    )
+    p.add_argument(
+        "--launchpad", type=input_file("launchpad file"), help="my_launchpad.yaml (default: embedded store)"
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 
@@ -450,20 +797,74 @@ def register_campaign_commands(sub) -> None:
 _EXTRA_COMMANDS.append(register_campaign_commands)
 
 
-def main(argv: list[str] | None = None) -> int:
-    from ligbind.errors import LigbindError
-
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _stdout_closed() -> bool:
+    """True when stdout is a pipe whose reader went away (``ligbind ligands | head``)."""
     try:
-        args.func(args)
+        import select
+
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except Exception:
+        return True
+
+
+@contextmanager
+def _one_line_warnings(debug: bool):
+    """Python warnings as ``ligbind: warning: ...`` lines (the usual two-line form with --debug)."""
+    with warnings.catch_warnings():
+        if not debug:  # library deprecation notices are for developers, not for ligbind's users
+            for category in (DeprecationWarning, PendingDeprecationWarning, FutureWarning):
+                warnings.filterwarnings("ignore", category=category)
+            warnings.showwarning = lambda message, *_a, **_k: _warn(" ".join(str(message).split()))
+        yield
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit code.
+
+    0 ok, 2 bad input, 3 the campaign has failed or unconverged work (``run``, ``status``), 1 a bug,
+    130 interrupted.
+    """
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
+    try:
+        with _one_line_warnings(debug):
+            try:
+                args = build_parser().parse_args(argv)
+            except SystemExit as exc:  # argparse: --help (0) or a one-line error (2)
+                return exc.code if isinstance(exc.code, int) else 0
+            code = args.func(args)
+            sys.stdout.flush()
+            if code:
+                return int(code)
     except LigbindError as exc:
-        print(f"ligbind: error: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        print(f"ligbind: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ligbind: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        if not _stdout_closed():
+            return _bug(debug)
+        # the reader of our output went away: stop quietly, like any Unix tool (no flush error at exit)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
+    except Exception:
+        return _bug(debug)
     return 0
+
+
+def _bug(debug: bool) -> int:
+    exc = sys.exc_info()[1]
+    if debug:
+        traceback.print_exc()
+    text = " ".join(str(exc).split())
+    print(f"ligbind: internal error: {type(exc).__name__}{': ' + text if text else ''}", file=sys.stderr)
+    print(BUG_NOTE, file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

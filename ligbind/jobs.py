@@ -392,7 +392,8 @@ def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) 
     done_steps = max(0, len(Trajectory(str(traj_path))) - 1)  # steps = distinct frames after the start
     energy, forces = _checked_energy(work)
     final = atoms.copy()
-    final.positions = work.positions
+    # back in the caller's frame (a backend may have translated the atoms, e.g. GPAW along a non-periodic z)
+    final.positions = work.positions - np.asarray(work.info.get("_origin_shift", np.zeros(3)))
     final.calc = SinglePointCalculator(final, energy=energy, forces=forces)
     fmax_now = free_fmax(final, forces)
     return Result(

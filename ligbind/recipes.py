@@ -329,3 +329,81 @@ def frenkel(
         lig = _frenkel_on(host, protocol, store, workdir, max_pairs, progress, entry.name, bare, include_flagged)
         out.ligand, out.ef_ligand, out.pairs_ligand, out.delta_ef = entry.name, lig.ef, lig.pairs, lig.delta_ef
     return out
+
+
+def dft_ligand_structure(screen_ligand: Result, entry: LigandEntry, slab: Atoms, protocol: dict[str, Any]) -> Atoms:
+    """The screen-relaxed isolated ligand in the DFT protocol's cell (DFT starts from the screen geometry)."""
+    mol = screen_ligand.atoms.copy()
+    mol.calc = None
+    mol = ligand_cell_structure(mol, slab, protocol)
+    mol.info.update(kind="ligand", label=f"ligand:{entry.name}", ligand=entry.name, charge=int(entry.charge))
+    return mol
+
+
+def verification_configuration(
+    store: ResultStore, screen: BindingOutcome, k: int, top_k: int, dft_slab: Result
+) -> Atoms | None:
+    """The k-th of the screen's best ``top_k`` configurations rebuilt on the DFT-relaxed slab (None: fewer)."""
+    from ligbind.analysis.verification import configurations_to_verify, rebuild_on_slab
+    from ligbind.jobs import result_from_row
+
+    chosen = configurations_to_verify(screen, top_k)
+    if k >= len(chosen):
+        return None
+    complex_ = result_from_row(store.get(chosen[k]["key"]), dft_slab.protocol).atoms
+    screen_slab = result_from_row(store.get(screen.slab_key), dft_slab.protocol).atoms
+    rebuilt = rebuild_on_slab(complex_, screen_slab, dft_slab.atoms)
+    rebuilt.calc = None
+    return rebuilt
+
+
+def check_verifiable(screen: BindingOutcome, dft: dict[str, Any]) -> None:
+    """Refuse a verification that cannot be done: a non-DFT protocol, or an X-site exchange ligand."""
+    if not dft["is_dft"]:
+        raise LigbindError(f"verification needs a DFT protocol; '{dft['name']}' is not DFT")
+    if screen.mode == "exchange":
+        raise LigbindError("DFT verification of exchange-mode binding is not supported yet: use mode neutral")
+
+
+def verify(
+    slab: Atoms,
+    screen: BindingOutcome,
+    entry: LigandEntry,
+    protocol: str | dict[str, Any] = "gpaw-laptop",
+    *,
+    top_k: int = 2,
+    store: ResultStore | None = None,
+    workdir: str | Path = "runs",
+    overrides: dict[str, Any] | None = None,
+    progress: Progress = _noop,
+):
+    """DFT verification of a screen's Eb (AdsorbML): the best ``top_k`` configurations relaxed with DFT.
+
+    The slab is relaxed with the DFT protocol, the ligand from its screen geometry, and each chosen
+    configuration from its screen geometry rebuilt on the DFT slab; Eb comes from DFT terms only.
+    """
+    from ligbind.analysis.verification import analyse_verification
+
+    dft = _resolve(protocol, overrides)
+    check_verifiable(screen, dft)
+    if top_k < 1:
+        raise LigbindError(f"--top-k must be at least 1, got {top_k}")
+    store = store or ResultStore()
+    workdir = Path(workdir)
+    from ligbind.jobs import result_from_row
+
+    progress("DFT slab")
+    dft_slab = relax_slab(slab, dft, store, workdir).require_converged("DFT slab relaxation")
+    progress("DFT ligand")
+    screen_ligand = result_from_row(store.get(screen.ligand_key), dft)
+    dft_ligand = relax(dft_ligand_structure(screen_ligand, entry, slab, dft), dft, store=store, workdir=workdir)
+    configs = []
+    for k in range(top_k):
+        atoms = verification_configuration(store, screen, k, top_k, dft_slab)
+        if atoms is None:
+            break
+        progress(f"DFT config {atoms.info['config']}")
+        label = f"verify:{entry.name}:{atoms.info['config']}"
+        configs.append(relax_configuration(atoms, dft_slab.atoms, dft, store, workdir, label=label))
+    dft_outcome = analyse_binding(entry, screen.mode, dft, dft_slab, dft_ligand, configs, store=store)
+    return analyse_verification(screen, dft_outcome, store=store)

@@ -200,15 +200,16 @@ def test_failing_calculation_does_not_stop_the_campaign(tmp_path, monkeypatch):
     path = write_campaign(tmp_path)
     real_step = engine.step_config
 
-    def failing_step(c, name, k):
+    def failing_step(c, keys, name, k):
         if name == "methylamine" and k == 1:
             raise UnconvergedError("SCF did not converge with any of 3 mixer settings")
-        return real_step(c, name, k)
+        return real_step(c, keys, name, k)
 
     monkeypatch.setattr(engine, "step_config", failing_step)
     engine.screen(path)
     out = engine.run(path, progress=False, workers=1)  # in-process: the patched step is the one that runs
     assert out["states"] == {"COMPLETED": 8, "FIZZLED": 1}
+    assert out["failed"] == 1 and out["unconverged"] == 0
     (report,) = engine.status(path)
     assert report["failures"] == [
         {"firework": "config/methylamine/1", "error": "ligbind.errors.UnconvergedError: SCF did not converge "

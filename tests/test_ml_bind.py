@@ -171,7 +171,9 @@ def test_ml_calculator_skips_stress_but_matches_stock_chgnet(slab):
 
     from ligbind.calculators.chgnet import _chgnet_model
 
-    ours = ligbind.calculators.make_calculator(load_protocol("ml-screen", {"dispersion": {"method": "none"}}))
+    ours = ligbind.calculators.make_calculator(
+        load_protocol("ml-screen", {"dispersion": {"method": "none"}}), atoms=slab
+    )
     stock = CHGNetCalculator(model=_chgnet_model(), use_device="cpu")
     a, b = slab.copy(), slab.copy()
     a.rattle(0.05, seed=3)

@@ -117,6 +117,9 @@ def gpaw_calculator(
     return GPAW(**kwargs)
 
 
+ORIGIN_SHIFT = "_origin_shift"  # info key: translation prepare_atoms applied (undone by ligbind.jobs)
+
+
 def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
     """GPAW wants a non-periodic z for the dipole layer and pbc=False for molecules in a box.
 
@@ -135,6 +138,13 @@ def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
         )
     else:
         atoms.pbc = False
+    if not atoms.pbc[2]:
+        # A non-periodic axis needs the atoms' basis functions inside the box: centre the atoms along z (an
+        # adsorbate on a slab built with its vacuum on top would otherwise reach the cell face). The shift
+        # is recorded so that jobs hands positions back in the caller's frame.
+        before = atoms.positions.copy()
+        atoms.center(axis=2)
+        atoms.info[ORIGIN_SHIFT] = (atoms.positions[0] - before[0]).tolist()
     return atoms
 
 

@@ -1,0 +1,141 @@
+"""DFT verification of a screen (the AdsorbML pattern), defined once for the CLI and the campaign steps.
+
+The screen protocol (an ML potential) relaxes K configurations; the best k of them (lowest, unflagged,
+converged, distinct) are relaxed again with a DFT protocol, each rebuilt on the DFT-relaxed slab from its
+screen geometry; Eb is assembled from DFT terms only. The stored row (kind ``verification``) holds both
+numbers side by side, which protocol produced each, and flags where DFT disagrees with the screen.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+from ligbind.analysis.binding import BindingOutcome
+from ligbind.store import ResultStore
+
+DISTINCT_EB = 0.005  # eV: two relaxed screen configurations closer than this are taken as the same minimum
+DISAGREEMENT = 0.2  # eV: |Eb_dft − Eb_screen| beyond this is flagged
+
+
+@dataclass
+class VerificationOutcome:
+    """Eb from the screen and from DFT for one ligand, and how they compare."""
+
+    ligand: str
+    mode: str
+    screen_protocol: str
+    dft_protocol: str
+    eb_screen: float | None
+    eb_dft: float | None
+    screen_config: int | None
+    dft_config: int | None
+    verified_configs: list[int] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    screen_key: str = ""
+    dft_key: str = ""
+    key: str = ""
+    campaign: str | None = None
+
+    @property
+    def eb(self) -> float | None:
+        """The reported Eb: the DFT value where one exists, else the screen's."""
+        return self.eb_dft if self.eb_dft is not None else self.eb_screen
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "eb": self.eb}
+
+
+def configurations_to_verify(screen: BindingOutcome, top_k: int) -> list[dict[str, Any]]:
+    """The screen's best ``top_k`` configurations: converged, unflagged, lowest Eb first, distinct minima."""
+    usable = sorted(
+        (c for c in screen.configs if c["status"] == "converged" and not c["flags"]), key=lambda c: c["eb"]
+    )
+    chosen: list[dict[str, Any]] = []
+    for c in usable:
+        if all(abs(c["eb"] - d["eb"]) > DISTINCT_EB for d in chosen):
+            chosen.append(c)
+        if len(chosen) == top_k:
+            break
+    return chosen
+
+
+def rebuild_on_slab(screen_complex: Atoms, screen_slab: Atoms, dft_slab: Atoms) -> Atoms:
+    """The screen's relaxed complex rebuilt on the DFT-relaxed slab.
+
+    Slab atoms (tags 0) take the DFT slab's positions; the adsorbate (tags ≥ 1) keeps its screen geometry,
+    shifted by the mean displacement of the top-layer slab atoms under it (so its bonds to the surface keep
+    their length). The slab part must be the same atoms in the same order as both bare slabs.
+    """
+    slab_atoms = np.where(screen_complex.get_tags() == 0)[0]
+    if len(slab_atoms) != len(dft_slab) or list(screen_complex.numbers[slab_atoms]) != list(dft_slab.numbers):
+        raise ValueError("the complex's slab part is not the bare slab (X-site exchange is rebuilt by placement)")
+    out = screen_complex.copy()
+    top = screen_slab.positions[:, 2] > screen_slab.positions[:, 2].max() - 1.5
+    shift = (dft_slab.positions[top] - screen_slab.positions[top]).mean(axis=0)
+    out.positions[slab_atoms] = dft_slab.positions
+    out.positions[screen_complex.get_tags() > 0] += shift
+    out.set_constraint(dft_slab.constraints)
+    out.info = {**screen_complex.info, "verified_from": screen_complex.info.get("config")}
+    return out
+
+
+def analyse_verification(
+    screen: BindingOutcome,
+    dft: BindingOutcome | None,
+    *,
+    threshold: float = DISAGREEMENT,
+    store: ResultStore | None = None,
+    campaign: str | None = None,
+) -> VerificationOutcome:
+    """Compare the screen's Eb with the DFT one and store the row (kind ``verification``)."""
+    flags: list[str] = []
+    if dft is None or not dft.configs:
+        flags.append("not-verified")
+    elif dft.eb is None:
+        flags.append("dft-unusable:" + "+".join(dft.flags or ["none"]))
+    else:
+        if screen.best_config is not None and dft.best_config != screen.best_config:
+            flags.append("dft-prefers-another-configuration")
+        if screen.eb is not None and abs(dft.eb - screen.eb) > threshold:
+            flags.append(f"screen-off-by-more-than-{threshold:g}-eV")
+    if dft is not None:
+        flags += [f for f in dft.flags if f.startswith("basin-changed") or f.startswith("failed")]
+    out = VerificationOutcome(
+        ligand=screen.ligand,
+        mode=screen.mode,
+        screen_protocol=screen.protocol,
+        dft_protocol=dft.protocol if dft is not None else "",
+        eb_screen=screen.eb,
+        eb_dft=dft.eb if dft is not None else None,
+        screen_config=screen.best_config,
+        dft_config=dft.best_config if dft is not None else None,
+        verified_configs=[c["config"] for c in dft.configs] if dft is not None else [],
+        flags=sorted(set(flags)),
+        screen_key=screen.key,
+        dft_key=dft.key if dft is not None else "",
+        key=f"verification-{screen.key.removeprefix('binding-')}-{dft.protocol if dft else 'none'}",
+        campaign=campaign,
+    )
+    if store is not None:
+        store.put(
+            Atoms(),
+            out.key,
+            data={"outcome": json.loads(json.dumps(out.as_dict(), default=float))},
+            kind="verification",
+            status="ok" if out.eb_dft is not None else "not-verified",
+            ligand=out.ligand,
+            mode=out.mode,
+            protocol=out.dft_protocol,
+            screen_protocol=out.screen_protocol,
+            eb=out.eb,
+            eb_screen=out.eb_screen,
+            eb_dft=out.eb_dft,
+            flags=",".join(out.flags) or "none",
+            campaign=campaign,
+        )
+    return out
