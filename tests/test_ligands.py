@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,6 +16,7 @@ from ligbind.builders.ligands import (
     LigandEntry,
     build_ligand,
     library_path,
+    library_paths,
     ligand_conformers,
     load_library,
     polymer_smiles,
@@ -43,7 +46,7 @@ def built() -> dict[str, list]:
 
 
 def test_library_holds_required_entries() -> None:
-    assert library_path().name == "ligands.yaml"
+    assert library_path() == Path(__file__).resolve().parents[1] / "ligbind" / "data" / "ligands.yaml"
     missing = [n for n in REQUIRED if n not in LIBRARY]
     assert not missing
     for entry in LIBRARY.values():
@@ -289,20 +292,90 @@ def test_broken_library_entry_names_the_entry(bad: str, tmp_path, monkeypatch) -
         load_library(path)
     assert "\n" not in str(exc.value)
     monkeypatch.setenv("LIGBIND_LIGANDS", str(path))
-    assert library_path() == path
+    assert library_paths() == [library_path(), path]
     with pytest.raises(LigbindError, match=f"'{bad}'"):
         resolve_ligand("ok")
 
 
-def test_env_library_and_missing_file(tmp_path, monkeypatch) -> None:
-    path = tmp_path / "mine.yaml"
-    path.write_text(
-        'ethanol:\n  smiles: "CCO"\n  charge: 0\n  anchors: "[OX2H:1]"\n  denticity: 1\n  note: test\n'
+def entry_yaml(name: str, smiles: str, anchors: str = "[N:1]") -> str:
+    """One library entry in the YAML format of ligbind/data/ligands.yaml."""
+    return (
+        f'{name}:\n  smiles: "{smiles}"\n  charge: 0\n  anchors: "{anchors}"\n  denticity: 1\n  note: test\n'
     )
-    monkeypatch.setenv("LIGBIND_LIGANDS", str(path))
-    assert resolve_ligand("ethanol").smiles == "CCO"
-    with pytest.raises(LigbindError, match="unknown ligand 'OA'"):
-        resolve_ligand("OA")
+
+
+def test_user_library_extends_the_shipped_one(tmp_path, monkeypatch) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(entry_yaml("my-amine", "CCN"))
+    monkeypatch.setenv("LIGBIND_LIGANDS", str(mine))
+    library = load_library()
+    assert list(library) == [*LIBRARY, "my-amine"]  # shipped entries first, in file order
+    assert library["my-amine"].smiles == "CCN" and library["methylamine"] == LIBRARY["methylamine"]
+    assert resolve_ligand("my-amine").smiles == "CCN"
+    assert resolve_ligand("OA") == LIBRARY["OA"]
+    atoms = build_ligand("my-amine")
+    assert atoms.get_chemical_formula() == "C2H7N" and [atoms[i].symbol for i in atoms.info["anchors"]] == [
+        "N"
+    ]
+    # an explicit path reads that file only
+    assert list(load_library(mine)) == ["my-amine"]
+    assert list(load_library(library_path())) == list(LIBRARY)
+
+
+def test_several_user_libraries(tmp_path, monkeypatch) -> None:
+    a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
+    a.write_text(entry_yaml("my-amine", "CCN"))
+    b.write_text(entry_yaml("my-alcohol", "CCCO", "[O:1]"))
+    # empty items are ignored; the shipped file named again is read once
+    monkeypatch.setenv("LIGBIND_LIGANDS", os.pathsep.join([str(a), "", str(b), str(library_path())]))
+    assert library_paths() == [library_path(), a, b]
+    assert list(load_library())[-2:] == ["my-amine", "my-alcohol"]
+    b.write_text(entry_yaml("my-amine", "CCCN"))  # same name as in a.yaml
+    with pytest.raises(LigbindError) as exc:
+        load_library()
+    message = str(exc.value)
+    assert "'my-amine'" in message and str(a) in message and str(b) in message and "\n" not in message
+
+
+@pytest.mark.parametrize("name", ["methylamine", "Methylamine", "OA"])
+def test_user_library_cannot_redefine_a_shipped_ligand(name: str, tmp_path, monkeypatch) -> None:
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(entry_yaml("my-amine", "CCN") + entry_yaml(name, "CCCCN"))
+    monkeypatch.setenv("LIGBIND_LIGANDS", str(mine))
+    for call in (load_library, lambda: resolve_ligand("methylamine"), lambda: resolve_ligand("my-amine")):
+        with pytest.raises(LigbindError) as exc:
+            call()
+        message = str(exc.value)
+        assert f"'{name}'" in message and str(mine) in message and str(library_path()) in message
+        assert "\n" not in message
+    assert load_library(mine)["my-amine"].smiles == "CCN"  # on its own the file is fine
+
+
+def test_same_molecule_under_two_names_is_refused(tmp_path, monkeypatch) -> None:
+    # within one file: CCN and NCC are the same molecule (one canonical SMILES)
+    dup = tmp_path / "dup.yaml"
+    dup.write_text(entry_yaml("ethylamine", "CCN") + entry_yaml("aminoethane", "NCC"))
+    with pytest.raises(LigbindError, match="'aminoethane'.*'ethylamine'") as exc:
+        load_library(dup)
+    assert str(dup) in str(exc.value) and "\n" not in str(exc.value)
+    # against the shipped library: NC is methylamine (CN)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(entry_yaml("aminomethane", "NC"))
+    monkeypatch.setenv("LIGBIND_LIGANDS", str(mine))
+    with pytest.raises(LigbindError, match="'aminomethane'.*'methylamine'") as exc:
+        load_library()
+    assert str(mine) in str(exc.value) and str(library_path()) in str(exc.value)
+    # enantiomers are different molecules
+    isomers = tmp_path / "isomers.yaml"
+    isomers.write_text(
+        entry_yaml("R-sec-butylamine", "C[C@@H](N)CC") + entry_yaml("S-sec-butylamine", "C[C@H](N)CC")
+    )
+    assert list(load_library(isomers)) == ["R-sec-butylamine", "S-sec-butylamine"]
+
+
+def test_missing_user_library(tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("LIGBIND_LIGANDS", str(tmp_path / "missing.yaml"))
-    with pytest.raises(LigbindError, match="not found"):
+    with pytest.raises(LigbindError, match="not found.*missing.yaml"):
         resolve_ligand("OA")
+    with pytest.raises(LigbindError, match="not found"):
+        load_library(tmp_path / "missing.yaml")

@@ -51,7 +51,25 @@ EQUATORIAL_X = 0.2125
 
 
 def get_phase(material: str, phase: str | None = None) -> Phase:
-    """Look up a supported phase, with one clear error for anything else."""
+    """Look up a supported phase, with one clear error for anything else.
+
+    Parameters
+    ----------
+    material : str
+        ``CsPbI3`` or ``MAPbI3``.
+    phase : str, optional
+        ``cubic`` or ``tetragonal``; default the material's tilted tetragonal phase.
+
+    Returns
+    -------
+    Phase
+        Space group, lattice parameters and literature reference.
+
+    Raises
+    ------
+    LigbindError
+        Unknown material, or a phase not supported for it.
+    """
     materials = sorted({m for m, _ in PHASES})
     if material not in materials:
         raise LigbindError(f"unknown material '{material}' (supported: {', '.join(materials)})")
@@ -63,7 +81,13 @@ def get_phase(material: str, phase: str | None = None) -> Phase:
 
 
 def methylammonium() -> Atoms:
-    """A methylammonium cation (CH3NH3+) from RDKit, C–N axis along +x, centred at the origin."""
+    """A methylammonium cation (CH3NH3+) from RDKit, C–N axis along +x, centred at the origin.
+
+    Returns
+    -------
+    ase.Atoms
+        The cation (no cell, not periodic), the C–N midpoint at the origin.
+    """
     from ligbind.builders.ligands import LigandEntry, ligand_conformers
 
     # a user SMILES needs a lone-pair anchor, which CH3NH3+ lacks: use an explicit entry (N as the "anchor")
@@ -84,6 +108,23 @@ def bulk(material: str, phase: str | None = None) -> Atoms:
 
     The cell is the crystallographic one (cubic: 1 formula unit; P4/mbm: 2; I4/mcm: 4). For MAPbI3 the
     C–N axes lie in the ab plane, antiparallel on neighbouring A sites (no net dipole).
+
+    Parameters
+    ----------
+    material : str
+        ``CsPbI3`` or ``MAPbI3``.
+    phase : str, optional
+        As in :func:`get_phase`.
+
+    Returns
+    -------
+    ase.Atoms
+        The periodic bulk cell; ``info``: material, phase, spacegroup, reference.
+
+    Raises
+    ------
+    LigbindError
+        As :func:`get_phase`.
     """
     ph = get_phase(material, phase)
     cellpar = [ph.a, ph.a, ph.c, 90, 90, 90]

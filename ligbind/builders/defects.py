@@ -31,7 +31,20 @@ MIN_LIGAND_DISTANCE = 2.6  # Å between an interstitial and any adsorbate atom
 
 
 def interstitial_sites(atoms: Atoms) -> list[tuple[str, np.ndarray]]:
-    """(kind, position) of interstitial candidates above the top layer."""
+    """Interstitial candidates above the top layer.
+
+    Atop each surface Pb (at the Pb–I bond length) and in each hollow above the centre of four surface Pb.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        A PbX2-terminated slab (checked), bare or with an adsorbate.
+
+    Returns
+    -------
+    list of (str, numpy.ndarray)
+        (kind, Cartesian position), kind "atop-Pb" or "hollow".
+    """
     layers = check_pbi2_terminated(atoms)
     pbs = surface_pb(atoms, layers)
     z_top = float(atoms.positions[layers[-1], 2].mean())
@@ -50,9 +63,54 @@ def interstitial_sites(atoms: Atoms) -> list[tuple[str, np.ndarray]]:
 
 
 def frenkel_pairs(atoms: Atoms, max_pairs: int = 4) -> list[Atoms]:
-    """Up to ``max_pairs`` Frenkel-pair structures of ``atoms`` (bare slab or ligand@slab), farthest pairs first."""
+    """Up to ``max_pairs`` Frenkel-pair structures of ``atoms`` (bare slab or ligand@slab), farthest pairs first.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        A PbX2-terminated slab, bare or with an adsorbate (tags > 0).
+    max_pairs : int
+        Most structures returned (>= 1).
+
+    Returns
+    -------
+    list of ase.Atoms
+        Copies of ``atoms`` with one top-layer halide moved to an interstitial site, no two related by a
+        symmetry of the host. ``info``: that of ``atoms`` plus kind ("defect"), defect ("frenkel"), pair,
+        vacancy_atom, interstitial (site kind) and separation (Å).
+
+    Raises
+    ------
+    LigbindError
+        ``max_pairs`` < 1, a slab that is not PbX2-terminated, or no pair that fits.
+    """
     if max_pairs < 1:
         raise LigbindError(f"bad number of Frenkel pairs {max_pairs}: need at least 1")
+    candidates = _candidate_pairs(atoms)
+    if not candidates:
+        raise LigbindError("no vacancy–interstitial pair fits on this surface")
+    # farthest pairs first (near ones relax back into the vacancy), alternating interstitial kinds
+    candidates.sort(key=lambda c: (-round(c[0], 1), c[1]))
+    chosen = _distinct_pairs(atoms, candidates)
+    out = []
+    for k, (dist, v, kind, site) in enumerate(chosen[:max_pairs]):
+        defect = atoms.copy()
+        defect.positions[v] = site
+        defect.info = {
+            **atoms.info,
+            "kind": "defect",
+            "defect": "frenkel",
+            "pair": k,
+            "vacancy_atom": v,
+            "interstitial": kind,
+            "separation": round(dist, 3),
+        }
+        out.append(defect)
+    return out
+
+
+def _candidate_pairs(atoms: Atoms) -> list[tuple[float, int, str, np.ndarray]]:
+    """(separation, vacancy halide, interstitial kind, site) of every pair far enough apart and from ligands."""
     layers = check_pbi2_terminated(atoms)
     halides = surface_halides(atoms, layers)
     ligand = np.where(atoms.get_tags() > 0)[0]
@@ -67,11 +125,14 @@ def frenkel_pairs(atoms: Atoms, max_pairs: int = 4) -> list[Atoms]:
             dist = float(np.linalg.norm(vec))
             if dist >= MIN_SEPARATION:
                 candidates.append((dist, int(v), kind, site))
-    if not candidates:
-        raise LigbindError("no vacancy–interstitial pair fits on this surface")
-    # farthest pairs first (near ones relax back into the vacancy), alternating interstitial kinds
-    candidates.sort(key=lambda c: (-round(c[0], 1), c[1]))
-    # a pair that a symmetry of the host maps onto a chosen one is the same defect: skip it
+    return candidates
+
+
+def _distinct_pairs(atoms: Atoms, candidates: list) -> list:
+    """Candidates in order, alternating interstitial kinds, skipping those equivalent to one already chosen.
+
+    A pair that a symmetry of the host maps onto a chosen one is the same defect.
+    """
     ops = surface_symmetry(atoms)
 
     def points(c) -> np.ndarray:
@@ -90,18 +151,4 @@ def frenkel_pairs(atoms: Atoms, max_pairs: int = 4) -> list[Atoms]:
         used.add((pick[1], pick[2]))
         if not any(equivalent(pick, c) for c in chosen):
             chosen.append(pick)
-    out = []
-    for k, (dist, v, kind, site) in enumerate(chosen[:max_pairs]):
-        defect = atoms.copy()
-        defect.positions[v] = site
-        defect.info = {
-            **atoms.info,
-            "kind": "defect",
-            "defect": "frenkel",
-            "pair": k,
-            "vacancy_atom": v,
-            "interstitial": kind,
-            "separation": round(dist, 3),
-        }
-        out.append(defect)
-    return out
+    return chosen

@@ -114,7 +114,20 @@ def _random_start(fitter: _Fitter, rng: np.random.Generator) -> np.ndarray:
 
 
 def min_distances(slab: Atoms, ligand_positions: np.ndarray) -> np.ndarray:
-    """Shortest distance (with periodic images) from each ligand atom to any slab atom."""
+    """Shortest distance (with periodic images) from each ligand atom to any slab atom.
+
+    Parameters
+    ----------
+    slab : ase.Atoms
+        The slab (its cell gives the images: the 3×3×3 neighbourhood).
+    ligand_positions : numpy.ndarray
+        (n, 3) Cartesian positions.
+
+    Returns
+    -------
+    numpy.ndarray
+        (n,) distances in Å.
+    """
     shifts = _image_shifts(slab.cell.array)
     images = (slab.positions[None, :, :] + shifts[:, None, :]).reshape(-1, 3)
     return cdist(ligand_positions, images).min(axis=1)
@@ -148,31 +161,14 @@ def _neighbour_pb_sets(slab: Atoms, pbs: np.ndarray, k: int) -> list[tuple[int, 
 
 
 def _motifs(ligand: Atoms, denticity: int, slab: Atoms, pbs: np.ndarray, rng: np.random.Generator):
-    """Yield (motif name, [(anchor, pb, r0), ...]) pairings, most plausible first, then shuffled."""
+    """(motif name, [(anchor, pb, r0), ...]) pairings, most plausible first, then shuffled."""
     symbols = ligand.get_chemical_symbols()
-    groups = [list(g) for g in ligand.info.get("anchor_groups", [ligand.info["anchors"]])]
     anchors = [int(a) for a in ligand.info["anchors"]]
     options = []
     for pb in pbs:
         for a in anchors:
             options.append(("monodentate", [(a, int(pb), BOND_LENGTH.get(symbols[a], 2.7))]))
-    multi = []
-    if denticity >= 2:
-        for group in groups:
-            if len(group) >= 2:
-                for pair in itertools.combinations(group, 2):
-                    for pb in pbs:  # chelating: both anchors on one Pb
-                        multi.append(
-                            ("chelating", [(int(a), int(pb), BOND_LENGTH.get(symbols[a], 2.7)) for a in pair])
-                        )
-        n_multi = min(denticity, len(anchors))
-        for pb_set in _neighbour_pb_sets(slab, pbs, n_multi):
-            for anchor_set in itertools.combinations(anchors, n_multi):
-                pairs = [
-                    (int(a), pb, BOND_LENGTH.get(symbols[a], 2.7))
-                    for a, pb in zip(anchor_set, pb_set, strict=True)
-                ]
-                multi.append(("bridging" if n_multi == 2 else f"{n_multi}-dentate", pairs))
+    multi = _multidentate_motifs(ligand, denticity, slab, pbs) if denticity >= 2 else []
     rng.shuffle(options)
     rng.shuffle(multi)
     # multidentate ligands: alternate multidentate and monodentate motifs, multidentate first
@@ -184,6 +180,30 @@ def _motifs(ligand: Atoms, denticity: int, slab: Atoms, pbs: np.ndarray, rng: np
     return options
 
 
+def _multidentate_motifs(ligand: Atoms, denticity: int, slab: Atoms, pbs: np.ndarray) -> list:
+    """Chelating (two anchors of one group on one Pb) and bridging / n-dentate (anchors on neighbouring Pb)."""
+    symbols = ligand.get_chemical_symbols()
+    groups = [list(g) for g in ligand.info.get("anchor_groups", [ligand.info["anchors"]])]
+    anchors = [int(a) for a in ligand.info["anchors"]]
+    multi = []
+    for group in groups:
+        if len(group) >= 2:
+            for pair in itertools.combinations(group, 2):
+                for pb in pbs:  # chelating: both anchors on one Pb
+                    multi.append(
+                        ("chelating", [(int(a), int(pb), BOND_LENGTH.get(symbols[a], 2.7)) for a in pair])
+                    )
+    n_multi = min(denticity, len(anchors))
+    for pb_set in _neighbour_pb_sets(slab, pbs, n_multi):
+        for anchor_set in itertools.combinations(anchors, n_multi):
+            pairs = [
+                (int(a), pb, BOND_LENGTH.get(symbols[a], 2.7))
+                for a, pb in zip(anchor_set, pb_set, strict=True)
+            ]
+            multi.append(("bridging" if n_multi == 2 else f"{n_multi}-dentate", pairs))
+    return multi
+
+
 def _same_configuration(
     a: Candidate, b: Candidate, cell: np.ndarray, ops: list[tuple[np.ndarray, np.ndarray]]
 ) -> bool:
@@ -191,6 +211,16 @@ def _same_configuration(
     if a.conformer != b.conformer or len(a.positions) != len(b.positions):
         return False
     return symmetry_rmsd(a.positions, b.positions, cell, ops) < 0.5
+
+
+def _best_fit(fitter: _Fitter, rng: np.random.Generator):
+    """Lowest-penalty L-BFGS-B minimum of the fit from four random starting orientations."""
+    best = None
+    for _ in range(4):
+        res = minimize(fitter.penalty, _random_start(fitter, rng), method="L-BFGS-B")
+        if best is None or res.fun < best.fun:
+            best = res
+    return best
 
 
 def _place(
@@ -217,11 +247,7 @@ def _place(
                 if trials > max_trials:
                     return found
                 fitter = _Fitter(slab, conf, pairs, z_floor)
-                best = None
-                for _ in range(4):
-                    res = minimize(fitter.penalty, _random_start(fitter, rng), method="L-BFGS-B")
-                    if best is None or res.fun < best.fun:
-                        best = res
+                best = _best_fit(fitter, rng)
                 pos = fitter.positions(best.x)
                 if not _acceptable(slab, conf, pos, pairs, z_top):
                     continue
@@ -234,6 +260,24 @@ def _place(
                     return found
         if not progress and round_ >= 2:
             return found
+
+
+@dataclass
+class _Site:
+    """The surface a ligand is placed on (in exchange mode: with one surface halide removed).
+
+    ``work`` is the slab the fit runs on: ``base`` itself, or in exchange mode a copy of it shifted in-plane
+    by ``shift`` so that the vacancy sits at the cell centre (its Pb neighbours are then their own nearest
+    images, since the fit measures anchor–Pb distances without periodic images).
+    """
+
+    base: Atoms
+    work: Atoms
+    shift: np.ndarray
+    pbs: np.ndarray  # surface Pb the anchors may bind (exchange: the two next to the vacancy)
+    z_top: float  # highest heavy atom of the top layer
+    removed: int | None = None  # index in the input slab of the exchanged halide
+    vacated: np.ndarray | None = None  # its position, in ``work`` coordinates
 
 
 def place_ligand(
@@ -249,19 +293,21 @@ def place_ligand(
 
     Parameters
     ----------
-    slab
+    slab : ase.Atoms
         A PbX2-terminated slab (checked).
-    ligand
+    ligand : str or LigandEntry
         Library name or a resolved :class:`LigandEntry`.
-    n_configs
+    n_configs : int
         Number of distinct configurations wanted: none is another's image under a symmetry operation of the
         slab (see :func:`surface_symmetry`), since such a pair relaxes to the same energy.
-    mode
+    mode : str
         ``"neutral"``: the whole ligand (molecule, ion pair, salt) adsorbs. ``"exchange"``: the ligand's anion
         replaces a surface halide (entries with an ``exchange`` section).
-    seed
+    seed : int
         Seeds conformers and orientations (same inputs → same configurations).
-    relaxed_ligand
+    n_conformers : int
+        RDKit conformers tried.
+    relaxed_ligand : ase.Atoms, optional
         The isolated ligand already relaxed with the calculation's protocol (same atom order as the first
         RDKit conformer). It replaces that conformer, so complexes start from the relaxed molecule on the
         relaxed slab and their relaxation only has to find the adsorption geometry (neutral mode only).
@@ -271,119 +317,197 @@ def place_ligand(
     list of ase.Atoms
         Slab atoms first (tags 0, constraints kept), ligand atoms after (tags 1). ``info`` records the
         ligand, mode, motif, conformer and ``anchor_sites``: JSON list of {anchor, element, pb, distance}.
+
+    Raises
+    ------
+    LigbindError
+        Bad mode or n_configs, slab not PbX2-terminated, no exchange anion, mismatched relaxed ligand, no fit.
     """
     if mode not in MODES:
         raise LigbindError(f"unknown binding mode '{mode}' (choose from {', '.join(MODES)})")
     if n_configs < 1:
         raise LigbindError(f"bad number of configurations {n_configs}: need at least 1")
     entry = ligand if isinstance(ligand, LigandEntry) else resolve_ligand(ligand)
-    layers = check_pbi2_terminated(slab)
-    base = slab.copy()
-    removed = None
-    placed_entry = entry
-    if mode == "exchange":
-        if not entry.exchange:
-            raise LigbindError(f"ligand '{entry.name}' has no exchange anion: use --mode neutral")
-        placed_entry = resolve_ligand(smiles=entry.exchange["anion"])
-        removed = int(surface_halides(slab, layers)[0])
-        vacated = slab.positions[removed].copy()
-        del base[removed]  # ASE renumbers the FixAtoms indices
-        layers = [np.array([i - (i > removed) for i in layer if i != removed]) for layer in layers]
-    top = layers[-1]
-    heavy_top = [i for i in top if base[i].symbol != "H"]
-    z_top = float(base.positions[heavy_top, 2].max())
-    pbs = surface_pb(base, layers)
-    # The fit measures anchor–Pb distances without periodic images. In exchange mode it therefore works on a
-    # copy of the slab shifted in-plane so that the vacancy sits at the cell centre (its Pb neighbours are
-    # then their own nearest images); the ligand is shifted back afterwards. Neutral mode: no shift.
-    shift = np.zeros(3)
-    work = base
-    if removed is not None:
-        shift[:2] = (base.cell.array[0] + base.cell.array[1])[:2] / 2 - vacated[:2]
-        work = base.copy()
-        work.translate(shift)
-        work.wrap()
-        vacated = vacated + shift
-        # the anion goes into the vacancy: anchor on the two Pb next to the vacated site
-        d = np.linalg.norm(work.positions[pbs] - vacated, axis=1)
-        pbs = pbs[np.argsort(d)[:2]]
+    site, placed_entry = _site_for(slab, entry, mode)
     conformers = ligand_conformers(placed_entry, n_conformers=n_conformers, seed=seed)
-    if relaxed_ligand is not None and removed is None:
-        if relaxed_ligand.get_chemical_symbols() != conformers[0].get_chemical_symbols():
-            raise LigbindError(f"relaxed ligand does not match '{entry.name}' atom by atom")
-        first = conformers[0].copy()
-        first.positions = relaxed_ligand.positions - relaxed_ligand.positions.mean(axis=0)
-        conformers[0] = first
-    denticity = placed_entry.denticity if removed is None else max(2, placed_entry.denticity)
-    z_floor = z_top + 1.0
-    if removed is not None and len(conformers[0]) == 1:  # a halide anion: exactly on the vacated X site
-        symbol = conformers[0][0].symbol
-        pairs = [(0, int(pb), BOND_LENGTH.get(symbol, 2.7)) for pb in pbs]
-        found = [Candidate(vacated[None, :].copy(), pairs, 0, "x-site", 0.0)]
-    else:
-        found = _place(
-            work, conformers, denticity, n_configs, seed, pbs, z_top, z_floor, max_trials=40 * n_configs
-        )
+    if relaxed_ligand is not None and site.removed is None:
+        conformers[0] = _relaxed_conformer(conformers[0], relaxed_ligand, entry.name)
+    found = _candidates(site, conformers, placed_entry.denticity, n_configs, seed)
     if not found:
-        extent = np.ptp(conformers[0].positions[:, :2], axis=0).max()
-        cell = min(np.linalg.norm(base.cell.array[0]), np.linalg.norm(base.cell.array[1]))
-        hint = (
-            f" (the ligand spans {extent:.1f} Å, the cell {cell:.1f} Å: try a larger slab)"
-            if extent > cell - 3
-            else ""
-        )
-        raise LigbindError(f"cannot place ligand '{entry.name}' on this slab without clashes{hint}")
-    out = []
-    for k, cand in enumerate(found):
-        lig = conformers[cand.conformer].copy()
-        lig.positions = cand.positions - shift
-        lig.set_tags(1)
-        lig.set_cell(base.cell)
-        complex_ = base.copy()
-        complex_ += lig
-        complex_.set_constraint(base.constraints)
-        n = len(base)
-        sites = [
-            {
-                "anchor": n + a,
-                "element": lig[a].symbol,
-                "pb": pb,
-                "distance": round(float(np.linalg.norm(cand.positions[a] - work.positions[pb])), 3),
-            }
-            for a, pb, _ in cand.pairs
-        ]
-        complex_.info = {
-            **{
-                k2: v
-                for k2, v in slab.info.items()
-                if k2 in ("material", "phase", "size", "layers", "vacuum")
-            },
-            "kind": "complex",
-            "ligand": entry.name,
-            "ligand_smiles": placed_entry.smiles,
-            "ligand_charge": int(placed_entry.charge),
-            "mode": mode,
-            "motif": cand.motif,
-            "conformer": cand.conformer,
-            "config": k,
-            "anchor_sites": json.dumps(sites),
+        raise _no_placement_error(entry.name, conformers[0], site.base)
+    return [
+        _complex(slab, site, conformers[cand.conformer], cand, k, entry, placed_entry, mode)
+        for k, cand in enumerate(found)
+    ]
+
+
+def _site_for(slab: Atoms, entry: LigandEntry, mode: str) -> tuple[_Site, LigandEntry]:
+    """The surface to place on and what is placed there: the ligand, or in exchange mode its anion."""
+    layers = check_pbi2_terminated(slab)
+    if mode != "exchange":
+        return _neutral_site(slab, layers), entry
+    if not entry.exchange:
+        raise LigbindError(f"ligand '{entry.name}' has no exchange anion: use --mode neutral")
+    anion = resolve_ligand(smiles=entry.exchange["anion"])
+    return _exchange_site(slab, layers), anion
+
+
+def _top_z(base: Atoms, layers: list[np.ndarray]) -> float:
+    """Height of the highest heavy atom of the top layer."""
+    heavy_top = [i for i in layers[-1] if base[i].symbol != "H"]
+    return float(base.positions[heavy_top, 2].max())
+
+
+def _neutral_site(slab: Atoms, layers: list[np.ndarray]) -> _Site:
+    """The whole slab, every surface Pb available."""
+    base = slab.copy()
+    return _Site(base, base, np.zeros(3), surface_pb(base, layers), _top_z(base, layers))
+
+
+def _exchange_site(slab: Atoms, layers: list[np.ndarray]) -> _Site:
+    """The slab without its first surface halide, shifted to centre the vacancy; its two nearest Pb."""
+    removed = int(surface_halides(slab, layers)[0])
+    vacated = slab.positions[removed].copy()
+    base = slab.copy()
+    del base[removed]  # ASE renumbers the FixAtoms indices
+    layers = [np.array([i - (i > removed) for i in layer if i != removed]) for layer in layers]
+    z_top = _top_z(base, layers)
+    pbs = surface_pb(base, layers)
+    shift = np.zeros(3)
+    shift[:2] = (base.cell.array[0] + base.cell.array[1])[:2] / 2 - vacated[:2]
+    work = base.copy()
+    work.translate(shift)
+    work.wrap()
+    vacated = vacated + shift
+    # the anion goes into the vacancy: anchor on the two Pb next to the vacated site
+    d = np.linalg.norm(work.positions[pbs] - vacated, axis=1)
+    pbs = pbs[np.argsort(d)[:2]]
+    return _Site(base, work, shift, pbs, z_top, removed, vacated)
+
+
+def _relaxed_conformer(first: Atoms, relaxed_ligand: Atoms, name: str) -> Atoms:
+    """The first RDKit conformer with the positions of the relaxed ligand (centred at the origin)."""
+    if relaxed_ligand.get_chemical_symbols() != first.get_chemical_symbols():
+        raise LigbindError(f"relaxed ligand does not match '{name}' atom by atom")
+    first = first.copy()
+    first.positions = relaxed_ligand.positions - relaxed_ligand.positions.mean(axis=0)
+    return first
+
+
+def _candidates(
+    site: _Site, conformers: list[Atoms], denticity: int, n_configs: int, seed: int
+) -> list[Candidate]:
+    """Fitted configurations; a halide anion in exchange mode goes exactly onto the vacated X site."""
+    if site.removed is not None and len(conformers[0]) == 1:
+        symbol = conformers[0][0].symbol
+        pairs = [(0, int(pb), BOND_LENGTH.get(symbol, 2.7)) for pb in site.pbs]
+        return [Candidate(site.vacated[None, :].copy(), pairs, 0, "x-site", 0.0)]
+    if site.removed is not None:
+        denticity = max(2, denticity)
+    z_floor = site.z_top + 1.0
+    return _place(
+        site.work,
+        conformers,
+        denticity,
+        n_configs,
+        seed,
+        site.pbs,
+        site.z_top,
+        z_floor,
+        max_trials=40 * n_configs,
+    )
+
+
+def _no_placement_error(name: str, conformer: Atoms, base: Atoms) -> LigbindError:
+    """The error for a ligand that found no clash-free placement (with a hint when it is too large)."""
+    extent = np.ptp(conformer.positions[:, :2], axis=0).max()
+    cell = min(np.linalg.norm(base.cell.array[0]), np.linalg.norm(base.cell.array[1]))
+    hint = (
+        f" (the ligand spans {extent:.1f} Å, the cell {cell:.1f} Å: try a larger slab)"
+        if extent > cell - 3
+        else ""
+    )
+    return LigbindError(f"cannot place ligand '{name}' on this slab without clashes{hint}")
+
+
+def _complex(
+    slab: Atoms,
+    site: _Site,
+    conformer: Atoms,
+    cand: Candidate,
+    k: int,
+    entry: LigandEntry,
+    placed_entry: LigandEntry,
+    mode: str,
+) -> Atoms:
+    """Slab + placed ligand (tags 1) with the configuration recorded in ``info``."""
+    base = site.base
+    lig = conformer.copy()
+    lig.positions = cand.positions - site.shift
+    lig.set_tags(1)
+    lig.set_cell(base.cell)
+    complex_ = base.copy()
+    complex_ += lig
+    complex_.set_constraint(base.constraints)
+    n = len(base)
+    sites = [
+        {
+            "anchor": n + a,
+            "element": lig[a].symbol,
+            "pb": pb,
+            "distance": round(float(np.linalg.norm(cand.positions[a] - site.work.positions[pb])), 3),
         }
-        if removed is not None:
-            complex_.info["exchanged_halide"] = slab[removed].symbol
-            complex_.info["exchanged_position"] = json.dumps(
-                [round(float(v), 4) for v in slab.positions[removed]]
-            )
-        out.append(complex_)
-    return out
+        for a, pb, _ in cand.pairs
+    ]
+    complex_.info = {
+        **{k2: v for k2, v in slab.info.items() if k2 in ("material", "phase", "size", "layers", "vacuum")},
+        "kind": "complex",
+        "ligand": entry.name,
+        "ligand_smiles": placed_entry.smiles,
+        "ligand_charge": int(placed_entry.charge),
+        "mode": mode,
+        "motif": cand.motif,
+        "conformer": cand.conformer,
+        "config": k,
+        "anchor_sites": json.dumps(sites),
+    }
+    if site.removed is not None:
+        complex_.info["exchanged_halide"] = slab[site.removed].symbol
+        complex_.info["exchanged_position"] = json.dumps(
+            [round(float(v), 4) for v in slab.positions[site.removed]]
+        )
+    return complex_
 
 
 def anchor_sites(atoms: Atoms) -> list[dict]:
-    """The anchor → Pb assignments recorded in a complex's info."""
+    """The anchor → Pb assignments recorded in a complex's info.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        A complex from :func:`place_ligand`.
+
+    Returns
+    -------
+    list of dict
+        {anchor, element, pb, distance} per bound anchor; empty if none is recorded.
+    """
     return json.loads(atoms.info.get("anchor_sites", "[]"))
 
 
 def ligand_indices(atoms: Atoms) -> np.ndarray:
-    """Indices of adsorbate atoms (tags ≥ 1)."""
+    """Indices of adsorbate atoms (tags ≥ 1).
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        A slab or complex.
+
+    Returns
+    -------
+    numpy.ndarray
+        The indices, ascending.
+    """
     return np.where(atoms.get_tags() > 0)[0]
 
 

@@ -25,7 +25,18 @@ LAYER_GAP = 1.0  # Å: heavy atoms of one layer lie within this of each other in
 
 
 def slab_mask(atoms: Atoms) -> np.ndarray:
-    """Boolean mask of slab atoms: tags == 0 (ligands carry tags ≥ 1)."""
+    """Boolean mask of slab atoms: tags == 0 (ligands carry tags ≥ 1).
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        A slab or complex.
+
+    Returns
+    -------
+    numpy.ndarray
+        Boolean mask, True for slab atoms.
+    """
     return atoms.get_tags() == 0
 
 
@@ -46,6 +57,21 @@ def find_layers(atoms: Atoms) -> list[np.ndarray]:
 
     Heavy framework atoms are grouped by z (gaps > 1 Å separate layers); hydrogens of slab cations join
     the layer of their nearest heavy atom.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        A slab or complex (adsorbate atoms, tags > 0, are ignored).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        Sorted atom indices per layer, bottom layer first.
+
+    Raises
+    ------
+    LigbindError
+        No perovskite framework atom found.
     """
     mask = slab_mask(atoms)
     z = _unwrapped_z(atoms, mask)
@@ -70,8 +96,20 @@ def find_layers(atoms: Atoms) -> list[np.ndarray]:
 
 
 def layer_name(atoms: Atoms, indices: np.ndarray) -> str:
-    """Chemical name of a layer: 'PbI2', 'CsI', 'MAI', 'PbBr2', mixed halides 'PbX2', 'CsX' ('?' if not
-    perovskite-like)."""
+    """Chemical name of a layer.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        The structure.
+    indices : numpy.ndarray
+        Atom indices of the layer.
+
+    Returns
+    -------
+    str
+        'PbI2', 'CsI', 'MAI', 'PbBr2', mixed halides 'PbX2', 'CsX'; '?' if not perovskite-like.
+    """
     counts = Counter(atoms[i].symbol for i in indices)
     x = sum(counts[h] for h in HALIDES)
     present = [h for h in HALIDES if counts[h]]
@@ -85,12 +123,34 @@ def layer_name(atoms: Atoms, indices: np.ndarray) -> str:
 
 
 def is_pbx2(name: str) -> bool:
-    """True for a PbX2 layer name."""
+    """True for a PbX2 layer name.
+
+    Parameters
+    ----------
+    name : str
+        A name from :func:`layer_name`.
+
+    Returns
+    -------
+    bool
+        Whether the layer is a lead halide layer.
+    """
     return name.startswith("Pb")
 
 
 def termination(atoms: Atoms) -> tuple[str, str]:
-    """Names of the (top, bottom) slab layers, derived from the geometry."""
+    """Names of the (top, bottom) slab layers, derived from the geometry.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        A slab or complex.
+
+    Returns
+    -------
+    tuple of str
+        (top, bottom) as in :func:`layer_name`.
+    """
     layers = find_layers(atoms)
     return layer_name(atoms, layers[-1]), layer_name(atoms, layers[0])
 
@@ -100,6 +160,23 @@ def check_pbi2_terminated(atoms: Atoms, source: str = "slab") -> list[np.ndarray
 
     With an adsorbate (tags > 0) the top layer may lack one halide: an X-site exchange complex, whose
     anion (an adsorbate atom) took that site.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        A slab or complex.
+    source : str
+        What ``atoms`` is, for the error message.
+
+    Returns
+    -------
+    list of numpy.ndarray
+        As :func:`find_layers`.
+
+    Raises
+    ------
+    LigbindError
+        The top layer is not PbX2.
     """
     layers = find_layers(atoms)
     top = layer_name(atoms, layers[-1])
@@ -121,13 +198,40 @@ def _x_site_exchanged(atoms: Atoms, top: np.ndarray) -> bool:
 
 
 def vacuum_thickness(atoms: Atoms) -> float:
-    """Empty space along z between the top of the slab and the bottom of its periodic image (Å)."""
+    """Empty space along z between the top of the slab and the bottom of its periodic image.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        A slab or complex (all atoms count).
+
+    Returns
+    -------
+    float
+        Thickness in Å.
+    """
     z = atoms.positions[:, 2]
     return float(atoms.cell[2, 2] - (z.max() - z.min()))
 
 
 def parse_size(size: str | tuple[int, int] | list[int]) -> tuple[int, int]:
-    """'2x2' → (2, 2), with a clear error for anything else."""
+    """Parse an in-plane slab size: '2x2' → (2, 2), with a clear error for anything else.
+
+    Parameters
+    ----------
+    size : str or tuple of int or list of int
+        ``"NxM"`` or a pair of repeats.
+
+    Returns
+    -------
+    tuple of int
+        (nx, ny), both ≥ 1.
+
+    Raises
+    ------
+    LigbindError
+        Malformed string or a repeat below 1.
+    """
     if isinstance(size, str):
         try:
             nx, ny = (int(s) for s in size.lower().split("x"))
@@ -154,21 +258,57 @@ def build_slab(
 
     Parameters
     ----------
-    material, phase
+    material, phase : str
         ``CsPbI3`` (``cubic`` or ``tetragonal``) or ``MAPbI3`` (``tetragonal``); default tetragonal.
-    size
+    size : str or tuple of int
         In-plane repeats of the pseudo-cubic cell (``"2x2"``); tilted phases need even repeats.
-    layers
+    layers : int
         Number of alternating PbX2/AX layers; odd numbers give PbX2 on both faces.
-    vacuum
+    vacuum : float
         Empty space along z between periodic images (Å).
-    fix_layers
+    fix_layers : int
         Bottom layers held by an ASE FixAtoms constraint.
-    br_fraction, seed
+    br_fraction, seed : float, int
         Fraction of X sites substituted by Br, chosen reproducibly with ``seed``.
+
+    Returns
+    -------
+    ase.Atoms
+        The periodic slab; ``info``: material, phase, size, layers, termination, symmetric, fixed_layers,
+        vacuum, lattice_reference, kind ("slab"), and br_fraction, br_seed, n_br when Br was substituted.
+
+    Raises
+    ------
+    LigbindError
+        Unknown material or phase, or a parameter out of range.
     """
     ph = get_phase(material, phase)
     nx, ny = parse_size(size)
+    _check_slab_parameters(ph, nx, ny, layers, vacuum, fix_layers, br_fraction)
+    slab, slab_layer = _cut_layers(ph, nx, ny, layers, vacuum)
+    _substitute_br(slab, br_fraction, seed)
+    if fix_layers:
+        slab.set_constraint(FixAtoms(indices=np.where(slab_layer < fix_layers)[0]))
+    top, bottom = _verified_termination(slab, layers)
+    slab.info.update(
+        material=material,
+        phase=ph.phase,
+        size=f"{nx}x{ny}",
+        layers=layers,
+        termination=f"{top}/{bottom}",
+        symmetric=top == bottom,
+        fixed_layers=fix_layers,
+        vacuum=round(vacuum_thickness(slab), 6),
+        lattice_reference=ph.reference,
+        kind="slab",
+    )
+    return slab
+
+
+def _check_slab_parameters(
+    ph, nx: int, ny: int, layers: int, vacuum: float, fix_layers: int, br_fraction: float
+) -> None:
+    """Raise a one-line LigbindError for the first slab parameter out of range."""
     if layers < 1:
         raise LigbindError(f"bad number of layers {layers}: need at least 1")
     if vacuum <= 0:
@@ -184,10 +324,13 @@ def build_slab(
         )
     if ph.tilted and (nx % 2 or ny % 2):
         raise LigbindError(
-            f"{material} {ph.phase} has tilted octahedra: in-plane size must be even, got {nx}x{ny}"
+            f"{ph.material} {ph.phase} has tilted octahedra: in-plane size must be even, got {nx}x{ny}"
         )
 
-    cell = bulk(material, ph.phase)
+
+def _cut_layers(ph, nx: int, ny: int, layers: int, vacuum: float) -> tuple[Atoms, np.ndarray]:
+    """The slab cut from a bulk supercell, centred in ``vacuum``, and the layer index of each atom."""
+    cell = bulk(ph.material, ph.phase)
     layers_per_cell = round(2 * ph.c / _pseudo_cubic_c(ph))
     repeats_z = math.ceil((layers + 1) / layers_per_cell)
     if ph.tilted:  # √2×√2 cell → n×m pseudo-cubic: a_pc = (a - b)/2, b_pc = (a + b)/2
@@ -206,39 +349,32 @@ def build_slab(
     slab.center(vacuum=vacuum / 2, axis=2)
     slab.pbc = True
     slab.info.clear()
+    return slab, slab_layer
 
-    if br_fraction > 0:
-        x_sites = np.where(np.array(slab.get_chemical_symbols()) == "I")[0]
-        n_br = round(br_fraction * len(x_sites))
-        chosen = np.random.default_rng(seed).choice(x_sites, size=n_br, replace=False)
-        symbols = slab.get_chemical_symbols()
-        for i in chosen:
-            symbols[i] = "Br"
-        slab.set_chemical_symbols(symbols)
-        slab.info.update(br_fraction=br_fraction, br_seed=seed, n_br=int(n_br))
 
-    if fix_layers:
-        slab.set_constraint(FixAtoms(indices=np.where(slab_layer < fix_layers)[0]))
+def _substitute_br(slab: Atoms, br_fraction: float, seed: int) -> None:
+    """Replace a seeded random ``br_fraction`` of the I sites by Br, in place, and record it in ``info``."""
+    if br_fraction <= 0:
+        return
+    x_sites = np.where(np.array(slab.get_chemical_symbols()) == "I")[0]
+    n_br = round(br_fraction * len(x_sites))
+    chosen = np.random.default_rng(seed).choice(x_sites, size=n_br, replace=False)
+    symbols = slab.get_chemical_symbols()
+    for i in chosen:
+        symbols[i] = "Br"
+    slab.set_chemical_symbols(symbols)
+    slab.info.update(br_fraction=br_fraction, br_seed=seed, n_br=int(n_br))
 
+
+def _verified_termination(slab: Atoms, layers: int) -> tuple[str, str]:
+    """(top, bottom) layer names found from the geometry; raise unless there are ``layers`` and the top is PbX2."""
     found = find_layers(slab)
     if len(found) != layers:
         raise LigbindError(f"internal: built {len(found)} layers instead of {layers}")
     top, bottom = layer_name(slab, found[-1]), layer_name(slab, found[0])
     if not is_pbx2(top):
         raise LigbindError(f"internal: top layer is {top}, not PbX2")
-    slab.info.update(
-        material=material,
-        phase=ph.phase,
-        size=f"{nx}x{ny}",
-        layers=layers,
-        termination=f"{top}/{bottom}",
-        symmetric=top == bottom,
-        fixed_layers=fix_layers,
-        vacuum=round(vacuum_thickness(slab), 6),
-        lattice_reference=ph.reference,
-        kind="slab",
-    )
-    return slab
+    return top, bottom
 
 
 def _pseudo_cubic_c(ph) -> float:
@@ -247,14 +383,40 @@ def _pseudo_cubic_c(ph) -> float:
 
 
 def surface_pb(atoms: Atoms, layers: list[np.ndarray] | None = None) -> np.ndarray:
-    """Indices of the Pb atoms in the top layer (the undercoordinated ones)."""
+    """Indices of the Pb atoms in the top layer (the undercoordinated ones).
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        A slab or complex.
+    layers : list of numpy.ndarray, optional
+        Its layers (from :func:`check_pbi2_terminated`); found and checked if not given.
+
+    Returns
+    -------
+    numpy.ndarray
+        Atom indices.
+    """
     layers = layers if layers is not None else check_pbi2_terminated(atoms)
     top = layers[-1]
     return np.array([i for i in top if atoms[i].symbol == "Pb"])
 
 
 def surface_halides(atoms: Atoms, layers: list[np.ndarray] | None = None) -> np.ndarray:
-    """Indices of the halide atoms in the top layer."""
+    """Indices of the halide atoms in the top layer.
+
+    Parameters
+    ----------
+    atoms : ase.Atoms
+        A slab or complex.
+    layers : list of numpy.ndarray, optional
+        Its layers (from :func:`check_pbi2_terminated`); found and checked if not given.
+
+    Returns
+    -------
+    numpy.ndarray
+        Atom indices.
+    """
     layers = layers if layers is not None else check_pbi2_terminated(atoms)
     return np.array([i for i in layers[-1] if atoms[i].symbol in HALIDES])
 
@@ -262,7 +424,17 @@ def surface_halides(atoms: Atoms, layers: list[np.ndarray] | None = None) -> np.
 def surface_symmetry(slab: Atoms, symprec: float = 0.1) -> list[tuple[np.ndarray, np.ndarray]]:
     """Symmetry operations of the slab (spglib) that keep its top surface on top.
 
-    Returns (rotation, translation) pairs in fractional coordinates of the slab cell; the identity at least.
+    Parameters
+    ----------
+    slab : ase.Atoms
+        The slab (or complex).
+    symprec : float
+        spglib tolerance (Å).
+
+    Returns
+    -------
+    list of (numpy.ndarray, numpy.ndarray)
+        (rotation, translation) pairs in fractional coordinates of the slab cell; the identity at least.
     """
     import spglib
 
@@ -285,7 +457,22 @@ def surface_symmetry(slab: Atoms, symprec: float = 0.1) -> list[tuple[np.ndarray
 def symmetry_rmsd(
     a: np.ndarray, b: np.ndarray, cell: np.ndarray, ops: list[tuple[np.ndarray, np.ndarray]]
 ) -> float:
-    """Smallest RMSD (Å, minimum image) between points ``b`` and the images of points ``a`` under ``ops``."""
+    """Smallest RMSD (Å, minimum image) between points ``b`` and the images of points ``a`` under ``ops``.
+
+    Parameters
+    ----------
+    a, b : numpy.ndarray
+        (n, 3) Cartesian points, matched by order.
+    cell : numpy.ndarray
+        (3, 3) cell the operations refer to.
+    ops : list of (numpy.ndarray, numpy.ndarray)
+        Fractional (rotation, translation) pairs, e.g. from :func:`surface_symmetry`.
+
+    Returns
+    -------
+    float
+        The smallest RMSD over ``ops``.
+    """
     inv = np.linalg.inv(cell)
     fa, fb = np.asarray(a) @ inv, np.asarray(b) @ inv
     best = np.inf
