@@ -144,6 +144,39 @@ def coadsorption_table(
     return pd.DataFrame(rows, columns=COADSORPTION_COLUMNS)
 
 
+VERIFICATION_COLUMNS = [
+    "ligand", "mode", "eb", "eb_dft", "eb_screen", "source", "dft_protocol", "screen_protocol",
+    "dft_config", "screen_config", "verified_configs", "flags", "campaign",
+]
+
+
+def verification_table(store: ResultStore, campaign: str | None = None) -> pd.DataFrame:
+    """One row per verified ligand: Eb from DFT and from the screen side by side; ``eb`` is the DFT value."""
+    rows = []
+    query = {"kind": "verification", **({"campaign": campaign} if campaign else {})}
+    for row in store.select(**query):
+        o = row.data.get("outcome", {})
+        rows.append(
+            {
+                "ligand": row.ligand,
+                "mode": row.mode,
+                "eb": row.get("eb"),
+                "eb_dft": row.get("eb_dft"),
+                "eb_screen": row.get("eb_screen"),
+                "source": o.get("dft_protocol") if row.get("eb_dft") is not None else o.get("screen_protocol"),
+                "dft_protocol": o.get("dft_protocol"),
+                "screen_protocol": o.get("screen_protocol"),
+                "dft_config": o.get("dft_config"),
+                "screen_config": o.get("screen_config"),
+                "verified_configs": ",".join(str(k) for k in o.get("verified_configs", [])),
+                "flags": row.get("flags", "none"),
+                "campaign": row.get("campaign", ""),
+            }
+        )
+    df = pd.DataFrame(rows, columns=VERIFICATION_COLUMNS)
+    return df.sort_values(["eb"], na_position="last").reset_index(drop=True)
+
+
 ML_NOTE = "\nRows with method 'ML potential (not DFT)' come from a machine-learned potential, not DFT.\n"
 
 
@@ -190,6 +223,20 @@ def write_tables(
             "# Coadsorption (eV): Eb(A+B) = E(A+B@slab) − E(A) − E(B) − E(slab); "
             "ΔE_inter = Eb(A+B) − Eb(A) − Eb(B)\n\n",
         )
+    ve = verification_table(store, campaign)
+    if len(ve):
+        csv, md = outdir / "verified.csv", outdir / "verified.md"
+        ve.to_csv(csv, index=False, float_format="%.4f")
+        md.write_text(
+            "# DFT-verified binding energies (eV; negative = binding)\n\n"
+            "`eb` is the DFT value where one exists (`source` names the protocol that produced it), else the "
+            "screen's; `eb_screen` is the machine-learned screen's. The best configurations of the screen were "
+            "relaxed again with DFT on the DFT-relaxed slab (`verified_configs`). Flags: DFT preferring another "
+            "configuration, a screen off by more than the threshold, DFT results that are unusable.\n\n"
+            + ve.to_markdown(index=False, floatfmt=".3f")
+            + "\n"
+        )
+        paths |= {"verified_csv": csv, "verified_md": md}
     fr = frenkel_table(store, campaign, protocol_hash)
     if len(fr):
         paths |= _write(

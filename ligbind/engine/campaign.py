@@ -41,8 +41,8 @@ def _ligand_spec(item: Any, default_mode: str, truncate: int | None) -> dict[str
         raise LigbindError(
             f"unknown binding mode '{mode}' for ligand {item.get('name') or item.get('smiles')}"
         )
-    if "smiles" in item:
-        entry = resolve_ligand(smiles=item["smiles"])
+    if "smiles" in item:  # a label that is a library name is refused (it would hide the library entry)
+        entry = resolve_ligand(item.get("name"), smiles=item["smiles"])
         name = item.get("name", item["smiles"])
     elif "ligand" in item:  # a library ligand under its own label, e.g. the same ligand in another mode
         entry = resolve_ligand(item["ligand"])
@@ -118,8 +118,10 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
     LigbindError
         One line ``campaign FILE: key.path: problem``.
     """
+    import warnings
+
     from ligbind.io import check_database_file, check_output_dir
-    from ligbind.validation import check_molecule
+    from ligbind.validation import check_molecule, check_slab
 
     path = Path(path)
     spec = parse_campaign(_read_yaml(path), path)
@@ -207,14 +209,28 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
             "coadsorption": pairs,
             "frenkel": {"bare": frenkel.bare, "ligands": list(frenkel.ligands), "pairs": frenkel.pairs},
         },
+        "verify": _verify_settings(spec, path),
         "workdir": str(root.resolve()),
         "store": str(store.resolve()),
     }
-    try:
-        campaign_slab(campaign)  # material / phase / slab settings, before anything is submitted
+    try:  # material / phase / slab settings, and the structure check every input slab passes
+        for message in check_slab(campaign_slab(campaign), "the campaign's slab"):
+            warnings.warn(message, stacklevel=2)
     except LigbindError as exc:
         raise refuse("slab", exc) from None
     return campaign
+
+
+def _verify_settings(spec: CampaignSpec, path: Path) -> dict[str, Any] | None:
+    """The resolved DFT protocol and settings of ``verify:`` (refused unless DFT and neutral mode)."""
+    if spec.verify is None:
+        return None
+    dft = load_protocol(spec.verify.protocol, spec.verify.overrides)
+    if not dft["is_dft"]:
+        raise LigbindError(f"campaign {path}: verify.protocol '{dft['name']}' is not a DFT protocol")
+    if spec.mode == "exchange" or any(item.mode == "exchange" for item in spec.ligands):
+        raise LigbindError(f"campaign {path}: DFT verification of exchange-mode ligands is not supported yet")
+    return {"protocol": dft, "top_k": spec.verify.top_k, "threshold": spec.verify.threshold}
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -419,6 +435,66 @@ def step_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     bare = load_frenkel(store, frenkel_key(_passed(c, keys, "slab"), None)) if ligand else None
     return analyse_frenkel(
         frenkel_host(c, keys, ligand), pairs, c["protocol"], ligand=ligand, bare=bare, store=store, campaign=c["name"]
+    )
+
+
+# ---------------------------------------------------------------------------------------- verification
+def step_verify_slab(c: dict[str, Any], keys: KeyMap) -> Result:
+    """Relax the bare slab with the verification (DFT) protocol."""
+    from ligbind.recipes import relax_slab
+
+    dft = c["verify"]["protocol"]
+    return relax_slab(campaign_slab(c), dft, _store(c), _calcdir(c)).require_converged("DFT slab relaxation")
+
+
+def step_verify_ligand(c: dict[str, Any], keys: KeyMap, name: str) -> Result:
+    """Relax the isolated ligand with DFT, starting from its screen geometry."""
+    from ligbind.jobs import relax
+    from ligbind.recipes import dft_ligand_structure
+
+    dft = c["verify"]["protocol"]
+    screen = _passed(c, keys, f"ligand/{name}")
+    mol = dft_ligand_structure(screen, entry_from_spec(ligand_spec(c, name)), campaign_slab(c), dft)
+    return relax(mol, dft, store=_store(c), workdir=_calcdir(c))
+
+
+def step_verify_config(c: dict[str, Any], keys: KeyMap, name: str, k: int) -> Result | None:
+    """DFT relaxation of the screen's k-th best configuration on the DFT slab (None: fewer were usable)."""
+    from ligbind.recipes import relax_configuration, verification_configuration
+
+    dft, store = c["verify"]["protocol"], _store(c)
+    dft_slab = _passed(c, keys, "verify-slab")
+    atoms = verification_configuration(store, _binding(c, keys, name), k, c["verify"]["top_k"], dft_slab)
+    if atoms is None:
+        return None
+    label = f"verify:{name}:{atoms.info['config']}"
+    return relax_configuration(atoms, dft_slab.atoms, dft, store, _calcdir(c), label=label)
+
+
+def step_verify(c: dict[str, Any], keys: KeyMap, name: str):
+    """Eb from DFT terms only for ``name``, side by side with the screen's (:mod:`ligbind.analysis.verification`)."""
+    from ligbind.analysis.binding import analyse_binding
+    from ligbind.analysis.verification import analyse_verification
+
+    store, dft = _store(c), c["verify"]["protocol"]
+    spec = ligand_spec(c, name)
+    screen = _binding(c, keys, name)
+    steps = [f"verify-config/{name}/{k}" for k in range(c["verify"]["top_k"])]
+    configs = [_passed(c, keys, s) for s in steps if keys.get(s)]
+    dft_outcome = None
+    if configs:
+        dft_outcome = analyse_binding(
+            entry_from_spec(spec),
+            spec["mode"],
+            dft,
+            _passed(c, keys, "verify-slab"),
+            _passed(c, keys, f"verify-ligand/{name}"),
+            configs,
+            store=store,
+            campaign=c["name"],
+        )
+    return analyse_verification(
+        screen, dft_outcome, threshold=c["verify"]["threshold"], store=store, campaign=c["name"]
     )
 
 

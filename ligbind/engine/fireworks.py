@@ -33,6 +33,10 @@ from ligbind.engine.campaign import (
     step_frenkel_pair,
     step_ligand,
     step_slab,
+    step_verify,
+    step_verify_config,
+    step_verify_ligand,
+    step_verify_slab,
 )
 from ligbind.errors import LigbindError
 from ligbind.protocols import describe_changes, protocol_hash
@@ -234,12 +238,22 @@ def run_step(
         return step_frenkel_pair(c, keys, ligand, int(config))
     if step == "frenkel":
         return step_frenkel(c, keys, ligand)
+    if step == "verify-slab":
+        return step_verify_slab(c, keys)
+    if step == "verify-ligand":
+        return step_verify_ligand(c, keys, ligand)
+    if step == "verify-config":
+        return step_verify_config(c, keys, ligand, int(config))
+    if step == "verify":
+        return step_verify(c, keys, ligand)
     raise ValueError(f"unknown step {step}")
 
 
 def _summary(r) -> dict[str, Any]:
     from ligbind.jobs import Result
 
+    if r is None:  # nothing to do (e.g. fewer configurations than top_k to verify)
+        return {"status": "skipped"}
     if isinstance(r, Result):
         return {
             "key": r.key,
@@ -310,6 +324,17 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
         frenkel_ids[tag] = add(
             "frenkel", f"frenkel/{tag}", [*base, *pairs, *extra], allow_fizzled=True, ligand=host
         )
+    if c.get("verify"):
+        dft_slab = add("verify-slab", "verify-slab", [slab])
+        for spec in c["ligands"]:
+            lig = spec["name"]
+            ligand = add("verify-ligand", f"verify-ligand/{lig}", [f"ligand/{lig}"], ligand=lig)
+            configs = [
+                add("verify-config", f"verify-config/{lig}/{k}", [binding_ids[lig], dft_slab], ligand=lig, config=k)
+                for k in range(c["verify"]["top_k"])
+            ]
+            parents = [binding_ids[lig], dft_slab, ligand, *configs]
+            add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
     return plan
 
 
@@ -387,7 +412,9 @@ def _ready_count(lpad, c: dict[str, Any]) -> int:
 
 
 # Steps that calculate (they may run in parallel worker processes); the others only read the results store.
-CALCULATION_STEPS = frozenset({"slab", "ligand", "byproduct", "config", "frenkel-pair"})
+CALCULATION_STEPS = frozenset(
+    {"slab", "ligand", "byproduct", "config", "frenkel-pair", "verify-slab", "verify-ligand", "verify-config"}
+)
 _PREFETCH_ERRORS: dict[str, BaseException] = {}
 
 
@@ -428,7 +455,8 @@ def _step_cost(c: dict[str, Any], params: dict[str, Any]) -> float:
         from ligbind.engine.campaign import entry_from_spec, ligand_spec
 
         size = smiles_atom_count(entry_from_spec(ligand_spec(c, lig)).smiles)
-    return size + (100 if params["step"] in ("config", "frenkel-pair") else 0)
+    dft = 1000 if params["step"].startswith("verify") else 0  # DFT first: it is the long pole
+    return size + dft + (100 if params["step"] in ("config", "frenkel-pair", "verify-config") else 0)
 
 
 def run(

@@ -1,0 +1,110 @@
+"""DFT verification of a screen (AdsorbML pattern): choice of configurations, rebuild, recipe and campaign."""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pytest
+import yaml
+
+import ligbind.protocols as protocols
+from ligbind.analysis.binding import BindingOutcome
+from ligbind.analysis.verification import configurations_to_verify, rebuild_on_slab
+from ligbind.builders.ligands import resolve_ligand
+from ligbind.builders.placement import place_ligand
+from ligbind.builders.slab import build_slab
+from ligbind.calculators import BACKENDS
+from ligbind.errors import LigbindError
+from ligbind.recipes import bind, verify
+from ligbind.store import ResultStore
+
+SCREEN = {"relax": {"fmax": 0.1}}
+
+
+@pytest.fixture
+def fake_dft(monkeypatch):
+    """A preset 'fake-dft' (ml-screen's settings on a backend labelled DFT) that load_protocol finds by name."""
+    monkeypatch.setitem(BACKENDS, "fake-dft", "fake_backends")
+    preset = {**protocols._read_preset("ml-screen"), "name": "fake-dft", "backend": "fake-dft"}
+    real_read, real_available = protocols._read_preset, protocols.available_protocols
+    monkeypatch.setattr(protocols, "_read_preset", lambda n, seen=(): copy.deepcopy(preset) if n == "fake-dft" else real_read(n, seen))
+    monkeypatch.setattr(protocols, "available_protocols", lambda: [*real_available(), "fake-dft"])
+    return "fake-dft"
+
+
+def _outcome(configs):
+    return BindingOutcome("x", "neutral", "ml-screen", "chgnet", False, None, None, None, 0.0, 0.0, None, None, 0, configs)
+
+
+def test_best_distinct_unflagged_converged_configurations_are_chosen():
+    configs = [
+        {"config": 0, "eb": -0.50, "flags": [], "status": "converged", "key": "a"},
+        {"config": 1, "eb": -0.90, "flags": ["desorbed"], "status": "converged", "key": "b"},
+        {"config": 2, "eb": -0.70, "flags": [], "status": "unconverged", "key": "c"},
+        {"config": 3, "eb": -0.601, "flags": [], "status": "converged", "key": "d"},
+        {"config": 4, "eb": -0.599, "flags": [], "status": "converged", "key": "e"},  # same minimum as 3
+        {"config": 5, "eb": -0.40, "flags": [], "status": "converged", "key": "f"},
+    ]
+    chosen = configurations_to_verify(_outcome(configs), top_k=3)
+    assert [c["config"] for c in chosen] == [3, 0, 5]
+    assert [c["config"] for c in configurations_to_verify(_outcome(configs), top_k=1)] == [3]
+
+
+def test_complex_is_rebuilt_on_the_dft_slab_keeping_its_bonds_to_the_surface():
+    slab = build_slab(material="CsPbI3", size=(2, 2), layers=3, vacuum=12.0, fix_layers=1)
+    (complex_,) = place_ligand(slab, "methylamine", n_configs=1)
+    dft_slab = slab.copy()
+    dft_slab.positions += [0.0, 0.0, 0.3]  # a DFT slab 0.3 Å higher everywhere
+    rebuilt = rebuild_on_slab(complex_, slab, dft_slab)
+    tags = rebuilt.get_tags()
+    np.testing.assert_allclose(rebuilt.positions[tags == 0], dft_slab.positions)
+    np.testing.assert_allclose(rebuilt.positions[tags > 0], complex_.positions[tags > 0] + [0, 0, 0.3])
+
+
+def test_verification_needs_a_dft_protocol(tmp_path):
+    with pytest.raises(LigbindError, match="not DFT"):
+        verify(build_slab(material="CsPbI3", size=(2, 2), layers=3), _outcome([]), resolve_ligand("methylamine"),
+               "ml-screen", store=ResultStore(tmp_path / "x.db"))
+    assert not (tmp_path / "x.db").exists()
+
+
+@pytest.mark.slow
+def test_verified_eb_equals_the_screen_when_dft_is_the_same_potential(tmp_path, fake_dft):
+    slab = build_slab(material="CsPbI3", size=(2, 2), layers=3, vacuum=12.0, fix_layers=1)
+    store = ResultStore(tmp_path / "l.db")
+    screen = bind(slab, "methylamine", "ml-screen", n_configs=2, store=store, workdir=tmp_path, overrides=SCREEN)
+    out = verify(slab, screen, resolve_ligand("methylamine"), fake_dft, top_k=2, store=store, workdir=tmp_path,
+                 overrides=SCREEN)
+    # same potential, every DFT term started from the converged screen geometry: the same Eb
+    assert out.eb_dft == pytest.approx(screen.eb, abs=0.02)
+    assert out.dft_protocol == "fake-dft" and out.screen_protocol == "ml-screen" and out.eb == out.eb_dft
+    assert out.dft_config == screen.best_config and out.flags == []
+    assert len(out.verified_configs) == len(configurations_to_verify(screen, 2)) >= 1
+    row = store.get(out.key)
+    assert row.kind == "verification" and row.eb_dft == pytest.approx(out.eb_dft)
+    dft_rows = [r for r in store.select(kind="binding") if r.protocol == "fake-dft"]
+    assert len(dft_rows) == 1 and dft_rows[0].is_dft  # Eb from DFT terms only, stored as its own analysis
+
+
+@pytest.mark.slow
+def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
+    import ligbind.engine.fireworks as engine
+    from ligbind.engine.campaign import campaign_results
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "v.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "v", "protocol": "ml-screen", "overrides": SCREEN, "ligands": ["methylamine"], "configs": 2,
+        "verify": {"protocol": "fake-dft", "overrides": SCREEN, "top_k": 1},
+    }))
+    engine.screen(path)
+    out = engine.run(path, progress=False, workers=1)  # the fake backend is registered in this process only
+    assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
+    store = ResultStore(tmp_path / "runs" / "v" / "ligbind.db")
+    (row,) = list(store.select(kind="verification"))
+    screen = next(r for r in store.select(kind="binding") if r.protocol == "ml-screen")
+    assert row.eb_dft == pytest.approx(screen.eb, abs=0.02)
+    paths = campaign_results(path)
+    assert "verified_md" in paths and "eb_screen" in paths["verified_md"].read_text()
+    assert engine.screen(path)["added"] == 0  # nothing new to do
