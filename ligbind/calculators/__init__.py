@@ -69,6 +69,10 @@ class Backend:
                 f"{atoms.get_chemical_formula()}): use a DFT protocol or a neutral unit"
             )
 
+    def treats_spin(self, protocol: dict[str, Any]) -> bool:
+        """Whether this protocol computes open-shell (odd-electron, radical) systems spin-polarised."""
+        return False
+
     def scf_failures(self, protocol: dict[str, Any]) -> tuple[type[Exception], ...]:
         """Exceptions meaning 'the SCF did not converge; retry with softer settings'."""
         return ()
@@ -84,6 +88,8 @@ class Backend:
     def relax(self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path):
         """Own-optimizer backends: relax and return (atoms, energy, fmax, converged, n_steps, force_calls)."""
         raise NotImplementedError
+
+    writes_inputs: ClassVar[bool] = False  # supports --dry-run (input files written, nothing run)
 
     def write_inputs(self, atoms: Atoms, protocol: dict[str, Any], directory: Path) -> Path:
         """Write the input files of one calculation without running it (``--dry-run``)."""

@@ -166,6 +166,9 @@ class GpawBackend(Backend):
     def check_input(self, atoms: Atoms, protocol: dict[str, Any]) -> None:
         check_spin(atoms, int(atoms.info.get("charge", 0) or 0), bool(protocol["gpaw"]["spinpol"]))
 
+    def treats_spin(self, protocol: dict[str, Any]) -> bool:
+        return bool(protocol["gpaw"]["spinpol"])
+
     def scf_failures(self, protocol: dict[str, Any]) -> tuple[type[Exception], ...]:
         from gpaw import KohnShamConvergenceError
 

@@ -684,6 +684,11 @@ class VaspBackend(Backend):
     runs_own_optimizer = True
     parallel_runs = False  # VASP parallelises itself (mpirun in its command)
 
+    writes_inputs = True
+
+    def treats_spin(self, protocol: dict[str, Any]) -> bool:
+        return int(protocol["vasp"]["incar"].get("ISPIN", 1)) == 2
+
     def check_input(self, atoms: Atoms, protocol: dict[str, Any]) -> None:
         return None  # NELECT follows the charge; POTCARs are checked by run_vasp before anything is written
 
