@@ -193,6 +193,14 @@ def _protocol_names() -> list[str]:
     return available_protocols()
 
 
+@_argtype("protocol")
+def protocol_name(text: str) -> str:
+    """A shipped protocol preset (the message lists them)."""
+    if text not in _protocol_names():
+        raise ValueError(f"unknown protocol '{text}' (available: {', '.join(_protocol_names())})")
+    return text
+
+
 MODES = ("neutral", "exchange")
 
 
@@ -458,7 +466,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_ligands)
 
     p = sub.add_parser("protocols", help="list protocols, or print one fully resolved")
-    p.add_argument("name", nargs="?", choices=_protocol_names())
+    p.add_argument("name", nargs="?", type=protocol_name)
     p.add_argument(
         "--set", type=json_object, help='JSON overrides merged on top, e.g. \'{"relax": {"fmax": 0.1}}\''
     )
@@ -623,7 +631,7 @@ def _add_calc_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--protocol",
         default="ml-screen",
-        choices=_protocol_names(),
+        type=protocol_name,
         help="protocol preset (see `ligbind protocols`)",
     )
     p.add_argument("--set", type=json_object, help="JSON overrides merged on the protocol")

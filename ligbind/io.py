@@ -1,8 +1,15 @@
-"""Reading and writing structures: ASE I/O with atomic writes and one clear error for bad files."""
+"""Reading and writing structures (ASE I/O with atomic writes), and the checks of every path a user gives.
+
+Paths are checked before anything is computed or written: an output file must be creatable (no file where a
+directory is needed on its way, write permission where it will be created), an output directory must not be
+an existing file, an input file must exist and be readable. Each check raises :class:`LigbindError` with one
+line naming the path and the problem.
+"""
 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import ase.io
@@ -26,6 +33,87 @@ def structure_format(path: str | Path) -> str:
     return fmt
 
 
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _first_existing_ancestor(path: Path, what: str) -> Path:
+    """The nearest existing ancestor of ``path``: it must be a directory we may create entries in."""
+    for ancestor in Path(os.path.abspath(path)).parents:  # '..' resolved as mkdir -p would meet it
+        if ancestor.exists():
+            if not ancestor.is_dir():
+                raise LigbindError(f"{what} {path}: {ancestor} is a file, not a directory")
+            if not os.access(ancestor, os.W_OK | os.X_OK):
+                raise LigbindError(f"{what} {path}: no permission to write in {ancestor}")
+            return ancestor
+        if ancestor.is_symlink():  # a dangling symbolic link on the way
+            raise LigbindError(f"{what} {path}: {ancestor} is a broken symbolic link")
+    raise LigbindError(f"{what} {path}: no existing directory above it")  # pragma: no cover
+
+
+def _plain_path(path: str | Path, what: str) -> Path:
+    text = str(path)
+    if not text.strip():
+        raise LigbindError(f"{what}: empty path")
+    if "\x00" in text:
+        raise LigbindError(f"{what} {text!r}: a path cannot contain a NUL character")
+    return Path(text)
+
+
+def check_output_file(path: str | Path, what: str = "output file") -> Path:
+    """Refuse an output file that cannot be written: it is a directory, a file stands where a directory is
+    needed on its way, or there is no write permission. Nothing is created."""
+    p = _plain_path(path, what)
+    if p.exists() or p.is_symlink():
+        if p.is_dir():
+            raise LigbindError(f"{what} {p} is a directory")
+        if not p.exists():
+            raise LigbindError(f"{what} {p} is a broken symbolic link")
+        if not os.access(p, os.W_OK):
+            raise LigbindError(f"{what} {p}: no permission to write it")
+        _first_existing_ancestor(p, what)
+        return p
+    _first_existing_ancestor(p, what)
+    return p
+
+
+def check_output_dir(path: str | Path, what: str = "output directory") -> Path:
+    """Refuse an output directory that is an existing file, lies below a file, or cannot be written."""
+    p = _plain_path(path, what)
+    if p.exists():
+        if not p.is_dir():
+            raise LigbindError(f"{what} {p} is a file, not a directory")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise LigbindError(f"{what} {p}: no permission to write in it")
+        return p
+    _first_existing_ancestor(p, what)
+    return p
+
+
+def check_input_file(path: str | Path, what: str = "file") -> Path:
+    """An existing, readable regular file."""
+    p = _plain_path(path, what)
+    if not p.exists():
+        raise LigbindError(f"{what} not found: {p}")
+    if not p.is_file():
+        raise LigbindError(f"{what} {p} is not a file")
+    if not os.access(p, os.R_OK):
+        raise LigbindError(f"{what} {p}: no permission to read it")
+    return p
+
+
+def check_database_file(path: str | Path, *, must_exist: bool, what: str = "results database") -> Path:
+    """An ase.db (SQLite) results store. To read (``must_exist``): an existing, non-empty SQLite database. To
+    write: a file that can be created, or an existing SQLite database (or empty file). Nothing is created."""
+    p = check_input_file(path, what) if must_exist else check_output_file(path, what)
+    if p.exists() and (must_exist or p.stat().st_size > 0):  # an empty file may become a new store
+        with open(p, "rb") as fh:
+            head = fh.read(len(SQLITE_HEADER))
+        if head != SQLITE_HEADER:
+            state = "is empty" if not head else "is not an SQLite (ase.db) database"
+            raise LigbindError(f"{what} {p} {state}")
+    return p
+
+
 def write_structure(path: str | Path, atoms: Atoms) -> Path:
     """Write ``atoms`` to ``path`` atomically (a temporary file renamed into place: no partial files)."""
     path = Path(path)
@@ -43,10 +131,14 @@ def write_structure(path: str | Path, atoms: Atoms) -> Path:
 
 def read_structure(path: str | Path, index: int | str = -1) -> Atoms:
     """Read one structure, with a one-line error when the file is missing or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        raise LigbindError(f"structure file not found: {path}")
+    path = check_input_file(path, "structure file")
     try:
-        return ase.io.read(path, index=index)
+        with warnings.catch_warnings():  # ASE warns about info it skips; the structure is what we read
+            warnings.simplefilter("ignore")
+            atoms = ase.io.read(path, index=index)
     except Exception as exc:
-        raise LigbindError(f"cannot read structure file {path}: {exc}") from exc
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise LigbindError(f"cannot read structure file {path}: {reason}") from exc
+    if not isinstance(atoms, Atoms) or len(atoms) == 0:
+        raise LigbindError(f"structure file {path} holds no atoms")
+    return atoms

@@ -96,6 +96,8 @@ def _read_yaml(path: Path) -> Any:
         raise LigbindError(f"campaign {path} is not valid YAML{where}") from None
     except LigbindError as exc:  # a duplicate key
         raise LigbindError(f"campaign {path}: {exc}") from None
+    except TypeError:  # a key that is itself a list or a mapping (YAML "? [a, b]")
+        raise LigbindError(f"campaign {path}: keys must be names (strings)") from None
 
 
 def _canonical(smiles: str) -> str:
@@ -225,7 +227,14 @@ def _verify_settings(spec: CampaignSpec, path: Path) -> dict[str, Any] | None:
     """The resolved DFT protocol and settings of ``verify:`` (refused unless DFT and neutral mode)."""
     if spec.verify is None:
         return None
-    dft = load_protocol(spec.verify.protocol, spec.verify.overrides)
+    try:
+        load_protocol(spec.verify.protocol)
+    except LigbindError as exc:
+        raise LigbindError(f"campaign {path}: verify.protocol: {exc}") from None
+    try:
+        dft = load_protocol(spec.verify.protocol, spec.verify.overrides)
+    except LigbindError as exc:
+        raise LigbindError(f"campaign {path}: verify.overrides: {exc}") from None
     if not dft["is_dft"]:
         raise LigbindError(f"campaign {path}: verify.protocol '{dft['name']}' is not a DFT protocol")
     if spec.mode == "exchange" or any(item.mode == "exchange" for item in spec.ligands):
