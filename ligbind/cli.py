@@ -162,6 +162,23 @@ def json_object(text: str) -> dict:
     return value
 
 
+@_argtype("launchpad file")
+def launchpad_file(text: str) -> str:
+    """A FireWorks my_launchpad.yaml: an existing, readable YAML mapping (host, name, ... of the MongoDB)."""
+    import yaml
+
+    from ligbind.io import check_input_file
+
+    check_input_file(text, "launchpad file")
+    try:
+        content = yaml.safe_load(Path(text).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError):
+        raise ValueError(f"launchpad file {text} is not valid YAML") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"launchpad file {text} must be a YAML mapping (host, port, name, ...)")
+    return text
+
+
 @_argtype("campaign")
 def campaign_ref(text: str) -> str:
     """A campaign YAML file, or the name of a screened campaign (one safe path component under runs/)."""
@@ -771,7 +788,7 @@ def register_campaign_commands(sub) -> None:
     )
     p.add_argument(
         "--launchpad",
-        type=input_file("launchpad file"),
+        type=launchpad_file,
         help="my_launchpad.yaml of a MongoDB (HPC); default: embedded store",
     )
     p.add_argument("--json", action="store_true")
@@ -779,9 +796,7 @@ def register_campaign_commands(sub) -> None:
 
     p = sub.add_parser("run", help="execute a campaign's ready Fireworks here, with a progress bar")
     p.add_argument("campaign", type=campaign_ref, help="campaign YAML or name")
-    p.add_argument(
-        "--launchpad", type=input_file("launchpad file"), help="my_launchpad.yaml (default: embedded store)"
-    )
+    p.add_argument("--launchpad", type=launchpad_file, help="my_launchpad.yaml (default: embedded store)")
     p.add_argument("--max", type=int_in("--max", 1, 10**9), help="stop after this many Fireworks")
     p.add_argument(
         "--workers",
@@ -795,9 +810,7 @@ def register_campaign_commands(sub) -> None:
     p.add_argument(
         "campaign", nargs="?", type=campaign_ref, help="campaign YAML or name (default: all in runs/)"
     )
-    p.add_argument(
-        "--launchpad", type=input_file("launchpad file"), help="my_launchpad.yaml (default: embedded store)"
-    )
+    p.add_argument("--launchpad", type=launchpad_file, help="my_launchpad.yaml (default: embedded store)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
 

@@ -315,6 +315,8 @@ def _cases() -> list[Case]:
         ("run", "--json", ("run", "nope", "--json=1"), "ignored explicit"),
         ("status", "campaign", ("status", "a/b/c"), "campaign file not found"),
         ("status", "--launchpad", ("status", "--launchpad", "adir"), "is not a file"),
+        ("status", "--launchpad", ("status", "--launchpad", "afile"), "must be a YAML mapping"),
+        ("status", "--launchpad", ("status", "--launchpad", "binary.yaml"), "is not valid YAML"),
         ("status", "--json", ("status", "--json=1"), "ignored explicit"),
     ]
     return [Case(c, o, tuple(a), f) for c, o, a, f in rows]
