@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from ligbind.builders.slab import HALIDES, check_pbi2_terminated, find_layers, layer_name, vacuum_thickness
+from ligbind.builders.slab import HALIDES, check_pbi2_terminated, layer_name, vacuum_thickness
 from ligbind.errors import LigbindError
 
 MIN_DISTANCE = 0.5
@@ -118,11 +118,6 @@ def check_slab(atoms: Atoms, source: str = "slab") -> list[str]:
             f"{names[0]}); ligands bind to the top face, and the slab carries a dipole"
         )
     return warnings
-
-
-def slab_layers(atoms: Atoms) -> int:
-    """Number of layers of a slab (as :func:`check_slab` counts them)."""
-    return len(find_layers(atoms))
 
 
 # ------------------------------------------------------------------------------------------------ molecules
