@@ -280,11 +280,11 @@ def relax(
         start_atoms.info = dict(atoms.info)
         start_atoms.set_constraint(atoms.constraints)
 
-    if backend.runs_own_optimizer:
+    if backend.relaxes_externally(protocol):
         final, energy, fmax, converged, n_steps, calls = backend.relax(start_atoms, protocol, key, workdir)
         result = Result(key, "relax", final, energy, fmax, converged, n_steps, calls, protocol)
     else:
-        result = _relax_ase(start_atoms, protocol, key, workdir)
+        result = relax_in_process(start_atoms, protocol, key, workdir)
     result.prerelax = pre_info
     result.atoms.info = dict(atoms.info)
     result.wall_time = time.perf_counter() - start
@@ -329,7 +329,8 @@ def _frame_writer(traj: Trajectory, work: Atoms, last_positions: np.ndarray | No
     return write
 
 
-def _relax_ase(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) -> Result:
+def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) -> Result:
+    """The ASE relaxation itself (no store, no pre-relaxation): trajectory, restart file, SCF retries."""
     settings = protocol["relax"]
     traj_path = workdir / f"{key}.traj"
     restart_path = workdir / f"{key}.opt.json"

@@ -85,8 +85,12 @@ class Backend:
         """Worker processes a campaign runs side by side: one per core unless the backend parallelises itself."""
         return max(1, len(os.sched_getaffinity(0))) if self.parallel_runs else 1
 
+    def relaxes_externally(self, protocol: dict[str, Any]) -> bool:
+        """Whether :meth:`relax` runs the relaxation (its own optimizer, or another process) for this protocol."""
+        return self.runs_own_optimizer
+
     def relax(self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path):
-        """Own-optimizer backends: relax and return (atoms, energy, fmax, converged, n_steps, force_calls)."""
+        """Relax outside ligbind's ASE loop; returns (atoms, energy, fmax, converged, n_steps, force_calls)."""
         raise NotImplementedError
 
     writes_inputs: ClassVar[bool] = False  # supports --dry-run (input files written, nothing run)

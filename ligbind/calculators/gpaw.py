@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -168,6 +169,19 @@ class GpawBackend(Backend):
 
     def treats_spin(self, protocol: dict[str, Any]) -> bool:
         return bool(protocol["gpaw"]["spinpol"])
+
+    def relaxes_externally(self, protocol: dict[str, Any]) -> bool:
+        return (protocol["run"]["cores"] or 1) > 1  # an MPI job over run.cores ranks
+
+    def relax(self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path):
+        from ligbind.calculators.gpaw_mpi import relax_under_mpi
+
+        return relax_under_mpi(atoms, protocol, key, workdir, int(protocol["run"]["cores"]))
+
+    def default_workers(self, protocol: dict[str, Any]) -> int:
+        """Serial GPAW: one worker per core; MPI GPAW (run.cores > 1): as many workers as fit the cores."""
+        cores = max(1, len(os.sched_getaffinity(0)))
+        return max(1, cores // (protocol["run"]["cores"] or 1))
 
     def scf_failures(self, protocol: dict[str, Any]) -> tuple[type[Exception], ...]:
         from gpaw import KohnShamConvergenceError

@@ -422,7 +422,8 @@ def default_workers(c: dict[str, Any]) -> int:
     """Worker processes side by side, as the protocol's backend prefers (one per core; 1 for VASP)."""
     from ligbind.calculators import backend_of
 
-    return backend_of(c["protocol"]).default_workers(c["protocol"])
+    protocols = [c["protocol"], *([c["verify"]["protocol"]] if c.get("verify") else [])]
+    return min(backend_of(p).default_workers(p) for p in protocols)
 
 
 SINGLE_THREAD_ENV = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

@@ -16,10 +16,10 @@ import hashlib
 import json
 import math
 from importlib import resources
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from ligbind.errors import LigbindError
 
@@ -28,9 +28,18 @@ NOT_HASHED = ("description", "overrides", "slab", "run", "parent")
 
 
 class StrictModel(BaseModel):
-    """Unknown keys refused; NaN/inf refused in every float."""
+    """Unknown keys refused; NaN/inf refused in every float; a boolean is not a number."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        annotation = cls.model_fields[info.field_name].annotation
+        allowed = {annotation, *get_args(annotation)}
+        if isinstance(value, bool) and bool not in allowed and allowed & {int, float}:
+            raise ValueError("expected a number, got a boolean")
+        return value
 
 
 class RelaxSettings(StrictModel):
@@ -196,6 +205,8 @@ def load_protocol(name: str | dict[str, Any], overrides: dict[str, Any] | None =
     """
     if overrides is not None and not isinstance(overrides, dict):
         raise LigbindError(f"protocol overrides must be a mapping, got {type(overrides).__name__}")
+    if overrides and "is_dft" in overrides:
+        raise LigbindError("unknown protocol setting 'is_dft': whether results are DFT follows the backend")
     preset = copy.deepcopy(name) if isinstance(name, dict) else _read_preset(name)
     protocol = deep_merge(preset, overrides or {})
     if overrides:
