@@ -1,0 +1,102 @@
+"""GPAW over several MPI ranks: one relaxation run as ``mpiexec -n N python -m ligbind.calculators.gpaw_mpi``.
+
+ligbind relaxes in its own (possibly worker) process; GPAW parallelises over the ranks of the MPI job it runs
+in. So a GPAW protocol with ``run.cores`` > 1 hands each relaxation to a short MPI job that runs the same ASE
+relaxation (:func:`ligbind.jobs.relax_in_process`: trajectory, optimizer restart file, SCF retries) and writes
+its outcome to a JSON file that the calling process reads. A killed job resumes from the trajectory like any
+relaxation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+from ase.io import read, write
+
+from ligbind.errors import LigbindError
+
+MPI_ENV = {
+    "OMPI_ALLOW_RUN_AS_ROOT": "1",  # containers and CI run as root; OpenMPI refuses that without these two
+    "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+    "GPAW_MPI_BACKEND": "cgpaw",  # GPAW 26 initialises MPI only when asked (or under `gpaw python`)
+    "OMP_NUM_THREADS": "1",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+
+
+def mpi_command(cores: int) -> list[str]:
+    """The mpiexec command line that runs the GPAW relaxation on ``cores`` ranks."""
+    mpiexec = shutil.which("mpiexec")
+    if mpiexec is None:
+        raise LigbindError("run.cores > 1 needs MPI: mpiexec not found (scripts/setup.sh installs OpenMPI)")
+    return [mpiexec, "-n", str(cores), "--bind-to", "none", sys.executable, "-m", "ligbind.calculators.gpaw_mpi"]
+
+
+def relax_under_mpi(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path, cores: int):
+    """Relax ``atoms`` in an MPI job of ``cores`` ranks; returns (atoms, energy, fmax, converged, steps, calls)."""
+    job = workdir / f"{key}.mpi"
+    job.mkdir(parents=True, exist_ok=True)
+    write(job / "input.traj", atoms)  # exact positions, constraints, tags, info
+    (job / "protocol.json").write_text(json.dumps(protocol))
+    (job / "outcome.json").unlink(missing_ok=True)
+    log = job / "mpi.log"
+    with open(log, "w") as out:
+        proc = subprocess.run(
+            [*mpi_command(cores), str(job), key, str(workdir)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **MPI_ENV},
+        )
+    outcome = job / "outcome.json"
+    if not outcome.exists():
+        tail = log.read_text().strip().splitlines()[-1:] or ["no output"]
+        raise LigbindError(f"GPAW MPI job for {key} failed (exit {proc.returncode}): {tail[0]} (log: {log})")
+    data = json.loads(outcome.read_text())
+    if data.get("error"):
+        from ligbind import errors
+
+        raise getattr(errors, data["error_type"], LigbindError)(data["error"])
+    final = atoms.copy()
+    final.positions = read(job / "final.traj").positions
+    return final, data["energy"], data["fmax"], data["converged"], data["n_steps"], data["force_calls"]
+
+
+def _main(job: Path, key: str, workdir: Path) -> None:
+    """Inside the MPI job: the ASE relaxation with GPAW over all ranks; rank 0 writes the outcome."""
+    import gpaw.mpi  # noqa: F401  (MPI first, so that ASE's world is GPAW's communicator)
+    from ase.parallel import world
+
+    from ligbind.errors import LigbindError as Error
+    from ligbind.jobs import relax_in_process
+    from ligbind.protocols import with_run_settings
+
+    atoms = read(job / "input.traj")
+    protocol = with_run_settings(json.loads((job / "protocol.json").read_text()), cores=1)
+    try:
+        r = relax_in_process(atoms, protocol, key, workdir)
+        data = {
+            "energy": r.energy,
+            "fmax": r.fmax,
+            "converged": r.converged,
+            "n_steps": r.n_steps,
+            "force_calls": r.force_calls,
+        }
+        if world.rank == 0:
+            write(job / "final.traj", r.atoms)
+    except Error as exc:
+        data = {"error": str(exc), "error_type": type(exc).__name__}
+    if world.rank == 0:
+        tmp = job / "outcome.partial"
+        tmp.write_text(json.dumps(data))
+        tmp.replace(job / "outcome.json")
+
+
+if __name__ == "__main__":
+    _main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))
