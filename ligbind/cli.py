@@ -520,8 +520,12 @@ def cmd_bind(args: argparse.Namespace) -> None:
 
     protocol = load_protocol(args.protocol, args.set)
     if args.dry_run:
-        if protocol.get("backend") != "vasp":
-            raise LigbindError("--dry-run writes VASP input directories: use it with a vasp protocol")
+        from ligbind.calculators import backend_of
+
+        if not backend_of(protocol).writes_inputs:
+            raise LigbindError(
+                f"--dry-run writes input files; the {protocol['backend']} backend has none: use it with a vasp protocol"
+            )
         from ligbind.protocols import with_run_settings
 
         protocol = with_run_settings(protocol, dry_run=True)

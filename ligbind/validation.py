@@ -126,12 +126,9 @@ def protocol_treats_spin(protocol: dict[str, Any] | None) -> bool:
     ``ISPIN = 2``. The ML potentials take no spin state."""
     if not protocol:
         return False
-    backend = protocol.get("backend")
-    if backend == "gpaw":
-        return bool((protocol.get("gpaw") or {}).get("spinpol"))
-    if backend == "vasp":
-        return int(((protocol.get("vasp") or {}).get("incar") or {}).get("ISPIN", 1)) == 2
-    return False
+    from ligbind.calculators import backend_of
+
+    return backend_of(protocol).treats_spin(protocol)
 
 
 def radical_electrons(smiles: str) -> int:
