@@ -519,7 +519,8 @@ def cmd_bind(args: argparse.Namespace) -> None:
     from ligbind.store import ResultStore
 
     protocol = load_protocol(args.protocol, args.set)
-    if args.dry_run:
+    verify_protocol = _verify_protocol(args)
+    if args.dry_run and verify_protocol is None:
         from ligbind.calculators import backend_of
 
         if not backend_of(protocol).writes_inputs:
@@ -529,9 +530,9 @@ def cmd_bind(args: argparse.Namespace) -> None:
         from ligbind.protocols import with_run_settings
 
         protocol = with_run_settings(protocol, dry_run=True)
-    resolve_checked_ligand(args.ligand, args.mode, protocol)
+    entry = resolve_checked_ligand(args.ligand, args.mode, protocol)
     slab = read_slab(args.slab)
-    if args.dry_run:
+    if args.dry_run and verify_protocol is None:
         try:
             bind(
                 slab,
@@ -569,7 +570,25 @@ def cmd_bind(args: argparse.Namespace) -> None:
         )
     finally:
         bar.close()
+    verified = None
+    if verify_protocol is not None:
+        from ligbind.recipes import verify
+
+        bar, step = _progress_bar(args.json or args.quiet)
+        try:
+            verified = verify(slab, out, entry, verify_protocol, top_k=args.top_k, store=store,
+                              workdir=args.workdir, progress=step)
+        except DryRunWritten as written:
+            dirs = [str(d) for d in written.args[0]]
+            _print({"dry_run": True, "screen": out.as_dict(), "directories": dirs}, args.json,
+                   f"screen Eb = {out.eb} eV ({out.protocol}); dry run: wrote the verification inputs to\n  "
+                   + "\n  ".join(dirs))
+            return
+        finally:
+            bar.close()
     payload = {**out.as_dict(), "wall_time": round(time.perf_counter() - start, 2), "db": str(store.path)}
+    if verified is not None:
+        payload["verification"] = verified.as_dict()
     if args.json:
         _print(payload, True)
         return
@@ -587,8 +606,34 @@ def cmd_bind(args: argparse.Namespace) -> None:
         if out.e_byproduct is not None:
             terms += f" + E(byproduct) {out.e_byproduct:.4f}"
         lines.append(f"Eb = {out.eb:+.3f} eV  (config {out.best_config}: {terms} eV)")
+    if verified is not None:
+        fmt = lambda v: "n/a" if v is None else f"{v:+.3f} eV"  # noqa: E731
+        lines.append(
+            f"verified with {verified.dft_protocol} (DFT, best {args.top_k}): Eb = {fmt(verified.eb_dft)} "
+            f"(screen {fmt(verified.eb_screen)}; DFT config {verified.dft_config}); "
+            f"flags: {','.join(verified.flags) or 'none'}"
+        )
     lines.append(f"{out.force_calls} force calls, {payload['wall_time']:.1f} s; results in {store.path}")
     _print(payload, False, "\n".join(lines))
+
+
+def _verify_protocol(args: argparse.Namespace) -> dict | None:
+    """The DFT protocol of ``--verify`` (checked before anything runs), with ``--dry-run`` applied to it."""
+    if args.verify is None:
+        return None
+    from ligbind.calculators import backend_of
+    from ligbind.protocols import load_protocol, with_run_settings
+
+    dft = load_protocol(args.verify)
+    if not dft["is_dft"]:
+        raise LigbindError(f"--verify needs a DFT protocol; '{dft['name']}' is not DFT")
+    if args.mode == "exchange":
+        raise LigbindError("--verify of exchange-mode binding is not supported yet: use --mode neutral")
+    if args.dry_run:
+        if not backend_of(dft).writes_inputs:
+            raise LigbindError(f"--dry-run writes input files; the {dft['backend']} backend has none")
+        dft = with_run_settings(dft, dry_run=True)
+    return dft
 
 
 def cmd_frenkel(args: argparse.Namespace) -> None:
@@ -677,6 +722,15 @@ def register_calculation_commands(sub) -> None:
     p.add_argument("--seed", type=int_in("seed", 0, MAX_SEED), default=0)
     p.add_argument("--include-flagged", action="store_true", help="let flagged configurations count for Eb")
     p.add_argument("--dry-run", action="store_true", help="vasp: write input directories only")
+    p.add_argument(
+        "--verify",
+        metavar="PROTOCOL",
+        type=protocol_name,
+        help="relax the best configurations again with this DFT protocol (e.g. gpaw-laptop); Eb from DFT terms",
+    )
+    p.add_argument(
+        "--top-k", type=int_in("--top-k", 1, 10), default=2, help="configurations verified with DFT (default 2)"
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_calc_options(p)
     p.set_defaults(func=cmd_bind)

@@ -392,6 +392,9 @@ def verify(
     workdir = Path(workdir)
     from ligbind.jobs import result_from_row
 
+    if dft["run"]["dry_run"]:
+        raise DryRunWritten(write_verification_inputs(slab, screen, entry, dft, top_k, store, workdir))
+
     progress("DFT slab")
     dft_slab = relax_slab(slab, dft, store, workdir).require_converged("DFT slab relaxation")
     progress("DFT ligand")
@@ -407,3 +410,26 @@ def verify(
         configs.append(relax_configuration(atoms, dft_slab.atoms, dft, store, workdir, label=label))
     dft_outcome = analyse_binding(entry, screen.mode, dft, dft_slab, dft_ligand, configs, store=store)
     return analyse_verification(screen, dft_outcome, store=store)
+
+
+def write_verification_inputs(
+    slab: Atoms, screen: BindingOutcome, entry: LigandEntry, dft: dict[str, Any], top_k: int, store, workdir: Path
+) -> list[Path]:
+    """``--verify P --dry-run``: input directories of the DFT slab, ligand and best ``top_k`` configurations.
+
+    The configurations are written at their screen geometry (the DFT slab does not exist yet; the real run
+    rebuilds them on it), so an HPC user can check the inputs before submitting the campaign.
+    """
+    from ligbind.analysis.verification import configurations_to_verify
+    from ligbind.calculators import backend_of
+    from ligbind.jobs import result_from_row
+    from ligbind.store import calculation_key
+
+    backend = backend_of(dft)
+    ligand = dft_ligand_structure(result_from_row(store.get(screen.ligand_key), dft), entry, slab, dft)
+    structures = [slab.copy(), ligand]
+    for c in configurations_to_verify(screen, top_k):
+        atoms = result_from_row(store.get(c["key"]), dft).atoms
+        atoms.calc = None
+        structures.append(atoms)
+    return [backend.write_inputs(a, dft, workdir / calculation_key("relax", a, dft)) for a in structures]

@@ -108,3 +108,37 @@ def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
     paths = campaign_results(path)
     assert "verified_md" in paths and "eb_screen" in paths["verified_md"].read_text()
     assert engine.screen(path)["added"] == 0  # nothing new to do
+
+
+def test_cli_refuses_a_non_dft_verification_before_any_work(tmp_path, run_cli):
+    slab = tmp_path / "slab.extxyz"
+    assert run_cli("build", "slab", "-o", str(slab), cwd=tmp_path).returncode == 0
+    before = sorted(p.name for p in tmp_path.iterdir())
+    out = run_cli("bind", "--slab", str(slab), "--ligand", "methylamine", "--verify", "ml-screen", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "ligbind: error: --verify needs a DFT protocol; 'ml-screen' is not DFT"
+    ]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+@pytest.mark.slow
+def test_cli_vasp_verification_dry_run_writes_dft_inputs(tmp_path, run_cli):
+    """The ML screen runs; the VASP verification writes slab, ligand and top-k configuration inputs only."""
+    slab = tmp_path / "slab.extxyz"
+    run_cli("build", "slab", "-o", str(slab), cwd=tmp_path)
+    out = run_cli(
+        "bind", "--slab", str(slab), "--ligand", "methylamine", "--configs", "2", "--set", '{"relax": {"fmax": 0.1}}',
+        "--verify", "vasp-pbe-d3", "--top-k", "1", "--dry-run", "--json", "--quiet", cwd=tmp_path,
+    )
+    assert out.returncode == 0, out.stderr
+    import json
+
+    payload = json.loads(out.stdout)
+    dirs = [tmp_path / d for d in payload["directories"]]
+    assert len(dirs) == 3  # slab, ligand, the one best configuration
+    for d in dirs:
+        assert {"INCAR", "KPOINTS", "POSCAR", "POTCAR.spec"} <= {p.name for p in d.iterdir()}
+    # the ligand directory is a molecule in a box: Gamma only, no dipole keys; the slab has the dipole correction
+    incars = [(d / "INCAR").read_text() for d in dirs]
+    assert sum("LDIPOL" in text for text in incars) == 2  # slab and complex, not the molecule
+    assert payload["screen"]["eb"] is not None and payload["screen"]["protocol"] == "ml-screen"
