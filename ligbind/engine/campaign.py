@@ -510,7 +510,6 @@ def step_verify(c: dict[str, Any], keys: KeyMap, name: str):
 def campaign_results(campaign: str | Path, outdir: str | Path | None = None) -> dict[str, Path]:
     """Write results/<campaign>/ (CSV, Markdown, PNG) from the campaign's results store."""
     from ligbind.analysis.tables import write_tables
-
     from ligbind.protocols import protocol_hash
 
     c = resolve_campaign_ref(campaign)
