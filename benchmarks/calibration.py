@@ -1,0 +1,115 @@
+"""Calibration of the screening presets against DFT (issue 10): MAE, max |ΔEb|, Spearman ρ, success rate.
+
+The DFT reference is a ligbind campaign under benchmarks/calibration/ (every configuration of every ligand
+relaxed with gpaw-laptop through ``verify: {top_k: configs}``), whose results database is committed next to
+its YAML. This script never computes DFT: it reads that database and, for each screening preset, screens the
+same ligands on the same slab with the same configurations (CHGNet's own screen is in the database already),
+then compares configuration by configuration (the same placement seed and count give the same configuration
+numbers) and ligand by ligand.
+
+    python benchmarks/calibration.py                        # every calibration set that has a database
+    python benchmarks/calibration.py --presets ml-screen    # one preset
+
+Figures per preset: MAE and max |Eb_screen − Eb_DFT| over configurations with both numbers; Spearman rank
+correlation of the ligands' best Eb; success rate: the screen's best configuration, DFT-relaxed, lands within
+0.1 eV of the lowest DFT Eb over all K configurations. A partial database gives partial figures (the counts
+say how many configurations and ligands entered).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SETS = sorted((ROOT / "benchmarks" / "calibration").glob("*.yaml"))
+PRESETS = ("ml-screen", "ml-screen-7net", "ml-screen-7net-l3i5")
+SUCCESS = 0.1  # eV
+
+
+def dft_reference(c: dict, store) -> dict[str, dict[int, float]]:
+    """Eb_DFT per ligand and configuration, from the DFT binding analyses of the campaign."""
+    dft = c["verify"]["protocol"]["name"]
+    out = {}
+    for row in store.select(kind="binding", campaign=c["name"]):
+        if row.protocol == dft:
+            configs = row.data["outcome"]["configs"]
+            out[row.ligand] = {k["config"]: k["eb"] for k in configs if k["status"] == "converged" and not k["flags"]}
+    return {lig: v for lig, v in out.items() if v}
+
+
+def screen(c: dict, preset: str, store, workdir: Path) -> dict[str, dict[int, float]]:
+    """Eb per ligand and configuration with ``preset`` (reused from ``store`` where it holds them)."""
+    from ligbind.engine.campaign import campaign_slab, entry_from_spec
+    from ligbind.recipes import bind
+
+    slab = campaign_slab(c)
+    out = {}
+    for spec in c["ligands"]:
+        r = bind(slab, entry_from_spec(spec), preset, n_configs=c["configs"], seed=c["seed"], store=store,
+                 workdir=workdir)
+        out[spec["name"]] = {k["config"]: k["eb"] for k in r.configs if k["status"] == "converged" and not k["flags"]}
+    return out
+
+
+def figures(ref: dict[str, dict[int, float]], ml: dict[str, dict[int, float]]) -> dict[str, float]:
+    """MAE, max error, Spearman ρ over ligands and success rate of one preset against the DFT reference."""
+    from scipy.stats import spearmanr
+
+    errors, best_ml, best_dft, hits = [], [], [], []
+    for lig, dft in ref.items():
+        common = sorted(set(dft) & set(ml.get(lig, {})))
+        if not common:
+            continue
+        errors += [abs(ml[lig][k] - dft[k]) for k in common]
+        chosen = min(common, key=lambda k: ml[lig][k])
+        best_ml.append(ml[lig][chosen])
+        best_dft.append(min(dft.values()))
+        hits.append(dft[chosen] - min(dft.values()) <= SUCCESS)
+    rho = spearmanr(best_ml, best_dft).statistic if len(best_ml) >= 3 else float("nan")
+    return {
+        "configs": len(errors),
+        "ligands": len(hits),
+        "mae": float(np.mean(errors)) if errors else float("nan"),
+        "max": float(np.max(errors)) if errors else float("nan"),
+        "spearman": float(rho),
+        "success": float(np.mean(hits)) if hits else float("nan"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", nargs="+", default=list(PRESETS))
+    args = parser.parse_args(argv)
+    from ligbind.engine.campaign import load_campaign
+    from ligbind.store import ResultStore
+
+    print(f"{'set':<20} {'preset':<22} {'configs':>7} {'ligands':>7} {'MAE':>7} {'max':>7} {'rho':>6} {'success':>7}")
+    for path in SETS:
+        c = load_campaign(path)
+        if not Path(c["store"]).exists():
+            print(f"{c['name']:<20} (no DFT database yet: run the campaign, see {path.name})")
+            continue
+        ResultStore.open_existing(c["store"])  # checks it is a results database
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(c["store"], Path(tmp) / "reference.db")  # the committed database stays untouched
+            store = ResultStore(Path(tmp) / "reference.db")
+            ref = dft_reference(c, store)
+            scratch = ResultStore(Path(tmp) / "screen.db")
+            for preset in args.presets:
+                source = store if preset == c["protocol"]["name"] else scratch
+                f = figures(ref, screen(c, preset, source, Path(tmp)))
+                print(
+                    f"{c['name']:<20} {preset:<22} {f['configs']:>7} {f['ligands']:>7} {f['mae']:>7.3f} "
+                    f"{f['max']:>7.3f} {f['spearman']:>6.2f} {f['success']:>7.2f}"
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
