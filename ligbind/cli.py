@@ -532,18 +532,10 @@ def cmd_bind(args: argparse.Namespace) -> None:
         protocol = with_run_settings(protocol, dry_run=True)
     entry = resolve_checked_ligand(args.ligand, args.mode, protocol)
     slab = read_slab(args.slab)
+    common = dict(n_configs=args.configs, mode=args.mode, workdir=args.workdir, seed=args.seed)
     if args.dry_run and verify_protocol is None:
         try:
-            bind(
-                slab,
-                args.ligand,
-                protocol,
-                n_configs=args.configs,
-                mode=args.mode,
-                store=None,
-                workdir=args.workdir,
-                seed=args.seed,
-            )
+            bind(slab, args.ligand, protocol, store=None, **common)
         except DryRunWritten as written:
             dirs = [str(d) for d in written.args[0]]
             _print(
@@ -557,16 +549,7 @@ def cmd_bind(args: argparse.Namespace) -> None:
     bar, step = _progress_bar(args.json or args.quiet)
     try:
         out = bind(
-            slab,
-            args.ligand,
-            protocol,
-            n_configs=args.configs,
-            mode=args.mode,
-            store=store,
-            workdir=args.workdir,
-            include_flagged=args.include_flagged,
-            seed=args.seed,
-            progress=step,
+            slab, args.ligand, protocol, store=store, include_flagged=args.include_flagged, progress=step, **common
         )
     finally:
         bar.close()
@@ -621,14 +604,12 @@ def _verify_protocol(args: argparse.Namespace) -> dict | None:
     """The DFT protocol of ``--verify`` (checked before anything runs), with ``--dry-run`` applied to it."""
     if args.verify is None:
         return None
+    from ligbind.analysis.verification import check_verification
     from ligbind.calculators import backend_of
     from ligbind.protocols import load_protocol, with_run_settings
 
     dft = load_protocol(args.verify)
-    if not dft["is_dft"]:
-        raise LigbindError(f"--verify needs a DFT protocol; '{dft['name']}' is not DFT")
-    if args.mode == "exchange":
-        raise LigbindError("--verify of exchange-mode binding is not supported yet: use --mode neutral")
+    check_verification(dft, [args.mode], "--verify")
     if args.dry_run:
         if not backend_of(dft).writes_inputs:
             raise LigbindError(f"--dry-run writes input files; the {dft['backend']} backend has none")

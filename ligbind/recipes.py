@@ -357,14 +357,6 @@ def verification_configuration(
     return rebuilt
 
 
-def check_verifiable(screen: BindingOutcome, dft: dict[str, Any]) -> None:
-    """Refuse a verification that cannot be done: a non-DFT protocol, or an X-site exchange ligand."""
-    if not dft["is_dft"]:
-        raise LigbindError(f"verification needs a DFT protocol; '{dft['name']}' is not DFT")
-    if screen.mode == "exchange":
-        raise LigbindError("DFT verification of exchange-mode binding is not supported yet: use mode neutral")
-
-
 def verify(
     slab: Atoms,
     screen: BindingOutcome,
@@ -382,10 +374,10 @@ def verify(
     The slab is relaxed with the DFT protocol, the ligand from its screen geometry, and each chosen
     configuration from its screen geometry rebuilt on the DFT slab; Eb comes from DFT terms only.
     """
-    from ligbind.analysis.verification import analyse_verification
+    from ligbind.analysis.verification import analyse_verification, check_verification
 
     dft = _resolve(protocol, overrides)
-    check_verifiable(screen, dft)
+    check_verification(dft, [screen.mode])
     if top_k < 1:
         raise LigbindError(f"--top-k must be at least 1, got {top_k}")
     store = store or ResultStore()

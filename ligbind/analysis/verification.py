@@ -50,6 +50,16 @@ class VerificationOutcome:
         return {**asdict(self), "eb": self.eb}
 
 
+def check_verification(dft: dict[str, Any], modes: list[str] | tuple[str, ...], where: str = "verification") -> None:
+    """Refuse a verification that cannot be done: a protocol that is not DFT, or exchange-mode binding."""
+    from ligbind.errors import LigbindError
+
+    if not dft["is_dft"]:
+        raise LigbindError(f"{where} needs a DFT protocol; '{dft['name']}' is not DFT")
+    if "exchange" in modes:
+        raise LigbindError(f"{where} of exchange-mode binding is not supported yet: use mode neutral")
+
+
 def configurations_to_verify(screen: BindingOutcome, top_k: int) -> list[dict[str, Any]]:
     """The screen's best ``top_k`` configurations: converged, unflagged, lowest Eb first, distinct minima."""
     usable = sorted(
