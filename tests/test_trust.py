@@ -1,0 +1,118 @@
+"""No stale or silent results: changed settings recompute, failed and unconverged work is visible everywhere,
+flagged Frenkel pairs stay out of E_F, and the direct and campaign paths give the same analyses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from ase import Atoms
+from conftest import run_ligbind
+
+from ligbind.analysis.frenkel import ligand_binds_interstitial, pair_flags
+from ligbind.jobs import Result
+from ligbind.store import ResultStore
+
+FAST = {"relax": {"fmax": 0.1, "steps": 150}}
+
+
+def campaign(tmp_path, **changes):
+    spec = {"name": "trust", "protocol": "ml-screen", "overrides": FAST, "ligands": ["methylamine"], "configs": 1}
+    spec.update(changes)
+    path = tmp_path / "trust.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.slow
+def test_changed_settings_give_new_results_and_never_relabel_old_ones(tmp_path):
+    path = campaign(tmp_path)
+    assert run_ligbind("screen", str(path), cwd=tmp_path).returncode == 0
+    assert run_ligbind("run", "trust", cwd=tmp_path).returncode == 0
+    assert run_ligbind("results", "trust", cwd=tmp_path).returncode == 0
+    first = pd.read_csv(tmp_path / "results" / "trust" / "binding.csv")
+    path.write_text(path.read_text().replace("fmax: 0.1", "fmax: 0.2"))
+    screened = run_ligbind("screen", str(path), cwd=tmp_path)
+    assert "protocol settings changed since the last screen: relax.fmax: 0.1 → 0.2" in screened.stdout
+    assert "added 4 Firework(s)" in screened.stdout  # slab, ligand, configuration, binding: all recomputed
+    assert "added 0 Firework(s)" in run_ligbind("screen", str(path), cwd=tmp_path).stdout
+    assert run_ligbind("run", "trust", cwd=tmp_path).returncode == 0
+    run_ligbind("results", "trust", cwd=tmp_path)
+    second = pd.read_csv(tmp_path / "results" / "trust" / "binding.csv")
+    store = ResultStore(tmp_path / "runs" / "trust" / "ligbind.db")
+    rows = list(store.select(kind="binding"))
+    assert len(rows) == 2  # one analysis per setting, under its own key
+    assert len(first) == len(second) == 1  # the table shows the current settings only
+    current = next(r for r in rows if r.data["protocol"]["relax"]["fmax"] == 0.2)
+    assert second.loc[0, "eb"] == pytest.approx(current.eb, abs=1e-4)  # the CSV keeps 4 decimals
+    slabs = [r for r in store.select(kind="relax") if r.get("label") == "slab"]
+    assert sorted(r.data["protocol"]["relax"]["fmax"] for r in slabs) == [0.1, 0.2]  # recomputed, not relabelled
+
+
+@pytest.mark.slow
+def test_failed_and_unconverged_work_shows_in_exit_code_status_and_table(tmp_path):
+    # three steps: the slab converges (it is already at fmax 0.1), the ligands and complexes cannot
+    path = campaign(tmp_path, ligands=["methylamine", "dimethyl-ether"], overrides={"relax": {"fmax": 0.1, "steps": 2}})
+    run_ligbind("screen", str(path), cwd=tmp_path)
+    ran = run_ligbind("run", "trust", cwd=tmp_path)
+    assert ran.returncode == 3 and "unconverged" in ran.stdout
+    status = run_ligbind("status", "trust", "--json", cwd=tmp_path)
+    assert status.returncode == 3
+    import json
+
+    (report,) = json.loads(status.stdout)
+    assert report["unconverged"] >= 2  # the complexes stopped at the step limit
+    assert run_ligbind("results", "trust", cwd=tmp_path).returncode == 0
+    table = pd.read_csv(tmp_path / "results" / "trust" / "binding.csv").set_index("ligand")
+    assert set(table.index) == {"methylamine", "dimethyl-ether"}  # no ligand disappears silently
+    assert table["eb"].isna().all()  # nothing unconverged becomes an Eb
+    for ligand, flags in table["flags"].items():  # the reason is in the row: a failed step, or unconverged
+        assert flags.startswith(f"missing: binding/{ligand} failed") or "unconverged" in flags, flags
+    for failure in report["failures"]:
+        assert "did not converge" in failure["error"]
+
+
+def _result(atoms: Atoms, converged: bool = True) -> Result:
+    return Result("k", "relax", atoms, 0.0, 0.0, converged, 1, 1, {})
+
+
+def test_frenkel_pair_flags_follow_the_energy_and_the_geometry():
+    lone = Atoms("I", positions=[[0, 0, 10]], cell=[10, 10, 30], pbc=True)
+    lone.info["vacancy_atom"] = 0
+    assert pair_flags(0.8, _result(lone)) == []
+    assert pair_flags(0.02, _result(lone)) == ["recombined"]
+    assert pair_flags(-0.3, _result(lone)) == ["below-pristine"]  # lower than the pristine surface: not a defect
+    assert pair_flags(0.8, _result(lone, converged=False)) == ["unconverged"]
+    # an ammonium H 1.9 Å from the moved iodide: the ligand binds it (hydrogen bond shorter than 2.5 Å)
+    bound = lone + Atoms("NH", positions=[[0, 0, 12.9], [0, 0, 11.9]])
+    bound.set_tags([0, 1, 1])
+    bound.info["vacancy_atom"] = 0
+    assert ligand_binds_interstitial(bound) and "ligand-binds-interstitial" in pair_flags(0.8, _result(bound))
+    far = bound.copy()
+    far.positions[1:] += [0, 0, 3.0]
+    far.info["vacancy_atom"] = 0
+    assert not ligand_binds_interstitial(far)
+
+
+def test_placements_read_back_give_the_same_store_keys(tmp_path):
+    """Key stability: the cached placements (what every later step reads) hash like the placed structures."""
+    from ase.io import Trajectory
+
+    from ligbind.builders.placement import place_ligand
+    from ligbind.builders.slab import build_slab
+    from ligbind.protocols import load_protocol
+    from ligbind.store import calculation_key
+
+    protocol = load_protocol("ml-screen")
+    slab = build_slab(material="CsPbI3", size=(2, 2), layers=3)
+    placed = place_ligand(slab, "N-methylacetamide", n_configs=3, seed=0)
+    rng = np.random.default_rng(0)
+    for atoms in placed:  # positions with all their digits, as a relaxation leaves them
+        atoms.positions += rng.normal(scale=1e-3, size=atoms.positions.shape)
+    with Trajectory(str(tmp_path / "placed.traj"), "w") as traj:
+        for atoms in placed:
+            traj.write(atoms)
+    again = list(Trajectory(str(tmp_path / "placed.traj")))
+    for a, b in zip(placed, again, strict=True):
+        assert calculation_key("relax", a, protocol) == calculation_key("relax", b, protocol)
