@@ -39,7 +39,9 @@ def dft_reference(c: dict, store) -> dict[str, dict[int, float]]:
     for row in store.select(kind="binding", campaign=c["name"]):
         if row.protocol == dft:
             configs = row.data["outcome"]["configs"]
-            out[row.ligand] = {k["config"]: k["eb"] for k in configs if k["status"] == "converged" and not k["flags"]}
+            out[row.ligand] = {
+                k["config"]: k["eb"] for k in configs if k["status"] == "converged" and not k["flags"]
+            }
     return {lig: v for lig, v in out.items() if v}
 
 
@@ -51,9 +53,18 @@ def screen(c: dict, preset: str, store, workdir: Path) -> dict[str, dict[int, fl
     slab = campaign_slab(c)
     out = {}
     for spec in c["ligands"]:
-        r = bind(slab, entry_from_spec(spec), preset, n_configs=c["configs"], seed=c["seed"], store=store,
-                 workdir=workdir)
-        out[spec["name"]] = {k["config"]: k["eb"] for k in r.configs if k["status"] == "converged" and not k["flags"]}
+        r = bind(
+            slab,
+            entry_from_spec(spec),
+            preset,
+            n_configs=c["configs"],
+            seed=c["seed"],
+            store=store,
+            workdir=workdir,
+        )
+        out[spec["name"]] = {
+            k["config"]: k["eb"] for k in r.configs if k["status"] == "converged" and not k["flags"]
+        }
     return out
 
 
@@ -89,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     from ligbind.engine.campaign import load_campaign
     from ligbind.store import ResultStore
 
-    print(f"{'set':<20} {'preset':<22} {'configs':>7} {'ligands':>7} {'MAE':>7} {'max':>7} {'rho':>6} {'success':>7}")
+    print(
+        f"{'set':<20} {'preset':<22} {'configs':>7} {'ligands':>7} {'MAE':>7} {'max':>7} {'rho':>6} {'success':>7}"
+    )
     for path in SETS:
         c = load_campaign(path)
         if not Path(c["store"]).exists():

@@ -101,7 +101,9 @@ def plain_loop(campaign: Path) -> dict:
     for spec in c["ligands"]:
         entry = entry_from_spec(spec)
         slab = relaxed(campaign_slab(c))
-        mol = relaxed(ligand_cell_structure(ligands.ligand_conformers(entry, n_conformers=4)[0], slab, protocol))
+        mol = relaxed(
+            ligand_cell_structure(ligands.ligand_conformers(entry, n_conformers=4)[0], slab, protocol)
+        )
         # the relaxed ligand on the relaxed slab, as ligbind does: same starting structures, so equal Eb
         placed = place_ligand(
             slab,
@@ -114,7 +116,12 @@ def plain_loop(campaign: Path) -> dict:
         energies = [relaxed(complex_).info["energy"] for complex_ in placed]
         relaxations += 2 + len(energies)
         eb[spec["name"]] = min(energies) - mol.info["energy"] - slab.info["energy"]
-    return {"wall": time.perf_counter() - start, "force_calls": calls[0], "relaxations": relaxations, "eb": eb}
+    return {
+        "wall": time.perf_counter() - start,
+        "force_calls": calls[0],
+        "relaxations": relaxations,
+        "eb": eb,
+    }
 
 
 def main() -> None:
@@ -130,15 +137,23 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="ligbind-bench-"))
     campaign = tmp / "bench.yaml"
     campaign.write_text(yaml.safe_dump(spec))
-    print(f"campaign: {args.campaign} ({len(spec['ligands'])} ligands, {spec.get('configs', 3)} configurations each)")
+    print(
+        f"campaign: {args.campaign} ({len(spec['ligands'])} ligands, {spec.get('configs', 3)} configurations each)"
+    )
 
     ours = campaign_run(campaign, tmp)
     plain = plain_loop(campaign)
-    common = [k for k in plain["eb"] if ours["eb_all"].get(k) == ours["eb_all"].get(k) and k in ours["eb_all"]]
+    common = [
+        k for k in plain["eb"] if ours["eb_all"].get(k) == ours["eb_all"].get(k) and k in ours["eb_all"]
+    ]
     diffs = {k: abs(ours["eb_all"][k] - plain["eb"][k]) for k in common}
 
     print(f"{'':<22}{'ligbind campaign':>18}{'plain ASE loop':>18}{'ratio':>8}")
-    for label, key in (("wall time (s)", "wall"), ("force calls", "force_calls"), ("relaxations", "relaxations")):
+    for label, key in (
+        ("wall time (s)", "wall"),
+        ("force calls", "force_calls"),
+        ("relaxations", "relaxations"),
+    ):
         ratio = plain[key] / ours[key] if ours[key] else float("nan")
         print(f"{label:<22}{ours[key]:>18.1f}{plain[key]:>18.1f}{ratio:>8.2f}")
     print(f"Fireworks run: {ours['fireworks']} with {ours['workers']} worker(s), states {ours['states']}")

@@ -549,7 +549,13 @@ def cmd_bind(args: argparse.Namespace) -> None:
     bar, step = _progress_bar(args.json or args.quiet)
     try:
         out = bind(
-            slab, args.ligand, protocol, store=store, include_flagged=args.include_flagged, progress=step, **common
+            slab,
+            args.ligand,
+            protocol,
+            store=store,
+            include_flagged=args.include_flagged,
+            progress=step,
+            **common,
         )
     finally:
         bar.close()
@@ -559,13 +565,24 @@ def cmd_bind(args: argparse.Namespace) -> None:
 
         bar, step = _progress_bar(args.json or args.quiet)
         try:
-            verified = verify(slab, out, entry, verify_protocol, top_k=args.top_k, store=store,
-                              workdir=args.workdir, progress=step)
+            verified = verify(
+                slab,
+                out,
+                entry,
+                verify_protocol,
+                top_k=args.top_k,
+                store=store,
+                workdir=args.workdir,
+                progress=step,
+            )
         except DryRunWritten as written:
             dirs = [str(d) for d in written.args[0]]
-            _print({"dry_run": True, "screen": out.as_dict(), "directories": dirs}, args.json,
-                   f"screen Eb = {out.eb} eV ({out.protocol}); dry run: wrote the verification inputs to\n  "
-                   + "\n  ".join(dirs))
+            _print(
+                {"dry_run": True, "screen": out.as_dict(), "directories": dirs},
+                args.json,
+                f"screen Eb = {out.eb} eV ({out.protocol}); dry run: wrote the verification inputs to\n  "
+                + "\n  ".join(dirs),
+            )
             return
         finally:
             bar.close()
@@ -710,7 +727,10 @@ def register_calculation_commands(sub) -> None:
         help="relax the best configurations again with this DFT protocol (e.g. gpaw-laptop); Eb from DFT terms",
     )
     p.add_argument(
-        "--top-k", type=int_in("--top-k", 1, 10), default=2, help="configurations verified with DFT (default 2)"
+        "--top-k",
+        type=int_in("--top-k", 1, 10),
+        default=2,
+        help="configurations verified with DFT (default 2)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_calc_options(p)

@@ -269,7 +269,9 @@ def relax(
             # only the adsorbate, or it would drag the slab into its own basin and DFT would have to undo it.
             pre_input = atoms.copy()
             pre_input.set_constraint(FixAtoms(mask=atoms.get_tags() == 0))
-        pre = relax(pre_input, load_protocol(protocol["prerelax"]), store=store, workdir=workdir, prerelax=False)
+        pre = relax(
+            pre_input, load_protocol(protocol["prerelax"]), store=store, workdir=workdir, prerelax=False
+        )
         pre_info = {
             "key": pre.key,
             "protocol": pre.protocol["name"],

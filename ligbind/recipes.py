@@ -180,7 +180,13 @@ class DryRunWritten(Exception):
 
 
 def write_inputs_only(
-    slab: Atoms, entry: LigandEntry, protocol: dict[str, Any], n_configs: int, mode: str, workdir: Path, seed: int
+    slab: Atoms,
+    entry: LigandEntry,
+    protocol: dict[str, Any],
+    n_configs: int,
+    mode: str,
+    workdir: Path,
+    seed: int,
 ) -> list[Path]:
     """``--dry-run``: write the input directory of every relaxation ``bind`` would run, run nothing.
 
@@ -228,7 +234,12 @@ def coadsorb(
         progress(f"{a.name}+{b.name} config {atoms.info['config']}")
         configs.append(
             relax_configuration(
-                atoms, slab_result.atoms, protocol, store, workdir, label=coadsorption_label(a.name, b.name, atoms)
+                atoms,
+                slab_result.atoms,
+                protocol,
+                store,
+                workdir,
+                label=coadsorption_label(a.name, b.name, atoms),
             )
         )
     lig_a = relax_ligand(a, slab, protocol, store, workdir)
@@ -320,18 +331,37 @@ def frenkel(
     workdir = Path(workdir)
     progress("slab")
     slab_result = relax_slab(slab, protocol, store, workdir).require_converged("slab relaxation")
-    bare = _frenkel_on(slab_result, protocol, store, workdir, max_pairs, progress, None, None, include_flagged)
+    bare = _frenkel_on(
+        slab_result, protocol, store, workdir, max_pairs, progress, None, None, include_flagged
+    )
     out = FrenkelOutcome(protocol["name"], bare.ef, bare.pairs)
     if entry is not None:
-        b = bind(slab, entry, protocol, n_configs=n_configs, mode=mode, store=store, workdir=workdir,
-                 progress=progress)
+        b = bind(
+            slab,
+            entry,
+            protocol,
+            n_configs=n_configs,
+            mode=mode,
+            store=store,
+            workdir=workdir,
+            progress=progress,
+        )
         host = stored_complex(store, b, protocol)
-        lig = _frenkel_on(host, protocol, store, workdir, max_pairs, progress, entry.name, bare, include_flagged)
-        out.ligand, out.ef_ligand, out.pairs_ligand, out.delta_ef = entry.name, lig.ef, lig.pairs, lig.delta_ef
+        lig = _frenkel_on(
+            host, protocol, store, workdir, max_pairs, progress, entry.name, bare, include_flagged
+        )
+        out.ligand, out.ef_ligand, out.pairs_ligand, out.delta_ef = (
+            entry.name,
+            lig.ef,
+            lig.pairs,
+            lig.delta_ef,
+        )
     return out
 
 
-def dft_ligand_structure(screen_ligand: Result, entry: LigandEntry, slab: Atoms, protocol: dict[str, Any]) -> Atoms:
+def dft_ligand_structure(
+    screen_ligand: Result, entry: LigandEntry, slab: Atoms, protocol: dict[str, Any]
+) -> Atoms:
     """The screen-relaxed isolated ligand in the DFT protocol's cell (DFT starts from the screen geometry)."""
     mol = screen_ligand.atoms.copy()
     mol.calc = None
@@ -391,7 +421,9 @@ def verify(
     dft_slab = relax_slab(slab, dft, store, workdir).require_converged("DFT slab relaxation")
     progress("DFT ligand")
     screen_ligand = result_from_row(store.get(screen.ligand_key), dft)
-    dft_ligand = relax(dft_ligand_structure(screen_ligand, entry, slab, dft), dft, store=store, workdir=workdir)
+    dft_ligand = relax(
+        dft_ligand_structure(screen_ligand, entry, slab, dft), dft, store=store, workdir=workdir
+    )
     configs = []
     for k in range(top_k):
         atoms = verification_configuration(store, screen, k, top_k, dft_slab)
@@ -405,7 +437,13 @@ def verify(
 
 
 def write_verification_inputs(
-    slab: Atoms, screen: BindingOutcome, entry: LigandEntry, dft: dict[str, Any], top_k: int, store, workdir: Path
+    slab: Atoms,
+    screen: BindingOutcome,
+    entry: LigandEntry,
+    dft: dict[str, Any],
+    top_k: int,
+    store,
+    workdir: Path,
 ) -> list[Path]:
     """``--verify P --dry-run``: input directories of the DFT slab, ligand and best ``top_k`` configurations.
 

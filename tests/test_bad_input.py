@@ -42,7 +42,11 @@ SETTINGS = settings(
     deadline=None,
     derandomize=True,
     database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.filter_too_much],
+    suppress_health_check=[
+        HealthCheck.function_scoped_fixture,
+        HealthCheck.too_slow,
+        HealthCheck.filter_too_much,
+    ],
 )
 
 
@@ -175,9 +179,19 @@ def _cases() -> list[Case]:
         ("", "command", (), "required: COMMAND"),
         ("build", "what", ("build", "sandcastle"), "invalid choice"),
         # build slab
-        ("build slab", "--material", (*bs, "--material", "CsPbBr9", "-o", "s.extxyz"), "invalid choice: 'CsPbBr9'"),
+        (
+            "build slab",
+            "--material",
+            (*bs, "--material", "CsPbBr9", "-o", "s.extxyz"),
+            "invalid choice: 'CsPbBr9'",
+        ),
         ("build slab", "--phase", (*bs, "--phase", "orthorhombic", "-o", "s.extxyz"), "invalid choice"),
-        ("build slab", "--phase", (*bs, "--material", "MAPbI3", "--phase", "cubic", "-o", "s.extxyz"), "phase"),
+        (
+            "build slab",
+            "--phase",
+            (*bs, "--material", "MAPbI3", "--phase", "cubic", "-o", "s.extxyz"),
+            "phase",
+        ),
         ("build slab", "--size", (*bs, "--size", "2x", "-o", "s.extxyz"), "bad slab size '2x'"),
         ("build slab", "--size", (*bs, "--size", "0x2", "-o", "s.extxyz"), "bad slab size"),
         ("build slab", "--size", (*bs, "--size", "40x40", "-o", "s.extxyz"), "at most 10"),
@@ -192,12 +206,22 @@ def _cases() -> list[Case]:
         ("build slab", "--fix-layers", (*bs, "--fix-layers", "3", "-o", "s.extxyz"), "--fix-layers 3"),
         ("build slab", "--fix-layers", (*bs, "--fix-layers=-1", "-o", "s.extxyz"), "need at least 0"),
         ("build slab", "--br-fraction", (*bs, "--br-fraction", "1.5", "-o", "s.extxyz"), "Br fraction"),
-        ("build slab", "--br-fraction", (*bs, "--br-fraction", "nan", "-o", "s.extxyz"), "not a finite number"),
+        (
+            "build slab",
+            "--br-fraction",
+            (*bs, "--br-fraction", "nan", "-o", "s.extxyz"),
+            "not a finite number",
+        ),
         ("build slab", "--seed", (*bs, "--seed=-1", "-o", "s.extxyz"), "bad seed -1"),
         ("build slab", "--output", (*bs, "-o", "s.foo"), "structure format of 's.foo'"),
         ("build slab", "--output", (*bs, "-o", "afile/s.extxyz"), "afile is a file, not a directory"),
         ("build slab", "--output", (*bs, "-o", "adir"), "output file adir is a directory"),
-        ("build slab", "--output", (*bs, "-o", "adir.extxyz/x/s.extxyz", "--layers", "0"), "bad number of layers"),
+        (
+            "build slab",
+            "--output",
+            (*bs, "-o", "adir.extxyz/x/s.extxyz", "--layers", "0"),
+            "bad number of layers",
+        ),
         ("build slab", "--json", (*bs, "--json=no", "-o", "s.extxyz"), "ignored explicit argument"),
         # build ligand
         ("build ligand", "name", (*bl, "NotALigand", "-o", "l.xyz"), "unknown ligand 'NotALigand'"),
@@ -207,19 +231,37 @@ def _cases() -> list[Case]:
         ("build ligand", "--smiles", (*bl, "--smiles", "O[CH]", "-o", "l.xyz"), "open-shell (2 unpaired"),
         ("build ligand", "--smiles", (*bl, "--smiles", "CC", "-o", "l.xyz"), "no anchor atom"),
         ("build ligand", "--smiles", (*bl, "methylamine", "--smiles", "CN", "-o", "l.xyz"), "not both"),
-        ("build ligand", "--charge", (*bl, "--smiles", "CC(=O)[O-]", "--charge", "0", "-o", "l.xyz"), "charge +0"),
+        (
+            "build ligand",
+            "--charge",
+            (*bl, "--smiles", "CC(=O)[O-]", "--charge", "0", "-o", "l.xyz"),
+            "charge +0",
+        ),
         ("build ligand", "--charge", (*bl, "methylamine", "--charge", "x", "-o", "l.xyz"), "not an integer"),
         ("build ligand", "--seed", (*bl, "methylamine", "--seed", "1e3", "-o", "l.xyz"), "not an integer"),
         ("build ligand", "--output", (*bl, "methylamine", "-o", "afile/l.xyz"), "is a file"),
         ("build ligand", "--output", (*bl, "methylamine", "-o", "l.mol9"), "structure format"),
         ("build ligand", "--json", (*bl, "methylamine", "--json=1", "-o", "l.xyz"), "ignored explicit"),
         # build complex
-        ("build complex", "--slab", ("build", "complex", "--slab", "missing.extxyz", "--ligand", "methylamine",
-                                     "-o", "out"), "structure file not found"),
-        ("build complex", "--slab", ("build", "complex", "--slab", "adir", "--ligand", "methylamine", "-o", "out"),
-         "is not a file"),
+        (
+            "build complex",
+            "--slab",
+            ("build", "complex", "--slab", "missing.extxyz", "--ligand", "methylamine", "-o", "out"),
+            "structure file not found",
+        ),
+        (
+            "build complex",
+            "--slab",
+            ("build", "complex", "--slab", "adir", "--ligand", "methylamine", "-o", "out"),
+            "is not a file",
+        ),
         *[
-            ("build complex", "--slab", ("build", "complex", "--slab", f, "--ligand", "methylamine", "-o", "out"), m)
+            (
+                "build complex",
+                "--slab",
+                ("build", "complex", "--slab", f, "--ligand", "methylamine", "-o", "out"),
+                m,
+            )
             for f, m in [
                 ("cu.extxyz", "not a lead-halide perovskite slab (elements: Cu)"),
                 ("overlap.extxyz", "overlap (0.00 Å apart"),
@@ -232,9 +274,18 @@ def _cases() -> list[Case]:
                 ("empty.extxyz", "structure file"),
             ]
         ],
-        ("build complex", "--ligand", ("build", "complex", "--slab", "slab.extxyz", "--ligand", "nope", "-o", "o"),
-         "unknown ligand 'nope'"),
-        ("build complex", "--configs", (*bc, "--configs", "0", "-o", "out"), "bad number of configurations 0"),
+        (
+            "build complex",
+            "--ligand",
+            ("build", "complex", "--slab", "slab.extxyz", "--ligand", "nope", "-o", "o"),
+            "unknown ligand 'nope'",
+        ),
+        (
+            "build complex",
+            "--configs",
+            (*bc, "--configs", "0", "-o", "out"),
+            "bad number of configurations 0",
+        ),
         ("build complex", "--configs", (*bc, "--configs", "100000", "-o", "out"), "at most 50"),
         ("build complex", "--mode", (*bc, "--mode", "weird", "-o", "out"), "invalid choice: 'weird'"),
         ("build complex", "--mode", (*bc, "--mode", "exchange", "-o", "out"), "no exchange anion"),
@@ -247,8 +298,18 @@ def _cases() -> list[Case]:
         ("ligands", "extra", ("ligands", "OA"), "unrecognized arguments"),
         ("protocols", "name", ("protocols", "dft-magic"), "unknown protocol 'dft-magic'"),
         ("protocols", "--set", ("protocols", "ml-screen", "--set", "{bad"), "not valid JSON"),
-        ("protocols", "--set", ("protocols", "ml-screen", "--set", '{"relax": {"fmax": NaN}}'), "not a finite"),
-        ("protocols", "--set", ("protocols", "ml-screen", "--set", '{"relax": {"fmax": 1e999}}'), "not a finite"),
+        (
+            "protocols",
+            "--set",
+            ("protocols", "ml-screen", "--set", '{"relax": {"fmax": NaN}}'),
+            "not a finite",
+        ),
+        (
+            "protocols",
+            "--set",
+            ("protocols", "ml-screen", "--set", '{"relax": {"fmax": 1e999}}'),
+            "not a finite",
+        ),
         ("protocols", "--set", ("protocols", "ml-screen", "--set", "[1, 2]"), "must be a JSON object"),
         ("protocols", "--set", ("protocols", "ml-screen", "--set", '{"relx": {}}'), "relx"),
         ("protocols", "--set", ("protocols", "ml-screen", "--set", '{"relax": {"fmax": -1}}'), "fmax"),
@@ -302,7 +363,12 @@ def _cases() -> list[Case]:
         ("results", "--db", ("results", "--db", "empty.db"), "is empty"),
         ("results", "--db", ("results", "--db", "notadb.db"), "is not an SQLite"),
         ("results", "--db", ("results",), "results database not found: ligbind.db"),
-        ("results", "--output", ("results", "--db", "missing.db", "-o", "afile"), "results database not found"),
+        (
+            "results",
+            "--output",
+            ("results", "--db", "missing.db", "-o", "afile"),
+            "results database not found",
+        ),
         ("results", "--output", ("results", "-o", "afile"), "is a file, not a directory"),
         ("results", "--json", ("results", "--json=1"), "ignored explicit"),
         ("screen", "campaign", ("screen", "missing.yaml"), "campaign file not found"),
@@ -371,13 +437,21 @@ def test_unwritable_output_is_refused(inputs, capsys, monkeypatch, tmp_path):
     locked.chmod(0o500)
     real_access = os.access
     monkeypatch.setattr(
-        os, "access", lambda p, mode, **kw: False if Path(p) == locked and mode & os.W_OK else real_access(p, mode)
+        os,
+        "access",
+        lambda p, mode, **kw: False if Path(p) == locked and mode & os.W_OK else real_access(p, mode),
     )
     monkeypatch.chdir(inputs)
     for argv, fragment in [
         (["build", "slab", "-o", str(locked / "s.extxyz")], "no permission to write"),
-        (["build", "complex", "--slab", "slab.extxyz", "--ligand", "methylamine", "-o", str(locked)], "no permission"),
-        (["bind", "--slab", "slab.extxyz", "--ligand", "methylamine", "--db", str(locked / "x.db")], "no permission"),
+        (
+            ["build", "complex", "--slab", "slab.extxyz", "--ligand", "methylamine", "-o", str(locked)],
+            "no permission",
+        ),
+        (
+            ["bind", "--slab", "slab.extxyz", "--ligand", "methylamine", "--db", str(locked / "x.db")],
+            "no permission",
+        ),
         (["frenkel", "--slab", "slab.extxyz", "--workdir", str(locked / "runs")], "no permission"),
     ]:
         before = snapshot(inputs), snapshot(tmp_path)
@@ -427,7 +501,9 @@ def _json_or_none(text: str):
 
 
 def _bad_choice(choices):
-    return st.text(st.characters(blacklist_categories=("Cs",)), max_size=16).filter(lambda t: t not in choices)
+    return st.text(st.characters(blacklist_categories=("Cs",)), max_size=16).filter(
+        lambda t: t not in choices
+    )
 
 
 BASE = {
@@ -466,8 +542,18 @@ GENERATED = {
     ("frenkel", "--mode"): _bad_choice({"neutral"}),
     ("protocols", "--set"): st.one_of(
         st.text(st.characters(blacklist_categories=("Cs",)), max_size=10),
-        st.sampled_from(['{"relax": {"fmax": NaN}}', '{"relax": {"fmax": -0.1}}', '{"relax": {"steps": 0}}',
-                         '{"relax": {"steps": 1.5}}', '{"nope": 1}', "[]", "null", "3"]),
+        st.sampled_from(
+            [
+                '{"relax": {"fmax": NaN}}',
+                '{"relax": {"fmax": -0.1}}',
+                '{"relax": {"steps": 0}}',
+                '{"relax": {"steps": 1.5}}',
+                '{"nope": 1}',
+                "[]",
+                "null",
+                "3",
+            ]
+        ),
     ).filter(lambda t: _json_or_none(t) != {}),
     ("run", "--workers"): _bad_int(1, 1024),
     ("run", "--max"): _bad_int(1, 10**9),
@@ -502,7 +588,9 @@ def _set(spec: dict, path: str, value) -> dict:
     out = yaml.safe_load(yaml.safe_dump(spec))
     if path.startswith("ligands[]."):
         key = path.split(".", 1)[1]
-        item = {"ligand": value, "name": "alias"} if key == "ligand" else {"smiles": "CC(=O)O", "name": "acid"}
+        item = (
+            {"ligand": value, "name": "alias"} if key == "ligand" else {"smiles": "CC(=O)O", "name": "acid"}
+        )
         item[key] = value
         out["ligands"] = ["methylamine", item]
         return out
@@ -655,7 +743,7 @@ _TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=12)
 _ANY = st.one_of(
     st.none(),
     st.booleans(),
-    st.integers(-10**12, 10**12),
+    st.integers(-(10**12), 10**12),
     st.floats(allow_nan=True, allow_infinity=True),
     _TEXT,
     st.lists(st.one_of(st.integers(), _TEXT), max_size=3),
@@ -717,15 +805,32 @@ CAMPAIGN_BAD = {
         lambda v: v is None or isinstance(v, str) or (_number(v) and v >= 1 and float(v).is_integer())
     ),
     "ligands": st.one_of(
-        _bad(lambda v: isinstance(v, list) and v and all(isinstance(x, str) and x.lower() in LIBRARY for x in v)),
+        _bad(
+            lambda v: (
+                isinstance(v, list) and v and all(isinstance(x, str) and x.lower() in LIBRARY for x in v)
+            )
+        ),
         st.lists(_TEXT.filter(lambda t: t.lower() not in LIBRARY), min_size=1, max_size=2),
     ),
-    "ligands[].name": _bad(lambda v: v is None or (isinstance(v, str) and v not in LIBRARY_NAMES and "/" not in v
-                                                   and v.strip() and not v.startswith(".") and v.isprintable()
-                                                   and v != "methylamine")),
+    "ligands[].name": _bad(
+        lambda v: (
+            v is None
+            or (
+                isinstance(v, str)
+                and v not in LIBRARY_NAMES
+                and "/" not in v
+                and v.strip()
+                and not v.startswith(".")
+                and v.isprintable()
+                and v != "methylamine"
+            )
+        )
+    ),
     "ligands[].smiles": st.one_of(
         _bad(lambda v: isinstance(v, str)),
-        st.sampled_from(["C1CC((", "C[O]", "[CH2]", "CC", "[Na]", "", "CN", "NC", "C(N", "c1ccccc1[", "[O][O]"]),
+        st.sampled_from(
+            ["C1CC((", "C[O]", "[CH2]", "CC", "[Na]", "", "CN", "NC", "C(N", "c1ccccc1[", "[O][O]"]
+        ),
     ),
     "ligands[].ligand": st.one_of(
         _bad(lambda v: v is None or isinstance(v, str)),
@@ -741,8 +846,17 @@ CAMPAIGN_BAD = {
     "compute.coadsorption": st.one_of(
         _bad(lambda v: v is None or v == []),
         st.lists(st.lists(_TEXT, min_size=1, max_size=3), min_size=1, max_size=2),
-    ).filter(lambda v: not (isinstance(v, list) and all(
-        isinstance(p, list) and len(p) == 2 and set(p) <= {"methylamine", "acetic-acid"} for p in v))),
+    ).filter(
+        lambda v: (
+            not (
+                isinstance(v, list)
+                and all(
+                    isinstance(p, list) and len(p) == 2 and set(p) <= {"methylamine", "acetic-acid"}
+                    for p in v
+                )
+            )
+        )
+    ),
     "compute.frenkel": _bad(lambda v: v is None or isinstance(v, dict) and not v),
     "compute.frenkel.bare": _bad(lambda v: v is None or isinstance(v, bool)),
     "compute.frenkel.ligands": st.one_of(
@@ -750,10 +864,14 @@ CAMPAIGN_BAD = {
         st.lists(_TEXT.filter(lambda t: t not in ("methylamine", "acetic-acid")), min_size=1, max_size=2),
     ),
     "compute.frenkel.pairs": _bad(_int_in(1, 50)),
-    "workdir": st.one_of(_bad(lambda v: v is None or isinstance(v, str)),
-                         st.sampled_from(["afile", "afile/runs", "adir.x/../afile/x", "", " "])),
-    "store": st.one_of(_bad(lambda v: v is None or isinstance(v, str)),
-                       st.sampled_from(["afile/x.db", "adir", "notadb.db", "", "afile"])),
+    "workdir": st.one_of(
+        _bad(lambda v: v is None or isinstance(v, str)),
+        st.sampled_from(["afile", "afile/runs", "adir.x/../afile/x", "", " "]),
+    ),
+    "store": st.one_of(
+        _bad(lambda v: v is None or isinstance(v, str)),
+        st.sampled_from(["afile/x.db", "adir", "notadb.db", "", "afile"]),
+    ),
     "seed": _bad(_int_in(0, 2**32 - 1)),
     "verify": _bad(lambda v: v is None),
     "verify.protocol": _bad(lambda v: isinstance(v, str) and v in PROTOCOLS and v != "ml-screen"),
@@ -821,8 +939,18 @@ def test_structure_check_accepts_real_slabs_and_warns_on_even_layers():
 
 def test_even_layer_slab_is_computed_with_one_warning_line(inputs, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    argv = ["build", "complex", "--slab", str(inputs / "slab4.extxyz"), "--ligand", "methylamine",
-            "--configs", "1", "-o", "out"]
+    argv = [
+        "build",
+        "complex",
+        "--slab",
+        str(inputs / "slab4.extxyz"),
+        "--ligand",
+        "methylamine",
+        "--configs",
+        "1",
+        "-o",
+        "out",
+    ]
     code, out, err = run_inprocess(argv, capsys)
     assert code == 0, err
     assert err.splitlines() == [err.strip()] and err.startswith("ligbind: warning: slab ")
@@ -850,7 +978,9 @@ def test_debug_shows_the_traceback_of_bad_input_too(inputs, capsys, monkeypatch)
     monkeypatch.chdir(inputs)
     code, out, err = run_inprocess(["build", "ligand", "nope", "-o", "x.xyz", "--debug"], capsys)
     assert code == 2
-    assert err.startswith("Traceback") and err.splitlines()[-1].startswith("ligbind: error: unknown ligand 'nope'")
+    assert err.startswith("Traceback") and err.splitlines()[-1].startswith(
+        "ligbind: error: unknown ligand 'nope'"
+    )
 
 
 # ------------------------------------------------------------------------------- as a user runs it
@@ -893,7 +1023,12 @@ def test_closed_stdout_is_not_an_error(tmp_path):
     assert err == "", err
     assert proc.returncode == 141
     shell = subprocess.run(
-        f"{shlex.join(MAIN)} ligands | head -n 2", shell=True, cwd=tmp_path, capture_output=True, text=True,
-        timeout=120, env=_env(),
+        f"{shlex.join(MAIN)} ligands | head -n 2",
+        shell=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
     )
     assert shell.returncode == 0 and len(shell.stdout.splitlines()) == 2 and shell.stderr == ""

@@ -67,7 +67,9 @@ def test_bad_campaign_is_refused_and_nothing_submitted(tmp_path, changes, raw, m
     assert not (tmp_path / "runs").exists()
 
 
-@pytest.mark.parametrize("raw", ["name: x\nligands: [a, b\n", "name: x\nligands: [methylamine, unobtainium]\n"])
+@pytest.mark.parametrize(
+    "raw", ["name: x\nligands: [a, b\n", "name: x\nligands: [methylamine, unobtainium]\n"]
+)
 def test_screen_of_bad_campaign_exits_with_one_line(tmp_path, raw):
     path = tmp_path / "x.yaml"
     path.write_text(raw)
@@ -163,7 +165,9 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     ligbind("results", "mini", cwd=ref_dir)
 
     store = kill_dir / "runs" / "mini" / "ligbind.db"
-    proc = subprocess.Popen([*CLI, "run", "mini"], cwd=kill_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [*CLI, "run", "mini"], cwd=kill_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     seen = _wait_for_partial_relaxation(kill_dir / "runs" / "mini", store, proc)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -216,8 +220,10 @@ def test_failing_calculation_does_not_stop_the_campaign(tmp_path, monkeypatch):
     assert out["failed"] == 1 and out["unconverged"] == 0
     (report,) = engine.status(path)
     assert report["failures"] == [
-        {"firework": "config/methylamine/1", "error": "ligbind.errors.UnconvergedError: SCF did not converge "
-         "with any of 3 mixer settings"}
+        {
+            "firework": "config/methylamine/1",
+            "error": "ligbind.errors.UnconvergedError: SCF did not converge with any of 3 mixer settings",
+        }
     ]
     table = binding_table(ResultStore(tmp_path / "runs" / "mini" / "ligbind.db")).set_index("ligand")
     assert "failed-config-1" in table.loc["methylamine", "flags"]

@@ -110,13 +110,17 @@ def test_force_calls_are_counted_and_every_step_is_stored(run):
 
 def test_complex_geometry_is_chemically_sensible(run, slab):
     out, store = run["outcome"], run["store"]
-    best = result_from_row(store.get(next(c["key"] for c in out.configs if c["config"] == out.best_config)), {})
+    best = result_from_row(
+        store.get(next(c["key"] for c in out.configs if c["config"] == out.best_config)), {}
+    )
     sites = json.loads(best.atoms.info["anchor_sites"])
     assert [s["element"] for s in sites] == ["N"]
     n, pb = sites[0]["anchor"], sites[0]["pb"]
     d_pb_n = best.atoms.get_distance(n, pb, mic=True)
     assert 2.4 < d_pb_n < 3.0  # Pb–N dative bond (≈ 2.6 Å)
-    slab_relaxed = result_from_row(next(r for r in store.select(kind="relax") if r.get("label") == "slab"), {})
+    slab_relaxed = result_from_row(
+        next(r for r in store.select(kind="relax") if r.get("label") == "slab"), {}
+    )
     assert framework_rmsd(best.atoms, slab_relaxed.atoms) < BASIN_RMSD  # same basin as the bare slab
     assert pb_x_bonds(best.atoms) == pb_x_bonds(slab_relaxed.atoms)  # Pb–I network intact
     fixed = best.atoms.constraints[0].index

@@ -48,8 +48,16 @@ def campaign_store(tmp_path_factory):
 @pytest.mark.slow
 def test_coadsorption_is_the_same_through_both_paths(campaign_store, tmp_path):
     slab = build_slab(material="CsPbI3", size=(2, 2), layers=3, vacuum=12.0, fix_layers=1)
-    direct = coadsorb(slab, "methylamine", "dimethyl-ether", "ml-screen", n_configs=1, overrides=FAST,
-                      store=ResultStore(tmp_path / "d.db"), workdir=tmp_path)
+    direct = coadsorb(
+        slab,
+        "methylamine",
+        "dimethyl-ether",
+        "ml-screen",
+        n_configs=1,
+        overrides=FAST,
+        store=ResultStore(tmp_path / "d.db"),
+        workdir=tmp_path,
+    )
     (row,) = list(campaign_store.select(kind="coadsorption"))
     assert row.eb_ab == pytest.approx(direct.eb_ab, abs=1e-6)
     assert row.delta_e_inter == pytest.approx(direct.delta_e_inter, abs=1e-6)
@@ -62,12 +70,22 @@ def test_coadsorption_is_the_same_through_both_paths(campaign_store, tmp_path):
 def test_frenkel_rows_have_one_shape_whichever_path_wrote_them(campaign_store, tmp_path):
     slab = build_slab(material="CsPbI3", size=(2, 2), layers=3, vacuum=12.0, fix_layers=1)
     store = ResultStore(tmp_path / "d.db")
-    out = frenkel(slab, "ml-screen", ligand="methylamine", n_configs=1, max_pairs=2, overrides=FAST, store=store,
-                  workdir=tmp_path)
+    out = frenkel(
+        slab,
+        "ml-screen",
+        ligand="methylamine",
+        n_configs=1,
+        max_pairs=2,
+        overrides=FAST,
+        store=store,
+        workdir=tmp_path,
+    )
     direct, via_campaign = frenkel_table(store), frenkel_table(campaign_store)
     assert list(direct.columns) == list(via_campaign.columns) == FRENKEL_COLUMNS
     assert sorted(direct["host"]) == sorted(via_campaign["host"]) == ["(bare)", "methylamine"]
-    stored_keys = {r.key for r in store.select(kind="frenkel")} | {r.key for r in campaign_store.select(kind="frenkel")}
+    stored_keys = {r.key for r in store.select(kind="frenkel")} | {
+        r.key for r in campaign_store.select(kind="frenkel")
+    }
     assert len(stored_keys) == 2  # the same two rows (same host structures, same keys) from both paths
     d, c = direct.set_index("host"), via_campaign.set_index("host")
     for host in ("(bare)", "methylamine"):

@@ -114,7 +114,9 @@ def test_child_preset_inherits_from_its_parent(tmp_path, monkeypatch):
     folder = tmp_path / "presets"
     folder.mkdir()
     for name in PRESETS:
-        (folder / f"{name}.yaml").write_text(protocols.resources.files(protocols).joinpath(f"{name}.yaml").read_text())
+        (folder / f"{name}.yaml").write_text(
+            protocols.resources.files(protocols).joinpath(f"{name}.yaml").read_text()
+        )
     (folder / "ml-tight.yaml").write_text("parent: ml-screen\nname: ml-tight\nrelax: {fmax: 0.01}\n")
     monkeypatch.setattr(protocols.resources, "files", lambda _: folder)
     child, parent = load_protocol("ml-tight"), load_protocol("ml-screen")
@@ -123,7 +125,9 @@ def test_child_preset_inherits_from_its_parent(tmp_path, monkeypatch):
     assert child["name"] == "ml-tight" and protocol_hash(child) != protocol_hash(parent)
 
 
-@pytest.mark.parametrize("overrides", [{"relax": {"fmx": 0.1}}, {"colour": "blue"}, {"gpaw": {"basiss": "sz"}}])
+@pytest.mark.parametrize(
+    "overrides", [{"relax": {"fmx": 0.1}}, {"colour": "blue"}, {"gpaw": {"basiss": "sz"}}]
+)
 def test_misspelt_override_is_refused(overrides):
     with pytest.raises(LigbindError, match="unknown protocol setting"):
         load_protocol("gpaw-laptop", overrides)

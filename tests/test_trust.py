@@ -18,7 +18,13 @@ FAST = {"relax": {"fmax": 0.1, "steps": 150}}
 
 
 def campaign(tmp_path, **changes):
-    spec = {"name": "trust", "protocol": "ml-screen", "overrides": FAST, "ligands": ["methylamine"], "configs": 1}
+    spec = {
+        "name": "trust",
+        "protocol": "ml-screen",
+        "overrides": FAST,
+        "ligands": ["methylamine"],
+        "configs": 1,
+    }
     spec.update(changes)
     path = tmp_path / "trust.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -47,13 +53,18 @@ def test_changed_settings_give_new_results_and_never_relabel_old_ones(tmp_path):
     current = next(r for r in rows if r.data["protocol"]["relax"]["fmax"] == 0.2)
     assert second.loc[0, "eb"] == pytest.approx(current.eb, abs=1e-4)  # the CSV keeps 4 decimals
     slabs = [r for r in store.select(kind="relax") if r.get("label") == "slab"]
-    assert sorted(r.data["protocol"]["relax"]["fmax"] for r in slabs) == [0.1, 0.2]  # recomputed, not relabelled
+    assert sorted(r.data["protocol"]["relax"]["fmax"] for r in slabs) == [
+        0.1,
+        0.2,
+    ]  # recomputed, not relabelled
 
 
 @pytest.mark.slow
 def test_failed_and_unconverged_work_shows_in_exit_code_status_and_table(tmp_path):
     # three steps: the slab converges (it is already at fmax 0.1), the ligands and complexes cannot
-    path = campaign(tmp_path, ligands=["methylamine", "dimethyl-ether"], overrides={"relax": {"fmax": 0.1, "steps": 2}})
+    path = campaign(
+        tmp_path, ligands=["methylamine", "dimethyl-ether"], overrides={"relax": {"fmax": 0.1, "steps": 2}}
+    )
     run_ligbind("screen", str(path), cwd=tmp_path)
     ran = run_ligbind("run", "trust", cwd=tmp_path)
     assert ran.returncode == 3 and "unconverged" in ran.stdout
@@ -82,7 +93,9 @@ def test_frenkel_pair_flags_follow_the_energy_and_the_geometry():
     lone.info["vacancy_atom"] = 0
     assert pair_flags(0.8, _result(lone)) == []
     assert pair_flags(0.02, _result(lone)) == ["recombined"]
-    assert pair_flags(-0.3, _result(lone)) == ["below-pristine"]  # lower than the pristine surface: not a defect
+    assert pair_flags(-0.3, _result(lone)) == [
+        "below-pristine"
+    ]  # lower than the pristine surface: not a defect
     assert pair_flags(0.8, _result(lone, converged=False)) == ["unconverged"]
     # an ammonium H 1.9 Å from the moved iodide: the ligand binds it (hydrogen bond shorter than 2.5 Å)
     bound = lone + Atoms("NH", positions=[[0, 0, 12.9], [0, 0, 11.9]])

@@ -28,13 +28,19 @@ def fake_dft(monkeypatch):
     monkeypatch.setitem(BACKENDS, "fake-dft", "fake_backends")
     preset = {**protocols._read_preset("ml-screen"), "name": "fake-dft", "backend": "fake-dft"}
     real_read, real_available = protocols._read_preset, protocols.available_protocols
-    monkeypatch.setattr(protocols, "_read_preset", lambda n, seen=(): copy.deepcopy(preset) if n == "fake-dft" else real_read(n, seen))
+    monkeypatch.setattr(
+        protocols,
+        "_read_preset",
+        lambda n, seen=(): copy.deepcopy(preset) if n == "fake-dft" else real_read(n, seen),
+    )
     monkeypatch.setattr(protocols, "available_protocols", lambda: [*real_available(), "fake-dft"])
     return "fake-dft"
 
 
 def _outcome(configs):
-    return BindingOutcome("x", "neutral", "ml-screen", "chgnet", False, None, None, None, 0.0, 0.0, None, None, 0, configs)
+    return BindingOutcome(
+        "x", "neutral", "ml-screen", "chgnet", False, None, None, None, 0.0, 0.0, None, None, 0, configs
+    )
 
 
 def test_best_distinct_unflagged_converged_configurations_are_chosen():
@@ -64,8 +70,13 @@ def test_complex_is_rebuilt_on_the_dft_slab_keeping_its_bonds_to_the_surface():
 
 def test_verification_needs_a_dft_protocol(tmp_path):
     with pytest.raises(LigbindError, match="not DFT"):
-        verify(build_slab(material="CsPbI3", size=(2, 2), layers=3), _outcome([]), resolve_ligand("methylamine"),
-               "ml-screen", store=ResultStore(tmp_path / "x.db"))
+        verify(
+            build_slab(material="CsPbI3", size=(2, 2), layers=3),
+            _outcome([]),
+            resolve_ligand("methylamine"),
+            "ml-screen",
+            store=ResultStore(tmp_path / "x.db"),
+        )
     assert not (tmp_path / "x.db").exists()
 
 
@@ -73,9 +84,19 @@ def test_verification_needs_a_dft_protocol(tmp_path):
 def test_verified_eb_equals_the_screen_when_dft_is_the_same_potential(tmp_path, fake_dft):
     slab = build_slab(material="CsPbI3", size=(2, 2), layers=3, vacuum=12.0, fix_layers=1)
     store = ResultStore(tmp_path / "l.db")
-    screen = bind(slab, "methylamine", "ml-screen", n_configs=2, store=store, workdir=tmp_path, overrides=SCREEN)
-    out = verify(slab, screen, resolve_ligand("methylamine"), fake_dft, top_k=2, store=store, workdir=tmp_path,
-                 overrides=SCREEN)
+    screen = bind(
+        slab, "methylamine", "ml-screen", n_configs=2, store=store, workdir=tmp_path, overrides=SCREEN
+    )
+    out = verify(
+        slab,
+        screen,
+        resolve_ligand("methylamine"),
+        fake_dft,
+        top_k=2,
+        store=store,
+        workdir=tmp_path,
+        overrides=SCREEN,
+    )
     # same potential, every DFT term started from the converged screen geometry: the same Eb
     assert out.eb_dft == pytest.approx(screen.eb, abs=0.02)
     assert out.dft_protocol == "fake-dft" and out.screen_protocol == "ml-screen" and out.eb == out.eb_dft
@@ -94,10 +115,18 @@ def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "v.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "v", "protocol": "ml-screen", "overrides": SCREEN, "ligands": ["methylamine"], "configs": 2,
-        "verify": {"protocol": "fake-dft", "overrides": SCREEN, "top_k": 1},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "v",
+                "protocol": "ml-screen",
+                "overrides": SCREEN,
+                "ligands": ["methylamine"],
+                "configs": 2,
+                "verify": {"protocol": "fake-dft", "overrides": SCREEN, "top_k": 1},
+            }
+        )
+    )
     engine.screen(path)
     out = engine.run(path, progress=False, workers=1)  # the fake backend is registered in this process only
     assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
@@ -114,7 +143,9 @@ def test_cli_refuses_a_non_dft_verification_before_any_work(tmp_path, run_cli):
     slab = tmp_path / "slab.extxyz"
     assert run_cli("build", "slab", "-o", str(slab), cwd=tmp_path).returncode == 0
     before = sorted(p.name for p in tmp_path.iterdir())
-    out = run_cli("bind", "--slab", str(slab), "--ligand", "methylamine", "--verify", "ml-screen", cwd=tmp_path)
+    out = run_cli(
+        "bind", "--slab", str(slab), "--ligand", "methylamine", "--verify", "ml-screen", cwd=tmp_path
+    )
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         "ligbind: error: --verify needs a DFT protocol; 'ml-screen' is not DFT"
     ]
@@ -127,8 +158,23 @@ def test_cli_vasp_verification_dry_run_writes_dft_inputs(tmp_path, run_cli):
     slab = tmp_path / "slab.extxyz"
     run_cli("build", "slab", "-o", str(slab), cwd=tmp_path)
     out = run_cli(
-        "bind", "--slab", str(slab), "--ligand", "methylamine", "--configs", "2", "--set", '{"relax": {"fmax": 0.1}}',
-        "--verify", "vasp-pbe-d3", "--top-k", "1", "--dry-run", "--json", "--quiet", cwd=tmp_path,
+        "bind",
+        "--slab",
+        str(slab),
+        "--ligand",
+        "methylamine",
+        "--configs",
+        "2",
+        "--set",
+        '{"relax": {"fmax": 0.1}}',
+        "--verify",
+        "vasp-pbe-d3",
+        "--top-k",
+        "1",
+        "--dry-run",
+        "--json",
+        "--quiet",
+        cwd=tmp_path,
     )
     assert out.returncode == 0, out.stderr
     import json

@@ -169,7 +169,7 @@ def store_binding(
 ) -> None:
     """Write the analysis row (kind ``binding``): the best complex's structure with Eb and its terms."""
     chosen = next(
-            (r for r in configs if r.atoms.info["config"] == outcome.best_config), configs[0] if configs else None
+        (r for r in configs if r.atoms.info["config"] == outcome.best_config), configs[0] if configs else None
     )
     store.put(
         chosen.atoms if chosen is not None else Atoms(),

@@ -68,7 +68,9 @@ def analyse_coadsorption(
         eb = coadsorption_energy(Term.from_atoms("AB", r.atoms, r.energy, p, True), *refs)
         flags = list(r.anomalies) + energy_anomalies(eb)
         k = r.atoms.info["config"]
-        rows.append({"config": k, "eb_ab": eb, "energy": r.energy, "flags": flags, "status": r.status, "key": r.key})
+        rows.append(
+            {"config": k, "eb_ab": eb, "energy": r.energy, "flags": flags, "status": r.status, "key": r.key}
+        )
         if r.converged and not flags:
             usable[k] = eb
     best = min(usable, key=usable.get) if usable else None
@@ -87,7 +89,9 @@ def analyse_coadsorption(
         delta_e_inter=inter,
         best_config=best,
         configs=rows,
-        flags=[] if best is not None else sorted({f for r in rows for f in r["flags"]} or {"no-usable-configuration"}),
+        flags=[]
+        if best is not None
+        else sorted({f for r in rows for f in r["flags"]} or {"no-usable-configuration"}),
         key=f"coadsorption-{binding_a.key.removeprefix('binding-')}+{binding_b.ligand}",
         campaign=campaign,
     )

@@ -86,7 +86,9 @@ def binding_table(
     present = {r["ligand"] for r in rows}
     for ligand, reason in (missing or {}).items():
         if ligand not in present:
-            rows.append({"ligand": ligand, "flags": f"missing: {reason}", "converged": False, "truncated_from": ""})
+            rows.append(
+                {"ligand": ligand, "flags": f"missing: {reason}", "converged": False, "truncated_from": ""}
+            )
     df = pd.DataFrame(rows, columns=BINDING_COLUMNS)
     df["best_config"] = df["best_config"].astype("Int64")
     df["configs_tried"] = df["configs_tried"].astype("Int64")
@@ -96,7 +98,9 @@ def binding_table(
 FRENKEL_COLUMNS = ["host", "ef", "ef_bare", "delta_ef", "pairs", "flags", "protocol", "method", "campaign"]
 
 
-def frenkel_table(store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None) -> pd.DataFrame:
+def frenkel_table(
+    store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None
+) -> pd.DataFrame:
     """One row per Frenkel host (bare slab or ligand@slab): E_F, and for a ligand E_F(bare) and ΔE_F (eV)."""
     rows = [
         {
@@ -120,7 +124,17 @@ def frenkel_table(store: ResultStore, campaign: str | None = None, protocol_hash
     return pd.DataFrame(rows, columns=FRENKEL_COLUMNS)
 
 
-COADSORPTION_COLUMNS = ["ligands", "eb_ab", "eb_a", "eb_b", "delta_e_inter", "flags", "protocol", "method", "campaign"]
+COADSORPTION_COLUMNS = [
+    "ligands",
+    "eb_ab",
+    "eb_a",
+    "eb_b",
+    "delta_e_inter",
+    "flags",
+    "protocol",
+    "method",
+    "campaign",
+]
 
 
 def coadsorption_table(
@@ -145,8 +159,19 @@ def coadsorption_table(
 
 
 VERIFICATION_COLUMNS = [
-    "ligand", "mode", "eb", "eb_dft", "eb_screen", "source", "dft_protocol", "screen_protocol",
-    "dft_config", "screen_config", "verified_configs", "flags", "campaign",
+    "ligand",
+    "mode",
+    "eb",
+    "eb_dft",
+    "eb_screen",
+    "source",
+    "dft_protocol",
+    "screen_protocol",
+    "dft_config",
+    "screen_config",
+    "verified_configs",
+    "flags",
+    "campaign",
 ]
 
 
@@ -163,7 +188,9 @@ def verification_table(store: ResultStore, campaign: str | None = None) -> pd.Da
                 "eb": row.get("eb"),
                 "eb_dft": row.get("eb_dft"),
                 "eb_screen": row.get("eb_screen"),
-                "source": o.get("dft_protocol") if row.get("eb_dft") is not None else o.get("screen_protocol"),
+                "source": o.get("dft_protocol")
+                if row.get("eb_dft") is not None
+                else o.get("screen_protocol"),
                 "dft_protocol": o.get("dft_protocol"),
                 "screen_protocol": o.get("screen_protocol"),
                 "dft_config": o.get("dft_config"),

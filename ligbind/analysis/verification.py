@@ -50,7 +50,9 @@ class VerificationOutcome:
         return {**asdict(self), "eb": self.eb}
 
 
-def check_verification(dft: dict[str, Any], modes: list[str] | tuple[str, ...], where: str = "verification") -> None:
+def check_verification(
+    dft: dict[str, Any], modes: list[str] | tuple[str, ...], where: str = "verification"
+) -> None:
     """Refuse a verification that cannot be done: a protocol that is not DFT, or exchange-mode binding."""
     from ligbind.errors import LigbindError
 
@@ -83,7 +85,9 @@ def rebuild_on_slab(screen_complex: Atoms, screen_slab: Atoms, dft_slab: Atoms) 
     """
     slab_atoms = np.where(screen_complex.get_tags() == 0)[0]
     if len(slab_atoms) != len(dft_slab) or list(screen_complex.numbers[slab_atoms]) != list(dft_slab.numbers):
-        raise ValueError("the complex's slab part is not the bare slab (X-site exchange is rebuilt by placement)")
+        raise ValueError(
+            "the complex's slab part is not the bare slab (X-site exchange is rebuilt by placement)"
+        )
     out = screen_complex.copy()
     top = screen_slab.positions[:, 2] > screen_slab.positions[:, 2].max() - 1.5
     shift = (dft_slab.positions[top] - screen_slab.positions[top]).mean(axis=0)

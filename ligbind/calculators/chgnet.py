@@ -55,7 +55,9 @@ class CHGNetBackend(Backend):
         # other processes share the cores (intra-op threads spin-wait).
         torch.set_num_threads(int(protocol["run"]["threads"]))
         with contextlib.redirect_stdout(io.StringIO()):  # it prints "CHGNet will run on cpu" every time
-            return _chgnet_calculator_class()(model=_chgnet_model(), use_device="cpu", on_isolated_atoms="ignore")
+            return _chgnet_calculator_class()(
+                model=_chgnet_model(), use_device="cpu", on_isolated_atoms="ignore"
+            )
 
 
 BACKEND = CHGNetBackend()

@@ -36,7 +36,16 @@ def mpi_command(cores: int) -> list[str]:
     mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
         raise LigbindError("run.cores > 1 needs MPI: mpiexec not found (scripts/setup.sh installs OpenMPI)")
-    return [mpiexec, "-n", str(cores), "--bind-to", "none", sys.executable, "-m", "ligbind.calculators.gpaw_mpi"]
+    return [
+        mpiexec,
+        "-n",
+        str(cores),
+        "--bind-to",
+        "none",
+        sys.executable,
+        "-m",
+        "ligbind.calculators.gpaw_mpi",
+    ]
 
 
 def relax_under_mpi(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path, cores: int):

@@ -530,7 +530,9 @@ def run_vasp(
     check_potcars(protocol, atoms.get_chemical_symbols())
     if vasp_job_factory is None:
         if shutil.which(command[0]) is None:
-            raise LigbindError(f"VASP command not found: '{command[0]}' (set $VASP_CMD or run.command in the protocol)")
+            raise LigbindError(
+                f"VASP command not found: '{command[0]}' (set $VASP_CMD or run.command in the protocol)"
+            )
         from custodian.vasp.jobs import VaspJob
 
         job = VaspJob(vasp_cmd=command, auto_npar=False)
@@ -694,7 +696,14 @@ class VaspBackend(Backend):
 
     def relax(self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path):
         out = run_vasp(atoms, protocol, workdir / key)
-        return out.atoms, float(out.energy), float(out.fmax), bool(out.converged), int(out.n_steps), int(out.n_steps)
+        return (
+            out.atoms,
+            float(out.energy),
+            float(out.fmax),
+            bool(out.converged),
+            int(out.n_steps),
+            int(out.n_steps),
+        )
 
     def write_inputs(self, atoms: Atoms, protocol: dict[str, Any], directory: Path) -> Path:
         return write_vasp_inputs(atoms, protocol, directory)

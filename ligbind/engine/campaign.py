@@ -153,12 +153,16 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
         charge = raw_item.pop("charge", None)
         try:
             resolved = _ligand_spec(raw_item, spec.mode, spec.truncate_tails)
-            check_molecule(entry_from_spec(resolved), protocol, charge=charge, where=f"ligand '{resolved['name']}'")
+            check_molecule(
+                entry_from_spec(resolved), protocol, charge=charge, where=f"ligand '{resolved['name']}'"
+            )
         except LigbindError as exc:
             raise refuse(f"ligands.{i}", exc) from None
         same_name = next((j for j, s in enumerate(specs) if s["name"] == resolved["name"]), None)
         if same_name is not None:
-            raise refuse(f"ligands.{i}", f"ligand '{resolved['name']}' listed twice (also ligands.{same_name})")
+            raise refuse(
+                f"ligands.{i}", f"ligand '{resolved['name']}' listed twice (also ligands.{same_name})"
+            )
         molecule = (_canonical(resolved["smiles"]), resolved["mode"])
         if molecule in seen:
             j = seen[molecule]
@@ -281,7 +285,9 @@ def _passed(c: dict[str, Any], keys: KeyMap, name: str) -> Result:
     key = keys.get(name)
     row = _store(c).get(key) if key else None
     if row is None:
-        raise LigbindError(f"the {name} step has not finished (or failed): nothing was passed down to build on")
+        raise LigbindError(
+            f"the {name} step has not finished (or failed): nothing was passed down to build on"
+        )
     return result_from_row(row, c["protocol"])
 
 
@@ -405,7 +411,9 @@ def step_coadsorption(c: dict[str, Any], keys: KeyMap, a: str, b: str):
     slab = _passed(c, keys, "slab")
     host = _best_complex(c, keys, a)
     configs = []
-    for atoms in coadsorption_configurations(host, entry_from_spec(ligand_spec(c, b)), min(2, c["configs"]), c["seed"]):
+    for atoms in coadsorption_configurations(
+        host, entry_from_spec(ligand_spec(c, b)), min(2, c["configs"]), c["seed"]
+    ):
         label = coadsorption_label(a, b, atoms)
         configs.append(relax_configuration(atoms, slab.atoms, protocol, store, _calcdir(c), label=label))
     lig_a, lig_b = (result_from_row(store.get(x.ligand_key), protocol) for x in (bind_a, bind_b))
@@ -424,7 +432,9 @@ def step_frenkel_pair(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: in
     from ligbind.jobs import relax
     from ligbind.recipes import frenkel_structures
 
-    pairs = frenkel_structures(frenkel_host(c, keys, ligand), c["compute"]["frenkel"]["pairs"], ligand or "bare")
+    pairs = frenkel_structures(
+        frenkel_host(c, keys, ligand), c["compute"]["frenkel"]["pairs"], ligand or "bare"
+    )
     if k >= len(pairs):
         raise LigbindError(f"only {len(pairs)} Frenkel pairs fit on this surface")
     return relax(pairs[k], c["protocol"], store=_store(c), workdir=_calcdir(c))
@@ -443,7 +453,13 @@ def step_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     store = _store(c)
     bare = load_frenkel(store, frenkel_key(_passed(c, keys, "slab"), None)) if ligand else None
     return analyse_frenkel(
-        frenkel_host(c, keys, ligand), pairs, c["protocol"], ligand=ligand, bare=bare, store=store, campaign=c["name"]
+        frenkel_host(c, keys, ligand),
+        pairs,
+        c["protocol"],
+        ligand=ligand,
+        bare=bare,
+        store=store,
+        campaign=c["name"],
     )
 
 
@@ -518,7 +534,11 @@ def campaign_results(campaign: str | Path, outdir: str | Path | None = None) -> 
     store = ResultStore.open_existing(c["store"])
     outdir = Path(outdir) if outdir else RESULTS_ROOT / c["name"]
     return write_tables(
-        store, outdir, campaign=c["name"], protocol_hash=protocol_hash(c["protocol"]), missing=missing_reasons(c)
+        store,
+        outdir,
+        campaign=c["name"],
+        protocol_hash=protocol_hash(c["protocol"]),
+        missing=missing_reasons(c),
     )
 
 
@@ -536,7 +556,11 @@ def missing_reasons(c: dict[str, Any]) -> dict[str, str]:
             failed = []
     for f in failed:
         parts = f["firework"].split("/")
-        if len(parts) > 1 and parts[1] in reasons and parts[0] in ("ligand", "byproduct", "config", "binding"):
+        if (
+            len(parts) > 1
+            and parts[1] in reasons
+            and parts[0] in ("ligand", "byproduct", "config", "binding")
+        ):
             reasons[parts[1]] = f"{f['firework']} failed: {f['error']}"
     return reasons
 

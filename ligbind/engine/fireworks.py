@@ -178,7 +178,9 @@ KEY_PREFIX = "_key:"  # spec fields holding the results-store keys passed down t
 
 def passed_keys(spec: dict[str, Any]) -> dict[str, str]:
     """The results-store keys a Firework received from its ancestors, by step name."""
-    return {k.removeprefix(KEY_PREFIX).replace("%2E", "."): v for k, v in spec.items() if k.startswith(KEY_PREFIX)}
+    return {
+        k.removeprefix(KEY_PREFIX).replace("%2E", "."): v for k, v in spec.items() if k.startswith(KEY_PREFIX)
+    }
 
 
 def _key_field(step_name: str) -> str:
@@ -271,7 +273,11 @@ def _summary(r) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------- workflows
 def _fw(c, step: str, name: str, parents=(), allow_fizzled=False, **params):
-    spec = {"_ligbind_id": fw_id_of(c, name), "_campaign": c["name"], "_protocol_hash": protocol_hash(c["protocol"])}
+    spec = {
+        "_ligbind_id": fw_id_of(c, name),
+        "_campaign": c["name"],
+        "_protocol_hash": protocol_hash(c["protocol"]),
+    }
     if allow_fizzled:
         spec["_allow_fizzled_parents"] = True
     task = LigbindStepTask(step=step, campaign=c, name=name, **params)
@@ -330,7 +336,13 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
             lig = spec["name"]
             ligand = add("verify-ligand", f"verify-ligand/{lig}", [f"ligand/{lig}"], ligand=lig)
             configs = [
-                add("verify-config", f"verify-config/{lig}/{k}", [binding_ids[lig], dft_slab], ligand=lig, config=k)
+                add(
+                    "verify-config",
+                    f"verify-config/{lig}/{k}",
+                    [binding_ids[lig], dft_slab],
+                    ligand=lig,
+                    config=k,
+                )
                 for k in range(c["verify"]["top_k"])
             ]
             parents = [binding_ids[lig], dft_slab, ligand, *configs]
@@ -440,7 +452,9 @@ def _worker_init() -> None:
         pass
 
 
-def _calculate(c: dict[str, Any], step: str, keys: dict[str, str], ligand: str | None, config: int | None) -> None:
+def _calculate(
+    c: dict[str, Any], step: str, keys: dict[str, str], ligand: str | None, config: int | None
+) -> None:
     """Worker process: run one calculation step; its result lands in the results store (nothing sent back)."""
     run_step(c, step, keys, ligand, config)
 
@@ -546,9 +560,7 @@ class _Launcher:
         return True
 
     def ready(self) -> list[dict[str, Any]]:
-        docs = self.lpad.fireworks.find(
-            {**campaign_query(self.c), "state": "READY"}, {"fw_id": 1, "spec": 1}
-        )
+        docs = self.lpad.fireworks.find({**campaign_query(self.c), "state": "READY"}, {"fw_id": 1, "spec": 1})
         return sorted(docs, key=lambda d: d["fw_id"])
 
 
@@ -586,7 +598,9 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                     costs.setdefault(i, _step_cost(c, params[i]))
                 for i in sorted(waiting, key=lambda i: -costs[i])[: max(0, workers - len(running))]:
                     p = params[i]
-                    future = pool.submit(_calculate, c, p["step"], ready_keys[i], p.get("ligand"), p.get("config"))
+                    future = pool.submit(
+                        _calculate, c, p["step"], ready_keys[i], p.get("ligand"), p.get("config")
+                    )
                     running[future] = (i, ready_ids[i])
                 if not running:
                     return
@@ -637,7 +651,9 @@ def failures(lpad, c: dict[str, Any]) -> list[dict[str, str]]:
     """Each FIZZLED Firework with the last line of its error."""
     out = []
     for doc in lpad.fireworks.find({**campaign_query(c), "state": "FIZZLED"}, {"fw_id": 1, "name": 1}):
-        err = ((_last_launch(lpad, doc["fw_id"]).get("action") or {}).get("stored_data") or {}).get("_exception", {})
+        err = ((_last_launch(lpad, doc["fw_id"]).get("action") or {}).get("stored_data") or {}).get(
+            "_exception", {}
+        )
         message = (err.get("_stacktrace") or "").strip().splitlines()[-1:] or ["?"]
         out.append({"firework": doc["name"].split(":", 1)[-1], "error": message[0]})
     return out
