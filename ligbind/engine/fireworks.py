@@ -224,31 +224,26 @@ def run_step(
     other=None,
 ):
     """Run one campaign step (what a Firework does) with the keys passed down to it."""
-    if step == "slab":
-        return step_slab(c, keys)
-    if step == "ligand":
-        return step_ligand(c, keys, ligand)
-    if step == "byproduct":
-        return step_ligand(c, keys, ligand, byproduct=True)
-    if step == "config":
-        return step_config(c, keys, ligand, int(config))
-    if step == "binding":
-        return step_binding(c, keys, ligand)
-    if step == "coadsorption":
-        return step_coadsorption(c, keys, ligand, other)
-    if step == "frenkel-pair":
-        return step_frenkel_pair(c, keys, ligand, int(config))
-    if step == "frenkel":
-        return step_frenkel(c, keys, ligand)
-    if step == "verify-slab":
-        return step_verify_slab(c, keys)
-    if step == "verify-ligand":
-        return step_verify_ligand(c, keys, ligand)
-    if step == "verify-config":
-        return step_verify_config(c, keys, ligand, int(config))
-    if step == "verify":
-        return step_verify(c, keys, ligand)
-    raise ValueError(f"unknown step {step}")
+    if step not in STEPS:
+        raise ValueError(f"unknown step {step}")
+    return STEPS[step](c, keys, ligand, config, other)
+
+
+# step name -> call (looked up when called, so that tests can patch a step function)
+STEPS = {
+    "slab": lambda c, keys, ligand, config, other: step_slab(c, keys),
+    "ligand": lambda c, keys, ligand, config, other: step_ligand(c, keys, ligand),
+    "byproduct": lambda c, keys, ligand, config, other: step_ligand(c, keys, ligand, byproduct=True),
+    "config": lambda c, keys, ligand, config, other: step_config(c, keys, ligand, int(config)),
+    "binding": lambda c, keys, ligand, config, other: step_binding(c, keys, ligand),
+    "coadsorption": lambda c, keys, ligand, config, other: step_coadsorption(c, keys, ligand, other),
+    "frenkel-pair": lambda c, keys, ligand, config, other: step_frenkel_pair(c, keys, ligand, int(config)),
+    "frenkel": lambda c, keys, ligand, config, other: step_frenkel(c, keys, ligand),
+    "verify-slab": lambda c, keys, ligand, config, other: step_verify_slab(c, keys),
+    "verify-ligand": lambda c, keys, ligand, config, other: step_verify_ligand(c, keys, ligand),
+    "verify-config": lambda c, keys, ligand, config, other: step_verify_config(c, keys, ligand, int(config)),
+    "verify": lambda c, keys, ligand, config, other: step_verify(c, keys, ligand),
+}
 
 
 def _summary(r) -> dict[str, Any]:
