@@ -97,15 +97,6 @@ def result_from_row(row, protocol: dict[str, Any]) -> Result:
     )
 
 
-def stored_result(
-    atoms: Atoms, protocol: str | dict[str, Any], store: ResultStore, kind: str = "relax"
-) -> Result | None:
-    """The stored result of ``kind`` for these input ``atoms`` and ``protocol``, or None (never computes)."""
-    protocol = _resolve(protocol)
-    row = store.get(calculation_key(kind, atoms, protocol))
-    return result_from_row(row, protocol) if row is not None else None
-
-
 def _count_calls(calc) -> list[int]:
     """Count the calculator's force/energy evaluations (each ``calculate`` call).
 
