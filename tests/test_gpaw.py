@@ -24,7 +24,8 @@ from ligbind.store import ResultStore
 
 pytestmark = pytest.mark.slow
 
-TINY = {"gpaw": {"basis": "sz(dzp)", "h": 0.3}, "prerelax": None}
+# serial, in-process (tests patch the calculator factory); the MPI path has its own test below
+TINY = {"gpaw": {"basis": "sz(dzp)", "h": 0.3}, "prerelax": None, "run": {"cores": 1}}
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_odd_electron_count_without_spin_is_refused_before_any_work(tmp_path, mo
     assert electron_count(hydroxyl) == 9
     store = ResultStore(tmp_path / "s.db")
     # with the preset's ML pre-relaxation switched on: refused before it runs (no ML row either)
-    laptop = load_protocol("gpaw-laptop", {"gpaw": {"basis": "sz(dzp)", "h": 0.3}})
+    laptop = load_protocol("gpaw-laptop", {"gpaw": {"basis": "sz(dzp)", "h": 0.3}, "run": {"cores": 1}})
     assert laptop["prerelax"] == "ml-screen"
     for job in (relax, single_point):
         with pytest.raises(LigbindError, match=r"odd number of electrons \(9, charge \+0\)") as err:
@@ -257,7 +258,7 @@ def test_gpaw_relaxation_resumes_from_its_trajectory(tiny, tmp_path, monkeypatch
 
 
 def test_gpaw_relaxation_is_prerelaxed_with_ml_screen(tmp_path):
-    laptop = load_protocol("gpaw-laptop", {"gpaw": {"basis": "sz(dzp)", "h": 0.3}})
+    laptop = load_protocol("gpaw-laptop", {"gpaw": {"basis": "sz(dzp)", "h": 0.3}, "run": {"cores": 1}})
     store = ResultStore(tmp_path / "s.db")
     r = relax(stretched_h2(1.2), laptop, store=store, workdir=tmp_path / "runs")
     assert r.converged and r.prerelax["protocol"] == "ml-screen" and r.prerelax["status"] == "converged"
@@ -268,3 +269,17 @@ def test_gpaw_relaxation_is_prerelaxed_with_ml_screen(tmp_path):
     assert np.allclose(first.positions, pre.positions, atol=1e-8)
     assert store.count(kind="relax") == 2
     assert store.get(r.key).data["prerelax"]["key"] == r.prerelax["key"]
+
+
+def test_gpaw_relaxation_over_two_mpi_ranks_matches_the_serial_one(tmp_path, tiny):
+    """run.cores 2: the relaxation runs as an mpiexec job (GPAW built with MPI); same minimum, same energy."""
+    from ligbind.protocols import with_run_settings
+
+    serial = relax(stretched_h2(), tiny, workdir=tmp_path / "serial")
+    parallel = relax(stretched_h2(), with_run_settings(tiny, cores=2), workdir=tmp_path / "mpi")
+    assert parallel.key == serial.key  # run-time settings are not part of the calculation's identity
+    assert parallel.converged and parallel.n_steps == serial.n_steps
+    assert parallel.energy == pytest.approx(serial.energy, abs=1e-4)
+    assert parallel.atoms.get_distance(0, 1) == pytest.approx(serial.atoms.get_distance(0, 1), abs=1e-3)
+    log = (tmp_path / "mpi" / f"{parallel.key}.txt").read_text()
+    assert re.search(r"^cores:\s+2$", log, re.M) and re.search(r"^\s+domain: 2$", log, re.M)  # really 2 ranks
