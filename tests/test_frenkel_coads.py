@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import yaml
 
 from ligbind.builders.slab import build_slab
 from ligbind.calculators import make_calculator
@@ -59,38 +58,4 @@ def test_frenkel_cli_bare_and_with_ligand(tmp_path, run_cli):
     assert rows["methylamine"].delta_ef == pytest.approx(out["delta_ef"], abs=1e-9)
 
 
-def test_campaign_coadsorption_and_frenkel_steps(tmp_path, monkeypatch):
-    import ligbind.engine.fireworks as engine
-    from ligbind.analysis.tables import frenkel_table
-
-    monkeypatch.chdir(tmp_path)
-    spec = {
-        "name": "coads",
-        "protocol": "ml-screen",
-        "overrides": FAST,
-        "ligands": ["methylamine", "dimethyl-ether"],
-        "configs": 1,
-        "compute": {
-            "binding": True,
-            "coadsorption": [["methylamine", "dimethyl-ether"]],
-            "frenkel": {"bare": True, "ligands": ["methylamine"], "pairs": 2},
-        },
-    }
-    path = tmp_path / "coads.yaml"
-    path.write_text(yaml.safe_dump(spec))
-    engine.screen(path)
-    out = engine.run(path, progress=False)
-    assert out["states"] == {"COMPLETED": out["ran"]}
-    store = ResultStore(tmp_path / "runs" / "coads" / "ligbind.db")
-    (co,) = list(store.select(kind="coadsorption"))
-    eb = {r.ligand: r.eb for r in store.select(kind="binding")}
-    assert co.eb_ab < 0
-    assert co.delta_e_inter == pytest.approx(co.eb_ab - eb["methylamine"] - eb["dimethyl-ether"])
-    ft = frenkel_table(store).set_index("host")
-    assert set(ft.index) == {"(bare)", "methylamine"}
-    assert 0.05 < ft.loc["(bare)", "ef"] < 5.0 and 0.05 < ft.loc["methylamine", "ef"] < 5.0
-    assert ft.loc["methylamine", "ef_bare"] == pytest.approx(ft.loc["(bare)", "ef"])
-    # ΔE_F = E_F(ligand@slab) − E_F(bare)
-    assert ft.loc["methylamine", "delta_ef"] == pytest.approx(
-        ft.loc["methylamine", "ef"] - ft.loc["(bare)", "ef"], abs=1e-9
-    )
+# The campaign path of coadsorption and Frenkel (and its agreement with this one): tests/test_paths_agree.py

@@ -41,8 +41,22 @@ def campaign_store(tmp_path_factory):
         out = engine.run(path, progress=False, workers=1)
     finally:
         os.chdir(cwd)
-    assert out["failed"] == 0
+    assert out["failed"] == 0 and out["states"] == {"COMPLETED": out["ran"]}
     return ResultStore(work / "runs" / "paths" / "ligbind.db")
+
+
+@pytest.mark.slow
+def test_campaign_coadsorption_and_frenkel_rows(campaign_store):
+    (co,) = list(campaign_store.select(kind="coadsorption"))
+    assert co.eb_ab < 0
+    ft = frenkel_table(campaign_store).set_index("host")
+    assert set(ft.index) == {"(bare)", "methylamine"}
+    assert 0.05 < ft.loc["(bare)", "ef"] < 5.0 and 0.05 < ft.loc["methylamine", "ef"] < 5.0
+    assert ft.loc["methylamine", "ef_bare"] == pytest.approx(ft.loc["(bare)", "ef"])
+    # ΔE_F = E_F(ligand@slab) − E_F(bare)
+    assert ft.loc["methylamine", "delta_ef"] == pytest.approx(
+        ft.loc["methylamine", "ef"] - ft.loc["(bare)", "ef"], abs=1e-9
+    )
 
 
 @pytest.mark.slow
