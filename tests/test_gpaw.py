@@ -276,7 +276,13 @@ def test_gpaw_relaxation_over_two_mpi_ranks_matches_the_serial_one(tmp_path, tin
     from ligbind.protocols import with_run_settings
 
     serial = relax(stretched_h2(), tiny, workdir=tmp_path / "serial")
-    parallel = relax(stretched_h2(), with_run_settings(tiny, cores=2), workdir=tmp_path / "mpi")
+    store = ResultStore(tmp_path / "s.db")
+    parallel = relax(stretched_h2(), with_run_settings(tiny, cores=2), store=store, workdir=tmp_path / "mpi")
+    row = store.get(parallel.key)  # stored with its energy and forces, reusable by every later step
+    assert row.energy == pytest.approx(parallel.energy) and row.forces.shape == (2, 3)
+    assert relax(
+        stretched_h2(), with_run_settings(tiny, cores=2), store=store, workdir=tmp_path / "mpi"
+    ).reused
     assert parallel.key == serial.key  # run-time settings are not part of the calculation's identity
     assert parallel.converged and parallel.n_steps == serial.n_steps
     assert parallel.energy == pytest.approx(serial.energy, abs=1e-4)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read, write
 
 from ligbind.errors import LigbindError
@@ -72,8 +73,13 @@ def relax_under_mpi(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: P
         from ligbind import errors
 
         raise getattr(errors, data["error_type"], LigbindError)(data["error"])
+    relaxed = read(job / "final.traj")
     final = atoms.copy()
-    final.positions = read(job / "final.traj").positions
+    final.positions = relaxed.positions
+    # the stored row needs the energy and forces with the structure (the traj frame carries both)
+    final.calc = SinglePointCalculator(
+        final, energy=relaxed.get_potential_energy(), forces=relaxed.get_forces()
+    )
     return final, data["energy"], data["fmax"], data["converged"], data["n_steps"], data["force_calls"]
 
 
