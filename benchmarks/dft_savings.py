@@ -1,0 +1,136 @@
+"""DFT force calls per verified Eb: ML screen + DFT on the best k vs the plain DFT loop (issue 10).
+
+Two ways to the DFT binding energy of the same ligands on the same slab, in one run:
+
+- plain loop (what a user would write without ligbind): relax the slab and the ligand with DFT, place K
+  configurations on the *unrelaxed* slab from the raw conformer, DFT-relax every one, report the lowest Eb.
+  No ML anywhere (the DFT protocol's ``prerelax`` is switched off).
+- verified (ligbind's AdsorbML path): ``bind`` with the screening protocol (K configurations, ML only), then
+  ``verify`` with the DFT protocol on the best ``top_k`` (DFT slab, DFT ligand, ML geometry rebuilt on the DFT
+  slab, ML pre-relaxation of each DFT structure).
+
+It counts DFT force calls only (ML calls are cheap and counted apart), from the store rows of each path, so an
+interrupted run resumes (the store is ``<workdir>/savings.db``) and still reports every call it made.
+
+    python benchmarks/dft_savings.py                                  # gpaw-quick, 2 ligands x 3 configs
+    python benchmarks/dft_savings.py --protocol gpaw-laptop --top-k 2
+
+Targets (issue 10): >= 5x fewer DFT force calls per verified Eb, verified Eb within 0.05 eV of the plain
+loop's lowest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def dft_calls(store, protocol: dict) -> tuple[int, int]:
+    """(force calls, relaxations) of every stored relaxation computed with ``protocol`` (by its hash)."""
+    from ligbind.store import protocol_hash
+
+    suffix = "-" + protocol_hash(protocol)
+    calls = n = 0
+    for row in store.select(kind="relax"):
+        if row.key.endswith(suffix):
+            calls += int(row.get("force_calls", 0))
+            n += 1
+    return calls, n
+
+
+def plain_loop(slab, entries, dft: dict, n_configs: int, seed: int, store, workdir: Path) -> dict:
+    """Every configuration DFT-relaxed from its raw placement on the unrelaxed slab; lowest Eb per ligand."""
+    from ligbind.recipes import candidate_configurations, relax_configuration, relax_ligand, relax_slab
+
+    slab_r = relax_slab(slab, dft, store, workdir).require_converged("plain-loop slab")
+    out = {}
+    for entry in entries:
+        lig = relax_ligand(entry, slab, dft, store, workdir)
+        ebs = {}
+        for atoms in candidate_configurations(slab, entry, n_configs, "neutral", seed):
+            atoms.info["label"] = f"plain:{entry.name}:{atoms.info['config']}"
+            r = relax_configuration(atoms, slab_r.atoms, dft, store, workdir, label=atoms.info["label"])
+            if r.converged:
+                ebs[atoms.info["config"]] = r.energy - lig.energy - slab_r.energy
+        out[entry.name] = {"eb": min(ebs.values()) if ebs else None, "configs": ebs}
+    return out
+
+
+def verified(slab, entries, screen: str, dft: dict, n_configs, seed, top_k, store, workdir) -> dict:
+    """ligbind's path: ML screen of K configurations, DFT on the best ``top_k``."""
+    from ligbind.recipes import bind, verify
+
+    out = {}
+    for entry in entries:
+        s = bind(slab, entry, screen, n_configs=n_configs, seed=seed, store=store, workdir=workdir)
+        v = verify(slab, s, entry, dft, top_k=top_k, store=store, workdir=workdir)
+        out[entry.name] = {"eb": v.eb_dft, "eb_screen": v.eb_screen, "flags": v.flags}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--protocol", default="gpaw-quick", help="DFT protocol (default gpaw-quick)")
+    p.add_argument("--screen", default="ml-screen", help="screening protocol (default ml-screen)")
+    p.add_argument("--ligands", nargs="+", default=["methylamine", "methanethiol"])
+    p.add_argument("--configs", type=int, default=3)
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workdir", default=str(ROOT / "runs" / "dft-savings"))
+    args = p.parse_args(argv)
+
+    from ligbind.builders.ligands import resolve_ligand
+    from ligbind.builders.slab import build_slab
+    from ligbind.protocols import load_protocol
+    from ligbind.store import ResultStore
+
+    workdir = Path(args.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = ResultStore(workdir / "savings.db")
+    slab = build_slab("CsPbI3", "tetragonal", "2x2", layers=3, vacuum=12.0, fix_layers=1)
+    entries = [resolve_ligand(name) for name in args.ligands]
+    dft = load_protocol(args.protocol)
+    plain = load_protocol(args.protocol, {"prerelax": None})
+
+    t0 = time.perf_counter()
+    ver = verified(slab, entries, args.screen, dft, args.configs, args.seed, args.top_k, store, workdir)
+    t_ver = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    loop = plain_loop(slab, entries, plain, args.configs, args.seed, store, workdir)
+    t_loop = time.perf_counter() - t0
+
+    calls_ver, n_ver = dft_calls(store, dft)
+    calls_loop, n_loop = dft_calls(store, plain)
+    n = len(entries)
+    print(
+        f"DFT protocol {args.protocol}, screen {args.screen}, {n} ligands x {args.configs} configurations, "
+    )
+    print(f"verified top {args.top_k}; CsPbI3 tetragonal 2x2, 3 layers (wall times of this run only)")
+    print(f"{'ligand':<16}{'Eb plain':>10}{'Eb verified':>13}{'|dEb|':>8}  plain configs Eb")
+    worst = 0.0
+    for e in entries:
+        a, b = loop[e.name]["eb"], ver[e.name]["eb"]
+        d = abs(a - b) if a is not None and b is not None else float("nan")
+        worst = max(worst, d) if d == d else float("nan")
+        cfg = ", ".join(f"{k}: {v:.3f}" for k, v in sorted(loop[e.name]["configs"].items()))
+        fa = f"{a:10.3f}" if a is not None else f"{'-':>10}"
+        fb = f"{b:13.3f}" if b is not None else f"{'-':>13}"
+        print(f"{e.name:<16}{fa}{fb}{d:8.3f}  {cfg}  {' '.join(ver[e.name]['flags'])}")
+    print(
+        f"plain loop: {calls_loop} DFT force calls in {n_loop} relaxations ({calls_loop / n:.0f} per Eb), "
+        f"{t_loop:.0f} s"
+    )
+    print(
+        f"verified:   {calls_ver} DFT force calls in {n_ver} relaxations ({calls_ver / n:.0f} per Eb), "
+        f"{t_ver:.0f} s"
+    )
+    ratio = calls_loop / calls_ver if calls_ver else float("inf")
+    print(f"DFT force calls saved: {ratio:.1f}x (target >= 5x); max |dEb| {worst:.3f} eV (target <= 0.05 eV)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
