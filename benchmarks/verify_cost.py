@@ -1,0 +1,141 @@
+"""What a DFT-verified Eb costs, from the relaxations a campaign stored, and the demo's one-night projection.
+
+Reads a results store (default: the committed DFT calibration set, benchmarks/calibration/cspbi3.db) and prints,
+for every DFT relaxation (slab, ligand, verified configuration): atoms, steps, force calls, wall time and seconds
+per step, as they were measured when the campaign ran them (wall time includes the ML pre-relaxation). Then:
+
+- one more verified ligand in an existing campaign (slab already relaxed, top 1): DFT ligand + one DFT
+  configuration, per calibration ligand (issue 10's target: <= 20 min on 2 cores);
+- the north star: the demo's ligands (workflows/demo.yaml) DFT-verified with the same protocol, projected from
+  the measured steps per relaxation and a power-law fit of seconds per step against the number of atoms.
+
+    python benchmarks/verify_cost.py [--store benchmarks/calibration/cspbi3.db] [--top-k 1]
+
+The figures are only as good as the store's timings: run the campaign on an otherwise idle machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+NIGHT = 8 * 3600.0
+
+
+def dft_rows(store) -> list:
+    """Converged relaxations computed with a DFT backend, with their timing."""
+    from ligbind.calculators import BACKENDS, get_backend
+
+    dft = {name for name in BACKENDS if get_backend(name).is_dft}
+    return [
+        r
+        for r in store.select(kind="relax")
+        if r.get("backend") in dft and r.get("status") == "converged" and r.get("n_steps", 0) > 0
+    ]
+
+
+def role(row) -> tuple[str, str]:
+    """(slab | ligand | complex, ligand name) from the row's label."""
+    label = row.get("label") or ""
+    if label == "slab":
+        return "slab", ""
+    if label.startswith("ligand:"):
+        return "ligand", label.split(":")[1]
+    return "complex", label.split(":")[1] if ":" in label else label
+
+
+def per_step_fit(rows) -> tuple[float, float]:
+    """Seconds per step = a * natoms**b, least squares in log-log (b = 1 through the mean with one size)."""
+    n = np.array([r.natoms for r in rows], float)
+    t = np.array([r.wall_time / r.n_steps for r in rows], float)
+    if len(set(n)) < 2:
+        return float(t.mean() / n.mean()), 1.0
+    b, log_a = np.polyfit(np.log(n), np.log(t), 1)
+    return float(np.exp(log_a)), float(b)
+
+
+def demo_sizes() -> dict[str, int]:
+    """Atoms of each demo ligand as the demo campaign builds it (truncation included)."""
+    from ligbind.builders.slab import build_slab
+    from ligbind.engine.campaign import entry_from_spec, load_campaign
+    from ligbind.recipes import ligand_structure
+
+    c = load_campaign(ROOT / "workflows" / "demo.yaml", workdir="/tmp/ligbind-verify-cost")
+    slab = build_slab("CsPbI3", "tetragonal", "2x2", layers=3, vacuum=12.0, fix_layers=1)
+    return {
+        s["name"]: len(ligand_structure(entry_from_spec(s), slab, {"ligand_cell": "box"}))
+        for s in c["ligands"]
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--store", default=str(ROOT / "benchmarks" / "calibration" / "cspbi3.db"))
+    p.add_argument("--top-k", type=int, default=1)
+    args = p.parse_args(argv)
+
+    from ligbind.store import ResultStore
+
+    rows = dft_rows(ResultStore.open_existing(args.store))
+    if not rows:
+        print(f"{args.store}: no converged DFT relaxation yet")
+        return 1
+    print(f"{'structure':<28}{'atoms':>6}{'steps':>6}{'calls':>6}{'wall s':>9}{'s/step':>8}  protocol")
+    by_role: dict[str, list] = defaultdict(list)
+    for r in sorted(rows, key=lambda r: (role(r), r.id)):
+        by_role[role(r)[0]].append(r)
+        name = f"{role(r)[0]} {role(r)[1]}".strip()
+        print(
+            f"{name:<28}{r.natoms:>6}{r.n_steps:>6}{r.get('force_calls', 0):>6}{r.wall_time:>9.0f}"
+            f"{r.wall_time / r.n_steps:>8.1f}  {r.protocol}"
+        )
+
+    ligands = {role(r)[1]: r for r in by_role["ligand"]}
+    complexes = defaultdict(list)
+    for r in by_role["complex"]:
+        complexes[role(r)[1]].append(r)
+    one_more = []
+    for name, lig in ligands.items():
+        if complexes[name]:
+            cost = lig.wall_time + args.top_k * statistics.mean(c.wall_time for c in complexes[name])
+            one_more.append(cost)
+            print(
+                f"one more verified ligand, {name}: {cost / 60:.1f} min (ligand + {args.top_k} configuration)"
+            )
+    if one_more:
+        print(
+            f"  median {statistics.median(one_more) / 60:.1f} min, max {max(one_more) / 60:.1f} min (target 20)"
+        )
+
+    if not by_role["complex"] or not by_role["ligand"]:
+        return 0
+    fits = {k: per_step_fit(by_role[k]) for k in ("ligand", "complex")}
+    steps = {k: statistics.mean(r.n_steps for r in v) for k, v in by_role.items()}
+    c0 = next(c[0] for name, c in complexes.items() if c and name in ligands)
+    slab_atoms = c0.natoms - ligands[role(c0)[1]].natoms
+    slab_cost = statistics.mean(r.wall_time for r in by_role["slab"]) if by_role["slab"] else 0.0
+
+    def cost(kind: str, natoms: int) -> float:
+        a, b = fits[kind]
+        return steps[kind] * a * natoms**b
+
+    sizes = demo_sizes()
+    total = slab_cost + sum(
+        cost("ligand", n) + args.top_k * cost("complex", slab_atoms + n) for n in sizes.values()
+    )
+    fit_text = ", ".join(f"{k} {a:.3g}*N^{b:.2f}" for k, (a, b) in fits.items())
+    print(
+        f"projection, demo's {len(sizes)} ligands verified (top {args.top_k}): {total / 3600:.1f} h "
+        f"(s/step fits: {fit_text}; mean steps: ligand {steps['ligand']:.0f}, complex {steps['complex']:.0f}; "
+        f"demo ligands of {min(sizes.values())}-{max(sizes.values())} atoms); one night = 8 h"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
