@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -309,3 +310,91 @@ def load_passivation(store: ResultStore, key: str) -> PassivationOutcome | None:
     """The passivation analysis stored under ``key``, or None."""
     row = store.get(key)
     return PassivationOutcome(**row.data["outcome"]) if row is not None else None
+
+
+# ------------------------------------------------------------------------------------------------ table
+PASSIVATION_COLUMNS = [
+    "treatment",
+    "n_k",
+    "exchange",
+    "e_pass",
+    "e_pass_per_k",
+    "reaction",
+    "e_slab",
+    "references",
+    "arrangements",
+    "ef_bare",
+    "ef_passivated",
+    "delta_ef",
+    "flags",
+    "protocol",
+    "method",
+    "campaign",
+]
+
+
+def _arrangements_text(rows: list[dict[str, Any]]) -> str:
+    return "; ".join(
+        f"{r.get('arrangement')}: "
+        + ("failed" if r.get("e_pass") is None else f"{r['e_pass']:.3f}")
+        + (f" [{','.join(r['flags'])}]" if r.get("flags") else "")
+        for r in rows
+    )
+
+
+def passivation_table(store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None):
+    """One row per passivation analysis: E_pass with its reaction and reference energies, E_F, ΔE_F (eV)."""
+    import pandas as pd
+
+    query: dict[str, Any] = {"kind": "passivation"}
+    if campaign:
+        query["campaign"] = campaign
+    if protocol_hash:
+        query["protocol_hash"] = protocol_hash
+    rows = []
+    for row in store.select(**query):
+        out = row.data.get("outcome", {})
+        refs = out.get("references", {})
+        rows.append(
+            {
+                "treatment": row.get("treatment"),
+                "n_k": row.get("n_k"),
+                "exchange": row.get("exchange"),
+                "e_pass": row.get("e_pass"),
+                "e_pass_per_k": row.get("e_pass_per_k"),
+                "reaction": out.get("reaction", ""),
+                "e_slab": out.get("e_slab"),
+                "references": "; ".join(
+                    f"{k} ({v['structure']}, a={v['a']:.3f} Å): {v['energy']:.4f} eV/f.u."
+                    for k, v in refs.items()
+                ),
+                "arrangements": _arrangements_text(out.get("arrangements", [])),
+                "ef_bare": row.get("ef_bare"),
+                "ef_passivated": row.get("ef_passivated"),
+                "delta_ef": row.get("delta_ef"),
+                "flags": row.get("flags", "none"),
+                "protocol": row.protocol,
+                "method": "DFT" if row.get("is_dft") else "ML potential (not DFT)",
+                "campaign": row.get("campaign", ""),
+            }
+        )
+    return pd.DataFrame(rows, columns=PASSIVATION_COLUMNS)
+
+
+def write_passivation_table(
+    store: ResultStore, outdir, campaign: str | None = None, protocol_hash: str | None = None
+) -> dict[str, Any]:
+    """passivation.csv and passivation.md in ``outdir`` when the store holds passivation rows."""
+    from ligbind.analysis.tables import _write
+
+    df = passivation_table(store, campaign, protocol_hash)
+    if not len(df):
+        return {}
+    header = (
+        "# K–Br passivation (eV): E_pass = E(slab[treatment]) + Σ products − E(slab) − Σ reactants, "
+        "references bulk salts per formula unit (`references`; the reaction in `reaction`), lowest usable "
+        "arrangement (negative = favourable); E_F on the bare and on the passivated slab, "
+        "ΔE_F = E_F(passivated) − E_F(bare). Flagged arrangements (k-left-site, k-left-surface, br-i-swapped, "
+        "reconstructed, unconverged) are listed in `arrangements` and not used.\n\n"
+    )
+    return _write(df, Path(outdir), "passivation", header)
