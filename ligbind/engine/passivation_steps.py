@@ -151,7 +151,7 @@ def step_passivation_frenkel(c: dict[str, Any], keys: KeyMap):
 
 
 STEPS = {
-    "passivation-ref": lambda c, keys, ligand, config, other: step_passivation_ref(c, keys, other),
+    "passivation-ref": lambda c, keys, ligand, config, other: step_passivation_ref(c, keys, config),
     "passivation-config": lambda c, keys, ligand, config, other: step_passivation_config(
         c, keys, int(config)
     ),
@@ -164,12 +164,15 @@ STEPS = {
 
 
 def plan_passivation(c: dict[str, Any], add, slab: str, frenkel_ids: dict[str, str]) -> None:
-    """Add the passivation Fireworks to a campaign plan (``add(step, name, parents, allow_fizzled, **params)``)."""
+    """Add the passivation Fireworks to a campaign plan (``add(step, name, parents, allow_fizzled, **params)``).
+
+    A reference's name travels in ``config`` (the parallel runner passes ligand and config to its workers).
+    """
     if not c["compute"].get("passivation"):
         return
     p = spec_of(c)
     refs = [
-        add("passivation-ref", f"passivation-ref/{name}", [], other=name) for name in references_needed(c)
+        add("passivation-ref", f"passivation-ref/{name}", [], config=name) for name in references_needed(c)
     ]
     configs = [
         add("passivation-config", f"passivation-config/{k}", [slab], config=k)
