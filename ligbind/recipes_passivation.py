@@ -116,6 +116,17 @@ def passivation(
     return out
 
 
+def passivated_host(store: ResultStore, out: PassivationOutcome, protocol: dict[str, Any]) -> Result:
+    """The relaxed best arrangement of ``out`` from the store: the host for defects on the passivated surface.
+
+    It is PbX2-terminated with the adsorbed K–Br unit tagged as an adsorbate (hollow mode), so the defect
+    builders (Frenkel pairs, vacancies) use it like a ligand@slab complex.
+    """
+    if out.best_key is None:
+        raise LigbindError(f"no usable {out.treatment} arrangement to build defects on")
+    return result_from_row(store.get(out.best_key), protocol)
+
+
 def add_frenkel(
     out: PassivationOutcome,
     slab_result: Result,
@@ -129,7 +140,7 @@ def add_frenkel(
     bare = _frenkel_on(slab_result, protocol, store, workdir, max_pairs, progress, None)
     out.ef_bare = bare.ef
     if out.best_key is not None:
-        host = result_from_row(store.get(out.best_key), protocol)
+        host = passivated_host(store, out, protocol)
         treated = _frenkel_on(host, protocol, store, workdir, max_pairs, progress, out.treatment, bare)
         out.ef_passivated, out.delta_ef = treated.ef, treated.delta_ef
     store_passivation(store, slab_result, out, protocol)

@@ -107,13 +107,14 @@ def _outcome(c: dict[str, Any], keys: KeyMap):
     return out
 
 
-def _host(c: dict[str, Any], keys: KeyMap) -> Result:
-    from ligbind.jobs import result_from_row
+def passivated_host(c: dict[str, Any], keys: KeyMap) -> Result:
+    """The relaxed best passivated slab of the campaign (a host for Frenkel pairs, vacancies, NEB).
 
-    out = _outcome(c, keys)
-    if out.best_key is None:
-        raise LigbindError(f"no usable {out.treatment} arrangement to put Frenkel pairs on")
-    return result_from_row(_store(c).get(out.best_key), c["protocol"])
+    Needs the ``passivation`` key passed down (make the defect's Firework a child of ``passivation``).
+    """
+    from ligbind.recipes_passivation import passivated_host as host_of
+
+    return host_of(_store(c), _outcome(c, keys), c["protocol"])
 
 
 def step_passivation_frenkel_pair(c: dict[str, Any], keys: KeyMap, k: int) -> Result:
@@ -122,7 +123,7 @@ def step_passivation_frenkel_pair(c: dict[str, Any], keys: KeyMap, k: int) -> Re
     from ligbind.recipes import frenkel_structures
 
     out = _outcome(c, keys)
-    pairs = frenkel_structures(_host(c, keys), c["compute"]["frenkel"]["pairs"], out.treatment)
+    pairs = frenkel_structures(passivated_host(c, keys), c["compute"]["frenkel"]["pairs"], out.treatment)
     if k >= len(pairs):
         raise LigbindError(f"only {len(pairs)} Frenkel pairs fit on the {out.treatment} slab")
     return relax(pairs[k], c["protocol"], store=_store(c), workdir=_calcdir(c))
@@ -142,7 +143,13 @@ def step_passivation_frenkel(c: dict[str, Any], keys: KeyMap):
     slab = _passed(c, keys, "slab")
     bare = load_frenkel(store, frenkel_key(slab, None))
     treated = analyse_frenkel(
-        _host(c, keys), pairs, c["protocol"], ligand=out.treatment, bare=bare, store=store, campaign=c["name"]
+        passivated_host(c, keys),
+        pairs,
+        c["protocol"],
+        ligand=out.treatment,
+        bare=bare,
+        store=store,
+        campaign=c["name"],
     )
     out.ef_bare = bare.ef if bare is not None else None
     out.ef_passivated, out.delta_ef = treated.ef, treated.delta_ef
