@@ -15,7 +15,7 @@ Two modes, each adding ``n`` K+ per slab (one neutral K–Br unit each, so the s
     A cation). The charge is balanced by the Cs+ leaving, so the K–Br unit's Br− goes onto the surface
     X sites instead: by default one top-layer I nearest the K is replaced by Br (net: KBr in, CsI out).
 
-In both modes ``exchange`` more top-layer I nearest the K (within :data:`NEIGHBOUR_CUTOFF`) may be replaced
+In both modes ``exchange`` more top-layer I nearest the K (among the 4 top-layer X sites around its A site) may be replaced
 by Br (each exchange is KBr in, KI out in the passivation energy). Arrangements (choice of K sites, Br sites
 and exchanged I) are enumerated exhaustively and reduced to one per orbit under the symmetry operations of
 the host (spglib, through :func:`ligbind.builders.slab.surface_symmetry`, keeping the top surface on top), so
@@ -32,13 +32,11 @@ import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
 
-from ligbind.builders.slab import check_pbi2_terminated, surface_pb, surface_symmetry
+from ligbind.builders.slab import HALIDES, check_pbi2_terminated, surface_pb, surface_symmetry
 from ligbind.errors import LigbindError
 
 MODES = ("hollow", "substitute")
-NEIGHBOUR_CUTOFF = (
-    5.0  # Å: sites this close to a K are its neighbours (4 X sites at ≈4.4 Å on the (001) face)
-)
+NEIGHBOURS = 4  # top-layer X sites (and surface Pb) around one A site of the (001) face: a K's neighbours
 MATCH_TOLERANCE = 0.4  # Å: a site mapped by a symmetry operation lands this close to its image site
 MAX_ENUMERATED = 20000  # arrangements enumerated before symmetry reduction (a guard, far above 2x2 needs)
 ADSORBATE_TAG = 1
@@ -83,7 +81,12 @@ def passivation_sites(atoms: Atoms, mode: str) -> dict[str, np.ndarray]:
     symbols = np.array(atoms.get_chemical_symbols())
     slab_atoms = atoms.get_tags() == 0
     top = layers[-1]
-    sites: dict[str, np.ndarray] = {"Br-for-I": np.array([i for i in top if symbols[i] == "I"], dtype=int)}
+    sites: dict[str, np.ndarray] = {
+        "Br-for-I": np.array([i for i in top if symbols[i] == "I"], dtype=int),
+        "X-top": np.array(
+            [i for i in top if symbols[i] in HALIDES], dtype=int
+        ),  # to find the nearest X sites
+    }
     spacing = layer_spacing(atoms, layers)
     z_next = float(atoms.positions[top, 2].mean()) + spacing
     if mode == "hollow":
@@ -132,12 +135,19 @@ def _distance(atoms: Atoms, a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(find_mic(b - a, atoms.cell, atoms.pbc)[0]))
 
 
-def _neighbours(atoms: Atoms, sites: dict[str, np.ndarray], kind: str, centre: np.ndarray) -> list[int]:
-    """Ids of the sites of ``kind`` within :data:`NEIGHBOUR_CUTOFF` of ``centre``."""
+def _nearest(atoms: Atoms, sites: dict[str, np.ndarray], kind: str, centre: np.ndarray) -> list[int]:
+    """Ids of the :data:`NEIGHBOURS` sites of ``kind`` nearest ``centre`` (minimum image)."""
+    d = [_distance(atoms, centre, _position(atoms, sites, kind, j)) for j in range(len(sites[kind]))]
+    return [int(j) for j in np.argsort(d, kind="stable")[:NEIGHBOURS]]
+
+
+def _nearest_iodides(atoms: Atoms, sites: dict[str, np.ndarray], centre: np.ndarray) -> list[int]:
+    """Ids (in ``sites["Br-for-I"]``) of the I among the top-layer X sites nearest ``centre``."""
+    iodide_id = {int(i): j for j, i in enumerate(sites["Br-for-I"])}
     return [
-        j
-        for j in range(len(sites[kind]))
-        if _distance(atoms, centre, _position(atoms, sites, kind, j)) < NEIGHBOUR_CUTOFF
+        iodide_id[x]
+        for x in (int(sites["X-top"][j]) for j in _nearest(atoms, sites, "X-top", centre))
+        if x in iodide_id
     ]
 
 
@@ -146,9 +156,9 @@ def _enumerate(atoms: Atoms, sites: dict[str, np.ndarray], mode: str, n: int, ex
     k_kind = "K-hollow" if mode == "hollow" else "K-for-Cs"
     for ks in itertools.combinations(range(len(sites[k_kind])), n):
         centres = [_position(atoms, sites, k_kind, k) for k in ks]
-        near_i = sorted({j for c in centres for j in _neighbours(atoms, sites, "Br-for-I", c)})
+        near_i = sorted({j for c in centres for j in _nearest_iodides(atoms, sites, c)})
         if mode == "hollow":
-            br_choices = [_neighbours(atoms, sites, "Br-atop", c) for c in centres]
+            br_choices = [_nearest(atoms, sites, "Br-atop", c) for c in centres]
             unit_brs = [b for b in itertools.product(*br_choices) if len(set(b)) == len(b)]
         else:
             unit_brs = [()]
