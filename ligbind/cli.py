@@ -877,6 +877,15 @@ def register_campaign_commands(sub) -> None:
 _EXTRA_COMMANDS.append(register_campaign_commands)
 
 
+def _register_passivation(sub) -> None:  # `ligbind passivate` (ligbind/cli_passivation.py)
+    from ligbind.cli_passivation import register_passivation_commands
+
+    register_passivation_commands(sub)
+
+
+_EXTRA_COMMANDS.append(_register_passivation)
+
+
 def _stdout_closed() -> bool:
     """True when stdout is a pipe whose reader went away (``ligbind ligands | head``)."""
     try:

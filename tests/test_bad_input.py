@@ -23,6 +23,8 @@ import numpy as np
 import pytest
 import yaml
 from ase.build import fcc111
+from bad_input_passivation import CAMPAIGN_ROWS as _PASSIVATION_CAMPAIGN
+from bad_input_passivation import CLI_ROWS as _PASSIVATION_CLI
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -394,6 +396,7 @@ def _cases() -> list[Case]:
 
 
 CASES = _cases()
+CASES += [Case(c, o, tuple(a), f) for c, o, a, f in _PASSIVATION_CLI]  # tests/bad_input_passivation.py
 
 
 def _parser_options() -> set[tuple[str, str]]:
@@ -691,6 +694,9 @@ CAMPAIGN_TABLE = [
 ]
 
 
+CAMPAIGN_TABLE += _PASSIVATION_CAMPAIGN  # tests/bad_input_passivation.py
+
+
 def _screen(spec_or_text, inputs: Path, capsys) -> tuple[int, str, str, dict, dict]:
     path = inputs / "campaign.yaml"
     path.write_text(spec_or_text if isinstance(spec_or_text, str) else yaml.safe_dump(spec_or_text))
@@ -882,6 +888,7 @@ CAMPAIGN_BAD = {
     "verify.top_k": _bad(_int_in(1, 10)),
     "verify.threshold": _bad(lambda v: v is None or (_number(v) and 0 < v <= 5)),
 }
+CAMPAIGN_BAD["compute.passivation"] = _bad(lambda v: v is None or isinstance(v, dict) and not v)
 UNKNOWN_KEYS = ["(top)", "slab", "compute", "compute.frenkel", "ligands[]", "verify"]
 
 

@@ -214,6 +214,7 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
             "binding": spec.compute.binding,
             "coadsorption": pairs,
             "frenkel": {"bare": frenkel.bare, "ligands": list(frenkel.ligands), "pairs": frenkel.pairs},
+            "passivation": spec.compute.passivation.model_dump() if spec.compute.passivation else None,
         },
         "verify": _verify_settings(spec, path),
         "workdir": str(root.resolve()),
@@ -224,6 +225,13 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
             warnings.warn(message, stacklevel=2)
     except LigbindError as exc:
         raise refuse("slab", exc) from None
+    if campaign["compute"]["passivation"]:  # the treatment must fit on this slab (e.g. substitute needs Cs)
+        from ligbind.engine.passivation_steps import check_campaign_passivation
+
+        try:
+            check_campaign_passivation(campaign)
+        except LigbindError as exc:
+            raise refuse("compute.passivation", exc) from None
     return campaign
 
 

@@ -245,6 +245,12 @@ STEPS = {
     "verify": lambda c, keys, ligand, config, other: step_verify(c, keys, ligand),
 }
 
+from ligbind.engine.passivation_steps import CALCULATION_STEPS as _PASSIVATION_CALCULATIONS  # noqa: E402
+from ligbind.engine.passivation_steps import STEPS as _PASSIVATION_STEPS  # noqa: E402
+from ligbind.engine.passivation_steps import plan_passivation  # noqa: E402
+
+STEPS.update(_PASSIVATION_STEPS)  # passivation: ligbind/engine/passivation_steps.py
+
 
 def _summary(r) -> dict[str, Any]:
     from ligbind.jobs import Result
@@ -325,6 +331,7 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
         frenkel_ids[tag] = add(
             "frenkel", f"frenkel/{tag}", [*base, *pairs, *extra], allow_fizzled=True, ligand=host
         )
+    plan_passivation(c, add, slab, frenkel_ids)
     if c.get("verify"):
         dft_slab = add("verify-slab", "verify-slab", [slab])
         for spec in c["ligands"]:
@@ -422,6 +429,7 @@ def _ready_count(lpad, c: dict[str, Any]) -> int:
 CALCULATION_STEPS = frozenset(
     {"slab", "ligand", "byproduct", "config", "frenkel-pair", "verify-slab", "verify-ligand", "verify-config"}
 )
+CALCULATION_STEPS |= _PASSIVATION_CALCULATIONS
 _PREFETCH_ERRORS: dict[str, BaseException] = {}
 
 

@@ -143,10 +143,21 @@ class FrenkelSpec(_Strict):
         return value
 
 
+class PassivationSpec(_Strict):
+    """K–Br surface passivation (ligbind.builders.passivation): E_pass, and E_F with it when ``frenkel``."""
+
+    mode: Literal["hollow", "substitute"] = "hollow"
+    n: Annotated[int, Field(ge=1, le=64)] = Field(1, description="K+ per slab")
+    exchange: Annotated[int, Field(ge=0, le=64)] | None = Field(None, description="top-layer I made Br")
+    arrangements: PositiveConfigs = Field(3, description="symmetry-distinct arrangements relaxed")
+    frenkel: bool = False
+
+
 class ComputeSpec(_Strict):
     binding: bool = True
     coadsorption: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(default_factory=list)
     frenkel: FrenkelSpec = Field(default_factory=FrenkelSpec)
+    passivation: PassivationSpec | None = None
 
     @field_validator("coadsorption")
     @classmethod
