@@ -237,13 +237,17 @@ def read_slab(path: str):
     return atoms
 
 
-def resolve_checked_ligand(name: str, mode: str, protocol: dict | None):
-    """The library entry of ``name``, refused now if ``mode`` or ``protocol`` cannot use it."""
+def resolve_checked_ligand(name: str, mode: str, protocol: dict | None, slab=None):
+    """The library entry of ``name``, refused now if ``mode``, ``protocol`` (or the ``slab``'s surface,
+    PbX2 or AX) cannot use it."""
     from ligbind.builders.ligands import resolve_ligand
+    from ligbind.builders.termination import check_slab_mode
     from ligbind.validation import check_molecule
 
     entry = resolve_ligand(name)
-    if mode == "exchange" and not entry.exchange:
+    if slab is not None:
+        check_slab_mode(entry, mode, slab)
+    elif mode == "exchange" and not entry.exchange:
         raise LigbindError(f"ligand '{entry.name}' has no exchange anion: use --mode neutral")
     check_molecule(entry, protocol)
     return entry
@@ -287,6 +291,7 @@ def cmd_build_slab(args: argparse.Namespace) -> None:
         fix_layers=args.fix_layers,
         br_fraction=args.br_fraction,
         seed=args.seed,
+        termination=args.termination,
     )
     for message in check_slab(slab, "the slab"):  # what every later command will check, refused now
         _warn(message)
@@ -321,8 +326,8 @@ def cmd_build_complex(args: argparse.Namespace) -> None:
     from ligbind.builders.placement import anchor_sites, place_ligand
     from ligbind.io import write_structure
 
-    entry = resolve_checked_ligand(args.ligand, args.mode, None)
     slab = read_slab(args.slab)
+    entry = resolve_checked_ligand(args.ligand, args.mode, None, slab)
     complexes = place_ligand(slab, entry, n_configs=args.configs, mode=args.mode, seed=args.seed)
     outdir = Path(args.output)
     written = []
@@ -410,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="build slabs, ligands and ligand@slab complexes")
     bsub = build.add_subparsers(dest="what", required=True, metavar="WHAT")
 
-    p = bsub.add_parser("slab", help="a PbI2-terminated (001) slab")
+    p = bsub.add_parser("slab", help="a PbI2- or AX-terminated (001) slab")
     p.add_argument("--material", default="CsPbI3", choices=_materials(), help="default CsPbI3")
     p.add_argument("--phase", default=None, choices=_phases(), help="default: tetragonal (tilted)")
     p.add_argument("--size", type=slab_size, default="2x2", help="in-plane pseudo-cubic repeats, e.g. 2x2")
@@ -433,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--br-fraction", type=float_in("Br fraction", 0, 1), default=0.0, help="fraction of X sites made Br"
     )
     p.add_argument("--seed", type=int_in("seed", 0, MAX_SEED), default=0, help="seed for the Br substitution")
+    p.add_argument(
+        "--termination",
+        default="PbX2",
+        help="top layer: PbX2 (alias PbI2, default) or AX (alias CsI / MAI: the material's A halide)",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -530,8 +540,8 @@ def cmd_bind(args: argparse.Namespace) -> None:
         from ligbind.protocols import with_run_settings
 
         protocol = with_run_settings(protocol, dry_run=True)
-    entry = resolve_checked_ligand(args.ligand, args.mode, protocol)
     slab = read_slab(args.slab)
+    entry = resolve_checked_ligand(args.ligand, args.mode, protocol, slab)
     common = dict(n_configs=args.configs, mode=args.mode, workdir=args.workdir, seed=args.seed)
     if args.dry_run and verify_protocol is None:
         try:
