@@ -188,9 +188,7 @@ def a_site_parts(entry, a_cation: str):
     return cation, byproduct
 
 
-def check_mode_for_surface(
-    entry, mode: str, kind: str, a_cation: str | None = None, top: str = "AX"
-) -> None:
+def check_mode_for_surface(entry, mode: str, kind: str, a_cation: str | None = None, top: str = "AX") -> None:
     """Refuse a ligand/mode the surface cannot take: on AX only A-site exchange of ammonium salts.
 
     Parameters
@@ -294,9 +292,7 @@ def _clash_penalty(base: Atoms, pos: np.ndarray, is_h: np.ndarray) -> tuple[floa
     return float((np.clip(soft - d, 0, None) ** 2).sum()), ok
 
 
-def place_a_site(
-    slab: Atoms, entry, n_configs: int = 3, seed: int = 0, n_conformers: int = 3
-) -> list[Atoms]:
+def place_a_site(slab: Atoms, entry, n_configs: int = 3, seed: int = 0, n_conformers: int = 3) -> list[Atoms]:
     """A-site exchange configurations: one surface A cation replaced by the ligand's ammonium cation.
 
     The first surface A site (all are equivalent on the ideal slab) is vacated; the cation's N goes onto it
