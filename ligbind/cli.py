@@ -336,8 +336,11 @@ def cmd_build_complex(args: argparse.Namespace) -> None:
         written.append({**_atoms_summary(atoms, path), "anchor_sites": anchor_sites(atoms)})
     lines = [f"wrote {len(written)} configuration(s) of {args.ligand} ({args.mode}) to {outdir}/"]
     for w in written:
-        sites = ", ".join(
-            f"{s['element']}{s['anchor']}→Pb{s['pb']} {s['distance']:.2f} Å" for s in w["anchor_sites"]
+        sites = (
+            ", ".join(
+                f"{s['element']}{s['anchor']}→Pb{s['pb']} {s['distance']:.2f} Å" for s in w["anchor_sites"]
+            )
+            or f"N{w.get('anchor')} on the {w.get('exchanged_cation')} site, byproduct {w.get('byproduct_smiles')}"
         )
         lines.append(f"  {Path(w['file']).name}: {w['motif']}, conformer {w['conformer']}: {sites}")
     _print(written, args.json, "\n".join(lines))
@@ -603,7 +606,10 @@ def cmd_bind(args: argparse.Namespace) -> None:
         _print(payload, True)
         return
     label = "" if out.is_dft else "  [ML potential, not DFT]"
-    lines = [f"{out.ligand} ({out.mode}) on {slab.get_chemical_formula()} with {out.protocol}{label}"]
+    lines = [
+        f"{out.ligand} ({out.mode}) on {slab.get_chemical_formula()} ({out.termination}-terminated) "
+        f"with {out.protocol}{label}"
+    ]
     for c in out.configs:
         flags = ",".join(c["flags"]) or "ok"
         lines.append(
