@@ -237,6 +237,20 @@ def read_slab(path: str):
     return atoms
 
 
+def read_slab_for(path: str, ligand: str, mode: str, protocol: dict | None):
+    """(slab, ligand entry): the slab read and checked, the ligand checked against it (its surface, PbX2 or
+    AX, decides the modes), and only then the slab's warnings printed (a refused input prints one line)."""
+    from ligbind.io import read_structure
+    from ligbind.validation import check_slab
+
+    atoms = read_structure(path)
+    messages = check_slab(atoms, f"slab {path}")
+    entry = resolve_checked_ligand(ligand, mode, protocol, atoms)
+    for message in messages:
+        _warn(message)
+    return atoms, entry
+
+
 def resolve_checked_ligand(name: str, mode: str, protocol: dict | None, slab=None):
     """The library entry of ``name``, refused now if ``mode``, ``protocol`` (or the ``slab``'s surface,
     PbX2 or AX) cannot use it."""
@@ -326,8 +340,7 @@ def cmd_build_complex(args: argparse.Namespace) -> None:
     from ligbind.builders.placement import anchor_sites, place_ligand
     from ligbind.io import write_structure
 
-    slab = read_slab(args.slab)
-    entry = resolve_checked_ligand(args.ligand, args.mode, None, slab)
+    slab, entry = read_slab_for(args.slab, args.ligand, args.mode, None)
     complexes = place_ligand(slab, entry, n_configs=args.configs, mode=args.mode, seed=args.seed)
     outdir = Path(args.output)
     written = []
@@ -543,8 +556,7 @@ def cmd_bind(args: argparse.Namespace) -> None:
         from ligbind.protocols import with_run_settings
 
         protocol = with_run_settings(protocol, dry_run=True)
-    slab = read_slab(args.slab)
-    entry = resolve_checked_ligand(args.ligand, args.mode, protocol, slab)
+    slab, entry = read_slab_for(args.slab, args.ligand, args.mode, protocol)
     common = dict(n_configs=args.configs, mode=args.mode, workdir=args.workdir, seed=args.seed)
     if args.dry_run and verify_protocol is None:
         try:
