@@ -234,7 +234,10 @@ CAMPAIGN = {
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
-        ({"material": "CsPbI3", "slab": {"termination": "MAI"}}, "slab.termination: termination 'MAI' needs MA"),
+        (
+            {"material": "CsPbI3", "slab": {"termination": "MAI"}},
+            "slab.termination: termination 'MAI' needs MA",
+        ),
         ({"slab": {"termination": "PbI3"}}, "unknown termination 'PbI3'"),
         ({"mode": "neutral"}, "its top layer is AX"),
         ({"ligands": ["MAI", "methylamine"]}, "ligands.1"),
