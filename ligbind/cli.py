@@ -674,6 +674,9 @@ def cmd_frenkel(args: argparse.Namespace) -> None:
     if args.ligand is not None:
         resolve_checked_ligand(args.ligand, mode, protocol)
     slab = read_slab(args.slab)
+    from ligbind.builders.slab import check_pbi2_terminated
+
+    check_pbi2_terminated(slab, f"slab {args.slab}")  # Frenkel pairs need surface Pb (not an AX surface)
     store = ResultStore(args.db)
     bar, step = _progress_bar(args.json)
     try:

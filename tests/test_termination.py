@@ -206,6 +206,7 @@ def test_exchange_eb_is_the_hand_assembled_reaction(tmp_path):
         (["build", "slab", "--termination", "MAI", "-o", "s.extxyz"], "needs MA on the A site"),
         (["build", "slab", "--termination", "Cs2I", "-o", "s.extxyz"], "unknown termination 'Cs2I'"),
         (["bind", "--slab", "ax.extxyz", "--ligand", "methylamine"], "its top layer is CsI"),
+        (["frenkel", "--slab", "ax.extxyz"], "not PbI2-terminated: its top layer is CsI"),
         (["bind", "--slab", "ax.extxyz", "--ligand", "OA", "--mode", "exchange"], "no single ammonium"),
         (["build", "complex", "--slab", "ax.extxyz", "--ligand", "OAm+", "--mode", "exchange", "-o", "o"],
          "bare cation"),
