@@ -15,7 +15,7 @@ from ase import Atoms
 from ligbind.analysis.anomalies import energy_anomalies
 from ligbind.analysis.energies import Term, binding_energy, exchange_binding_energy
 from ligbind.builders.ligands import LigandEntry
-from ligbind.builders.termination import top_layer
+from ligbind.builders.termination import termination_label
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
@@ -160,7 +160,7 @@ def analyse_binding(
         ligand_key=ligand_result.key,
         byproduct_key=byproduct.key if byproduct else None,
         campaign=campaign,
-        termination=top_layer(slab.atoms),
+        termination=termination_label(slab.atoms),
     )
     if store is not None:
         store_binding(store, outcome, configs, protocol)

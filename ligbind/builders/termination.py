@@ -92,6 +92,14 @@ def top_layer(atoms: Atoms) -> str:
     return layer_name(atoms, find_layers(atoms)[-1])
 
 
+def termination_label(atoms: Atoms) -> str:
+    """The top layer's name for tables (PbI2, CsI, MAI, ...); "" for a structure without perovskite layers."""
+    try:
+        return top_layer(atoms)
+    except LigbindError:
+        return ""
+
+
 def surface_kind(atoms: Atoms) -> str:
     """``"PbX2"`` or ``"AX"``: the top slab layer, read from the geometry (adsorbates ignored).
 
