@@ -149,10 +149,7 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
     except LigbindError as exc:
         raise refuse("overrides", exc) from None
     slab = {**protocol.get("slab", {}), **spec.slab.model_dump(exclude_none=True)}
-    try:
-        surface = parse_termination(slab.get("termination", "PbX2"), spec.material)
-    except LigbindError as exc:
-        raise refuse("slab.termination", exc) from None
+    surface = _surface(spec, slab, refuse)
 
     specs, seen = [], {}
     for i, item in enumerate(spec.ligands):
@@ -190,11 +187,6 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
                 f"coadsorption pair {pair} must name two of the campaign's ligands ({', '.join(names)})",
             )
     frenkel = spec.compute.frenkel
-    if surface == "AX" and (pairs or frenkel.bare or frenkel.ligands):
-        what = "compute.coadsorption" if pairs else "compute.frenkel"
-        raise refuse(
-            what, "needs a PbX2-terminated slab (slab.termination is AX: only binding by A-site exchange)"
-        )
     for k, lig in enumerate(frenkel.ligands):
         if lig not in names:
             raise refuse(
@@ -237,6 +229,22 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
     except LigbindError as exc:
         raise refuse("slab", exc) from None
     return campaign
+
+
+def _surface(spec: CampaignSpec, slab: dict[str, Any], refuse) -> str:
+    """PbX2 or AX, from ``slab.termination``; an AX surface refuses what needs surface Pb (coadsorption,
+    Frenkel pairs)."""
+    try:
+        surface = parse_termination(slab.get("termination", "PbX2"), spec.material)
+    except LigbindError as exc:
+        raise refuse("slab.termination", exc) from None
+    compute = spec.compute
+    if surface == "AX" and (compute.coadsorption or compute.frenkel.bare or compute.frenkel.ligands):
+        raise refuse(
+            "compute.coadsorption" if compute.coadsorption else "compute.frenkel",
+            "needs a PbX2-terminated slab (slab.termination is AX: only binding by A-site exchange)",
+        )
+    return surface
 
 
 def _verify_settings(spec: CampaignSpec, path: Path) -> dict[str, Any] | None:
