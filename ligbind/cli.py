@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers",
         type=int_in("number of layers", 1, 21),
         default=3,
-        help="number of PbI2/AI layers (odd: PbI2 on both faces)",
+        help="number of PbI2/AI layers (odd: the termination on both faces)",
     )
     p.add_argument(
         "--vacuum",
