@@ -237,13 +237,31 @@ def read_slab(path: str):
     return atoms
 
 
-def resolve_checked_ligand(name: str, mode: str, protocol: dict | None):
-    """The library entry of ``name``, refused now if ``mode`` or ``protocol`` cannot use it."""
+def read_slab_for(path: str, ligand: str, mode: str, protocol: dict | None):
+    """(slab, ligand entry): the slab read and checked, the ligand checked against it (its surface, PbX2 or
+    AX, decides the modes), and only then the slab's warnings printed (a refused input prints one line)."""
+    from ligbind.io import read_structure
+    from ligbind.validation import check_slab
+
+    atoms = read_structure(path)
+    messages = check_slab(atoms, f"slab {path}")
+    entry = resolve_checked_ligand(ligand, mode, protocol, atoms)
+    for message in messages:
+        _warn(message)
+    return atoms, entry
+
+
+def resolve_checked_ligand(name: str, mode: str, protocol: dict | None, slab=None):
+    """The library entry of ``name``, refused now if ``mode``, ``protocol`` (or the ``slab``'s surface,
+    PbX2 or AX) cannot use it."""
     from ligbind.builders.ligands import resolve_ligand
+    from ligbind.builders.termination import check_slab_mode
     from ligbind.validation import check_molecule
 
     entry = resolve_ligand(name)
-    if mode == "exchange" and not entry.exchange:
+    if slab is not None:
+        check_slab_mode(entry, mode, slab)
+    elif mode == "exchange" and not entry.exchange:
         raise LigbindError(f"ligand '{entry.name}' has no exchange anion: use --mode neutral")
     check_molecule(entry, protocol)
     return entry
@@ -287,6 +305,7 @@ def cmd_build_slab(args: argparse.Namespace) -> None:
         fix_layers=args.fix_layers,
         br_fraction=args.br_fraction,
         seed=args.seed,
+        termination=args.termination,
     )
     for message in check_slab(slab, "the slab"):  # what every later command will check, refused now
         _warn(message)
@@ -321,8 +340,7 @@ def cmd_build_complex(args: argparse.Namespace) -> None:
     from ligbind.builders.placement import anchor_sites, place_ligand
     from ligbind.io import write_structure
 
-    entry = resolve_checked_ligand(args.ligand, args.mode, None)
-    slab = read_slab(args.slab)
+    slab, entry = read_slab_for(args.slab, args.ligand, args.mode, None)
     complexes = place_ligand(slab, entry, n_configs=args.configs, mode=args.mode, seed=args.seed)
     outdir = Path(args.output)
     written = []
@@ -331,8 +349,11 @@ def cmd_build_complex(args: argparse.Namespace) -> None:
         written.append({**_atoms_summary(atoms, path), "anchor_sites": anchor_sites(atoms)})
     lines = [f"wrote {len(written)} configuration(s) of {args.ligand} ({args.mode}) to {outdir}/"]
     for w in written:
-        sites = ", ".join(
-            f"{s['element']}{s['anchor']}→Pb{s['pb']} {s['distance']:.2f} Å" for s in w["anchor_sites"]
+        sites = (
+            ", ".join(
+                f"{s['element']}{s['anchor']}→Pb{s['pb']} {s['distance']:.2f} Å" for s in w["anchor_sites"]
+            )
+            or f"N{w.get('anchor')} on the {w.get('exchanged_cation')} site, byproduct {w.get('byproduct_smiles')}"
         )
         lines.append(f"  {Path(w['file']).name}: {w['motif']}, conformer {w['conformer']}: {sites}")
     _print(written, args.json, "\n".join(lines))
@@ -410,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     build = sub.add_parser("build", help="build slabs, ligands and ligand@slab complexes")
     bsub = build.add_subparsers(dest="what", required=True, metavar="WHAT")
 
-    p = bsub.add_parser("slab", help="a PbI2-terminated (001) slab")
+    p = bsub.add_parser("slab", help="a PbI2- or AX-terminated (001) slab")
     p.add_argument("--material", default="CsPbI3", choices=_materials(), help="default CsPbI3")
     p.add_argument("--phase", default=None, choices=_phases(), help="default: tetragonal (tilted)")
     p.add_argument("--size", type=slab_size, default="2x2", help="in-plane pseudo-cubic repeats, e.g. 2x2")
@@ -418,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--layers",
         type=int_in("number of layers", 1, 21),
         default=3,
-        help="number of PbI2/AI layers (odd: PbI2 on both faces)",
+        help="number of PbI2/AI layers (odd: the termination on both faces)",
     )
     p.add_argument(
         "--vacuum",
@@ -433,6 +454,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--br-fraction", type=float_in("Br fraction", 0, 1), default=0.0, help="fraction of X sites made Br"
     )
     p.add_argument("--seed", type=int_in("seed", 0, MAX_SEED), default=0, help="seed for the Br substitution")
+    p.add_argument(
+        "--termination",
+        default="PbX2",
+        help="top layer: PbX2 (alias PbI2, default) or AX (alias CsI / MAI: the material's A halide)",
+    )
     p.add_argument(
         "-o",
         "--output",
@@ -530,8 +556,7 @@ def cmd_bind(args: argparse.Namespace) -> None:
         from ligbind.protocols import with_run_settings
 
         protocol = with_run_settings(protocol, dry_run=True)
-    entry = resolve_checked_ligand(args.ligand, args.mode, protocol)
-    slab = read_slab(args.slab)
+    slab, entry = read_slab_for(args.slab, args.ligand, args.mode, protocol)
     common = dict(n_configs=args.configs, mode=args.mode, workdir=args.workdir, seed=args.seed)
     if args.dry_run and verify_protocol is None:
         try:
@@ -593,7 +618,10 @@ def cmd_bind(args: argparse.Namespace) -> None:
         _print(payload, True)
         return
     label = "" if out.is_dft else "  [ML potential, not DFT]"
-    lines = [f"{out.ligand} ({out.mode}) on {slab.get_chemical_formula()} with {out.protocol}{label}"]
+    lines = [
+        f"{out.ligand} ({out.mode}) on {slab.get_chemical_formula()} ({out.termination}-terminated) "
+        f"with {out.protocol}{label}"
+    ]
     for c in out.configs:
         flags = ",".join(c["flags"]) or "ok"
         lines.append(
@@ -646,6 +674,9 @@ def cmd_frenkel(args: argparse.Namespace) -> None:
     if args.ligand is not None:
         resolve_checked_ligand(args.ligand, mode, protocol)
     slab = read_slab(args.slab)
+    from ligbind.builders.slab import check_pbi2_terminated
+
+    check_pbi2_terminated(slab, f"slab {args.slab}")  # Frenkel pairs need surface Pb (not an AX surface)
     store = ResultStore(args.db)
     bar, step = _progress_bar(args.json)
     try:

@@ -22,6 +22,7 @@ from ligbind.analysis.frenkel import FrenkelHostOutcome, analyse_frenkel
 from ligbind.builders.ligands import LigandEntry, ligand_conformers, resolve_ligand
 from ligbind.builders.placement import place_ligand
 from ligbind.builders.slab import check_pbi2_terminated, vacuum_thickness
+from ligbind.builders.termination import check_slab_mode, check_terminated, exchange_byproduct, surface_kind
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result, relax
 from ligbind.protocols import load_protocol
@@ -35,8 +36,8 @@ def _noop(_: str) -> None:
 
 
 def relax_slab(slab: Atoms, protocol: dict[str, Any], store: ResultStore, workdir: Path) -> Result:
-    """Relax the bare slab (checked PbI2-terminated)."""
-    check_pbi2_terminated(slab)
+    """Relax the bare slab (checked PbX2- or AX-terminated)."""
+    check_terminated(slab)
     atoms = slab.copy()
     atoms.info = {**slab.info, "kind": "slab", "label": "slab"}
     return relax(atoms, protocol, store=store, workdir=workdir)
@@ -61,8 +62,11 @@ def ligand_structure(entry: LigandEntry, slab: Atoms, protocol: dict[str, Any]) 
     return mol
 
 
-def byproduct_entry(entry: LigandEntry) -> LigandEntry:
-    """The exchange byproduct (e.g. HI, NH4I) of an X-site exchange ligand."""
+def byproduct_entry(entry: LigandEntry, slab: Atoms | None = None) -> LigandEntry:
+    """The exchange byproduct: e.g. HI, NH4I of an X-site exchange; on an AX-terminated ``slab`` the leaving
+    A cation with the ligand's counter-ion (CsI, MAI; :mod:`ligbind.builders.termination`)."""
+    if slab is not None and surface_kind(slab) == "AX":
+        return exchange_byproduct(entry, slab)
     return resolve_ligand(smiles=entry.exchange["byproduct"])
 
 
@@ -141,11 +145,9 @@ def bind(
     entry = ligand if isinstance(ligand, LigandEntry) else resolve_ligand(ligand)
     if mode not in ("neutral", "exchange"):
         raise LigbindError(f"unknown binding mode '{mode}' (neutral or exchange)")
-    if mode == "exchange" and not entry.exchange:
-        raise LigbindError(f"ligand '{entry.name}' has no exchange anion: use --mode neutral")
+    check_slab_mode(entry, mode, slab)
     if n_configs < 1:
         raise LigbindError(f"need at least one configuration, got {n_configs}")
-    check_pbi2_terminated(slab)
     if protocol["run"]["dry_run"]:
         raise DryRunWritten(write_inputs_only(slab, entry, protocol, n_configs, mode, workdir, seed))
     store = store or ResultStore()
@@ -156,7 +158,7 @@ def bind(
     byproduct = None
     if mode == "exchange":
         progress("byproduct")
-        byproduct = relax_ligand(byproduct_entry(entry), slab, protocol, store, workdir)
+        byproduct = relax_ligand(byproduct_entry(entry, slab), slab, protocol, store, workdir)
     placed = candidate_configurations(slab_result.atoms, entry, n_configs, mode, seed, lig_result.atoms)
     configs = []
     for atoms in placed:
@@ -199,7 +201,7 @@ def write_inputs_only(
     backend = backend_of(protocol)
     atoms_list = [slab.copy(), ligand_structure(entry, slab, protocol)]
     if mode == "exchange":
-        atoms_list.append(ligand_structure(byproduct_entry(entry), slab, protocol))
+        atoms_list.append(ligand_structure(byproduct_entry(entry, slab), slab, protocol))
     atoms_list += candidate_configurations(slab, entry, n_configs, mode, seed)
     return [
         backend.write_inputs(atoms, protocol, workdir / calculation_key("relax", atoms, protocol))

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 from ase import Atoms
 
-from ligbind.builders.slab import HALIDES, check_pbi2_terminated, layer_name, vacuum_thickness
+from ligbind.builders.slab import HALIDES, layer_name, vacuum_thickness
 from ligbind.errors import LigbindError
 
 MIN_DISTANCE = 0.5
@@ -85,7 +85,7 @@ def check_slab(atoms: Atoms, source: str = "slab") -> list[str]:
     ------
     LigbindError
         Non-finite numbers, no 3D cell, not a lead-halide perovskite, adsorbate atoms (tags ≥ 1), overlapping
-        atoms, less than :data:`MIN_VACUUM` of vacuum along z, or a top layer that is not PbX2.
+        atoms, less than :data:`MIN_VACUUM` of vacuum along z, or a top layer that is neither PbX2 nor AX.
     """
     if len(atoms) == 0:
         raise LigbindError(f"{source} has no atoms")
@@ -109,7 +109,11 @@ def check_slab(atoms: Atoms, source: str = "slab") -> list[str]:
             f"{source} has only {max(vacuum, 0.0):.1f} Å of vacuum along z (need ≥ {MIN_VACUUM:.0f} Å; "
             "published slabs use 10–20 Å)"
         )
-    layers = check_pbi2_terminated(atoms, source)
+    from ligbind.builders.slab import find_layers
+    from ligbind.builders.termination import check_terminated
+
+    check_terminated(atoms, source)  # PbX2 or AX (ligbind.builders.termination) on top
+    layers = find_layers(atoms)
     names = [layer_name(atoms, layer) for layer in layers]
     warnings = []
     if len(layers) % 2 == 0:

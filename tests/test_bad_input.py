@@ -215,6 +215,8 @@ def _cases() -> list[Case]:
             "not a finite number",
         ),
         ("build slab", "--seed", (*bs, "--seed=-1", "-o", "s.extxyz"), "bad seed -1"),
+        ("build slab", "--termination", (*bs, "--termination", "MAI", "-o", "s.extxyz"), "needs MA on the A"),
+        ("build slab", "--termination", (*bs, "--termination", "X", "-o", "s.extxyz"), "unknown termination"),
         ("build slab", "--output", (*bs, "-o", "s.foo"), "structure format of 's.foo'"),
         ("build slab", "--output", (*bs, "-o", "afile/s.extxyz"), "afile is a file, not a directory"),
         ("build slab", "--output", (*bs, "-o", "adir"), "output file adir is a directory"),
@@ -638,6 +640,8 @@ CAMPAIGN_TABLE = [
     ("slab.fix_layers", 3, "--fix-layers 3"),
     ("slab.br_fraction", 2, "slab.br_fraction"),
     ("slab.seed", -1, "slab.seed"),
+    ("slab.termination", "MAI", "slab.termination: termination 'MAI' needs MA"),
+    ("slab.termination", "AX", "ligands.0: the slab is not PbI2-terminated: its top layer is AX"),
     ("overrides.relax.fmax", -0.1, "overrides"),
     ("overrides.relax.fmax", "abc", "overrides"),
     ("overrides.relax.fmax", float("nan"), "overrides.relax.fmax: not a finite number"),
@@ -800,6 +804,8 @@ CAMPAIGN_BAD = {
     "slab.fix_layers": _bad(_int_in(0, 2)),
     "slab.br_fraction": _bad(lambda v: v is None or (_number(v) and 0 <= v <= 1)),
     "slab.seed": _bad(_int_in(0, 2**32 - 1)),
+    # the campaign's ligands bind in neutral mode, which an AX (CsI) surface refuses
+    "slab.termination": _bad(lambda v: v in (None, "PbX2", "PbI2")),
     "protocol": _bad(lambda v: v in (None, "ml-screen", "gpaw-laptop", "vasp-pbe-d3")),
     "overrides": st.one_of(
         _bad(lambda v: v is None or isinstance(v, dict) and not v),

@@ -84,8 +84,10 @@ def framework_rmsd(atoms: Atoms, reference: Atoms) -> float:
 
 def complex_anomalies(initial: Atoms, final: Atoms, relaxed_slab: Atoms | None = None) -> list[str]:
     """Flags for one relaxed ligand@slab structure (``initial`` is the placed, unrelaxed complex)."""
+    from ligbind.builders.termination import left_a_site
+
     flags = []
-    if is_desorbed(final):
+    if is_desorbed(final) or left_a_site(final):  # no anchor on Pb / an A-site cation out of its site
         flags.append("desorbed")
     if n_fragments(final) > n_fragments(initial):
         flags.append("dissociated")

@@ -15,6 +15,7 @@ from ase import Atoms
 from ligbind.analysis.anomalies import energy_anomalies
 from ligbind.analysis.energies import Term, binding_energy, exchange_binding_energy
 from ligbind.builders.ligands import LigandEntry
+from ligbind.builders.termination import termination_label
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
@@ -48,6 +49,7 @@ class BindingOutcome:
     ligand_key: str = ""
     byproduct_key: str | None = None
     campaign: str | None = None
+    termination: str = ""  # top layer of the slab (PbI2, CsI, MAI, ...); "" in rows stored before it existed
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -158,6 +160,7 @@ def analyse_binding(
         ligand_key=ligand_result.key,
         byproduct_key=byproduct.key if byproduct else None,
         campaign=campaign,
+        termination=termination_label(slab.atoms),
     )
     if store is not None:
         store_binding(store, outcome, configs, protocol)

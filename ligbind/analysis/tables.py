@@ -11,6 +11,7 @@ from ligbind.store import ResultStore
 BINDING_COLUMNS = [
     "ligand",
     "mode",
+    "termination",
     "eb",
     "eb_including_flagged",
     "flagged_configs",
@@ -61,6 +62,7 @@ def binding_table(
             {
                 "ligand": row.ligand,
                 "mode": row.mode,
+                "termination": outcome.get("termination", ""),
                 "eb": row.get("eb"),
                 "eb_including_flagged": row.get("eb_including_flagged"),
                 "e_complex": row.get("e_complex"),

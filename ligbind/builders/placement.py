@@ -294,7 +294,8 @@ def place_ligand(
     Parameters
     ----------
     slab : ase.Atoms
-        A PbX2-terminated slab (checked).
+        A PbX2-terminated slab (checked); on an AX-terminated slab only ``mode="exchange"`` (A-site exchange
+        of an ammonium salt, :func:`ligbind.builders.termination.place_a_site`).
     ligand : str or LigandEntry
         Library name or a resolved :class:`LigandEntry`.
     n_configs : int
@@ -302,7 +303,8 @@ def place_ligand(
         slab (see :func:`surface_symmetry`), since such a pair relaxes to the same energy.
     mode : str
         ``"neutral"``: the whole ligand (molecule, ion pair, salt) adsorbs. ``"exchange"``: the ligand's anion
-        replaces a surface halide (entries with an ``exchange`` section).
+        replaces a surface halide (entries with an ``exchange`` section); on an AX-terminated slab the
+        ligand's ammonium cation replaces a surface A cation.
     seed : int
         Seeds conformers and orientations (same inputs → same configurations).
     n_conformers : int
@@ -328,6 +330,11 @@ def place_ligand(
     if n_configs < 1:
         raise LigbindError(f"bad number of configurations {n_configs}: need at least 1")
     entry = ligand if isinstance(ligand, LigandEntry) else resolve_ligand(ligand)
+    from ligbind.builders.termination import check_mode_for_surface, place_a_site, surface_kind, top_layer
+
+    if surface_kind(slab) == "AX":  # AX-terminated: only A-site exchange (ligbind.builders.termination)
+        check_mode_for_surface(entry, mode, "AX", top=top_layer(slab))
+        return place_a_site(slab, entry, n_configs, seed, n_conformers)
     site, placed_entry = _site_for(slab, entry, mode)
     conformers = ligand_conformers(placed_entry, n_conformers=n_conformers, seed=seed)
     if relaxed_ligand is not None and site.removed is None:

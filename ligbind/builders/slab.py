@@ -253,8 +253,9 @@ def build_slab(
     fix_layers: int = 1,
     br_fraction: float = 0.0,
     seed: int = 0,
+    termination: str = "PbX2",
 ) -> Atoms:
-    """Build a PbX2-terminated (001) slab.
+    """Build a PbX2- or AX-terminated (001) slab.
 
     Parameters
     ----------
@@ -263,33 +264,39 @@ def build_slab(
     size : str or tuple of int
         In-plane repeats of the pseudo-cubic cell (``"2x2"``); tilted phases need even repeats.
     layers : int
-        Number of alternating PbX2/AX layers; odd numbers give PbX2 on both faces.
+        Number of alternating PbX2/AX layers; odd numbers give the termination on both faces.
     vacuum : float
         Empty space along z between periodic images (Å).
     fix_layers : int
         Bottom layers held by an ASE FixAtoms constraint.
     br_fraction, seed : float, int
         Fraction of X sites substituted by Br, chosen reproducibly with ``seed``.
+    termination : str
+        Top layer: ``PbX2`` (alias ``PbI2``, default) or ``AX`` (alias ``CsI``/``MAI``, naming the
+        material's A cation); see :func:`ligbind.builders.termination.parse_termination`.
 
     Returns
     -------
     ase.Atoms
-        The periodic slab; ``info``: material, phase, size, layers, termination, symmetric, fixed_layers,
-        vacuum, lattice_reference, kind ("slab"), and br_fraction, br_seed, n_br when Br was substituted.
+        The periodic slab; ``info``: material, phase, size, layers, termination (top/bottom layer names),
+        surface ("PbX2" or "AX"), symmetric, fixed_layers, vacuum, lattice_reference, kind ("slab"), and br_fraction, br_seed, n_br when Br was substituted.
 
     Raises
     ------
     LigbindError
-        Unknown material or phase, or a parameter out of range.
+        Unknown material, phase or termination, or a parameter out of range.
     """
+    from ligbind.builders.termination import parse_termination
+
     ph = get_phase(material, phase)
     nx, ny = parse_size(size)
+    kind = parse_termination(termination, material)
     _check_slab_parameters(ph, nx, ny, layers, vacuum, fix_layers, br_fraction)
-    slab, slab_layer = _cut_layers(ph, nx, ny, layers, vacuum)
+    slab, slab_layer = _cut_layers(ph, nx, ny, layers, vacuum, top_ax=kind == "AX")
     _substitute_br(slab, br_fraction, seed)
     if fix_layers:
         slab.set_constraint(FixAtoms(indices=np.where(slab_layer < fix_layers)[0]))
-    top, bottom = _verified_termination(slab, layers)
+    top, bottom = _verified_termination(slab, layers, kind)
     slab.info.update(
         material=material,
         phase=ph.phase,
@@ -301,6 +308,7 @@ def build_slab(
         vacuum=round(vacuum_thickness(slab), 6),
         lattice_reference=ph.reference,
         kind="slab",
+        surface=kind,
     )
     return slab
 
@@ -328,7 +336,9 @@ def _check_slab_parameters(
         )
 
 
-def _cut_layers(ph, nx: int, ny: int, layers: int, vacuum: float) -> tuple[Atoms, np.ndarray]:
+def _cut_layers(
+    ph, nx: int, ny: int, layers: int, vacuum: float, top_ax: bool = False
+) -> tuple[Atoms, np.ndarray]:
     """The slab cut from a bulk supercell, centred in ``vacuum``, and the layer index of each atom."""
     cell = bulk(ph.material, ph.phase)
     layers_per_cell = round(2 * ph.c / _pseudo_cubic_c(ph))
@@ -342,8 +352,10 @@ def _cut_layers(ph, nx: int, ny: int, layers: int, vacuum: float) -> tuple[Atoms
     big.wrap()
     dz = big.cell[2, 2] / (layers_per_cell * repeats_z)
     # layer 0 of the supercell is PbX2 (Pb at z = 0): an even number of layers starts from the AX layer
-    # above it, so that the top layer is PbX2 in every case (bottom AX: asymmetric slab)
-    layer_index = np.rint((big.positions[:, 2] - 1e-3) / dz).astype(int) - (1 - layers % 2)
+    # above it, so that the top layer is PbX2 in every case (bottom AX: asymmetric slab); AX on top: the
+    # other way round (odd: start from the AX layer, AX on both faces; even: bottom PbX2)
+    start = layers % 2 if top_ax else 1 - layers % 2
+    layer_index = np.rint((big.positions[:, 2] - 1e-3) / dz).astype(int) - start
     slab = big[(layer_index >= 0) & (layer_index < layers)]
     slab_layer = layer_index[(layer_index >= 0) & (layer_index < layers)]
     slab.center(vacuum=vacuum / 2, axis=2)
@@ -366,14 +378,15 @@ def _substitute_br(slab: Atoms, br_fraction: float, seed: int) -> None:
     slab.info.update(br_fraction=br_fraction, br_seed=seed, n_br=int(n_br))
 
 
-def _verified_termination(slab: Atoms, layers: int) -> tuple[str, str]:
-    """(top, bottom) layer names found from the geometry; raise unless there are ``layers`` and the top is PbX2."""
+def _verified_termination(slab: Atoms, layers: int, kind: str = "PbX2") -> tuple[str, str]:
+    """(top, bottom) layer names found from the geometry; raise unless there are ``layers`` and the top is
+    the ``kind`` asked for (PbX2, or AX of the material's A cation)."""
     found = find_layers(slab)
     if len(found) != layers:
         raise LigbindError(f"internal: built {len(found)} layers instead of {layers}")
     top, bottom = layer_name(slab, found[-1]), layer_name(slab, found[0])
-    if not is_pbx2(top):
-        raise LigbindError(f"internal: top layer is {top}, not PbX2")
+    if is_pbx2(top) != (kind == "PbX2") or top == "?":
+        raise LigbindError(f"internal: top layer is {top}, not {kind}")
     return top, bottom
 
 

@@ -18,6 +18,7 @@ from ase import Atoms
 
 from ligbind.builders.ligands import LigandEntry, resolve_ligand, truncate_alkyl
 from ligbind.builders.slab import build_slab
+from ligbind.builders.termination import check_mode_for_surface, parse_termination
 from ligbind.engine.schema import CampaignSpec, check_campaign_name, check_ligand_label, parse_campaign
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
@@ -30,8 +31,9 @@ RUNS_ROOT = Path("runs")
 
 
 # ---------------------------------------------------------------------------------------------- parsing
-def _ligand_spec(item: Any, default_mode: str, truncate: int | None) -> dict[str, Any]:
-    """Resolve one ``ligands:`` item (a library name or a mapping already checked by the schema)."""
+def _ligand_spec(item: Any, default_mode: str, truncate: int | None, surface: str = "PbX2") -> dict[str, Any]:
+    """Resolve one ``ligands:`` item (a library name or a mapping already checked by the schema); ``surface``
+    (PbX2 or AX) decides which modes it can bind in."""
     if isinstance(item, str):
         item = {"name": item}
     if not isinstance(item, dict) or not ({"name", "smiles", "ligand"} & item.keys()):
@@ -56,8 +58,9 @@ def _ligand_spec(item: Any, default_mode: str, truncate: int | None) -> dict[str
         except LigbindError:
             pass  # nothing but alkyl chains is ever cut: ligands whose far atoms are rings etc. stay whole
         name = entry.name if not ({"smiles", "ligand"} & item.keys()) else name
-    if mode == "exchange" and not entry.exchange:
+    if surface == "PbX2" and mode == "exchange" and not entry.exchange:
         raise LigbindError(f"ligand '{name}' has no exchange anion: use mode neutral")
+    check_mode_for_surface(entry, mode, surface)  # AX: A-site exchange of ammonium salts only
     try:
         check_ligand_label(name)
     except ValueError as exc:
@@ -146,13 +149,14 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
     except LigbindError as exc:
         raise refuse("overrides", exc) from None
     slab = {**protocol.get("slab", {}), **spec.slab.model_dump(exclude_none=True)}
+    surface = _surface(spec, slab, refuse)
 
     specs, seen = [], {}
     for i, item in enumerate(spec.ligands):
         raw_item = item.model_dump(exclude_none=True)
         charge = raw_item.pop("charge", None)
         try:
-            resolved = _ligand_spec(raw_item, spec.mode, spec.truncate_tails)
+            resolved = _ligand_spec(raw_item, spec.mode, spec.truncate_tails, surface)
             check_molecule(
                 entry_from_spec(resolved), protocol, charge=charge, where=f"ligand '{resolved['name']}'"
             )
@@ -235,6 +239,22 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
     return campaign
 
 
+def _surface(spec: CampaignSpec, slab: dict[str, Any], refuse) -> str:
+    """PbX2 or AX, from ``slab.termination``; an AX surface refuses what needs surface Pb (coadsorption,
+    Frenkel pairs)."""
+    try:
+        surface = parse_termination(slab.get("termination", "PbX2"), spec.material)
+    except LigbindError as exc:
+        raise refuse("slab.termination", exc) from None
+    compute = spec.compute
+    if surface == "AX" and (compute.coadsorption or compute.frenkel.bare or compute.frenkel.ligands):
+        raise refuse(
+            "compute.coadsorption" if compute.coadsorption else "compute.frenkel",
+            "needs a PbX2-terminated slab (slab.termination is AX: only binding by A-site exchange)",
+        )
+    return surface
+
+
 def _verify_settings(spec: CampaignSpec, path: Path) -> dict[str, Any] | None:
     """The resolved DFT protocol and settings of ``verify:`` (refused unless DFT and neutral mode)."""
     if spec.verify is None:
@@ -275,6 +295,7 @@ def campaign_slab(c: dict[str, Any]) -> Atoms:
         fix_layers=int(s.get("fix_layers", 1)),
         br_fraction=float(s.get("br_fraction", 0.0)),
         seed=int(s.get("seed", 0)),
+        termination=s.get("termination", "PbX2"),
     )
 
 
@@ -299,10 +320,10 @@ def _passed(c: dict[str, Any], keys: KeyMap, name: str) -> Result:
     return result_from_row(row, c["protocol"])
 
 
-def _byproduct(spec: dict[str, Any]) -> LigandEntry:
+def _byproduct(spec: dict[str, Any], slab: Atoms | None = None) -> LigandEntry:
     from ligbind.recipes import byproduct_entry
 
-    return byproduct_entry(entry_from_spec(spec))
+    return byproduct_entry(entry_from_spec(spec), slab)
 
 
 # ------------------------------------------------------------------------------------------ calculations
@@ -320,7 +341,7 @@ def step_ligand(c: dict[str, Any], keys: KeyMap, name: str, byproduct: bool = Fa
     from ligbind.recipes import relax_ligand
 
     spec = ligand_spec(c, name)
-    entry = _byproduct(spec) if byproduct else entry_from_spec(spec)
+    entry = _byproduct(spec, campaign_slab(c)) if byproduct else entry_from_spec(spec)
     return relax_ligand(entry, campaign_slab(c), c["protocol"], _store(c), _calcdir(c))
 
 

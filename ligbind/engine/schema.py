@@ -85,6 +85,7 @@ class SlabSpec(_Strict):
     fix_layers: Annotated[int, Field(ge=0, le=20)] | None = Field(None, description="bottom layers fixed")
     br_fraction: Annotated[float, Field(ge=0, le=1)] | None = Field(None, description="X sites made Br")
     seed: Seed | None = None
+    termination: str | None = Field(None, description="top layer: PbX2 (default) or AX (CsI / MAI)")
 
     @field_validator("size")
     @classmethod
