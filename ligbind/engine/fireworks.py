@@ -456,10 +456,15 @@ def _worker_init() -> None:
 
 
 def _calculate(
-    c: dict[str, Any], step: str, keys: dict[str, str], ligand: str | None, config: int | None
+    c: dict[str, Any],
+    step: str,
+    keys: dict[str, str],
+    ligand: str | None,
+    config: int | None,
+    other: str | None = None,
 ) -> None:
     """Worker process: run one calculation step; its result lands in the results store (nothing sent back)."""
-    run_step(c, step, keys, ligand, config)
+    run_step(c, step, keys, ligand, config, other)
 
 
 def _step_cost(c: dict[str, Any], params: dict[str, Any]) -> float:
@@ -602,7 +607,7 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                 for i in sorted(waiting, key=lambda i: -costs[i])[: max(0, workers - len(running))]:
                     p = params[i]
                     future = pool.submit(
-                        _calculate, c, p["step"], ready_keys[i], p.get("ligand"), p.get("config")
+                        _calculate, c, p["step"], ready_keys[i], p.get("ligand"), p.get("config"), p.get("other")
                     )
                     running[future] = (i, ready_ids[i])
                 if not running:
