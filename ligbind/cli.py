@@ -876,6 +876,11 @@ def register_campaign_commands(sub) -> None:
 
 _EXTRA_COMMANDS.append(register_campaign_commands)
 
+# ion–ligand complexes (ligbind complex-ion), defined in their own module
+from ligbind.cli_complexes import register_complex_commands  # noqa: E402
+
+_EXTRA_COMMANDS.append(register_complex_commands)
+
 
 def _stdout_closed() -> bool:
     """True when stdout is a pipe whose reader went away (``ligbind ligands | head``)."""

@@ -274,6 +274,12 @@ def write_tables(
             "ΔE_F = E_F(ligand) − E_F(bare). Flagged pairs (below-pristine, ligand-binds-interstitial, "
             "recombined, unconverged) are listed in `pairs` and not used.\n\n",
         )
+    from ligbind.analysis.complexes import write_complexation_table  # ion–ligand complexes
+
+    paths |= write_complexation_table(store, outdir, campaign)
+    from ligbind.analysis.polymers import write_cooperativity_table  # polymer units n = 1 vs n = 2
+
+    paths |= write_cooperativity_table(store, outdir, campaign, protocol_hash)
     return paths
 
 

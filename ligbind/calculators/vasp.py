@@ -269,9 +269,14 @@ def _prepare(atoms: Atoms, protocol: dict[str, Any], is_slab: bool | None) -> _P
     elements = list(dict.fromkeys(ordered.get_chemical_symbols()))
     symbols = _potcar_symbols(vasp, elements)
     functional = str(vasp["potcar_functional"])
+    charge = int(atoms.info.get("charge", 0) or 0)
+    if charge:  # NELECT = Σ ZVAL − charge, from the POTCARs (pymatgen's use_structure_charge)
+        check_potcars(protocol, atoms.get_chemical_symbols())
+        structure.set_charge(charge)
+        incar["NELECT"] = None  # placeholder: keeps NELECT among the INCAR keys; pymatgen fills it in
 
     config = {
-        "INCAR": incar,
+        "INCAR": {k: v for k, v in incar.items() if v is not None},
         "POTCAR": {el: sym for el, sym in zip(elements, symbols, strict=True)},
         "POTCAR_FUNCTIONAL": functional,
     }
@@ -281,11 +286,15 @@ def _prepare(atoms: Atoms, protocol: dict[str, Any], is_slab: bool | None) -> _P
         user_kpoints_settings=kpoints,
         sort_structure=False,
         validate_magmom=False,
+        use_structure_charge=bool(charge),
         incar_keys=tuple(incar),
     )
-    text = "\n".join(
-        [str(input_set.incar), str(input_set.kpoints), input_set.poscar.get_str(), functional, *symbols]
-    )
+    with warnings.catch_warnings():  # NELECT from a charged structure: pymatgen's notes on POTCARs and charge
+        warnings.filterwarnings("ignore", message="POTCAR data with symbol")
+        warnings.filterwarnings("ignore", message="Structure charge")
+        text = "\n".join(
+            [str(input_set.incar), str(input_set.kpoints), input_set.poscar.get_str(), functional, *symbols]
+        )
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
     return _Prepared(input_set, kind, order, symbols, functional, fingerprint)
 
@@ -328,6 +337,7 @@ def _write(prepared: _Prepared, protocol: dict[str, Any], directory: Path, potca
     with warnings.catch_warnings():
         # pymatgen warns about POTCAR hashes it does not know; the POTCAR choice is recorded below
         warnings.filterwarnings("ignore", message="POTCAR data with symbol")
+        warnings.filterwarnings("ignore", message="Structure charge")
         prepared.input_set.write_input(str(directory), potcar_spec=potcar_spec)
     record = {
         "ligbind_version": __version__,
@@ -692,7 +702,7 @@ class VaspBackend(Backend):
         return int(protocol["vasp"]["incar"].get("ISPIN", 1)) == 2
 
     def check_input(self, atoms: Atoms, protocol: dict[str, Any]) -> None:
-        return None  # NELECT follows the charge; POTCARs are checked by run_vasp before anything is written
+        return None  # NELECT follows the charge (from the POTCARs' ZVAL, checked when the inputs are made)
 
     def relax(self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path):
         out = run_vasp(atoms, protocol, workdir / key)

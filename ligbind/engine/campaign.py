@@ -194,6 +194,12 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
         check_output_dir(root, "workdir")
     except LigbindError as exc:
         raise refuse("workdir", exc) from None
+    from ligbind.engine.size_auto import resolve_auto_size  # slab size: auto
+
+    try:
+        slab = resolve_auto_size(spec.material, spec.phase, slab, specs, spec.seed, root)
+    except LigbindError as exc:
+        raise refuse("slab.size", exc) from None
     store = Path(spec.store) if spec.store else root / "ligbind.db"
     try:
         check_database_file(store, must_exist=False, what="results store")
@@ -214,6 +220,7 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
             "binding": spec.compute.binding,
             "coadsorption": pairs,
             "frenkel": {"bare": frenkel.bare, "ligands": list(frenkel.ligands), "pairs": frenkel.pairs},
+            "complexes": _complexes_settings(spec, path, specs),
         },
         "verify": _verify_settings(spec, path),
         "workdir": str(root.resolve()),
@@ -225,6 +232,12 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
     except LigbindError as exc:
         raise refuse("slab", exc) from None
     return campaign
+
+
+def _complexes_settings(spec: CampaignSpec, path: Path, specs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    from ligbind.engine.complexes_steps import complexes_settings
+
+    return complexes_settings(spec, path, specs)
 
 
 def _verify_settings(spec: CampaignSpec, path: Path) -> dict[str, Any] | None:

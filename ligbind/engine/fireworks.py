@@ -38,6 +38,7 @@ from ligbind.engine.campaign import (
     step_verify_ligand,
     step_verify_slab,
 )
+from ligbind.engine.complexes_steps import COMPLEX_CALCULATION_STEPS, COMPLEX_STEPS, plan_complexes
 from ligbind.errors import LigbindError
 from ligbind.protocols import describe_changes, protocol_hash
 
@@ -244,6 +245,7 @@ STEPS = {
     "verify-config": lambda c, keys, ligand, config, other: step_verify_config(c, keys, ligand, int(config)),
     "verify": lambda c, keys, ligand, config, other: step_verify(c, keys, ligand),
 }
+STEPS.update(COMPLEX_STEPS)  # ion–ligand complexes (ligbind.engine.complexes_steps)
 
 
 def _summary(r) -> dict[str, Any]:
@@ -342,6 +344,7 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
             ]
             parents = [binding_ids[lig], dft_slab, ligand, *configs]
             add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
+    plan_complexes(c, add)
     return plan
 
 
@@ -422,6 +425,7 @@ def _ready_count(lpad, c: dict[str, Any]) -> int:
 CALCULATION_STEPS = frozenset(
     {"slab", "ligand", "byproduct", "config", "frenkel-pair", "verify-slab", "verify-ligand", "verify-config"}
 )
+CALCULATION_STEPS = CALCULATION_STEPS | COMPLEX_CALCULATION_STEPS
 _PREFETCH_ERRORS: dict[str, BaseException] = {}
 
 
