@@ -101,3 +101,33 @@ def register_complex_commands(sub) -> None:
     p.add_argument("--workdir", default="runs", type=output_dir, help="trajectories and calculator logs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_complex_ion)
+
+
+def auto_slab_size(args: argparse.Namespace) -> str:
+    """``build slab --size auto --fit L ...``: the smallest n×n cell each ``--fit`` ligand fits (else ``--size``)."""
+    if args.size != "auto":
+        if args.fit:
+            raise LigbindError("--fit chooses the cell for --size auto: give --size auto or leave --fit out")
+        return args.size
+    if not args.fit:
+        raise LigbindError("--size auto needs the ligands the cell must fit: --fit LIGAND (repeatable)")
+    from ligbind.builders.cells import smallest_fitting_size
+    from ligbind.builders.library import resolve_ligand
+    from ligbind.builders.slab import build_slab
+
+    entries = [(resolve_ligand(name), "neutral") for name in args.fit]
+
+    def make(n: int):
+        return build_slab(
+            material=args.material,
+            phase=args.phase,
+            size=(n, n),
+            layers=args.layers,
+            vacuum=args.vacuum,
+            fix_layers=args.fix_layers,
+            br_fraction=args.br_fraction,
+            seed=args.seed,
+        )
+
+    n, _ = smallest_fitting_size(make, entries, seed=args.seed)
+    return f"{n}x{n}"
