@@ -278,10 +278,9 @@ def _atoms_summary(atoms, path: Path | None = None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- build
 def cmd_build_slab(args: argparse.Namespace) -> None:
     from ligbind.builders.slab import build_slab
+    from ligbind.cli_complexes import auto_slab_size
     from ligbind.io import write_structure
     from ligbind.validation import check_slab
-
-    from ligbind.cli_complexes import auto_slab_size
 
     slab = build_slab(
         material=args.material,
@@ -419,9 +418,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--material", default="CsPbI3", choices=_materials(), help="default CsPbI3")
     p.add_argument("--phase", default=None, choices=_phases(), help="default: tetragonal (tilted)")
     p.add_argument(
-        "--size", type=slab_size, default="2x2", help="in-plane pseudo-cubic repeats, e.g. 2x2, or auto (see --fit)"
+        "--size",
+        type=slab_size,
+        default="2x2",
+        help="in-plane pseudo-cubic repeats, e.g. 2x2, or auto (see --fit)",
     )
-    p.add_argument("--fit", action="append", metavar="LIGAND", help="with --size auto: ligands the cell must fit")
+    p.add_argument(
+        "--fit", action="append", metavar="LIGAND", help="with --size auto: ligands the cell must fit"
+    )
     p.add_argument(
         "--layers",
         type=int_in("number of layers", 1, 21),

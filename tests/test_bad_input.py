@@ -812,7 +812,9 @@ CAMPAIGN_BAD = {
     "material": _bad(lambda v: v in (None, "CsPbI3")),
     "phase": _bad(lambda v: v in (None, "cubic", "tetragonal")),
     "slab": _bad(lambda v: v is None or isinstance(v, dict) and not v),
-    "slab.size": _bad(lambda v: v is None or _valid_size(v) or (isinstance(v, str) and v.strip().lower() == "auto")),
+    "slab.size": _bad(
+        lambda v: v is None or _valid_size(v) or (isinstance(v, str) and v.strip().lower() == "auto")
+    ),
     "slab.layers": _bad(_int_in(2, 21)),
     "slab.vacuum": _bad(lambda v: v is None or (_number(v) and MIN_VACUUM <= v <= 100)),
     "slab.fix_layers": _bad(_int_in(0, 2)),
