@@ -434,6 +434,8 @@ def default_workers(c: dict[str, Any]) -> int:
     from ligbind.calculators import backend_of
 
     protocols = [c["protocol"], *([c["verify"]["protocol"]] if c.get("verify") else [])]
+    if c["compute"].get("complexes"):  # GPAW complexes run as MPI jobs over every core
+        protocols.append(c["compute"]["complexes"]["protocol"])
     return min(backend_of(p).default_workers(p) for p in protocols)
 
 
