@@ -240,3 +240,22 @@ def test_campaign_refuses_ml_complexes(tmp_path):
     (tmp_path / "bad.yaml").write_text(CAMPAIGN.replace("protocol: gpaw-complex", "protocol: ml-screen"))
     with pytest.raises(LigbindError, match="compute.complexes.protocol: 'ml-screen'.*cannot treat"):
         load_campaign(tmp_path / "bad.yaml")
+
+
+def test_complexation_energy_balances_charge_and_atoms():
+    """ΔE = E(complex) − E(ion) − E(ligand) only when charges and atoms balance."""
+    from collections import Counter
+
+    from ligbind.analysis.complexes import complexation_energy
+    from ligbind.analysis.energies import EnergyMismatchError, Term
+
+    ion = Term("ion", 20.9, Counter({"Pb": 1}), "p")
+    lig = Term("ligand", -30.3, Counter({"C": 2, "H": 3, "O": 2}), "p")
+    cx = Term("complex", -25.3, Counter({"Pb": 1, "C": 2, "H": 3, "O": 2}), "p")
+    assert complexation_energy(cx, ion, lig, (1, 2, -1)) == pytest.approx(-25.3 - 20.9 + 30.3)
+    with pytest.raises(EnergyMismatchError, match="charges do not balance"):
+        complexation_energy(cx, ion, lig, (2, 2, -1))
+    with pytest.raises(EnergyMismatchError, match="not balanced"):
+        complexation_energy(Term("complex", -1.0, Counter({"Pb": 1}), "p"), ion, lig, (1, 2, -1))
+    with pytest.raises(EnergyMismatchError, match="different protocols"):
+        complexation_energy(cx, Term("ion", 20.9, Counter({"Pb": 1}), "q"), lig, (1, 2, -1))
