@@ -79,9 +79,16 @@ def relax_complex(atoms: Atoms, protocol: dict[str, Any], store: ResultStore, wo
     try:
         return relax(atoms, protocol, store=store, workdir=workdir, prerelax=False)
     except Exception as exc:
-        if type(exc).__name__ == "GridBoundsError":
+        if _ion_left_box(exc):
             return None
         raise
+
+
+def _ion_left_box(exc: Exception) -> bool:
+    """GPAW's GridBoundsError, in process or reported by a failed MPI job (its last log line)."""
+    return type(exc).__name__ == "GridBoundsError" or (
+        isinstance(exc, LigbindError) and ("GridBoundsError" in str(exc) or "too close to edge" in str(exc))
+    )
 
 
 def complex_ion(
