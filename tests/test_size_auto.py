@@ -67,3 +67,14 @@ def test_campaign_size_auto_and_cooperativity(tmp_path, monkeypatch):
     assert list(df["family"]) == ["PP"] and df["flags"][0] == "none"
     assert df["eb_n1"][0] == pytest.approx(eb["PP1"], abs=1e-3)
     assert df["delta_e_coop"][0] == pytest.approx(eb["PP2"] - 2 * eb["PP1"], abs=1e-3)
+
+
+def test_build_slab_size_auto_cli(tmp_path, run_cli):
+    """``build slab --size auto --fit L``: a small ligand fits the 2x2 slab, the smallest the phase builds."""
+    import json
+
+    proc = run_cli(
+        "build", "slab", "--size", "auto", "--fit", "methylamine", "-o", "s.extxyz", "--json", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["natoms"] == 32  # Cs4 Pb8 I20: 2x2, three layers
