@@ -888,10 +888,15 @@ def register_campaign_commands(sub) -> None:
 
 _EXTRA_COMMANDS.append(register_campaign_commands)
 
-# ion–ligand complexes (ligbind complex-ion), defined in their own module
-from ligbind.cli_complexes import register_complex_commands  # noqa: E402
 
-_EXTRA_COMMANDS.append(register_complex_commands)
+def _register_complex_commands(sub) -> None:
+    """Ion–ligand complexes (``ligbind complex-ion``), defined in their own module (imported when used)."""
+    from ligbind.cli_complexes import register_complex_commands
+
+    register_complex_commands(sub)
+
+
+_EXTRA_COMMANDS.append(_register_complex_commands)
 
 
 def _stdout_closed() -> bool:
