@@ -237,7 +237,9 @@ def test_campaign_fireworks_complexes(tmp_path, monkeypatch):
 def test_campaign_refuses_ml_complexes(tmp_path):
     from ligbind.engine.campaign import load_campaign
 
-    (tmp_path / "bad.yaml").write_text(CAMPAIGN.replace("protocol: gpaw-complex", "protocol: ml-screen"))
+    bad = re.sub(r"protocol: gpaw-complex\n\s*overrides: .*\n", "protocol: ml-screen\n", CAMPAIGN)
+    assert "protocol: ml-screen\n    ligands: [acetate]" in bad
+    (tmp_path / "bad.yaml").write_text(bad)
     with pytest.raises(LigbindError, match="compute.complexes.protocol: 'ml-screen'.*cannot treat"):
         load_campaign(tmp_path / "bad.yaml")
 
