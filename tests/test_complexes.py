@@ -174,10 +174,15 @@ def test_vasp_nelect(tmp_path, monkeypatch):
         zval = sum(ZVAL[potcar[s]] for s in atoms.get_chemical_symbols())
         incar = Incar.from_file(write_vasp_inputs(atoms, protocol, tmp_path / f"q{charge}") / "INCAR")
         assert incar["NELECT"] == pytest.approx(zval - charge)
+        # a charged molecule in a periodic box: monopole and dipole corrections about its centre
+        assert incar["IDIPOL"] == 4 and incar["LMONO"] is True and incar["LDIPOL"] is True
+        assert incar["DIPOL"] == pytest.approx(
+            atoms.cell.scaled_positions(atoms.positions).mean(axis=0), abs=1e-5
+        )
     neutral = cx.copy()
     neutral.info["charge"] = 0
     incar = Incar.from_file(write_vasp_inputs(neutral, protocol, tmp_path / "q0") / "INCAR")
-    assert "NELECT" not in incar
+    assert "NELECT" not in incar and "LMONO" not in incar
 
 
 def test_complex_ion_vasp_dry_run(tmp_path, run_cli):

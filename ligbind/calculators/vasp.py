@@ -16,7 +16,8 @@ Inputs
 Geometry (``classify_structure``)
     An axis has vacuum when the largest empty gap between atomic planes along it exceeds 5 Å (or the axis is
     not periodic). Vacuum along c only: slab (dipole keys, the protocol's Gamma-centred ``kpoints``).
-    Vacuum along all three: molecule in a box (Gamma only, no dipole keys). No vacuum: bulk (needs
+    Vacuum along all three: molecule in a box (Gamma only, no dipole keys; a charged molecule gets the monopole
+    and dipole corrections IDIPOL = 4, LDIPOL, LMONO about its centre, and NELECT = Σ ZVAL − charge). No vacuum: bulk (needs
     ``vasp.bulk_kpoints`` in the protocol). Anything else is refused.
 
 Running
@@ -250,6 +251,11 @@ def _prepare(atoms: Atoms, protocol: dict[str, Any], is_slab: bool | None) -> _P
         raise LigbindError("vasp.incar.MAGMOM must map elements to moments, e.g. {Ir: 0.6} (others get 0.6)")
     if str(incar.get("DIPOL", "")).lower() == "auto":
         incar["DIPOL"] = [0.5, 0.5, round(_slab_centre_c(atoms), 6)]
+    if kind == "molecule" and int(atoms.info.get("charge", 0) or 0):
+        # a charged molecule in a periodic box: monopole/dipole corrections in all three directions (VASP
+        # wiki, LMONO), about the molecule's centre; without them a 2+ ion in a 15 Å box is off by eV
+        centre = atoms.cell.scaled_positions(atoms.positions).mean(axis=0)
+        incar.update(IDIPOL=4, LDIPOL=True, LMONO=True, DIPOL=[round(float(x), 6) for x in centre])
 
     if kind == "slab":
         mesh = _mesh(vasp.get("kpoints"), "kpoints")
