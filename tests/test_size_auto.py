@@ -64,7 +64,7 @@ def test_campaign_size_auto_and_cooperativity(tmp_path, monkeypatch):
         e_cx = store.get(next(x["key"] for x in o["configs"] if x["config"] == o["best_config"])).energy
         eb[name] = e_cx - store.get(o["ligand_key"]).energy - store.get(o["slab_key"]).energy
     df = pd.read_csv(paths["polymers_csv"])
-    assert list(df["family"]) == ["PP"] and df["flags"][0] == "none"
+    assert list(df["family"]) == ["PP"] and df["flags"][0] == "none" and df["cell"][0] == "4x4"
     assert df["eb_n1"][0] == pytest.approx(eb["PP1"], abs=1e-3)
     assert df["delta_e_coop"][0] == pytest.approx(eb["PP2"] - 2 * eb["PP1"], abs=1e-3)
 
