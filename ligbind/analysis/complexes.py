@@ -5,7 +5,7 @@ relaxed with one protocol, the charges carried by the DFT code; negative = the c
 charge must equal the ion's plus the ligand's (checked).
 
 Flags (a flagged complex stays in the table and is left out of ΔE unless asked):
-``unconverged``; ``ion-left-box`` (the relaxation stopped when the ion reached the box edge: the ligand
+``unconverged``; ``failed`` (its campaign step failed); ``ion-left-box`` (the relaxation stopped when the ion reached the box edge: the ligand
 released it); ``ion-released`` (no anchor atom within bonding distance + 0.6 Å of the ion: the ligand left
 the ion); ``dissociated`` (the ligand fell apart); ``bonds-changed`` (ligand bonds formed or broken, e.g. a
 proton moved); ``implausible-energy`` (|ΔE| > 20 eV). The number of anchors coordinating before and after
@@ -132,8 +132,10 @@ def analyse_complexation(
     lig_term = Term.from_atoms("ligand", ligand.atoms, ligand.energy, p_hash, False)
     rows, usable, denticity = [], {}, {}
     for initial, r in configs:
-        if r is None:  # the relaxation stopped: the ion reached the box edge (see recipes_complexes)
-            flags = ["ion-left-box"]
+        if (
+            r is None
+        ):  # the ion reached the box edge (recipes_complexes), or the step failed ("failure" in info)
+            flags = [str(initial.info.get("failure", "ion-left-box"))]
             rows.append({"config": initial.info["config"], "status": "failed", "flags": flags})
             continue
         q = int(r.atoms.info.get("charge", 0))

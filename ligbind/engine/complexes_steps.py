@@ -158,6 +158,9 @@ def step_complexation(c: dict[str, Any], keys: KeyMap, name: str):
         row = _store(c).get(key) if key else None
         if row is not None:
             configs.append((atoms, result_from_row(row, protocol)))
+        else:  # its Firework failed (e.g. the ion left the box): listed as failed, not silently dropped
+            atoms.info["failure"] = "failed"
+            configs.append((atoms, None))
     ion, ligand = _passed(c, keys, "complex-ion"), _passed(c, keys, f"complex-ligand/{name}")
     return analyse_complexation(ion, ligand, configs, protocol, store=_store(c), campaign=c["name"])
 
