@@ -91,6 +91,9 @@ def float_in(what: str, lo: float, hi: float, *, lo_open: bool = False, unit: st
 def slab_size(text: str) -> str:
     from ligbind.builders.slab import parse_size
 
+    if text.strip().lower() == "auto":  # the smallest n×n every --fit ligand fits (ligbind.builders.cells)
+        return "auto"
+
     nx, ny = parse_size(text)
     if max(nx, ny) > MAX_REPEATS:
         raise ValueError(f"bad slab size {nx}x{ny}: at most {MAX_REPEATS} repeats each way")
@@ -293,13 +296,14 @@ def _atoms_summary(atoms, path: Path | None = None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- build
 def cmd_build_slab(args: argparse.Namespace) -> None:
     from ligbind.builders.slab import build_slab
+    from ligbind.cli_complexes import auto_slab_size
     from ligbind.io import write_structure
     from ligbind.validation import check_slab
 
     slab = build_slab(
         material=args.material,
         phase=args.phase,
-        size=args.size,
+        size=auto_slab_size(args),
         layers=args.layers,
         vacuum=args.vacuum,
         fix_layers=args.fix_layers,
@@ -434,7 +438,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = bsub.add_parser("slab", help="a PbI2- or AX-terminated (001) slab")
     p.add_argument("--material", default="CsPbI3", choices=_materials(), help="default CsPbI3")
     p.add_argument("--phase", default=None, choices=_phases(), help="default: tetragonal (tilted)")
-    p.add_argument("--size", type=slab_size, default="2x2", help="in-plane pseudo-cubic repeats, e.g. 2x2")
+    p.add_argument(
+        "--size",
+        type=slab_size,
+        default="2x2",
+        help="in-plane pseudo-cubic repeats, e.g. 2x2, or auto (see --fit)",
+    )
+    p.add_argument(
+        "--fit", action="append", metavar="LIGAND", help="with --size auto: ligands the cell must fit"
+    )
     p.add_argument(
         "--layers",
         type=int_in("number of layers", 1, 21),
@@ -915,6 +927,14 @@ def _register_passivation(sub) -> None:  # `ligbind passivate` (ligbind/cli_pass
 
 
 _EXTRA_COMMANDS.append(_register_passivation)
+def _register_complex_commands(sub) -> None:
+    """Ion–ligand complexes (``ligbind complex-ion``), defined in their own module (imported when used)."""
+    from ligbind.cli_complexes import register_complex_commands
+
+    register_complex_commands(sub)
+
+
+_EXTRA_COMMANDS.append(_register_complex_commands)
 
 
 def _stdout_closed() -> bool:

@@ -175,6 +175,7 @@ def _cases() -> list[Case]:
     bc = ("build", "complex", "--slab", "slab.extxyz", "--ligand", "methylamine")
     bind = ("bind", "--slab", "slab.extxyz", "--ligand", "methylamine")
     fr = ("frenkel", "--slab", "slab.extxyz")
+    cx = ("complex-ion", "--ligand", "acetate")
     rows = [
         ("", "--debug", ("--debug=yes", "ligands"), "ignored explicit argument"),
         ("", "command", ("bogus",), "invalid choice: 'bogus'"),
@@ -324,6 +325,23 @@ def _cases() -> list[Case]:
         ("bind", "--slab", ("bind", "--slab", "cu.extxyz", "--ligand", "methylamine"), "not a lead-halide"),
         ("bind", "--slab", ("bind", "--slab", "overlap.extxyz", "--ligand", "methylamine"), "overlap"),
         ("bind", "--ligand", ("bind", "--slab", "slab.extxyz", "--ligand", "unobtainium"), "unknown ligand"),
+        # ion–ligand complexes (ligbind complex-ion) and build slab --size auto --fit
+        ("build slab", "--fit", (*bs, "--fit", "PP1", "-o", "s.extxyz"), "--fit chooses the cell"),
+        ("build slab", "--size", (*bs, "--size", "auto", "-o", "s.extxyz"), "--size auto needs"),
+        ("complex-ion", "--ion", (*cx, "--ion", "Xx2+"), "bad ion 'Xx2+'"),
+        ("complex-ion", "--ion", (*cx, "--ion", "Pb"), "bad ion 'Pb'"),
+        ("complex-ion", "--ligand", ("complex-ion", "--ligand", "unobtainium"), "unknown ligand"),
+        ("complex-ion", "--configs", (*cx, "--configs", "0"), "bad number of configurations 0"),
+        ("complex-ion", "--seed", (*cx, "--seed", "-3"), "bad seed -3: need at least 0"),
+        ("complex-ion", "--protocol", (*cx, "--protocol", "ml-screen"), "cannot treat charged systems"),
+        ("complex-ion", "--protocol", (*cx, "--protocol", "xtb"), "unknown protocol 'xtb'"),
+        ("complex-ion", "--set", (*cx, "--set", '{"relax": {"fmax": "abc"}}'), "fmax"),
+        ("complex-ion", "--dry-run", (*cx, "--dry-run"), "the gpaw backend has none"),
+        ("complex-ion", "--include-flagged", (*cx, "--include-flagged=1"), "ignored explicit"),
+        ("complex-ion", "--quiet", (*cx, "--quiet=1"), "ignored explicit"),
+        ("complex-ion", "--json", (*cx, "--json=1"), "ignored explicit"),
+        ("complex-ion", "--db", (*cx, "--db", "notadb.db"), "is not an SQLite (ase.db) database"),
+        ("complex-ion", "--workdir", (*cx, "--workdir", "afile"), "is a file, not a directory"),
         ("bind", "--configs", (*bind, "--configs", "0"), "bad number of configurations 0"),
         ("bind", "--configs", (*bind, "--configs", "2.7"), "not an integer"),
         ("bind", "--mode", (*bind, "--mode", "weird"), "invalid choice: 'weird'"),
@@ -625,6 +643,12 @@ CAMPAIGN_TABLE = [
     ("compute.frenkel.ligands", ["OA"], "Frenkel ligand 'OA' is not among"),
     ("compute.frenkel.ligands", ["methylamine", "methylamine"], "listed twice"),
     ("compute.frenkel.bare", 1, "compute.frenkel.bare: Input should be a valid boolean"),
+    ("compute.complexes.ion", "Xx2+", "compute.complexes.ion: bad ion"),
+    ("compute.complexes.protocol", "ml-screen", "compute.complexes.protocol: 'ml-screen'"),
+    ("compute.complexes.ligands", ["unobtainium"], "compute.complexes.ligands.0"),
+    ("compute.complexes.configs", 0, "compute.complexes.configs"),
+    ("compute.complexes.ionn", "Pb2+", "compute.complexes.ionn: unknown key"),
+    ("slab.size", "auto2", "slab.size"),
     ("compute.coadsorption", [["methylamine"]], "compute.coadsorption.0"),
     ("compute.coadsorption", [["methylamine", "OA"]], "coadsorption pair"),
     ("compute.coadsorption", "methylamine+acetic-acid", "compute.coadsorption"),
@@ -798,7 +822,9 @@ CAMPAIGN_BAD = {
     "material": _bad(lambda v: v in (None, "CsPbI3")),
     "phase": _bad(lambda v: v in (None, "cubic", "tetragonal")),
     "slab": _bad(lambda v: v is None or isinstance(v, dict) and not v),
-    "slab.size": _bad(lambda v: v is None or _valid_size(v)),
+    "slab.size": _bad(
+        lambda v: v is None or _valid_size(v) or (isinstance(v, str) and v.strip().lower() == "auto")
+    ),
     "slab.layers": _bad(_int_in(2, 21)),
     "slab.vacuum": _bad(lambda v: v is None or (_number(v) and MIN_VACUUM <= v <= 100)),
     "slab.fix_layers": _bad(_int_in(0, 2)),
@@ -876,6 +902,7 @@ CAMPAIGN_BAD = {
         st.lists(_TEXT.filter(lambda t: t not in ("methylamine", "acetic-acid")), min_size=1, max_size=2),
     ),
     "compute.frenkel.pairs": _bad(_int_in(1, 50)),
+    "compute.complexes": _bad(lambda v: v is None or isinstance(v, dict) and not v),
     "workdir": st.one_of(
         _bad(lambda v: v is None or isinstance(v, str)),
         st.sampled_from(["afile", "afile/runs", "adir.x/../afile/x", "", " "]),

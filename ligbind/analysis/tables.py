@@ -279,6 +279,12 @@ def write_tables(
     from ligbind.analysis.passivation import write_passivation_table  # passivation.csv|md when present
 
     paths |= write_passivation_table(store, outdir, campaign, protocol_hash)
+    from ligbind.analysis.complexes import write_complexation_table  # ion–ligand complexes
+
+    paths |= write_complexation_table(store, outdir, campaign)
+    from ligbind.analysis.polymers import write_cooperativity_table  # polymer units n = 1 vs n = 2
+
+    paths |= write_cooperativity_table(store, outdir, campaign, protocol_hash)
     return paths
 
 

@@ -16,7 +16,8 @@ Inputs
 Geometry (``classify_structure``)
     An axis has vacuum when the largest empty gap between atomic planes along it exceeds 5 Å (or the axis is
     not periodic). Vacuum along c only: slab (dipole keys, the protocol's Gamma-centred ``kpoints``).
-    Vacuum along all three: molecule in a box (Gamma only, no dipole keys). No vacuum: bulk (needs
+    Vacuum along all three: molecule in a box (Gamma only, no dipole keys; a charged molecule gets the monopole
+    and dipole corrections IDIPOL = 4, LDIPOL, LMONO about its centre, and NELECT = Σ ZVAL − charge). No vacuum: bulk (needs
     ``vasp.bulk_kpoints`` in the protocol). Anything else is refused.
 
 Running
@@ -250,6 +251,11 @@ def _prepare(atoms: Atoms, protocol: dict[str, Any], is_slab: bool | None) -> _P
         raise LigbindError("vasp.incar.MAGMOM must map elements to moments, e.g. {Ir: 0.6} (others get 0.6)")
     if str(incar.get("DIPOL", "")).lower() == "auto":
         incar["DIPOL"] = [0.5, 0.5, round(_slab_centre_c(atoms), 6)]
+    if kind == "molecule" and int(atoms.info.get("charge", 0) or 0):
+        # a charged molecule in a periodic box: monopole/dipole corrections in all three directions (VASP
+        # wiki, LMONO), about the molecule's centre; without them a 2+ ion in a 15 Å box is off by eV
+        centre = atoms.cell.scaled_positions(atoms.positions).mean(axis=0)
+        incar.update(IDIPOL=4, LDIPOL=True, LMONO=True, DIPOL=[round(float(x), 6) for x in centre])
 
     if kind == "slab":
         mesh = _mesh(vasp.get("kpoints"), "kpoints")
@@ -269,9 +275,14 @@ def _prepare(atoms: Atoms, protocol: dict[str, Any], is_slab: bool | None) -> _P
     elements = list(dict.fromkeys(ordered.get_chemical_symbols()))
     symbols = _potcar_symbols(vasp, elements)
     functional = str(vasp["potcar_functional"])
+    charge = int(atoms.info.get("charge", 0) or 0)
+    if charge:  # NELECT = Σ ZVAL − charge, from the POTCARs (pymatgen's use_structure_charge)
+        check_potcars(protocol, atoms.get_chemical_symbols())
+        structure.set_charge(charge)
+        incar["NELECT"] = None  # placeholder: keeps NELECT among the INCAR keys; pymatgen fills it in
 
     config = {
-        "INCAR": incar,
+        "INCAR": {k: v for k, v in incar.items() if v is not None},
         "POTCAR": {el: sym for el, sym in zip(elements, symbols, strict=True)},
         "POTCAR_FUNCTIONAL": functional,
     }
@@ -281,11 +292,15 @@ def _prepare(atoms: Atoms, protocol: dict[str, Any], is_slab: bool | None) -> _P
         user_kpoints_settings=kpoints,
         sort_structure=False,
         validate_magmom=False,
+        use_structure_charge=bool(charge),
         incar_keys=tuple(incar),
     )
-    text = "\n".join(
-        [str(input_set.incar), str(input_set.kpoints), input_set.poscar.get_str(), functional, *symbols]
-    )
+    with warnings.catch_warnings():  # NELECT from a charged structure: pymatgen's notes on POTCARs and charge
+        warnings.filterwarnings("ignore", message="POTCAR data with symbol")
+        warnings.filterwarnings("ignore", message="Structure charge")
+        text = "\n".join(
+            [str(input_set.incar), str(input_set.kpoints), input_set.poscar.get_str(), functional, *symbols]
+        )
     fingerprint = hashlib.sha256(text.encode()).hexdigest()
     return _Prepared(input_set, kind, order, symbols, functional, fingerprint)
 
@@ -328,6 +343,7 @@ def _write(prepared: _Prepared, protocol: dict[str, Any], directory: Path, potca
     with warnings.catch_warnings():
         # pymatgen warns about POTCAR hashes it does not know; the POTCAR choice is recorded below
         warnings.filterwarnings("ignore", message="POTCAR data with symbol")
+        warnings.filterwarnings("ignore", message="Structure charge")
         prepared.input_set.write_input(str(directory), potcar_spec=potcar_spec)
     record = {
         "ligbind_version": __version__,
@@ -692,7 +708,7 @@ class VaspBackend(Backend):
         return int(protocol["vasp"]["incar"].get("ISPIN", 1)) == 2
 
     def check_input(self, atoms: Atoms, protocol: dict[str, Any]) -> None:
-        return None  # NELECT follows the charge; POTCARs are checked by run_vasp before anything is written
+        return None  # NELECT follows the charge (from the POTCARs' ZVAL, checked when the inputs are made)
 
     def relax(self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path):
         out = run_vasp(atoms, protocol, workdir / key)

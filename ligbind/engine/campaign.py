@@ -198,6 +198,12 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
         check_output_dir(root, "workdir")
     except LigbindError as exc:
         raise refuse("workdir", exc) from None
+    from ligbind.engine.size_auto import resolve_auto_size  # slab size: auto
+
+    try:
+        slab = resolve_auto_size(spec.material, spec.phase, slab, specs, spec.seed, root)
+    except LigbindError as exc:
+        raise refuse("slab.size", exc) from None
     store = Path(spec.store) if spec.store else root / "ligbind.db"
     try:
         check_database_file(store, must_exist=False, what="results store")
@@ -219,6 +225,7 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
             "coadsorption": pairs,
             "frenkel": {"bare": frenkel.bare, "ligands": list(frenkel.ligands), "pairs": frenkel.pairs},
             "passivation": spec.compute.passivation.model_dump() if spec.compute.passivation else None,
+            "complexes": _complexes_settings(spec, path, specs),
         },
         "verify": _verify_settings(spec, path),
         "workdir": str(root.resolve()),
@@ -253,6 +260,10 @@ def _surface(spec: CampaignSpec, slab: dict[str, Any], refuse) -> str:
             "needs a PbX2-terminated slab (slab.termination is AX: only binding by A-site exchange)",
         )
     return surface
+def _complexes_settings(spec: CampaignSpec, path: Path, specs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    from ligbind.engine.complexes_steps import complexes_settings
+
+    return complexes_settings(spec, path, specs)
 
 
 def _verify_settings(spec: CampaignSpec, path: Path) -> dict[str, Any] | None:

@@ -38,6 +38,7 @@ from ligbind.engine.campaign import (
     step_verify_ligand,
     step_verify_slab,
 )
+from ligbind.engine.complexes_steps import COMPLEX_CALCULATION_STEPS, COMPLEX_STEPS, plan_complexes
 from ligbind.errors import LigbindError
 from ligbind.protocols import describe_changes, protocol_hash
 
@@ -244,6 +245,7 @@ STEPS = {
     "verify-config": lambda c, keys, ligand, config, other: step_verify_config(c, keys, ligand, int(config)),
     "verify": lambda c, keys, ligand, config, other: step_verify(c, keys, ligand),
 }
+STEPS.update(COMPLEX_STEPS)  # ion–ligand complexes (ligbind.engine.complexes_steps)
 
 from ligbind.engine.passivation_steps import CALCULATION_STEPS as _PASSIVATION_CALCULATIONS  # noqa: E402
 from ligbind.engine.passivation_steps import STEPS as _PASSIVATION_STEPS  # noqa: E402
@@ -349,6 +351,7 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
             ]
             parents = [binding_ids[lig], dft_slab, ligand, *configs]
             add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
+    plan_complexes(c, add)
     return plan
 
 
@@ -430,6 +433,7 @@ CALCULATION_STEPS = frozenset(
     {"slab", "ligand", "byproduct", "config", "frenkel-pair", "verify-slab", "verify-ligand", "verify-config"}
 )
 CALCULATION_STEPS |= _PASSIVATION_CALCULATIONS
+CALCULATION_STEPS = CALCULATION_STEPS | COMPLEX_CALCULATION_STEPS
 _PREFETCH_ERRORS: dict[str, BaseException] = {}
 
 
@@ -438,6 +442,8 @@ def default_workers(c: dict[str, Any]) -> int:
     from ligbind.calculators import backend_of
 
     protocols = [c["protocol"], *([c["verify"]["protocol"]] if c.get("verify") else [])]
+    if c["compute"].get("complexes"):  # GPAW complexes run as MPI jobs over every core
+        protocols.append(c["compute"]["complexes"]["protocol"])
     return min(backend_of(p).default_workers(p) for p in protocols)
 
 

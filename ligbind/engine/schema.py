@@ -79,7 +79,7 @@ Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 class SlabSpec(_Strict):
     """The campaign's slab; missing keys come from the protocol's ``slab:`` section."""
 
-    size: Any = Field(None, description="in-plane pseudo-cubic repeats, 'NxM' or [N, M]")
+    size: Any = Field(None, description="in-plane pseudo-cubic repeats, 'NxM', [N, M] or auto")
     layers: Annotated[int, Field(ge=1, le=21)] | None = Field(None, description="PbX2/AX layers")
     vacuum: Annotated[float, Field(gt=0, le=100)] | None = Field(None, description="Å along z")
     fix_layers: Annotated[int, Field(ge=0, le=20)] | None = Field(None, description="bottom layers fixed")
@@ -90,8 +90,8 @@ class SlabSpec(_Strict):
     @field_validator("size")
     @classmethod
     def _size(cls, value):
-        if value is None:
-            return value
+        if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+            return value  # auto: the smallest n×n cell every ligand fits (ligbind.engine.size_auto)
         if isinstance(value, str):
             m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
             repeats = [int(g) for g in m.groups()] if m else None
@@ -152,6 +152,14 @@ class PassivationSpec(_Strict):
     exchange: Annotated[int, Field(ge=0, le=64)] | None = Field(None, description="top-layer I made Br")
     arrangements: PositiveConfigs = Field(3, description="symmetry-distinct arrangements relaxed")
     frenkel: bool = False
+class ComplexesSpec(_Strict):
+    """Ion–ligand complexes in vacuum; they need a charge-capable (DFT) protocol of their own."""
+
+    ion: str = "Pb2+"
+    protocol: str = Field("gpaw-complex", min_length=1, description="a DFT protocol preset")
+    overrides: dict[str, Any] | None = None
+    ligands: list[str] = Field(default_factory=list, description="default: every campaign ligand")
+    configs: Annotated[int, Field(ge=1, le=MAX_CONFIGS)] = 2
 
 
 class ComputeSpec(_Strict):
@@ -159,6 +167,7 @@ class ComputeSpec(_Strict):
     coadsorption: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(default_factory=list)
     frenkel: FrenkelSpec = Field(default_factory=FrenkelSpec)
     passivation: PassivationSpec | None = None
+    complexes: ComplexesSpec | None = None
 
     @field_validator("coadsorption")
     @classmethod

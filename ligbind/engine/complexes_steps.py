@@ -1,0 +1,192 @@
+"""Campaign part for ion–ligand complexes: ``compute: {complexes: {ion: Pb2+, protocol: gpaw-complex}}``.
+
+The complexes need a protocol that carries a charge, so they name their own (a DFT protocol), whatever the
+campaign's protocol (e.g. ml-screen) is. Steps: the ion, each free ligand, each built complex (one relaxation
+each, in the complexes' protocol), then one analysis per ligand (:mod:`ligbind.analysis.complexes`), the same
+functions ``ligbind complex-ion`` calls. The step names are ``complex-ion``, ``complex-ligand/<L>``,
+``complex-config/<L>/<k>`` and ``complexation/<L>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from ase import Atoms
+
+from ligbind.engine.campaign import KeyMap, _calcdir, _passed, _store, entry_from_spec
+from ligbind.errors import LigbindError
+from ligbind.jobs import Result
+from ligbind.protocols import load_protocol
+
+
+def complexes_settings(spec, path: Path, specs: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The resolved ``compute.complexes`` section (ion, DFT protocol, ligands, configs), checked; None if absent.
+
+    ``ligands`` are library names or the campaign's ligand labels (default: every campaign ligand); a charged
+    ligand such as acetate or an EDTA anion may be named here even when the campaign's own protocol (an ML
+    screen) could not bind it.
+    """
+    from ligbind.builders.complexes import parse_ion
+    from ligbind.builders.library import resolve_ligand
+    from ligbind.recipes_complexes import check_complex_protocol
+
+    names = [s["name"] for s in specs]
+    campaign_entries = {s["name"]: entry_from_spec(s) for s in specs}
+
+    cx = spec.compute.complexes
+    if cx is None:
+        return None
+    where = f"campaign {path}: compute.complexes"
+    try:
+        ion = parse_ion(cx.ion)
+    except LigbindError as exc:
+        raise LigbindError(f"{where}.ion: {exc}") from None
+    try:
+        protocol = load_protocol(cx.protocol, cx.overrides)
+    except LigbindError as exc:
+        raise LigbindError(f"{where}.protocol: {exc}") from None
+    from ligbind.calculators import backend_of
+
+    if ion.charge and not backend_of(protocol).supports_charge:
+        raise LigbindError(
+            f"{where}.protocol: '{protocol['name']}' ({protocol['backend']}) cannot treat the charged {ion.name}: "
+            "name a DFT protocol (e.g. gpaw-complex)"
+        )
+    ligands = list(cx.ligands) or list(names)
+    entries = {}
+    for k, lig in enumerate(ligands):
+        if ligands.index(lig) != k:
+            raise LigbindError(f"{where}.ligands.{k}: '{lig}' is listed twice")
+        try:  # the campaign's own (possibly truncated) entry, else the library's
+            entry = campaign_entries[lig] if lig in campaign_entries else resolve_ligand(lig)
+            check_complex_protocol(protocol, ion, entry)
+        except LigbindError as exc:
+            raise LigbindError(f"{where}.ligands.{k}: {exc}") from None
+        entries[lig] = dict(entry.__dict__, name=lig)
+    return {
+        "ion": ion.name,
+        "protocol": protocol,
+        "ligands": ligands,
+        "entries": entries,
+        "configs": cx.configs,
+    }
+
+
+def _settings(c: dict[str, Any]) -> dict[str, Any]:
+    cx = c["compute"].get("complexes")
+    if not cx:
+        raise LigbindError("the campaign computes no complexes (compute.complexes)")
+    return cx
+
+
+def _entry(c: dict[str, Any], name: str):
+    from ligbind.builders.library import LigandEntry
+
+    return LigandEntry(**_settings(c)["entries"][name])
+
+
+def built_complexes(c: dict[str, Any], name: str) -> list[Atoms]:
+    """The built complexes of ``name``, cached on disk (exact positions, so every step computes the same keys)."""
+    from ase.io import Trajectory
+
+    from ligbind.builders.complexes import parse_ion
+    from ligbind.recipes_complexes import complex_structures
+
+    cx = _settings(c)
+    tag = hashlib.sha256(
+        f"{cx['ion']}|{_entry(c, name).smiles}|{cx['configs']}|{c['seed']}|"
+        f"{cx['protocol']['slab']['vacuum']}".encode()
+    )
+    cache = Path(c["workdir"]) / "complexes" / f"{name}-{tag.hexdigest()[:16]}.traj"
+    if not cache.exists():
+        built = complex_structures(
+            parse_ion(cx["ion"]), _entry(c, name), cx["protocol"], cx["configs"], c["seed"]
+        )
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".{os.getpid()}.partial")
+        with Trajectory(str(tmp), "w") as traj:
+            for atoms in built:
+                traj.write(atoms)
+        tmp.replace(cache)
+    return list(Trajectory(str(cache)))
+
+
+def step_complex_ion(c: dict[str, Any], keys: KeyMap) -> Result:
+    """Relax the bare ion (a single atom) with the complexes' protocol."""
+    from ligbind.builders.complexes import parse_ion
+    from ligbind.recipes_complexes import relax_ion
+
+    cx = _settings(c)
+    return relax_ion(parse_ion(cx["ion"]), cx["protocol"], _store(c), _calcdir(c)).require_converged("ion")
+
+
+def step_complex_ligand(c: dict[str, Any], keys: KeyMap, name: str) -> Result:
+    """Relax the free ligand in its box with the complexes' protocol."""
+    from ligbind.recipes_complexes import relax_free_ligand
+
+    return relax_free_ligand(_entry(c, name), _settings(c)["protocol"], _store(c), _calcdir(c))
+
+
+def step_complex_config(c: dict[str, Any], keys: KeyMap, name: str, k: int) -> Result:
+    """Relax built complex ``k`` of ``name``."""
+    from ligbind.recipes_complexes import relax_complex
+
+    built = built_complexes(c, name)
+    if k >= len(built):
+        raise LigbindError(f"{name}: only {len(built)} distinct complexes could be built")
+    result = relax_complex(built[k], _settings(c)["protocol"], _store(c), _calcdir(c))
+    if result is None:
+        raise LigbindError(f"complex {k} of {name}: the ion left the box (the ligand released it)")
+    return result
+
+
+def step_complexation(c: dict[str, Any], keys: KeyMap, name: str):
+    """ΔE of the ion with ``name`` from the results passed down (failed complexes are left out)."""
+    from ligbind.analysis.complexes import analyse_complexation
+    from ligbind.jobs import result_from_row
+
+    cx = _settings(c)
+    protocol = cx["protocol"]
+    built = built_complexes(c, name)
+    configs = []
+    for k, atoms in enumerate(built):
+        key = keys.get(f"complex-config/{name}/{k}")
+        row = _store(c).get(key) if key else None
+        if row is not None:
+            configs.append((atoms, result_from_row(row, protocol)))
+        else:  # its Firework failed (e.g. the ion left the box): listed as failed, not silently dropped
+            atoms.info["failure"] = "failed"
+            configs.append((atoms, None))
+    ion, ligand = _passed(c, keys, "complex-ion"), _passed(c, keys, f"complex-ligand/{name}")
+    return analyse_complexation(ion, ligand, configs, protocol, store=_store(c), campaign=c["name"])
+
+
+COMPLEX_CALCULATION_STEPS = frozenset({"complex-ion", "complex-ligand", "complex-config"})
+
+COMPLEX_STEPS: dict[str, Callable] = {
+    "complex-ion": lambda c, keys, ligand, config, other: step_complex_ion(c, keys),
+    "complex-ligand": lambda c, keys, ligand, config, other: step_complex_ligand(c, keys, ligand),
+    "complex-config": lambda c, keys, ligand, config, other: step_complex_config(
+        c, keys, ligand, int(config)
+    ),
+    "complexation": lambda c, keys, ligand, config, other: step_complexation(c, keys, ligand),
+}
+
+
+def plan_complexes(c: dict[str, Any], add: Callable) -> None:
+    """Add the complexes' Fireworks through the planner's ``add(step, name, parents, allow_fizzled, **params)``."""
+    cx = c["compute"].get("complexes")
+    if not cx:
+        return
+    ion = add("complex-ion", "complex-ion")
+    for lig in cx["ligands"]:
+        ligand = add("complex-ligand", f"complex-ligand/{lig}", ligand=lig)
+        configs = [
+            add("complex-config", f"complex-config/{lig}/{k}", ligand=lig, config=k)
+            for k in range(cx["configs"])
+        ]
+        add("complexation", f"complexation/{lig}", [ion, ligand, *configs], allow_fizzled=True, ligand=lig)
