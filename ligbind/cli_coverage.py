@@ -116,6 +116,7 @@ def cmd_treat(args: argparse.Namespace) -> None:
         f"({','.join(level['flags']) or 'ok'})",
         f"  E_F(bare) = {_fmt(out.ef_bare)};  E_F({out.treatment}) = {_fmt(out.ef_treated)};  "
         f"ΔE_F = {_fmt(out.delta_ef)}",
+        *([f"  note: {out.note}"] if out.note else []),
         f"{payload['wall_time']:.1f} s; results in {store.path}",
     ]
     _print(payload, args.json, "\n".join(lines))

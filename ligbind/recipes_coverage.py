@@ -142,6 +142,7 @@ class TreatmentOutcome:
     coverage: dict[str, Any]
     frenkel_bare: dict[str, Any]
     frenkel_treated: dict[str, Any]
+    note: str | None = None
 
     @property
     def ef_bare(self) -> float | None:
@@ -240,14 +241,11 @@ def treatment_frenkel(
         progress,
     )  # fmt: skip
     label = cov.treatment
-    treated = frenkel_on_host(
-        host.require_converged(f"{label} relaxation"),
-        treatment_frenkel_structures(host, treatment, max_pairs),
-        protocol,
-        store,
-        workdir,
-        label,
-        bare,
-        progress,
-    )
-    return TreatmentOutcome(label, protocol["name"], cov.as_dict(), bare.as_dict(), treated.as_dict())
+    host.require_converged(f"{label} relaxation")
+    note = None
+    try:
+        structures = treatment_frenkel_structures(host, treatment, max_pairs)
+    except LigbindError as exc:  # the treatment covers every interstitial site: no pair to relax
+        structures, note = [], f"{exc} (the {label} leaves no interstitial site free)"
+    treated = frenkel_on_host(host, structures, protocol, store, workdir, label, bare, progress)
+    return TreatmentOutcome(label, protocol["name"], cov.as_dict(), bare.as_dict(), treated.as_dict(), note)

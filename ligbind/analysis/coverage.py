@@ -87,6 +87,7 @@ def _rearranged(initial: Atoms, final: Atoms) -> bool:
     if any(tags[a] != tags[b] for a, b in ligand_bonds(final)):
         return True
     pb, _ = _surface_pb_z(final)
+    pb = pb[final.positions[pb, 2] > final.positions[pb, 2].max() - 1.0]  # top plane only (not z images)
     for s in json.loads(initial.info.get("anchor_sites", "[]")):
         if int(pb[np.argmin(final.get_distances(s["anchor"], pb, mic=True))]) != int(s["pb"]):
             return True
