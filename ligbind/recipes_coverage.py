@@ -160,6 +160,11 @@ class TreatmentOutcome:
         return asdict(self)
 
 
+def treatment_label(treatment: str) -> str:
+    """How a treatment is named in tables: ``MAI-layer``, or ``<ligand>-monolayer``."""
+    return treatment if treatment == MAI_LAYER else f"{treatment}-monolayer"
+
+
 def treatment_structure(
     relaxed_slab: Atoms, treatment: str, seed: int, relaxed_unit: Atoms | None
 ) -> tuple[Atoms, LigandEntry]:
@@ -177,7 +182,7 @@ def treatment_frenkel_structures(host: Result, treatment: str, max_pairs: int) -
         for defect in pairs:
             defect.info["label"] = f"frenkel:{treatment}:{defect.info['pair']}"
         return pairs
-    return frenkel_structures(host, max_pairs, f"{treatment}-monolayer")
+    return frenkel_structures(host, max_pairs, treatment_label(treatment))
 
 
 def frenkel_on_host(
@@ -233,7 +238,7 @@ def treatment_frenkel(
         slab_result,
         unit_result,
         {int(placed.info["n"]): [host]},
-        treatment=treatment if treatment == MAI_LAYER else f"{treatment}-monolayer",
+        treatment=treatment_label(treatment),
         store=store,
     )
     bare = frenkel_on_host(

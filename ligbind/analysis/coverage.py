@@ -146,9 +146,12 @@ class CoverageOutcome:
         return next((r for r in self.levels if r["n"] == n), None)
 
 
-def coverage_key(slab: Result, ligand: str, n: int, protocol: dict[str, Any]) -> str:
-    """Key of the coverage row of ``n`` copies of ``ligand`` on this relaxed slab with this protocol."""
-    return f"coverage-{structure_hash(slab.atoms)}-{protocol_hash(protocol)}-{ligand}-{n}"
+def coverage_key(
+    slab: Result, ligand: str, n: int, protocol: dict[str, Any], treatment: str | None = None
+) -> str:
+    """Key of the coverage row of ``n`` copies of ``ligand`` (or of a treatment) on this relaxed slab."""
+    suffix = f"-{treatment}" if treatment else ""
+    return f"coverage-{structure_hash(slab.atoms)}-{protocol_hash(protocol)}-{ligand}-{n}{suffix}"
 
 
 def _level_rows(results: list[Result], terms: dict[str, Term], n: int, p_hash: str) -> tuple[list, dict]:
@@ -255,7 +258,7 @@ def analyse_coverage(
         level.update(
             flags=flags,
             sets=rows,
-            key=coverage_key(slab, ligand, n, protocol),
+            key=coverage_key(slab, ligand, n, protocol, treatment),
             force_calls=sum(r.force_calls for r in levels[n]),
         )
         out.levels.append(level)
@@ -302,3 +305,109 @@ def load_coverage_level(store: ResultStore, key: str) -> dict[str, Any] | None:
     """The stored level row (as :func:`analyse_coverage` wrote it) under ``key``, or None."""
     row = store.get(key)
     return row.data["outcome"]["levels"][0] if row is not None else None
+
+
+# ------------------------------------------------------------------------------------------------ tables
+COVERAGE_COLUMNS = [
+    "ligand",
+    "treatment",
+    "n",
+    "eb_per_ligand",
+    "eb_differential",
+    "e_covered",
+    "e_ligand",
+    "e_slab",
+    "sites",
+    "sets_tried",
+    "flagged_sets",
+    "flags",
+    "protocol",
+    "method",
+    "campaign",
+]
+
+
+def coverage_table(store: ResultStore, campaign: str | None = None, p_hash: str | None = None):
+    """One row per (ligand or treatment, n): Eb per ligand, differential Eb and their terms (eV)."""
+    import pandas as pd
+
+    query = {"kind": "coverage", **({"campaign": campaign} if campaign else {})}
+    if p_hash:
+        query["protocol_hash"] = p_hash
+    rows = []
+    for row in store.select(**query):
+        level = row.data.get("outcome", {}).get("levels", [{}])[0]
+        chosen = next((s for s in level.get("sets", []) if s["site_set"] == level.get("site_set")), {})
+        rows.append(
+            {
+                "ligand": row.ligand,
+                "treatment": row.get("treatment", ""),
+                "n": row.get("n_ligands"),
+                "eb_per_ligand": row.get("eb_per_ligand"),
+                "eb_differential": row.get("eb_differential"),
+                "e_covered": row.get("e_covered"),
+                "e_ligand": row.get("e_ligand"),
+                "e_slab": row.get("e_slab"),
+                "sites": chosen.get("sites", ""),
+                "sets_tried": len(level.get("sets", [])),
+                "flagged_sets": "; ".join(
+                    f"{s['site_set']}: {','.join(s['flags'])} ({s['eb_per_ligand']:.3f})"
+                    for s in level.get("sets", [])
+                    if s["flags"]
+                ),
+                "flags": row.get("flags", "none"),
+                "protocol": row.protocol,
+                "method": "DFT" if row.get("is_dft") else "ML potential (not DFT)",
+                "campaign": row.get("campaign", ""),
+            }
+        )
+    df = pd.DataFrame(rows, columns=COVERAGE_COLUMNS)
+    return df.sort_values(["treatment", "ligand", "n"]).reset_index(drop=True)
+
+
+def write_coverage_tables(store: ResultStore, outdir, campaign: str | None = None, p_hash: str | None = None):
+    """coverage.csv, coverage.md and coverage.png (Eb per ligand and differential Eb vs n) when present."""
+    from pathlib import Path
+
+    from ligbind.analysis.tables import _write
+
+    df = coverage_table(store, campaign, p_hash)
+    if not len(df):
+        return {}
+    outdir = Path(outdir)
+    paths = _write(
+        df,
+        outdir,
+        "coverage",
+        "# Coverage (eV; negative = binding): Eb per ligand = [E(n L@slab) − n E(L) − E(slab)]/n; "
+        "differential Eb = E(n L@slab) − E((n−1) L@slab) − E(L) (n = 1: E(slab)). Each n is the lowest "
+        "converged, unflagged symmetry-distinct site set (farthest-point sampling of surface Pb); flagged sets "
+        "(desorbed-copy-k, rearranged, reconstructed, ...) are listed and not used. Treatment rows are a "
+        "monolayer or an MAI layer (Eb per unit; their E_F is in frenkel.md).\n\n",
+    )
+    paths["coverage_png"] = outdir / "coverage.png"
+    _coverage_plot(df[df["treatment"] == ""], paths["coverage_png"])
+    return paths
+
+
+def _coverage_plot(df, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 4))
+    for k, (ligand, group) in enumerate(df.groupby("ligand")):
+        color = f"C{k}"
+        ax.plot(group["n"], group["eb_per_ligand"], "o-", color=color, label=f"{ligand}: Eb per ligand")
+        ax.plot(group["n"], group["eb_differential"], "s--", color=color, label=f"{ligand}: differential Eb")
+    ax.set_xlabel("ligands per slab n")
+    ax.set_ylabel("Eb (eV)")
+    protocols = ", ".join(sorted(set(df["protocol"]))) or "no results"
+    ax.set_title(f"Binding vs coverage ({protocols})", fontsize=10)
+    if len(df):
+        ax.legend(fontsize=7)
+        ax.set_xticks(sorted(set(df["n"])))
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -224,6 +224,9 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
             warnings.warn(message, stacklevel=2)
     except LigbindError as exc:
         raise refuse("slab", exc) from None
+    from ligbind.engine.coverage_steps import resolve_coverage  # compute.coverage, compute.treatments
+
+    campaign["compute"].update(resolve_coverage(spec.compute, names, campaign, refuse))
     return campaign
 
 
