@@ -238,3 +238,53 @@ def test_frenkel_energy_on_a_treated_surface(slab_2x2, treatment_store, treatmen
     if treatment == "MAI-layer":  # the pair moved an iodide of the layer (the treated surface's own)
         pair = store.get(out.frenkel_treated["pairs"][0]["key"]).toatoms()
         assert pair.get_chemical_formula() == host_row.toatoms().get_chemical_formula()
+
+
+# ------------------------------------------------------------------------------------ campaign (FireWorks)
+@pytest.mark.slow
+def test_coverage_campaign_through_fireworks_agrees_with_the_direct_path(tmp_path, monkeypatch):
+    import yaml
+
+    import ligbind.engine.fireworks as engine
+    from ligbind.engine.campaign import campaign_results
+    from ligbind.recipes_coverage import coverage
+
+    spec = {
+        "name": "cov-mini",
+        "protocol": "ml-screen",
+        "overrides": FAST,
+        "ligands": ["methylamine"],
+        "configs": 1,
+        "compute": {
+            "coverage": {"ligands": ["methylamine"], "n": "1..2"},
+            "treatments": ["MAI-layer"],
+            "frenkel": {"pairs": 1},
+        },
+    }
+    path = tmp_path / "cov-mini.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    monkeypatch.chdir(tmp_path)
+    engine.screen(path)
+    out = engine.run(path, progress=False, workers=1)
+    assert out["failed"] == 0 and out["states"] == {"COMPLETED": out["ran"]}
+    store = ResultStore(tmp_path / "runs" / "cov-mini" / "ligbind.db")
+    rows = {(r.ligand, r.n_ligands): r for r in store.select(kind="coverage")}
+    assert set(rows) == {("methylamine", 1), ("methylamine", 2), ("MAI", 4)}
+    paths = campaign_results(path, outdir=tmp_path / "results")
+    table = (tmp_path / "results" / "coverage.csv").read_text().splitlines()
+    assert len(table) == 1 + 3 and paths["coverage_png"].stat().st_size > 0
+    # the direct path on the campaign's store finds every term already computed (same structures, same keys)
+    direct = coverage(build_slab(), "methylamine", "ml-screen", ns=[1, 2], store=store, overrides=FAST)
+    for level in direct.levels:
+        assert level["force_calls"] == 0
+        row = rows[("methylamine", level["n"])]
+        assert row.eb_per_ligand == pytest.approx(level["eb_per_ligand"], abs=1e-9)
+        assert row.eb_differential == pytest.approx(level["eb_differential"], abs=1e-9)
+    # Eb per ligand of n = 2 is the mean of the two differentials (the telescoping sum of the reactions)
+    assert rows[("methylamine", 2)].eb_per_ligand == pytest.approx(
+        (rows[("methylamine", 1)].eb_differential + rows[("methylamine", 2)].eb_differential) / 2, abs=1e-9
+    )
+    fr = {r.get("ligand") or "bare": r for r in store.select(kind="frenkel")}
+    assert set(fr) == {"bare", "MAI-layer"}
+    if fr["MAI-layer"].get("ef") is not None and fr["bare"].get("ef") is not None:
+        assert fr["MAI-layer"].delta_ef == pytest.approx(fr["MAI-layer"].ef - fr["bare"].ef, abs=1e-9)
