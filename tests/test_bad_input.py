@@ -728,6 +728,20 @@ CAMPAIGN_TABLE = [
     ("verify.top_k", 0, "verify.top_k"),
     ("verify.threshold", float("nan"), "verify.threshold: not a finite number"),
     ("verify.colour", "blue", "verify.colour: unknown key"),
+    # compute.coverage, compute.treatments (ligbind/engine/coverage_steps.py)
+    ("compute.coverage.ligands", ["OA"], "coverage ligand 'OA' is not among"),
+    ("compute.coverage.ligands", ["methylamine", "methylamine"], "listed twice"),
+    ("compute.coverage", {"ligands": ["methylamine"], "n": 5}, "coverage 5 does not fit"),
+    ("compute.coverage", {"ligands": ["methylamine"], "n": "0..2"}, "bad coverage range"),
+    ("compute.coverage", {"ligands": ["methylamine"], "n": "full"}, "compute.coverage.n"),
+    ("compute.coverage", {"ligands": ["methylamine"], "n": [0]}, "compute.coverage.n"),
+    ("compute.coverage.sets", 0, "compute.coverage.sets"),
+    ("compute.coverage.colour", 1, "compute.coverage.colour: unknown key"),
+    ("compute.coverage", "1..4", "compute.coverage: Input should be a mapping"),
+    ("compute.treatments", ["unobtainium"], "compute.treatments.0: unknown ligand 'unobtainium'"),
+    ("compute.treatments", ["MAI-layer", "mai-layer"], "listed twice"),
+    ("compute.treatments", "MAI-layer", "compute.treatments"),
+    ("compute.treatments", [""], "compute.treatments.0"),
 ]
 
 
@@ -904,6 +918,17 @@ CAMPAIGN_BAD = {
         st.lists(_TEXT.filter(lambda t: t not in ("methylamine", "acetic-acid")), min_size=1, max_size=2),
     ),
     "compute.frenkel.pairs": _bad(_int_in(1, 50)),
+    "compute.coverage": _bad(lambda v: v is None or isinstance(v, dict) and not v),
+    "compute.treatments": st.one_of(
+        _bad(
+            lambda v: (
+                v is None
+                or v == []
+                or (isinstance(v, list) and any(isinstance(x, str) and x.lower() in LIBRARY | {"mai-layer"} for x in v))
+            )
+        ),
+        st.lists(_TEXT.filter(lambda t: t.lower() not in LIBRARY | {"mai-layer"}), min_size=1, max_size=2),
+    ),
     "workdir": st.one_of(
         _bad(lambda v: v is None or isinstance(v, str)),
         st.sampled_from(["afile", "afile/runs", "adir.x/../afile/x", "", " "]),
