@@ -428,6 +428,22 @@ def mai_unit() -> LigandEntry:
     )
 
 
+def _layer_interstitial_sites(atoms: Atoms, halides: np.ndarray) -> list[np.ndarray]:
+    """Bridge sites above the midpoints of neighbouring layer halides (minimum image), one per position."""
+    from ase.geometry import find_mic
+
+    z_layer = float(atoms.positions[halides, 2].mean())
+    sites: list[np.ndarray] = []
+    for a, b in itertools.combinations(halides, 2):
+        vec, dist = find_mic(atoms.positions[b] - atoms.positions[a], atoms.cell, atoms.pbc)
+        if dist < 7.5:  # nearest neighbours (~6.3 Å) only
+            site = atoms.positions[a] + vec / 2
+            site[2] = z_layer + LAYER_INTERSTITIAL_HEIGHT
+            if all(np.linalg.norm(find_mic(site - s, atoms.cell, atoms.pbc)[0]) > 1.0 for s in sites):
+                sites.append(site)
+    return sites
+
+
 def layer_frenkel_pairs(atoms: Atoms, max_pairs: int = 2) -> list[Atoms]:
     """Frenkel pairs of a halide-containing treatment layer (the MAI layer): one of its iodides moved to an
     interstitial site above the layer.
@@ -465,17 +481,8 @@ def layer_frenkel_pairs(atoms: Atoms, max_pairs: int = 2) -> list[Atoms]:
     halides = np.array([a.index for a in atoms if tags[a.index] > 0 and a.symbol in HALIDES])
     if not len(halides):
         raise LigbindError("the treatment layer holds no halide: use the slab's Frenkel pairs")
-    z_layer = float(atoms.positions[halides, 2].mean())
-    sites = []
-    for a, b in itertools.combinations(halides, 2):
-        vec, dist = find_mic(atoms.positions[b] - atoms.positions[a], atoms.cell, atoms.pbc)
-        if dist < 7.5:  # nearest neighbours (~6.3 Å) only
-            site = atoms.positions[a] + vec / 2
-            site[2] = z_layer + LAYER_INTERSTITIAL_HEIGHT
-            if all(np.linalg.norm(find_mic(site - s, atoms.cell, atoms.pbc)[0]) > 1.0 for s in sites):
-                sites.append(site)
     candidates = []
-    for site in sites:
+    for site in _layer_interstitial_sites(atoms, halides):
         for v in halides:
             dist = float(np.linalg.norm(find_mic(site - atoms.positions[v], atoms.cell, atoms.pbc)[0]))
             if dist >= MIN_SEPARATION:

@@ -42,13 +42,23 @@ def _treatment_name(text: str) -> str:
 def resolve_coverage(compute, names: list[str], c: dict[str, Any], refuse: Callable) -> dict[str, Any]:
     """``compute.coverage`` and ``compute.treatments`` checked against the campaign (ligands, slab: every
     coverage and treatment must fit), as plain data for the campaign dict."""
-    from ligbind.recipes_coverage import check_coverage_fits, coverage_levels, treatment_structure
-
     cov = compute.coverage
     out: dict[str, Any] = {"coverage": {"ligands": [], "n": [], "sets": cov.sets}, "treatments": []}
     if not cov.ligands and not compute.treatments:
         return out
     slab = campaign_slab(c)
+    if cov.ligands:
+        out["coverage"] = _resolve_coverage_ligands(cov, names, c, slab, refuse)
+    out["treatments"] = _resolve_treatments(compute.treatments, c, slab, refuse)
+    return out
+
+
+def _resolve_coverage_ligands(
+    cov, names: list[str], c: dict[str, Any], slab, refuse: Callable
+) -> dict[str, Any]:
+    """The coverage ligands (campaign ligands in neutral mode) and the resolved numbers of copies (all fit)."""
+    from ligbind.recipes_coverage import check_coverage_fits, coverage_levels
+
     for k, lig in enumerate(cov.ligands):
         if lig not in names:
             raise refuse(
@@ -60,26 +70,32 @@ def resolve_coverage(compute, names: list[str], c: dict[str, Any], refuse: Calla
                 f"compute.coverage.ligands.{k}",
                 f"coverage places neutral ligands; '{lig}' is in exchange mode",
             )
-    if cov.ligands:
+    try:
+        counts = coverage_levels(slab, cov.n)
+    except LigbindError as exc:
+        raise refuse("compute.coverage.n", exc) from None
+    for k, lig in enumerate(cov.ligands):
         try:
-            counts = coverage_levels(slab, cov.n)
+            check_coverage_fits(slab, entry_from_spec(ligand_spec(c, lig)), counts, cov.sets, c["seed"])
         except LigbindError as exc:
-            raise refuse("compute.coverage.n", exc) from None
-        for k, lig in enumerate(cov.ligands):
-            try:
-                check_coverage_fits(slab, entry_from_spec(ligand_spec(c, lig)), counts, cov.sets, c["seed"])
-            except LigbindError as exc:
-                raise refuse(f"compute.coverage.ligands.{k}", exc) from None
-        out["coverage"] = {"ligands": list(cov.ligands), "n": counts, "sets": cov.sets}
-    for k, text in enumerate(compute.treatments):
+            raise refuse(f"compute.coverage.ligands.{k}", exc) from None
+    return {"ligands": list(cov.ligands), "n": counts, "sets": cov.sets}
+
+
+def _resolve_treatments(treatments: list[str], c: dict[str, Any], slab, refuse: Callable) -> list[str]:
+    """Treatment names (library ligand or MAI-layer), each checked to fit on the slab, none twice."""
+    from ligbind.recipes_coverage import treatment_structure
+
+    out: list[str] = []
+    for k, text in enumerate(treatments):
         try:
             name = _treatment_name(text)
             treatment_structure(slab, name, c["seed"], None)
         except LigbindError as exc:
             raise refuse(f"compute.treatments.{k}", exc) from None
-        if name in out["treatments"]:
+        if name in out:
             raise refuse(f"compute.treatments.{k}", f"'{name}' is listed twice")
-        out["treatments"].append(name)
+        out.append(name)
     return out
 
 
