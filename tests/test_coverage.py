@@ -265,7 +265,8 @@ def test_coverage_campaign_through_fireworks_agrees_with_the_direct_path(tmp_pat
     path.write_text(yaml.safe_dump(spec))
     monkeypatch.chdir(tmp_path)
     engine.screen(path)
-    out = engine.run(path, progress=False, workers=1)
+    # two workers: the parallel path hands each worker only (step, ligand, config)
+    out = engine.run(path, progress=False, workers=2)
     assert out["failed"] == 0 and out["states"] == {"COMPLETED": out["ran"]}
     store = ResultStore(tmp_path / "runs" / "cov-mini" / "ligbind.db")
     rows = {(r.ligand, r.n_ligands): r for r in store.select(kind="coverage")}

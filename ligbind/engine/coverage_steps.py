@@ -208,15 +208,22 @@ def step_treatment_frenkel(c: dict[str, Any], keys: KeyMap, treatment: str):
     return analyse_frenkel(host, pairs, protocol, ligand=label, bare=bare, store=store, campaign=c["name"])
 
 
+def _split(config: str) -> tuple[str, int]:
+    """``"a/k"`` → ("a", k): Fireworks pass one ``config`` value to parallel workers, so steps that need two
+    parameters (n and site set, treatment and pair) carry both in it."""
+    head, _, k = str(config).rpartition("/")
+    return head, int(k)
+
+
 COVERAGE_STEPS = {
     "coverage-config": lambda c, keys, ligand, config, other: step_coverage_config(
-        c, keys, ligand, int(config), int(other)
+        c, keys, ligand, _split(config)[1], int(_split(config)[0])
     ),
     "coverage": lambda c, keys, ligand, config, other: step_coverage(c, keys, ligand),
-    "treatment-unit": lambda c, keys, ligand, config, other: step_treatment_unit(c, keys, other),
-    "treatment": lambda c, keys, ligand, config, other: step_treatment(c, keys, other),
-    "treatment-pair": lambda c, keys, ligand, config, other: step_treatment_pair(c, keys, other, int(config)),
-    "treatment-frenkel": lambda c, keys, ligand, config, other: step_treatment_frenkel(c, keys, other),
+    "treatment-unit": lambda c, keys, ligand, config, other: step_treatment_unit(c, keys, config),
+    "treatment": lambda c, keys, ligand, config, other: step_treatment(c, keys, config),
+    "treatment-pair": lambda c, keys, ligand, config, other: step_treatment_pair(c, keys, *_split(config)),
+    "treatment-frenkel": lambda c, keys, ligand, config, other: step_treatment_frenkel(c, keys, config),
 }
 COVERAGE_CALCULATIONS = frozenset({"coverage-config", "treatment-unit", "treatment", "treatment-pair"})
 
@@ -232,8 +239,7 @@ def plan_coverage(c: dict[str, Any], add: Callable, slab: str, frenkel_ids: dict
                 f"coverage-config/{lig}/{n}/{k}",
                 [slab, f"ligand/{lig}"],
                 ligand=lig,
-                config=k,
-                other=n,
+                config=f"{n}/{k}",
             )
             for n in cov["n"]
             for k in range(cov["sets"])
@@ -247,10 +253,10 @@ def plan_coverage(c: dict[str, Any], add: Callable, slab: str, frenkel_ids: dict
         ]
         frenkel_ids["bare"] = add("frenkel", "frenkel/bare", [slab, *pairs], allow_fizzled=True)
     for t in treatments:
-        unit = add("treatment-unit", f"treatment-unit/{t}", [slab], other=t)
-        host = add("treatment", f"treatment/{t}", [slab, unit], other=t)
+        unit = add("treatment-unit", f"treatment-unit/{t}", [slab], config=t)
+        host = add("treatment", f"treatment/{t}", [slab, unit], config=t)
         pairs = [
-            add("treatment-pair", f"treatment-pair/{t}/{k}", [host], config=k, other=t)
+            add("treatment-pair", f"treatment-pair/{t}/{k}", [host], config=f"{t}/{k}")
             for k in range(c["compute"]["frenkel"]["pairs"])
         ]
         add(
@@ -258,5 +264,5 @@ def plan_coverage(c: dict[str, Any], add: Callable, slab: str, frenkel_ids: dict
             f"treatment-frenkel/{t}",
             [slab, unit, host, *pairs, frenkel_ids["bare"]],
             allow_fizzled=True,
-            other=t,
+            config=t,
         )
