@@ -814,6 +814,16 @@ def register_calculation_commands(sub) -> None:
 _EXTRA_COMMANDS.append(register_calculation_commands)
 
 
+def _register_coverage_commands(sub) -> None:
+    """``ligbind coverage`` and ``ligbind treat`` (defined in :mod:`ligbind.cli_coverage`)."""
+    from ligbind.cli_coverage import register_coverage_commands
+
+    register_coverage_commands(sub)
+
+
+_EXTRA_COMMANDS.append(_register_coverage_commands)
+
+
 # ----------------------------------------------------------------------------------------------- campaigns
 def cmd_screen(args: argparse.Namespace) -> None:
     from ligbind.engine.fireworks import screen

@@ -67,6 +67,7 @@ def no_calculation(monkeypatch):
     import ligbind.engine.fireworks as engine
     import ligbind.jobs as jobs
     import ligbind.recipes as recipes
+    import ligbind.recipes_coverage as recipes_coverage
 
     for module, name in [
         (jobs, "relax"),
@@ -74,6 +75,8 @@ def no_calculation(monkeypatch):
         (recipes, "bind"),
         (recipes, "frenkel"),
         (recipes, "relax_slab"),
+        (recipes_coverage, "relax"),
+        (recipes_coverage, "relax_slab"),
         (engine, "get_launchpad"),
         (engine, "save_campaign"),
     ]:
@@ -167,6 +170,41 @@ class Case:
     @property
     def id(self) -> str:
         return f"{self.command or 'ligbind'} {self.option} {' '.join(self.argv)[-40:]}"
+
+
+def _coverage_rows() -> list[tuple]:
+    """Bad input of ``ligbind coverage`` and ``ligbind treat``."""
+    cov = ("coverage", "--slab", "slab.extxyz", "--ligand", "methylamine", "--n", "2")
+    tr = ("treat", "--slab", "slab.extxyz", "--treatment", "dimethyl-ether")
+    return [
+        ("coverage", "--slab", ("coverage", "--slab", "cu.extxyz", "--ligand", "methylamine", "--n", "1"), "not a lead-halide"),
+        ("coverage", "--ligand", ("coverage", "--slab", "slab.extxyz", "--ligand", "unobtainium", "--n", "1"), "unknown ligand"),
+        ("coverage", "--n", (*cov[:5], "--n", "5"), "coverage 5 does not fit"),
+        ("coverage", "--n", (*cov[:5], "--n", "0"), "bad coverage '0'"),
+        ("coverage", "--n", (*cov[:5], "--n", "3..1"), "bad coverage '3..1'"),
+        ("coverage", "--n", (*cov[:5], "--n", "full"), "bad coverage 'full'"),
+        ("coverage", "--n", (*cov[:5], "--n", "PP2"), "bad coverage 'pp2'"),
+        ("coverage", "--n", (*cov[:5], "--n", "1", "monolayer", "9"), "coverage 9 does not fit"),
+        # a coverage whose copies clash (slow: the placement search must fail): tests/test_coverage.py
+        ("coverage", "--sets", (*cov, "--sets", "0"), "bad number of site sets 0"),
+        ("coverage", "--seed", (*cov, "--seed", "-3"), "bad seed -3"),
+        ("coverage", "--quiet", (*cov, "--quiet=1"), "ignored explicit"),
+        ("coverage", "--protocol", (*cov, "--protocol", "xtb"), "unknown protocol 'xtb'"),
+        ("coverage", "--set", (*cov, "--set", '"fmax"'), "must be a JSON object"),
+        ("coverage", "--db", (*cov, "--db", "afile/x.db"), "afile is a file"),
+        ("coverage", "--workdir", (*cov, "--workdir", "afile"), "not a directory"),
+        ("coverage", "--json", (*cov, "--json=1"), "ignored explicit"),
+        ("treat", "--slab", ("treat", "--slab", "cu.extxyz", "--treatment", "MAI-layer"), "not a lead-halide"),
+        ("treat", "--treatment", ("treat", "--slab", "slab.extxyz", "--treatment", "unobtainium"), "unknown ligand"),
+        ("treat", "--pairs", (*tr, "--pairs", "0"), "bad number of Frenkel pairs 0"),
+        ("treat", "--seed", (*tr, "--seed", "x"), "not an integer"),
+        ("treat", "--quiet", (*tr, "--quiet=1"), "ignored explicit"),
+        ("treat", "--protocol", (*tr, "--protocol", "xtb"), "unknown protocol 'xtb'"),
+        ("treat", "--set", (*tr, "--set", '"fmax"'), "must be a JSON object"),
+        ("treat", "--db", (*tr, "--db", "afile/x.db"), "afile is a file"),
+        ("treat", "--workdir", (*tr, "--workdir", "afile"), "not a directory"),
+        ("treat", "--json", (*tr, "--json=1"), "ignored explicit"),
+    ]  # fmt: skip
 
 
 def _cases() -> list[Case]:
@@ -377,6 +415,8 @@ def _cases() -> list[Case]:
         ("frenkel", "--db", (*fr, "--db", "afile/x.db"), "afile is a file"),
         ("frenkel", "--workdir", (*fr, "--workdir", "afile"), "not a directory"),
         ("frenkel", "--json", (*fr, "--json=1"), "ignored explicit"),
+        # coverage, treat (ligbind/cli_coverage.py)
+        *_coverage_rows(),
         # results, screen, run, status
         ("results", "campaign", ("results", "../../escape"), "campaign file not found"),
         ("results", "campaign", ("results", "bad name"), "not a safe campaign name"),
@@ -719,6 +759,20 @@ CAMPAIGN_TABLE = [
     ("verify.top_k", 0, "verify.top_k"),
     ("verify.threshold", float("nan"), "verify.threshold: not a finite number"),
     ("verify.colour", "blue", "verify.colour: unknown key"),
+    # compute.coverage, compute.treatments (ligbind/engine/coverage_steps.py)
+    ("compute.coverage.ligands", ["OA"], "coverage ligand 'OA' is not among"),
+    ("compute.coverage.ligands", ["methylamine", "methylamine"], "listed twice"),
+    ("compute.coverage", {"ligands": ["methylamine"], "n": 5}, "coverage 5 does not fit"),
+    ("compute.coverage", {"ligands": ["methylamine"], "n": "0..2"}, "bad coverage range"),
+    ("compute.coverage", {"ligands": ["methylamine"], "n": "full"}, "compute.coverage.n"),
+    ("compute.coverage", {"ligands": ["methylamine"], "n": [0]}, "compute.coverage.n"),
+    ("compute.coverage.sets", 0, "compute.coverage.sets"),
+    ("compute.coverage.colour", 1, "compute.coverage.colour: unknown key"),
+    ("compute.coverage", "1..4", "compute.coverage: Input should be a mapping"),
+    ("compute.treatments", ["unobtainium"], "compute.treatments.0: unknown ligand 'unobtainium'"),
+    ("compute.treatments", ["MAI-layer", "mai-layer"], "listed twice"),
+    ("compute.treatments", "MAI-layer", "compute.treatments"),
+    ("compute.treatments", [""], "compute.treatments.0"),
 ]
 
 
@@ -903,6 +957,17 @@ CAMPAIGN_BAD = {
     ),
     "compute.frenkel.pairs": _bad(_int_in(1, 50)),
     "compute.complexes": _bad(lambda v: v is None or isinstance(v, dict) and not v),
+    "compute.coverage": _bad(lambda v: v is None or isinstance(v, dict) and not v),
+    "compute.treatments": st.one_of(
+        _bad(
+            lambda v: (
+                v is None
+                or v == []
+                or (isinstance(v, list) and any(isinstance(x, str) and x.lower() in LIBRARY | {"mai-layer"} for x in v))
+            )
+        ),
+        st.lists(_TEXT.filter(lambda t: t.lower() not in LIBRARY | {"mai-layer"}), min_size=1, max_size=2),
+    ),
     "workdir": st.one_of(
         _bad(lambda v: v is None or isinstance(v, str)),
         st.sampled_from(["afile", "afile/runs", "adir.x/../afile/x", "", " "]),

@@ -151,3 +151,25 @@ def lowest(values: dict[str, float]) -> tuple[str, float]:
         raise LigbindError("no usable configuration: every candidate was unconverged or flagged")
     label = min(values, key=values.get)
     return label, values[label]
+
+
+# ---------------------------------------------------------------------------------------------- coverage
+def _times(term: Term, n: int) -> Term:
+    """``n`` copies of a molecular term (energy and composition × n)."""
+    composition = Counter({el: k * n for el, k in term.composition.items()})
+    return Term(f"{n}×{term.label}", n * term.energy, composition, term.protocol, None, term.converged)
+
+
+def coverage_binding_energy(covered: Term, ligand: Term, slab: Term, n: int) -> float:
+    """Eb per ligand = [E(n L@slab) − n·E(L) − E(slab)] / n."""
+    if n < 1:
+        raise LigbindError(f"bad coverage {n}: need at least 1 ligand")
+    return reaction_energy([covered], [_times(ligand, n), slab])[0] / n
+
+
+def differential_binding_energy(covered: Term, covered_before: Term, ligand: Term) -> float:
+    """Differential Eb of the n-th ligand = E(n L@slab) − E((n−1) L@slab) − E(L).
+
+    ``covered_before`` is the slab itself for n = 1 (then this is Eb of one ligand).
+    """
+    return reaction_energy([covered], [covered_before, ligand])[0]

@@ -266,6 +266,9 @@ def write_tables(
             + "\n"
         )
         paths |= {"verified_csv": csv, "verified_md": md}
+    from ligbind.analysis.coverage import write_coverage_tables  # coverage.{csv,md,png}
+
+    paths |= write_coverage_tables(store, outdir, campaign, protocol_hash)
     fr = frenkel_table(store, campaign, protocol_hash)
     if len(fr):
         paths |= _write(

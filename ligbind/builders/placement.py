@@ -288,6 +288,7 @@ def place_ligand(
     seed: int = 0,
     n_conformers: int = 3,
     relaxed_ligand: Atoms | None = None,
+    only_pb: list[int] | None = None,
 ) -> list[Atoms]:
     """Candidate ligand@slab configurations.
 
@@ -313,6 +314,9 @@ def place_ligand(
         The isolated ligand already relaxed with the calculation's protocol (same atom order as the first
         RDKit conformer). It replaces that conformer, so complexes start from the relaxed molecule on the
         relaxed slab and their relaxation only has to find the adsorption geometry (neutral mode only).
+    only_pb : list of int, optional
+        Neutral mode: anchor only on these surface Pb (indices in ``slab``), e.g. one copy of a coverage
+        (:mod:`ligbind.builders.coverage`); atoms already adsorbed on ``slab`` count as obstacles.
 
     Returns
     -------
@@ -336,6 +340,10 @@ def place_ligand(
         check_mode_for_surface(entry, mode, "AX", top=top_layer(slab))
         return place_a_site(slab, entry, n_configs, seed, n_conformers)
     site, placed_entry = _site_for(slab, entry, mode)
+    if only_pb is not None and site.removed is None:
+        site.pbs = np.array([p for p in site.pbs if int(p) in {int(q) for q in only_pb}], dtype=int)
+        if not len(site.pbs):
+            raise LigbindError(f"none of the Pb {list(only_pb)} is a surface Pb of this slab")
     conformers = ligand_conformers(placed_entry, n_conformers=n_conformers, seed=seed)
     if relaxed_ligand is not None and site.removed is None:
         conformers[0] = _relaxed_conformer(conformers[0], relaxed_ligand, entry.name)

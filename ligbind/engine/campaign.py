@@ -243,6 +243,9 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
             check_campaign_passivation(campaign)
         except LigbindError as exc:
             raise refuse("compute.passivation", exc) from None
+    from ligbind.engine.coverage_steps import resolve_coverage  # compute.coverage, compute.treatments
+
+    campaign["compute"].update(resolve_coverage(spec.compute, names, campaign, refuse))
     return campaign
 
 

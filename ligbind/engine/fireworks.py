@@ -334,6 +334,9 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
             "frenkel", f"frenkel/{tag}", [*base, *pairs, *extra], allow_fizzled=True, ligand=host
         )
     plan_passivation(c, add, slab, frenkel_ids)
+    from ligbind.engine.coverage_steps import plan_coverage  # compute.coverage, compute.treatments
+
+    plan_coverage(c, add, slab, frenkel_ids)
     if c.get("verify"):
         dft_slab = add("verify-slab", "verify-slab", [slab])
         for spec in c["ligands"]:
@@ -435,6 +438,11 @@ CALCULATION_STEPS = frozenset(
 CALCULATION_STEPS |= _PASSIVATION_CALCULATIONS
 CALCULATION_STEPS = CALCULATION_STEPS | COMPLEX_CALCULATION_STEPS
 _PREFETCH_ERRORS: dict[str, BaseException] = {}
+
+from ligbind.engine.coverage_steps import COVERAGE_CALCULATIONS, COVERAGE_STEPS  # noqa: E402
+
+STEPS.update(COVERAGE_STEPS)  # coverage and treatments (ligbind/engine/coverage_steps.py)
+CALCULATION_STEPS = CALCULATION_STEPS | COVERAGE_CALCULATIONS
 
 
 def default_workers(c: dict[str, Any]) -> int:

@@ -152,6 +152,8 @@ class PassivationSpec(_Strict):
     exchange: Annotated[int, Field(ge=0, le=64)] | None = Field(None, description="top-layer I made Br")
     arrangements: PositiveConfigs = Field(3, description="symmetry-distinct arrangements relaxed")
     frenkel: bool = False
+
+
 class ComplexesSpec(_Strict):
     """Ion–ligand complexes in vacuum; they need a charge-capable (DFT) protocol of their own."""
 
@@ -162,12 +164,49 @@ class ComplexesSpec(_Strict):
     configs: Annotated[int, Field(ge=1, le=MAX_CONFIGS)] = 2
 
 
+class CoverageSpec(_Strict):
+    """``compute.coverage``: n copies of each listed campaign ligand on the slab (ligbind/builders/coverage.py).
+
+    ``n``: a list of numbers and/or ``monolayer``, a range ``"1..4"``, one number, or ``monolayer``.
+    """
+
+    ligands: list[str] = Field(default_factory=list)
+    n: list[Annotated[int, Field(ge=1, le=64)] | Literal["monolayer"]] = Field(default_factory=lambda: [1])
+    sets: Annotated[int, Field(ge=1, le=10)] = 1
+
+    @field_validator("n", mode="before")
+    @classmethod
+    def _counts(cls, value):
+        if isinstance(value, str) and ".." in value:
+            lo, _, hi = value.partition("..")
+            try:
+                first, last = int(lo), int(hi)
+            except ValueError:
+                raise ValueError(f"bad coverage range {value!r}: give low..high, e.g. 1..4") from None
+            if not 1 <= first <= last <= 64:
+                raise ValueError(f"bad coverage range {value!r}: need 1 ≤ low ≤ high ≤ 64")
+            return list(range(first, last + 1))
+        return value if isinstance(value, list) else [value]
+
+    @field_validator("ligands")
+    @classmethod
+    def _distinct(cls, value):
+        twice = sorted({x for x in value if value.count(x) > 1})
+        if twice:
+            raise ValueError(f"'{twice[0]}' is listed twice")
+        return value
+
+
 class ComputeSpec(_Strict):
     binding: bool = True
     coadsorption: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(default_factory=list)
     frenkel: FrenkelSpec = Field(default_factory=FrenkelSpec)
     passivation: PassivationSpec | None = None
     complexes: ComplexesSpec | None = None
+    coverage: CoverageSpec = Field(default_factory=CoverageSpec)
+    treatments: list[Annotated[str, Field(min_length=1, max_length=120)]] = Field(
+        default_factory=list, description="monolayer of a library ligand, or MAI-layer; E_F on each"
+    )
 
     @field_validator("coadsorption")
     @classmethod
