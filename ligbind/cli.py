@@ -229,13 +229,20 @@ def _warn(message: str) -> None:
     print(f"ligbind: warning: {message}", file=sys.stderr)
 
 
-def read_slab(path: str):
-    """Read a slab file and run the structure check (warnings printed, one line each)."""
+def read_slab(path: str, *, pbx2: bool = False):
+    """Read a slab file and run the structure check (warnings printed, one line each).
+
+    With ``pbx2`` a slab that is not PbX2-terminated is refused before any warning is printed.
+    """
+    from ligbind.builders.slab import check_pbi2_terminated
     from ligbind.io import read_structure
     from ligbind.validation import check_slab
 
     atoms = read_structure(path)
-    for message in check_slab(atoms, f"slab {path}"):
+    messages = check_slab(atoms, f"slab {path}")
+    if pbx2:
+        check_pbi2_terminated(atoms)
+    for message in messages:
         _warn(message)
     return atoms
 

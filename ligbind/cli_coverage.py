@@ -57,7 +57,7 @@ def cmd_coverage(args: argparse.Namespace) -> None:
 
     protocol = load_protocol(args.protocol, args.set)
     entry = resolve_checked_ligand(args.ligand, "neutral", protocol)
-    slab = read_slab(args.slab)
+    slab = read_slab(args.slab, pbx2=True)
     counts = coverage_levels(slab, [n for group in args.n for n in group])
     check_coverage_fits(slab, entry, counts, args.sets, args.seed)  # before anything is written
     store = ResultStore(args.db)
@@ -96,7 +96,7 @@ def cmd_treat(args: argparse.Namespace) -> None:
     treatment = MAI_LAYER if args.treatment.lower() == MAI_LAYER.lower() else args.treatment
     if treatment != MAI_LAYER:
         treatment = resolve_checked_ligand(treatment, "neutral", protocol).name
-    slab = read_slab(args.slab)
+    slab = read_slab(args.slab, pbx2=True)
     treatment_structure(slab, treatment, args.seed, None)  # a monolayer that does not fit: refused here
     store = ResultStore(args.db)
     start = time.perf_counter()

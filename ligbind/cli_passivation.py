@@ -40,7 +40,7 @@ def _slab(args: argparse.Namespace):
     if args.slab is not None:
         if given:
             raise LigbindError(f"give --slab or build options ({', '.join(given)}), not both")
-        return read_slab(args.slab)
+        return read_slab(args.slab, pbx2=True)
     slab = build_slab(
         material=args.material or "CsPbI3",
         phase=args.phase,
