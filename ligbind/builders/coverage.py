@@ -451,8 +451,9 @@ def layer_frenkel_pairs(atoms: Atoms, max_pairs: int = 2) -> list[Atoms]:
     The interstitial sites are where the next PbI2 layer's bridging iodides would sit: above the midpoint of
     two neighbouring layer iodides, :data:`LAYER_INTERSTITIAL_HEIGHT` above their plane. Pairs are ordered
     and reduced to symmetry-distinct ones exactly as the PbX2-surface pairs
-    (:func:`ligbind.builders.defects.frenkel_pairs`); the moved iodide gets tag 0, so that the Frenkel
-    analysis does not take it for a ligand atom binding the interstitial.
+    (:func:`ligbind.builders.defects.frenkel_pairs`). In the defect structures every atom has tag 0: the
+    layer is the surface here, so the interstitial H-bonded to its MA+ is surface chemistry, not a ligand
+    binding the interstitial (the Frenkel analysis flags that only for adsorbates, tags > 0).
 
     Parameters
     ----------
@@ -494,9 +495,7 @@ def layer_frenkel_pairs(atoms: Atoms, max_pairs: int = 2) -> list[Atoms]:
     for k, (dist, v, kind, site) in enumerate(_distinct_pairs(atoms, candidates)[:max_pairs]):
         defect = atoms.copy()
         defect.positions[v] = site
-        new_tags = defect.get_tags()
-        new_tags[v] = 0
-        defect.set_tags(new_tags)
+        defect.set_tags(0)  # the layer is this surface: no adsorbate to bind (or be) the interstitial
         defect.info = {
             **atoms.info,
             "kind": "defect",
