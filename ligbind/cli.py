@@ -771,6 +771,16 @@ def register_calculation_commands(sub) -> None:
 _EXTRA_COMMANDS.append(register_calculation_commands)
 
 
+def _register_defect_commands(sub) -> None:
+    """``vacancy`` and ``barrier`` (ligbind/cli_defects.py)."""
+    from ligbind.cli_defects import register_defect_commands
+
+    register_defect_commands(sub)
+
+
+_EXTRA_COMMANDS.append(_register_defect_commands)
+
+
 # ----------------------------------------------------------------------------------------------- campaigns
 def cmd_screen(args: argparse.Namespace) -> None:
     from ligbind.engine.fireworks import screen

@@ -64,6 +64,7 @@ def no_calculation(monkeypatch):
 
     import ligbind.engine.fireworks as engine
     import ligbind.jobs as jobs
+    import ligbind.defect_recipes as defect_recipes
     import ligbind.recipes as recipes
 
     for module, name in [
@@ -71,6 +72,8 @@ def no_calculation(monkeypatch):
         (jobs, "single_point"),
         (recipes, "bind"),
         (recipes, "frenkel"),
+        (defect_recipes, "vacancy"),
+        (defect_recipes, "barrier"),
         (recipes, "relax_slab"),
         (engine, "get_launchpad"),
         (engine, "save_campaign"),
@@ -355,6 +358,8 @@ def _cases() -> list[Case]:
         ("frenkel", "--db", (*fr, "--db", "afile/x.db"), "afile is a file"),
         ("frenkel", "--workdir", (*fr, "--workdir", "afile"), "not a directory"),
         ("frenkel", "--json", (*fr, "--json=1"), "ignored explicit"),
+        # vacancy, barrier (ligbind/cli_defects.py)
+        *_defect_rows(),
         # results, screen, run, status
         ("results", "campaign", ("results", "../../escape"), "campaign file not found"),
         ("results", "campaign", ("results", "bad name"), "not a safe campaign name"),
@@ -391,6 +396,49 @@ def _cases() -> list[Case]:
         ("status", "--json", ("status", "--json=1"), "ignored explicit"),
     ]
     return [Case(c, o, tuple(a), f) for c, o, a, f in rows]
+
+
+def _defect_rows() -> list[tuple]:
+    """Bad input of ``ligbind vacancy`` and ``ligbind barrier``: halide 12 is a top-surface I of slab.extxyz,
+    its nearest I neighbour is 14 (4.46 Å, across the cell edge) and halide 13 is 6.31 Å away."""
+    va = ("vacancy", "--slab", "slab.extxyz")
+    ba = ("barrier", "--slab", "slab.extxyz")
+    rows = []
+    for cmd, base in (("vacancy", va), ("barrier", ba)):
+        rows += [
+            (cmd, "--slab", (cmd, "--slab", "cu.extxyz"), "not a lead-halide"),
+            (cmd, "--slab", (cmd, "--slab", "cut.extxyz"), "not PbI2-terminated"),
+            (cmd, "--ligand", (*base, "--ligand", "unobtainium"), "unknown ligand"),
+            (cmd, "--mode", (*base, "--mode", "exchange"), "give --ligand too"),
+            (cmd, "--configs", (*base, "--ligand", "methylamine", "--configs", "0"), "configurations 0"),
+            (cmd, "--site", (*base, "--site", "3"), "site 3 is not a top-surface halide (I below the top"),
+            (cmd, "--site", (*base, "--site", "0"), "not a halide"),
+            (cmd, "--site", (*base, "--site", "999"), "no such atom"),
+            (cmd, "--site", (*base, "--site", "-1"), "bad site index -1"),
+            (cmd, "--protocol", (*base, "--protocol", "xtb"), "unknown protocol 'xtb'"),
+            (cmd, "--set", (*base, "--set", '{"relax": {"fmax": -1}}'), "fmax"),
+            (cmd, "--db", (*base, "--db", "notadb.db"), "is not an SQLite"),
+            (cmd, "--workdir", (*base, "--workdir", "afile"), "not a directory"),
+            (cmd, "--json", (*base, "--json=1"), "ignored explicit"),
+        ]
+    rows += [
+        ("vacancy", "--sites", (*va, "--sites", "0"), "bad number of vacancy sites 0"),
+        ("vacancy", "--mu-x", (*va, "--mu-x", "0.5"), "at most 0"),
+        ("vacancy", "--mu-x", (*va, "--mu-x", "nan"), "not a finite number"),
+        ("vacancy", "--charge", (*va, "--charge", "1", "--mu-e", "-4"), "ml-screen (chgnet) cannot"),
+        ("vacancy", "--charge", (*va, "--charge", "7"), "at most 2"),
+        ("vacancy", "--charge", (*va, "--protocol", "gpaw-quick", "--charge", "1"), "needs the electron"),
+        ("vacancy", "--mu-e", (*va, "--mu-e", "-4"), "give --charge too"),
+        ("vacancy", "--protocol", (*va, "--protocol", "gpaw-quick"), "odd electron count"),
+        ("barrier", "--protocol", (*ba, "--protocol", "gpaw-quick"), "odd electron count"),
+        ("barrier", "--hopper", (*ba, "--site", "12", "--hopper", "13"), "longer than the 5.5 Å cut-off"),
+        ("barrier", "--hopper", (*ba, "--site", "12", "--hopper", "12"), "is the vacancy site itself"),
+        ("barrier", "--hopper", (*ba, "--hopper", "2"), "not a top-surface halide"),
+        ("barrier", "--images", (*ba, "--images", "12"), "bad number of NEB images 12: at most 9"),
+        ("barrier", "--images", (*ba, "--images", "2"), "need at least 3"),
+        ("barrier", "--neb-steps", (*ba, "--neb-steps", "0"), "bad NEB step limit 0"),
+    ]
+    return rows
 
 
 CASES = _cases()

@@ -19,7 +19,7 @@ import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
 
-from ligbind.builders.slab import surface_halides, surface_symmetry, symmetry_rmsd
+from ligbind.builders.slab import HALIDES, surface_halides, surface_symmetry, symmetry_rmsd
 from ligbind.errors import LigbindError
 
 MAX_HOP = 5.5  # Å: longest hop accepted (nearest in-plane X–X on PbX2 (001) ≈ 4.2–4.6 Å; next ≈ 6.3 Å)
@@ -55,7 +55,12 @@ def check_surface_halide(host: Atoms, site: int) -> None:
     """
     halides = surface_halides(host)
     if site not in set(int(i) for i in halides):
-        what = f"a {host[site].symbol}" if 0 <= site < len(host) else "no atom"
+        if not 0 <= site < len(host):
+            what = f"no such atom: {len(host)} atoms"
+        elif host[site].symbol in HALIDES:
+            what = f"{host[site].symbol} below the top layer"
+        else:
+            what = f"{host[site].symbol}, not a halide"
         raise LigbindError(
             f"site {site} is not a top-surface halide ({what}); top-surface halides: "
             f"{', '.join(str(int(i)) for i in halides)}"
