@@ -283,20 +283,41 @@ def barrier_on(
     progress: Progress = _noop,
     campaign: str | None = None,
 ) -> BarrierOutcome:
-    """Ea of one hop on one relaxed host: endpoints relaxed, NEB (reused when finished), analysis stored.
-
-    A stored barrier is reused only if converged; an unconverged one continues from its saved band.
-    """
-    from ligbind.neb import neb_key, run_neb
-
+    """Ea of one hop on one relaxed host: endpoints relaxed, NEB (reused when finished), analysis stored."""
     tag = ligand or "bare"
     progress(f"{tag} endpoints")
     initial, final = relax_endpoints(host, site, hopper, protocol, store, workdir, tag)
-    key = neb_key(initial, final, protocol, images)
-    stored = load_barrier(store, key)
+    progress(f"{tag} NEB ({images} images)")
+    return barrier_from_endpoints(
+        host, initial, final, protocol, store, workdir, images=images, steps=steps, ligand=ligand, bare=bare,
+        campaign=campaign,
+    )  # fmt: skip
+
+
+def barrier_from_endpoints(
+    host: Result,
+    initial: Result,
+    final: Result,
+    protocol: dict[str, Any],
+    store: ResultStore,
+    workdir: Path,
+    *,
+    images: int = 5,
+    steps: int | None = None,
+    ligand: str | None = None,
+    bare: BarrierOutcome | None = None,
+    campaign: str | None = None,
+) -> BarrierOutcome:
+    """NEB between relaxed endpoints (``info``: migrating, site, hopper, hop_length) and its analysis.
+
+    A stored converged barrier is reused; an unconverged one continues from its saved band.
+    """
+    from ligbind.neb import neb_key, run_neb
+
+    check_distinct_endpoints(initial, final)
+    stored = load_barrier(store, neb_key(initial, final, protocol, images))
     if stored is not None and stored.converged and (bare is None or stored.ea_bare is not None):
         return stored
-    progress(f"{tag} NEB ({images} images)")
     run = run_neb(initial, final, protocol, images=images, workdir=workdir, steps=steps)
     return analyse_barrier(
         run, initial, final, protocol, z_top=top_height(host.atoms), ligand=ligand, bare=bare, store=store,

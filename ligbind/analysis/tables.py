@@ -274,6 +274,9 @@ def write_tables(
             "ΔE_F = E_F(ligand) − E_F(bare). Flagged pairs (below-pristine, ligand-binds-interstitial, "
             "recombined, unconverged) are listed in `pairs` and not used.\n\n",
         )
+    from ligbind.analysis.defect_tables import write_defect_tables  # vacancies, migration barriers
+
+    paths |= write_defect_tables(store, outdir, campaign, protocol_hash)
     return paths
 
 

@@ -199,6 +199,8 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
         check_database_file(store, must_exist=False, what="results store")
     except LigbindError as exc:
         raise refuse("store", exc) from None
+    from ligbind.engine.defect_steps import check_defect_campaign, defect_compute
+
     campaign = {
         "name": name,
         "file": str(path.resolve()),
@@ -214,6 +216,7 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
             "binding": spec.compute.binding,
             "coadsorption": pairs,
             "frenkel": {"bare": frenkel.bare, "ligands": list(frenkel.ligands), "pairs": frenkel.pairs},
+            **defect_compute(spec.compute, names, refuse),  # vacancy, migration (engine/defect_steps.py)
         },
         "verify": _verify_settings(spec, path),
         "workdir": str(root.resolve()),
@@ -224,6 +227,7 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
             warnings.warn(message, stacklevel=2)
     except LigbindError as exc:
         raise refuse("slab", exc) from None
+    check_defect_campaign(campaign, refuse)
     return campaign
 
 

@@ -38,6 +38,7 @@ from ligbind.engine.campaign import (
     step_verify_ligand,
     step_verify_slab,
 )
+from ligbind.engine.defect_steps import DEFECT_STEPS, plan_defects
 from ligbind.errors import LigbindError
 from ligbind.protocols import describe_changes, protocol_hash
 
@@ -243,6 +244,7 @@ STEPS = {
     "verify-ligand": lambda c, keys, ligand, config, other: step_verify_ligand(c, keys, ligand),
     "verify-config": lambda c, keys, ligand, config, other: step_verify_config(c, keys, ligand, int(config)),
     "verify": lambda c, keys, ligand, config, other: step_verify(c, keys, ligand),
+    **DEFECT_STEPS,  # vacancy-site, vacancy, migration-end, migration (ligbind/engine/defect_steps.py)
 }
 
 
@@ -325,6 +327,7 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
         frenkel_ids[tag] = add(
             "frenkel", f"frenkel/{tag}", [*base, *pairs, *extra], allow_fizzled=True, ligand=host
         )
+    plan_defects(c, add, slab, binding_ids)  # vacancies and migration barriers (engine/defect_steps.py)
     if c.get("verify"):
         dft_slab = add("verify-slab", "verify-slab", [slab])
         for spec in c["ligands"]:
