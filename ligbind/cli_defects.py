@@ -48,13 +48,14 @@ def _vacancy_lines(host: dict) -> list[str]:
         )
     for s in host["sites"]:
         flags = ",".join(s["flags"]) or "none"
-        e = f"{s['e_vac']:+.3f} eV" if "e_vac" in s else "n/a"
+        e = f"{s['e_vac']:+.3f} eV (E(slab−X) {s['e_defect']:.4f})" if "e_vac" in s else "n/a"
         lines.append(
             f"  [{name}] site {s['site']} ({s['element']}): E_vac = {e}  {s['status']}, flags {flags}"
         )
     charge = f", charge {host['charge']:+d}, μ_e {host['mu_e']}" if host["charge"] else ""
     lines.append(
-        f"E_vac({name}) = {_fmt(host['e_vac'])}  (E(slab−X) + μ_X − E(slab) {host['e_host']:.4f}{charge})"
+        f"E_vac({name}) = {_fmt(host['e_vac'])} = E(slab−X) + μ_X − E(slab), lowest usable site; "
+        f"E(slab) {host['e_host']:.4f} eV{charge}"
     )
     return lines
 
