@@ -18,6 +18,7 @@ from ligbind.cli import (
     float_in,
     input_file,
     int_in,
+    protocol_name,
     read_slab,
     resolve_checked_ligand,
 )
@@ -125,13 +126,19 @@ def _barrier_lines(host: dict) -> list[str]:
         f"({'converged' if host['converged'] else 'unconverged'}, {host['n_steps']} steps, "
         f"{host['force_calls']} force calls; flags {','.join(host['flags']) or 'none'})"
     )
+    if host.get("preconverge"):
+        pre = host["preconverge"]
+        lines.append(
+            f"  [{name}] band started from a {pre['protocol']} band ({pre['n_steps']} steps, "
+            f"{pre['force_calls']} {pre['protocol']} force calls)"
+        )
     return lines
 
 
 def cmd_barrier(args: argparse.Namespace) -> None:
     from ligbind.analysis.migration import BarrierOutcome, plot_profiles
     from ligbind.builders.slab import check_pbi2_terminated
-    from ligbind.defect_recipes import barrier, check_barrier_input
+    from ligbind.defect_recipes import barrier, check_barrier_input, check_preconverge
     from ligbind.protocols import load_protocol
     from ligbind.store import ResultStore
 
@@ -142,6 +149,7 @@ def cmd_barrier(args: argparse.Namespace) -> None:
     slab = read_slab(args.slab)
     check_pbi2_terminated(slab)
     check_barrier_input(slab, protocol, args.images, args.site, args.hopper)
+    check_preconverge(args.preconverge, protocol)
     store = ResultStore(args.db)
     bar, step = _progress_bar(args.json)
     try:
@@ -155,6 +163,7 @@ def cmd_barrier(args: argparse.Namespace) -> None:
             hopper=args.hopper,
             images=args.images,
             steps=args.neb_steps,
+            preconverge=args.preconverge,
             store=store,
             workdir=args.workdir,
             progress=step,
@@ -232,6 +241,12 @@ def register_defect_commands(sub) -> None:
         "--neb-steps",
         type=int_in("NEB step limit", 1, 100000),
         help="NEB optimizer steps in total (default: the protocol's relax.steps)",
+    )
+    p.add_argument(
+        "--preconverge",
+        metavar="PROTOCOL",
+        type=protocol_name,
+        help="converge the band first with this ML protocol (e.g. ml-screen), then with --protocol",
     )
     _add_calc_options(p)
     p.set_defaults(func=cmd_barrier)

@@ -237,13 +237,24 @@ def vacancy(
 def choose_hop(
     host: Atoms, site: int | None, hopper: int | None, max_hop: float = MAX_HOP
 ) -> tuple[int, int]:
-    """(vacancy site, hopping halide): given ones checked, else the site nearest the ligand and its nearest
-    neighbour."""
-    site = surface_halide_sites(host, 1)[0] if site is None else site
-    check_surface_halide(host, site)
-    hopper = hop_partner(host, site, max_hop) if hopper is None else hopper
-    check_hop(host, site, hopper, max_hop)
-    return site, hopper
+    """(vacancy site, hopping halide): given ones checked; else the distinct site nearest the ligand that has
+    a same-element neighbour within ``max_hop`` (mixed halides: not every site has one), and that neighbour."""
+    if site is not None:
+        check_surface_halide(host, site)
+        hopper = hop_partner(host, site, max_hop) if hopper is None else hopper
+        check_hop(host, site, hopper, max_hop)
+        return site, hopper
+    if hopper is not None:
+        raise LigbindError("--hopper needs --site (the vacancy it hops into)")
+    candidates = surface_halide_sites(host)
+    for s in candidates:
+        try:
+            return s, hop_partner(host, s, max_hop)
+        except LigbindError:
+            continue
+    raise LigbindError(
+        f"no top-surface halide has a neighbour of the same element within the {max_hop:.1f} Å hop cut-off"
+    )
 
 
 def relax_endpoints(
@@ -282,6 +293,7 @@ def barrier_on(
     bare: BarrierOutcome | None = None,
     progress: Progress = _noop,
     campaign: str | None = None,
+    preconverge: dict[str, Any] | None = None,
 ) -> BarrierOutcome:
     """Ea of one hop on one relaxed host: endpoints relaxed, NEB (reused when finished), analysis stored."""
     tag = ligand or "bare"
@@ -290,7 +302,7 @@ def barrier_on(
     progress(f"{tag} NEB ({images} images)")
     return barrier_from_endpoints(
         host, initial, final, protocol, store, workdir, images=images, steps=steps, ligand=ligand, bare=bare,
-        campaign=campaign,
+        campaign=campaign, preconverge=preconverge,
     )  # fmt: skip
 
 
@@ -307,21 +319,40 @@ def barrier_from_endpoints(
     ligand: str | None = None,
     bare: BarrierOutcome | None = None,
     campaign: str | None = None,
+    preconverge: dict[str, Any] | None = None,
 ) -> BarrierOutcome:
     """NEB between relaxed endpoints (``info``: migrating, site, hopper, hop_length) and its analysis.
 
-    A stored converged barrier is reused; an unconverged one continues from its saved band.
+    A stored converged barrier is reused; an unconverged one continues from its saved band. With
+    ``preconverge`` (a cheaper protocol) the band is first converged with it between the same endpoint
+    geometries (their energies recomputed with it), and this protocol's band starts from that one.
     """
     from ligbind.neb import neb_key, run_neb
 
     check_distinct_endpoints(initial, final)
-    stored = load_barrier(store, neb_key(initial, final, protocol, images))
+    start_key = neb_key(initial, final, preconverge, images) if preconverge is not None else None
+    stored = load_barrier(store, neb_key(initial, final, protocol, images, start_key))
     if stored is not None and stored.converged and (bare is None or stored.ea_bare is not None):
         return stored
-    run = run_neb(initial, final, protocol, images=images, workdir=workdir, steps=steps)
+    start = None
+    if preconverge is not None:
+        ends = [
+            jobs.single_point(r.atoms, preconverge, store=store, workdir=workdir) for r in (initial, final)
+        ]
+        start = run_neb(ends[0], ends[1], preconverge, images=images, workdir=workdir)
+    run = run_neb(initial, final, protocol, images=images, workdir=workdir, steps=steps, start=start)
+    pre = None
+    if start is not None:
+        pre = {
+            "protocol": preconverge["name"],
+            "key": start.key,
+            "converged": start.converged,
+            "n_steps": start.n_steps,
+            "force_calls": start.force_calls,
+        }
     return analyse_barrier(
         run, initial, final, protocol, z_top=top_height(host.atoms), ligand=ligand, bare=bare, store=store,
-        campaign=campaign,
+        campaign=campaign, preconverge=pre,
     )  # fmt: skip
 
 
@@ -337,6 +368,18 @@ class MigrationOutcome:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def check_preconverge(preconverge: str | dict[str, Any] | None, protocol: dict[str, Any]):
+    """The resolved pre-convergence protocol (an ML one, not the band's own), or None."""
+    if preconverge is None:
+        return None
+    pre = load_protocol(preconverge)
+    if pre["is_dft"]:
+        raise LigbindError(f"--preconverge {pre['name']} is a DFT protocol: pre-converge with an ML one")
+    if pre["name"] == protocol["name"]:
+        raise LigbindError(f"--preconverge {pre['name']} is the band's own protocol: nothing to save")
+    return pre
 
 
 def check_barrier_input(slab: Atoms, protocol: dict[str, Any], images: int, site, hopper) -> tuple[int, int]:
@@ -363,6 +406,7 @@ def barrier(
     store: ResultStore | None = None,
     workdir: str | Path = "runs",
     overrides: dict[str, Any] | None = None,
+    preconverge: str | dict[str, Any] | None = None,
     progress: Progress = _noop,
 ) -> MigrationOutcome:
     """Halide hop barrier into a neighbouring vacancy, bare and (with ``ligand``) on the best complex; ΔEa.
@@ -373,6 +417,7 @@ def barrier(
     protocol = load_protocol(protocol, overrides)
     given_site, given_hopper = site, hopper
     site, hopper = check_barrier_input(slab, protocol, images, site, hopper)
+    pre = check_preconverge(preconverge, protocol)
     store = store or ResultStore()
     workdir = Path(workdir)
     from ligbind.recipes import relax_slab
@@ -383,7 +428,7 @@ def barrier(
     if ligand is not None:
         host = _ligand_host(slab, ligand, protocol, store, workdir, mode, n_configs, progress)
         site, hopper = choose_hop(host.atoms, given_site, given_hopper)
-    kw = dict(images=images, steps=steps, progress=progress)
+    kw = dict(images=images, steps=steps, progress=progress, preconverge=pre)
     bare = barrier_on(slab_result, site, hopper, protocol, store, workdir, **kw)
     out = MigrationOutcome(protocol["name"], bare.as_dict())
     if host is not None:

@@ -41,12 +41,16 @@ class NebRun:
     wall_time: float
 
 
-def neb_key(initial: Result, final: Result, protocol: dict[str, Any], images: int) -> str:
-    """Key of a barrier: both relaxed endpoints' structure hashes, the protocol hash and the image count."""
-    return (
+def neb_key(
+    initial: Result, final: Result, protocol: dict[str, Any], images: int, start: str | None = None
+) -> str:
+    """Key of a barrier: both relaxed endpoints' structure hashes, the protocol hash and the image count (and
+    the protocol hash of the band it started from, when pre-converged with another protocol)."""
+    key = (
         f"barrier-{structure_hash(initial.atoms)}-{structure_hash(final.atoms)}-"
         f"{protocol_hash(protocol)}-{images}i"
     )
+    return f"{key}-from-{start.split('-')[3]}" if start else key
 
 
 def _endpoint(result: Result) -> Atoms:
@@ -72,7 +76,7 @@ def _last_band(path: Path, n_total: int) -> tuple[list[np.ndarray] | None, int]:
 
 
 def _band(
-    initial: Result, final: Result, protocol, images: int, workdir: Path, key: str, saved
+    initial: Result, final: Result, protocol, images: int, workdir: Path, key: str, saved, start=None
 ) -> list[Atoms]:
     """Endpoints (with their stored energies) and ``images`` intermediate images, each with its calculator."""
     backend = backend_of(protocol)
@@ -83,11 +87,13 @@ def _band(
         image.calc = make_calculator(protocol, atoms=image, directory=workdir, label=f"{key}-{k + 1}")
         band.append(image)
     band.append(last)
-    if saved is not None:
-        for image, positions in zip(band[1:-1], saved[1:-1], strict=True):
+    if saved is not None or start is not None:
+        for image, positions in zip(band[1:-1], (saved or start)[1:-1], strict=True):
             image.positions = positions
     else:
-        NEB(band, climb=True, method="improvedtangent").interpolate(method="idpp", mic=True, apply_constraint=True)
+        NEB(band, climb=True, method="improvedtangent").interpolate(
+            method="idpp", mic=True, apply_constraint=True
+        )
     return band
 
 
@@ -100,6 +106,7 @@ def run_neb(
     workdir: str | Path = "runs",
     fmax: float | None = None,
     steps: int | None = None,
+    start: NebRun | None = None,
 ) -> NebRun:
     """Climbing-image NEB between two relaxed endpoints, continuing a saved band with the same key.
 
@@ -115,17 +122,21 @@ def run_neb(
         Where ``<key>.band.traj`` and the optimizer log go.
     fmax, steps
         Convergence (eV/Å on the band's NEB forces) and total step limit, counting the steps of earlier runs.
+    start
+        A band converged with a cheaper protocol (same endpoints' geometry): its intermediate images start
+        this band instead of the IDPP interpolation (a pre-converged band; the key records it).
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    key = neb_key(initial, final, protocol, images)
+    key = neb_key(initial, final, protocol, images, start.key if start is not None else None)
     fmax = float(fmax if fmax is not None else protocol["relax"]["fmax"])
     steps = int(steps if steps is not None else protocol["relax"]["steps"])
     traj_path = workdir / f"{key}.band.traj"
     calls_path = workdir / f"{key}.calls"
     saved, done = _last_band(traj_path, images + 2)
     previous_calls = int(calls_path.read_text()) if saved is not None and calls_path.exists() else 0
-    band = _band(initial, final, protocol, images, workdir, key, saved)
+    start_positions = [im.positions.copy() for im in start.band] if start is not None else None
+    band = _band(initial, final, protocol, images, workdir, key, saved, start_positions)
     neb = NEB(band, climb=True, method="improvedtangent")
     start = time.perf_counter()
     counter = {"bands": 0}

@@ -62,9 +62,9 @@ def no_calculation(monkeypatch):
     def forbidden(*args, **kwargs):
         raise Computed("bad input reached a calculation")
 
+    import ligbind.defect_recipes as defect_recipes
     import ligbind.engine.fireworks as engine
     import ligbind.jobs as jobs
-    import ligbind.defect_recipes as defect_recipes
     import ligbind.recipes as recipes
 
     for module, name in [
@@ -433,10 +433,14 @@ def _defect_rows() -> list[tuple]:
         ("barrier", "--protocol", (*ba, "--protocol", "gpaw-quick"), "odd electron count"),
         ("barrier", "--hopper", (*ba, "--site", "12", "--hopper", "13"), "longer than the 5.5 Å cut-off"),
         ("barrier", "--hopper", (*ba, "--site", "12", "--hopper", "12"), "is the vacancy site itself"),
-        ("barrier", "--hopper", (*ba, "--hopper", "2"), "not a top-surface halide"),
+        ("barrier", "--hopper", (*ba, "--site", "12", "--hopper", "2"), "not a top-surface halide"),
+        ("barrier", "--hopper", (*ba, "--hopper", "14"), "--hopper needs --site"),
         ("barrier", "--images", (*ba, "--images", "12"), "bad number of NEB images 12: at most 9"),
         ("barrier", "--images", (*ba, "--images", "2"), "need at least 3"),
         ("barrier", "--neb-steps", (*ba, "--neb-steps", "0"), "bad NEB step limit 0"),
+        ("barrier", "--preconverge", (*ba, "--preconverge", "ml-screen"), "is the band's own protocol"),
+        ("barrier", "--preconverge", (*ba, "--preconverge", "gpaw-quick"), "is a DFT protocol"),
+        ("barrier", "--preconverge", (*ba, "--preconverge", "nope"), "unknown protocol 'nope'"),
     ]
     return rows
 

@@ -140,3 +140,35 @@ def test_band_flags_on_constructed_bands(_slab_2x2_session):
     h = Atoms("H", positions=[initial.positions[m] + [0, 0, 1.8]], tags=[1])
     with_h += h
     assert ligand_in_path([with_h], m)
+
+
+def test_preconverged_band_starts_from_the_cheaper_band(bare_barrier, tmp_path):
+    """A band pre-converged with a cheaper setting (here the same potential at a loose fmax) starts the band of
+    the protocol asked for: its first saved band is the pre-converged one, and it needs fewer force calls than
+    the band started from IDPP (the module's CLI run)."""
+    from ligbind.defect_recipes import barrier_from_endpoints
+
+    d, out = bare_barrier
+    b = out["bare"]
+    protocol = load_protocol("ml-screen", FAST)
+    loose = load_protocol("ml-screen", {"relax": {"fmax": 0.25, "steps": 150}})
+    store = ResultStore(d / "ligbind.db")
+    initial = result_from_row(store.get(b["initial_key"]), protocol)
+    final = result_from_row(store.get(b["final_key"]), protocol)
+    (slab_row,) = [r for r in store.select(kind="relax") if r.natoms == 32]  # the relaxed bare slab
+    host = result_from_row(slab_row, protocol)
+    for r, built in zip(
+        (initial, final), migration_endpoints(host.atoms, b["site"], b["hopper"]), strict=True
+    ):
+        r.atoms.info = dict(built.info)
+    pre_store = ResultStore(tmp_path / "pre.db")
+    out_pre = barrier_from_endpoints(
+        host, initial, final, protocol, pre_store, tmp_path, images=5, preconverge=loose
+    )
+    assert out_pre.preconverge is not None and out_pre.preconverge["converged"]
+    assert out_pre.key != b["key"] and "-from-" in out_pre.key
+    assert out_pre.converged and out_pre.force_calls < b["force_calls"]
+    assert out_pre.ea_forward == pytest.approx(b["ea_forward"], abs=0.03)  # the same saddle
+    start = list(Trajectory(str(tmp_path / f"{out_pre.preconverge['key']}.band.traj")))[-7:]
+    first = list(Trajectory(str(tmp_path / f"{out_pre.key}.band.traj")))[:7]
+    assert np.allclose([a.positions for a in first], [a.positions for a in start])

@@ -60,6 +60,7 @@ class BarrierOutcome:
     delta_ea: float | None = None
     key: str = ""
     campaign: str | None = None
+    preconverge: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +140,7 @@ def analyse_barrier(
     bare: BarrierOutcome | None = None,
     store: ResultStore | None = None,
     campaign: str | None = None,
+    preconverge: dict[str, Any] | None = None,
 ) -> BarrierOutcome:
     """Ea of one band (ΔEa against ``bare`` for a ligand host), stored as one row of kind ``barrier``."""
     info = initial.atoms.info
@@ -167,6 +169,7 @@ def analyse_barrier(
         final_key=final.key,
         key=run.key,
         campaign=campaign,
+        preconverge=preconverge,
     )
     if ligand is not None and bare is not None:
         out.ea_bare = bare.ea_forward
