@@ -70,7 +70,16 @@ def _last_band(path: Path, n_total: int) -> tuple[list[np.ndarray] | None, int]:
         path.unlink()
         return None, 0
     if n_bands == 0:
+        path.unlink()
         return None, 0
+    if len(frames) % n_total:  # killed while writing a band: keep the complete ones only
+        complete = [frames[k] for k in range(n_bands * n_total)]
+        tmp = path.with_suffix(".partial")
+        with Trajectory(str(tmp), "w") as out:
+            for atoms in complete:
+                out.write(atoms)
+        tmp.replace(path)
+        frames = Trajectory(str(path))
     start = (n_bands - 1) * n_total
     return [frames[start + k].positions.copy() for k in range(n_total)], n_bands - 1
 

@@ -172,3 +172,63 @@ def test_preconverged_band_starts_from_the_cheaper_band(bare_barrier, tmp_path):
     start = list(Trajectory(str(tmp_path / f"{out_pre.preconverge['key']}.band.traj")))[-7:]
     first = list(Trajectory(str(tmp_path / f"{out_pre.key}.band.traj")))[:7]
     assert np.allclose([a.positions for a in first], [a.positions for a in start])
+
+
+def test_killed_barrier_command_resumes_its_band(tmp_path, _slab_2x2_session):
+    """``ligbind barrier`` killed (SIGKILL) during the NEB, then run again: the second run continues the
+    saved band (the file keeps the first run's bands and grows), and the barrier comes out as usual."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import CLI, cli_env, run_ligbind
+
+    write_structure(tmp_path / "slab.extxyz", _slab_2x2_session)
+    args = ["barrier", "--slab", "slab.extxyz", "--images", "3", "--set", json.dumps(FAST), "--json"]
+    proc = subprocess.Popen([*CLI, *args], cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    n = 5
+    deadline = time.time() + 300
+    bands = []
+    while time.time() < deadline and proc.poll() is None:
+        bands = list((tmp_path / "runs").glob("barrier-*.band.traj"))
+        if bands and bands[0].stat().st_size > 0 and len(Trajectory(str(bands[0]))) >= 4 * n:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the NEB finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = list(Trajectory(str(bands[0])))
+    done = len(saved) // n - 1
+    assert done >= 3
+    rerun = run_ligbind(*args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    b = json.loads(rerun.stdout)["bare"]
+    assert b["converged"] and b["n_steps"] > done
+    frames = list(Trajectory(str(bands[0])))
+    assert len(frames) == (1 + b["n_steps"]) * n  # one band per step over both runs, none written twice
+    kept = done * n + n
+    assert np.allclose([a.positions for a in frames[:kept]], [a.positions for a in saved[:kept]])
+
+
+def test_band_cut_mid_write_resumes_from_its_last_complete_band(bare_barrier, tmp_path):
+    """A kill while a band was being written leaves part of a band: it is dropped, the last complete band
+    is the restart point, and the file stays aligned (one whole band per step)."""
+    d, out = bare_barrier
+    b = out["bare"]
+    protocol = load_protocol("ml-screen", FAST)
+    store = ResultStore(d / "ligbind.db")
+    initial = result_from_row(store.get(b["initial_key"]), protocol)
+    final = result_from_row(store.get(b["final_key"]), protocol)
+    first = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=2)
+    traj = tmp_path / f"{first.key}.band.traj"
+    frames = list(Trajectory(str(traj)))
+    assert len(frames) == 3 * 5
+    with Trajectory(str(traj), "a") as t:  # two images of a fourth band, then the "kill"
+        t.write(frames[-5])
+        t.write(frames[-4])
+    second = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=4)
+    assert second.resumed_from_step == 2 and second.n_steps == 4
+    after = list(Trajectory(str(traj)))
+    assert len(after) == 5 * 5
+    assert np.allclose([a.positions for a in after[:15]], [a.positions for a in frames])
