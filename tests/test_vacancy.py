@@ -152,3 +152,40 @@ def test_gpaw_vacancy_input_path(slab_2x2, tmp_path):
         paired, backend_of(paired).prepare(charged, paired), tmp_path, "x"
     ).parameters.todict()
     assert params["charge"] == 1 and not params["spinpol"]
+
+
+@pytest.mark.slow
+def test_gpaw_vacancy_energy_on_a_tiny_slab(tmp_path):
+    """Real GPAW (LCAO sz, h 0.35, spin-polarised for every term) on a one-layer Pb4I8 slab, each structure at
+    its built geometry (fmax 10 eV/Å: a single-point relaxation). E_vac is assembled here from GPAW's own
+    log energies plus D3 computed separately, not from the energies ligbind stored."""
+    import re
+
+    from dftd3.ase import DFTD3
+
+    from ligbind.builders.slab import build_slab
+    from ligbind.calculators import backend_of
+    from ligbind.defect_recipes import vacancy
+
+    slab = build_slab("CsPbI3", "tetragonal", "2x2", layers=1, vacuum=6.0, fix_layers=0)
+    assert slab.get_chemical_formula() == "I8Pb4"
+    tiny = {"basis": "sz(dzp)", "h": 0.35, "spinpol": True}
+    over = {"gpaw": tiny, "prerelax": None, "run": {"cores": 1}, "relax": {"fmax": 10.0, "steps": 1}}
+    protocol = load_protocol("gpaw-quick", over)
+    store = ResultStore(tmp_path / "g.db")
+    out = vacancy(slab, protocol, max_sites=1, store=store, workdir=tmp_path / "runs")
+    (site,) = out.bare["sites"]
+    assert site["status"] == "converged" and site["flags"] == []
+
+    def energy(key: str) -> float:
+        log = (tmp_path / "runs" / f"{key}.txt").read_text()
+        e_gpaw = float(re.findall(r"Extrapolated:\s+(-?\d+\.\d+)", log)[-1])
+        atoms = backend_of(protocol).prepare(store.get(key).toatoms(), protocol)
+        atoms.calc = DFTD3(method="pbe", damping="d3bj")
+        return e_gpaw + float(atoms.get_potential_energy())
+
+    e_vac = (
+        energy(site["key"]) + 0.5 * energy(out.bare["references"]["I"]["key"]) - energy(out.bare["host_key"])
+    )
+    assert out.bare["e_vac"] == pytest.approx(e_vac, abs=2e-3)
+    assert 0.3 < out.bare["e_vac"] < 5.0
