@@ -55,7 +55,7 @@ def _vacancy_lines(host: dict) -> list[str]:
         )
     charge = f", charge {host['charge']:+d}, μ_e {host['mu_e']}" if host["charge"] else ""
     lines.append(
-        f"E_vac({name}) = {_fmt(host['e_vac'])} = E(slab−X) + μ_X − E(slab), lowest usable site; "
+        f"E_vac({name}) = {_fmt(host['e_vac'])} ({host.get('element')}) = E(slab−X) + μ_X − E(slab), lowest usable site; "
         f"E(slab) {host['e_host']:.4f} eV{charge}"
     )
     return lines
@@ -95,7 +95,7 @@ def cmd_vacancy(args: argparse.Namespace) -> None:
     lines = _vacancy_lines(out.bare)
     if out.with_ligand is not None:
         lines += _vacancy_lines(out.with_ligand)
-        lines.append(f"ΔE_vac = {_fmt(out.delta_e_vac)}  (E_vac({out.ligand}) − E_vac(bare))")
+        lines.append(f"ΔE_vac = {_fmt(out.delta_e_vac)}  (E_vac({out.ligand}) − E_vac(bare), same halide)")
     _print(out.as_dict(), args.json, "\n".join(lines))
 
 

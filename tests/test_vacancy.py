@@ -189,3 +189,44 @@ def test_gpaw_vacancy_energy_on_a_tiny_slab(tmp_path):
     )
     assert out.bare["e_vac"] == pytest.approx(e_vac, abs=2e-3)
     assert 0.3 < out.bare["e_vac"] < 5.0
+
+
+def test_mixed_halides_compare_like_with_like():
+    """A mixed-halide bare slab samples both halides first; ΔE_vac pairs a ligand host's I vacancy with the
+    bare slab's I vacancy (never with a Br one), and is None when the bare slab has no usable I vacancy."""
+    from ligbind.analysis.vacancy import analyse_vacancy
+    from ligbind.builders.slab import build_slab
+
+    slab = build_slab(
+        "CsPbI3", "tetragonal", "2x2", layers=3, vacuum=12.0, fix_layers=1, br_fraction=0.33, seed=1
+    )
+    sites = surface_halide_sites(slab, 2)
+    assert sorted(slab[i].symbol for i in sites) == ["Br", "I"]
+    by_el = {slab[i].symbol: i for i in sites}
+
+    def result(atoms, energy):
+        return Result("k" + str(energy), "relax", atoms, energy, 0.0, True, 1, 1, {})
+
+    protocol = load_protocol("ml-screen")
+    host = result(slab, -100.0)
+    refs = {"I": result(Atoms("I2"), -3.0), "Br": result(Atoms("Br2"), -3.2)}
+    vac = {el: make_vacancy(slab, i) for el, i in by_el.items()}
+    # E_vac(I) = -97.0 + (-1.5) + 100 = 1.5 ; E_vac(Br) = -97.5 + (-1.6) + 100 = 0.9
+    bare = analyse_vacancy(
+        host,
+        [(vac["I"].info, result(vac["I"], -97.0)), (vac["Br"].info, result(vac["Br"], -97.5))],
+        refs,
+        protocol,
+    )
+    assert bare.e_vac == pytest.approx(0.9) and bare.element == "Br"
+    # a "ligand host" (same structure here) whose only usable vacancy is I at E_vac = 1.7
+    lig = analyse_vacancy(
+        host, [(vac["I"].info, result(vac["I"], -96.8))], refs, protocol, ligand="L", bare=bare
+    )
+    assert lig.element == "I" and lig.e_vac_bare == pytest.approx(1.5)
+    assert lig.delta_e_vac == pytest.approx(0.2)
+    bare_br_only = analyse_vacancy(host, [(vac["Br"].info, result(vac["Br"], -97.5))], refs, protocol)
+    lig2 = analyse_vacancy(
+        host, [(vac["I"].info, result(vac["I"], -96.8))], refs, protocol, ligand="L", bare=bare_br_only
+    )
+    assert lig2.delta_e_vac is None and lig2.e_vac_bare is None

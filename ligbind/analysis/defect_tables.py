@@ -12,6 +12,7 @@ from ligbind.store import ResultStore
 
 DEFECT_COLUMNS = [
     "host",
+    "element",
     "e_vac",
     "e_vac_bare",
     "delta_e_vac",
@@ -64,6 +65,7 @@ def vacancy_table(
         rows.append(
             {
                 "host": row.get("ligand") or "(bare)",
+                "element": row.get("element", ""),
                 "e_vac": row.get("e_vac"),
                 "e_vac_bare": row.get("e_vac_bare"),
                 "delta_e_vac": row.get("delta_e_vac"),
@@ -134,8 +136,8 @@ def write_defect_tables(
             outdir,
             "defects",
             "# Surface halide vacancies (eV): E_vac = E(slab − X) + μ_X − E(slab), μ_X = ½E(X2) + Δμ_X "
-            "(X2 relaxed with the same protocol; Δμ_X = 0 is X2-rich), lowest usable site; "
-            "ΔE_vac = E_vac(ligand) − E_vac(bare). Flagged sites (vacancy-refilled, ligand-fills-vacancy, "
+            "(X2 relaxed with the same protocol; Δμ_X = 0 is X2-rich), lowest usable site (its halide in "
+            "`element`); ΔE_vac = E_vac(ligand) − E_vac(bare) for the same halide. Flagged sites (vacancy-refilled, ligand-fills-vacancy, "
             "below-pristine, unconverged) are listed in `sites` and not used.\n\n",
         )
     mig = migration_table(store, campaign, protocol_hash)

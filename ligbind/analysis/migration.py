@@ -2,7 +2,8 @@
 
     Ea(forward)  = max_i E(image i) − E(initial)        (initial: vacancy at the site, hopper in place)
     Ea(backward) = max_i E(image i) − E(final)
-    ΔEa          = Ea(forward, ligand@slab) − Ea(forward, bare); positive = the ligand slows migration
+    ΔEa          = Ea(forward, ligand@slab) − Ea(forward, bare) for the same hop (same site and hopping
+                   halide); positive = the ligand slows migration
 
 The endpoints are relaxed with the same protocol as the band, so the profile's first and last energies are
 the relaxed endpoint energies (stored terms). Flags (kept in the table; a flagged barrier has no ΔEa):
@@ -171,7 +172,7 @@ def analyse_barrier(
         campaign=campaign,
         preconverge=preconverge,
     )
-    if ligand is not None and bare is not None:
+    if ligand is not None and bare is not None and (bare.site, bare.hopper) == (out.site, out.hopper):
         out.ea_bare = bare.ea_forward
         if not flags and not bare.flags and bare.ea_forward is not None:
             out.delta_ea = forward - bare.ea_forward

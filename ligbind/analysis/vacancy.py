@@ -9,7 +9,8 @@ the user's chemical potential relative to it: 0 is the X2-rich limit; the PbX2-r
 vacancy (q ≠ 0, DFT backends only) puts its q removed electrons at the electron chemical potential μ_e
 (absolute, on the protocol's energy scale), which the user gives. A host is the relaxed bare slab or the
 best relaxed ligand@slab complex (or any other relaxed PbX2-terminated surface); ΔE_vac = E_vac(ligand) −
-E_vac(bare), positive = the ligand makes vacancies costlier.
+E_vac(bare) for the same halide (the bare slab's lowest vacancy of the element of the ligand host's lowest
+one; none if the bare slab has no such site), positive = the ligand makes vacancies costlier.
 
 Flags (a flagged site is kept in the table and left out of E_vac): ``unconverged``; ``vacancy-refilled``
 (another halide moved into the vacant site: the vacancy migrated during the relaxation); ``ligand-fills-
@@ -45,6 +46,7 @@ class VacancyHostOutcome:
     protocol: str
     e_vac: float | None
     delta_mu_x: float
+    element: str | None = None
     charge: int = 0
     mu_e: float | None = None
     references: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -103,6 +105,16 @@ def vacancy_flags(e_vac: float, result: Result) -> list[str]:
     return flags
 
 
+def lowest_by_element(rows: list[dict[str, Any]]) -> dict[str, tuple[int, float]]:
+    """(site, E_vac) of the lowest usable (converged, unflagged) vacancy of each element."""
+    best: dict[str, tuple[int, float]] = {}
+    for r in rows:
+        if r.get("status") == "converged" and not r["flags"] and "e_vac" in r:
+            if r["element"] not in best or r["e_vac"] < best[r["element"]][1]:
+                best[r["element"]] = (r["site"], r["e_vac"])
+    return best
+
+
 def evaluate_vacancies(
     host: Result,
     sites: list[tuple[dict[str, Any], Result | None]],
@@ -119,7 +131,7 @@ def evaluate_vacancies(
     """
     p_hash = protocol_hash(protocol)
     pristine = Term.from_atoms("pristine", host.atoms, host.energy, p_hash, True, host.converged)
-    rows, values = [], {}
+    rows = []
     for info, r in sites:
         row = {
             "site": info.get("site"),
@@ -136,9 +148,8 @@ def evaluate_vacancies(
         rows.append(
             {**row, "e_vac": e_vac, "e_defect": r.energy, "status": r.status, "flags": flags, "key": r.key}
         )
-        if r.converged and not flags:
-            values[info["site"]] = e_vac
-    return (min(values.values()) if values else None), rows
+    best = lowest_by_element(rows)
+    return (min(v for _, v in best.values()) if best else None), rows
 
 
 def analyse_vacancy(
@@ -179,10 +190,14 @@ def analyse_vacancy(
         host_key=host.key,
         campaign=campaign,
     )
+    best = lowest_by_element(rows)
+    out.element = next((el for el, (_, v) in best.items() if v == e_vac), None)
     if ligand is not None and bare is not None:
-        out.e_vac_bare = bare.e_vac
-        if e_vac is not None and bare.e_vac is not None:
-            out.delta_e_vac = delta_vacancy(e_vac, bare.e_vac)
+        # like with like: the bare slab's lowest vacancy of the same element (None if it has no such site)
+        same = lowest_by_element(bare.sites).get(out.element) if out.element else None
+        out.e_vac_bare = same[1] if same else None
+        if e_vac is not None and out.e_vac_bare is not None:
+            out.delta_e_vac = delta_vacancy(e_vac, out.e_vac_bare)
     out.key = vacancy_key(host, ligand, delta_mu_x, charge)
     if store is not None:
         store.put(
@@ -196,6 +211,7 @@ def analyse_vacancy(
             is_dft=bool(protocol["is_dft"]),
             ligand=ligand or "",
             e_vac=e_vac,
+            element=out.element,
             e_vac_bare=out.e_vac_bare,
             delta_e_vac=out.delta_e_vac,
             delta_mu_x=delta_mu_x,

@@ -80,7 +80,8 @@ def surface_halide_sites(host: Atoms, max_sites: int | None = None) -> list[int]
     Returns
     -------
     list of int
-        One index per symmetry class, nearest a ligand anchor first (a bare host: ascending index).
+        One index per symmetry class, nearest a ligand anchor first (a bare host: ascending index, alternating
+        between elements so that a few sites of a mixed-halide slab cover each halide).
     """
     halides = [int(i) for i in surface_halides(host)]
     halides.sort(key=lambda i: (round(distance_to_ligand(host, i), 2), i))
@@ -95,6 +96,12 @@ def surface_halide_sites(host: Atoms, max_sites: int | None = None) -> list[int]
         ]
         if not same:
             chosen.append(i)
+    if not len(_ligand_reference_points(host)):  # bare: alternate elements (mixed halides: I, Br, I, ...)
+        by_element: dict[str, list[int]] = {}
+        for i in chosen:
+            by_element.setdefault(host[i].symbol, []).append(i)
+        queues = [by_element[el] for el in sorted(by_element, key=lambda e: min(by_element[e]))]
+        chosen = [q[k] for k in range(max(map(len, queues), default=0)) for q in queues if k < len(q)]
     return chosen[:max_sites] if max_sites else chosen
 
 

@@ -33,7 +33,13 @@ def defect_compute(compute, names: list[str], refuse) -> dict[str, Any]:
     v, m = compute.vacancy, compute.migration
     return {
         "vacancy": {"bare": v.bare, "ligands": list(v.ligands), "sites": v.sites, "mu_x": v.mu_x},
-        "migration": {"bare": m.bare, "ligands": list(m.ligands), "images": m.images},
+        "migration": {
+            "bare": m.bare,
+            "ligands": list(m.ligands),
+            "images": m.images,
+            "site": m.site,
+            "hopper": m.hopper,
+        },
     }
 
 
@@ -41,7 +47,7 @@ def check_defect_campaign(c: dict[str, Any], refuse) -> None:
     """Refuse now what the defect steps would refuse later (an odd electron count on a spin-paired DFT
     protocol): the vacancy on the unrelaxed campaign slab stands in for every host."""
     from ligbind.builders.vacancies import make_vacancy, surface_halide_sites
-    from ligbind.defect_recipes import check_defect_input
+    from ligbind.defect_recipes import check_defect_input, choose_hop
 
     for what in ("vacancy", "migration"):
         spec = c["compute"].get(what) or {}
@@ -49,6 +55,8 @@ def check_defect_campaign(c: dict[str, Any], refuse) -> None:
             slab = campaign_slab(c)
             try:
                 check_defect_input(make_vacancy(slab, surface_halide_sites(slab, 1)[0]), c["protocol"])
+                if what == "migration":
+                    choose_hop(slab, spec.get("site"), spec.get("hopper"))
             except LigbindError as exc:
                 raise refuse(f"compute.{what}", exc) from None
 
@@ -103,11 +111,14 @@ def step_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     )  # fmt: skip
 
 
-def _endpoints(c: dict[str, Any], host: Result):
+def _endpoints(c: dict[str, Any], keys: KeyMap, host: Result):
+    """Endpoints of the campaign's hop on ``host``: the same (site, hopping halide) on every host, given in
+    ``compute.migration`` or chosen on the relaxed bare slab, so that ΔEa compares the same hop."""
     from ligbind.builders.vacancies import migration_endpoints
     from ligbind.defect_recipes import choose_hop
 
-    site, hopper = choose_hop(host.atoms, None, None)
+    spec = c["compute"]["migration"]
+    site, hopper = choose_hop(_passed(c, keys, "slab").atoms, spec.get("site"), spec.get("hopper"))
     return migration_endpoints(host.atoms, site, hopper)
 
 
@@ -115,7 +126,7 @@ def step_migration_end(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: i
     """Relax the initial (k = 0) or final (k = 1) state of the hop on the host."""
     from ligbind.jobs import relax
 
-    atoms = _endpoints(c, frenkel_host(c, keys, ligand))[k]
+    atoms = _endpoints(c, keys, frenkel_host(c, keys, ligand))[k]
     atoms.info["label"] = f"migration:{ligand or 'bare'}:{atoms.info['endpoint']}"
     result = relax(atoms, c["protocol"], store=_store(c), workdir=_calcdir(c))
     return result.require_converged(f"{atoms.info['endpoint']} endpoint relaxation")
@@ -129,7 +140,7 @@ def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     tag = ligand or "bare"
     host = frenkel_host(c, keys, ligand)
     ends = []
-    for k, built in enumerate(_endpoints(c, host)):
+    for k, built in enumerate(_endpoints(c, keys, host)):
         r = _passed(c, keys, f"migration-end/{tag}/{k}").require_converged("endpoint relaxation")
         r.atoms.info = dict(built.info)
         ends.append(r)

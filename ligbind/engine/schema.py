@@ -160,6 +160,10 @@ class MigrationSpec(_Strict):
     bare: bool = False
     ligands: list[str] = Field(default_factory=list)
     images: Annotated[int, Field(ge=3, le=9)] = 5
+    site: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="vacancy site (top-surface halide index)"
+    )
+    hopper: Annotated[int, Field(ge=0)] | None = Field(None, description="hopping halide index (needs site)")
 
     _distinct = field_validator("ligands")(FrenkelSpec._distinct.__func__)
 
