@@ -831,6 +831,16 @@ def _register_coverage_commands(sub) -> None:
 _EXTRA_COMMANDS.append(_register_coverage_commands)
 
 
+def _register_defect_commands(sub) -> None:
+    """``vacancy`` and ``barrier`` (ligbind/cli_defects.py)."""
+    from ligbind.cli_defects import register_defect_commands
+
+    register_defect_commands(sub)
+
+
+_EXTRA_COMMANDS.append(_register_defect_commands)
+
+
 # ----------------------------------------------------------------------------------------------- campaigns
 def cmd_screen(args: argparse.Namespace) -> None:
     from ligbind.engine.fireworks import screen
@@ -944,6 +954,8 @@ def _register_passivation(sub) -> None:  # `ligbind passivate` (ligbind/cli_pass
 
 
 _EXTRA_COMMANDS.append(_register_passivation)
+
+
 def _register_complex_commands(sub) -> None:
     """Ion–ligand complexes (``ligbind complex-ion``), defined in their own module (imported when used)."""
     from ligbind.cli_complexes import register_complex_commands

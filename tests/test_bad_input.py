@@ -64,6 +64,7 @@ def no_calculation(monkeypatch):
     def forbidden(*args, **kwargs):
         raise Computed("bad input reached a calculation")
 
+    import ligbind.defect_recipes as defect_recipes
     import ligbind.engine.fireworks as engine
     import ligbind.jobs as jobs
     import ligbind.recipes as recipes
@@ -74,6 +75,8 @@ def no_calculation(monkeypatch):
         (jobs, "single_point"),
         (recipes, "bind"),
         (recipes, "frenkel"),
+        (defect_recipes, "vacancy"),
+        (defect_recipes, "barrier"),
         (recipes, "relax_slab"),
         (recipes_coverage, "relax"),
         (recipes_coverage, "relax_slab"),
@@ -417,6 +420,8 @@ def _cases() -> list[Case]:
         ("frenkel", "--json", (*fr, "--json=1"), "ignored explicit"),
         # coverage, treat (ligbind/cli_coverage.py)
         *_coverage_rows(),
+        # vacancy, barrier (ligbind/cli_defects.py)
+        *_defect_rows(),
         # results, screen, run, status
         ("results", "campaign", ("results", "../../escape"), "campaign file not found"),
         ("results", "campaign", ("results", "bad name"), "not a safe campaign name"),
@@ -453,6 +458,53 @@ def _cases() -> list[Case]:
         ("status", "--json", ("status", "--json=1"), "ignored explicit"),
     ]
     return [Case(c, o, tuple(a), f) for c, o, a, f in rows]
+
+
+def _defect_rows() -> list[tuple]:
+    """Bad input of ``ligbind vacancy`` and ``ligbind barrier``: halide 12 is a top-surface I of slab.extxyz,
+    its nearest I neighbour is 14 (4.46 Å, across the cell edge) and halide 13 is 6.31 Å away."""
+    va = ("vacancy", "--slab", "slab.extxyz")
+    ba = ("barrier", "--slab", "slab.extxyz")
+    rows = []
+    for cmd, base in (("vacancy", va), ("barrier", ba)):
+        rows += [
+            (cmd, "--slab", (cmd, "--slab", "cu.extxyz"), "not a lead-halide"),
+            (cmd, "--slab", (cmd, "--slab", "cut.extxyz"), "not PbI2-terminated"),
+            (cmd, "--ligand", (*base, "--ligand", "unobtainium"), "unknown ligand"),
+            (cmd, "--mode", (*base, "--mode", "exchange"), "give --ligand too"),
+            (cmd, "--configs", (*base, "--ligand", "methylamine", "--configs", "0"), "configurations 0"),
+            (cmd, "--site", (*base, "--site", "3"), "site 3 is not a top-surface halide (I below the top"),
+            (cmd, "--site", (*base, "--site", "0"), "not a halide"),
+            (cmd, "--site", (*base, "--site", "999"), "no such atom"),
+            (cmd, "--site", (*base, "--site", "-1"), "bad site index -1"),
+            (cmd, "--protocol", (*base, "--protocol", "xtb"), "unknown protocol 'xtb'"),
+            (cmd, "--set", (*base, "--set", '{"relax": {"fmax": -1}}'), "fmax"),
+            (cmd, "--db", (*base, "--db", "notadb.db"), "is not an SQLite"),
+            (cmd, "--workdir", (*base, "--workdir", "afile"), "not a directory"),
+            (cmd, "--json", (*base, "--json=1"), "ignored explicit"),
+        ]
+    rows += [
+        ("vacancy", "--sites", (*va, "--sites", "0"), "bad number of vacancy sites 0"),
+        ("vacancy", "--mu-x", (*va, "--mu-x", "0.5"), "at most 0"),
+        ("vacancy", "--mu-x", (*va, "--mu-x", "nan"), "not a finite number"),
+        ("vacancy", "--charge", (*va, "--charge", "1", "--mu-e", "-4"), "ml-screen (chgnet) cannot"),
+        ("vacancy", "--charge", (*va, "--charge", "7"), "at most 2"),
+        ("vacancy", "--charge", (*va, "--protocol", "gpaw-quick", "--charge", "1"), "needs the electron"),
+        ("vacancy", "--mu-e", (*va, "--mu-e", "-4"), "give --charge too"),
+        ("vacancy", "--protocol", (*va, "--protocol", "gpaw-quick"), "odd electron count"),
+        ("barrier", "--protocol", (*ba, "--protocol", "gpaw-quick"), "odd electron count"),
+        ("barrier", "--hopper", (*ba, "--site", "12", "--hopper", "13"), "longer than the 5.5 Å cut-off"),
+        ("barrier", "--hopper", (*ba, "--site", "12", "--hopper", "12"), "is the vacancy site itself"),
+        ("barrier", "--hopper", (*ba, "--site", "12", "--hopper", "2"), "not a top-surface halide"),
+        ("barrier", "--hopper", (*ba, "--hopper", "14"), "--hopper needs --site"),
+        ("barrier", "--images", (*ba, "--images", "12"), "bad number of NEB images 12: at most 9"),
+        ("barrier", "--images", (*ba, "--images", "2"), "need at least 3"),
+        ("barrier", "--neb-steps", (*ba, "--neb-steps", "0"), "bad NEB step limit 0"),
+        ("barrier", "--preconverge", (*ba, "--preconverge", "ml-screen"), "is the band's own protocol"),
+        ("barrier", "--preconverge", (*ba, "--preconverge", "gpaw-quick"), "is a DFT protocol"),
+        ("barrier", "--preconverge", (*ba, "--preconverge", "nope"), "unknown protocol 'nope'"),
+    ]
+    return rows
 
 
 CASES = _cases()
@@ -689,6 +741,16 @@ CAMPAIGN_TABLE = [
     ("compute.complexes.configs", 0, "compute.complexes.configs"),
     ("compute.complexes.ionn", "Pb2+", "compute.complexes.ionn: unknown key"),
     ("slab.size", "auto2", "slab.size"),
+    ("compute.vacancy.ligands", ["OA"], "vacancy ligand 'OA' is not among"),
+    ("compute.vacancy.ligands", ["methylamine", "methylamine"], "listed twice"),
+    ("compute.vacancy.sites", 0, "compute.vacancy.sites"),
+    ("compute.vacancy.mu_x", 0.5, "compute.vacancy.mu_x"),
+    ("compute.vacancy.charge", 1, "compute.vacancy.charge: unknown key"),
+    ("compute.migration.images", 12, "compute.migration.images"),
+    ("compute.migration.ligands", ["OA"], "migration ligand 'OA' is not among"),
+    ("compute.migration.bare", "yes", "compute.migration.bare: Input should be a valid boolean"),
+    ("compute.vacancy", ["bare"], "compute.vacancy: Input should be a mapping"),
+    ("compute.migration", True, "compute.migration: Input should be a mapping"),
     ("compute.coadsorption", [["methylamine"]], "compute.coadsorption.0"),
     ("compute.coadsorption", [["methylamine", "OA"]], "coadsorption pair"),
     ("compute.coadsorption", "methylamine+acetic-acid", "compute.coadsorption"),
@@ -963,11 +1025,16 @@ CAMPAIGN_BAD = {
             lambda v: (
                 v is None
                 or v == []
-                or (isinstance(v, list) and any(isinstance(x, str) and x.lower() in LIBRARY | {"mai-layer"} for x in v))
+                or (
+                    isinstance(v, list)
+                    and any(isinstance(x, str) and x.lower() in LIBRARY | {"mai-layer"} for x in v)
+                )
             )
         ),
         st.lists(_TEXT.filter(lambda t: t.lower() not in LIBRARY | {"mai-layer"}), min_size=1, max_size=2),
     ),
+    "compute.vacancy": _bad(lambda v: v is None or isinstance(v, dict) and not v),
+    "compute.migration": _bad(lambda v: v is None or isinstance(v, dict) and not v),
     "workdir": st.one_of(
         _bad(lambda v: v is None or isinstance(v, str)),
         st.sampled_from(["afile", "afile/runs", "adir.x/../afile/x", "", " "]),

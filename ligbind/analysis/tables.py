@@ -288,6 +288,9 @@ def write_tables(
     from ligbind.analysis.polymers import write_cooperativity_table  # polymer units n = 1 vs n = 2
 
     paths |= write_cooperativity_table(store, outdir, campaign, protocol_hash)
+    from ligbind.analysis.defect_tables import write_defect_tables  # vacancies, migration barriers
+
+    paths |= write_defect_tables(store, outdir, campaign, protocol_hash)
     return paths
 
 

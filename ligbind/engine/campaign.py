@@ -209,6 +209,8 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
         check_database_file(store, must_exist=False, what="results store")
     except LigbindError as exc:
         raise refuse("store", exc) from None
+    from ligbind.engine.defect_steps import check_defect_campaign, defect_compute
+
     campaign = {
         "name": name,
         "file": str(path.resolve()),
@@ -226,6 +228,7 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
             "frenkel": {"bare": frenkel.bare, "ligands": list(frenkel.ligands), "pairs": frenkel.pairs},
             "passivation": spec.compute.passivation.model_dump() if spec.compute.passivation else None,
             "complexes": _complexes_settings(spec, path, specs),
+            **defect_compute(spec.compute, names, refuse),  # vacancy, migration (engine/defect_steps.py)
         },
         "verify": _verify_settings(spec, path),
         "workdir": str(root.resolve()),
@@ -246,6 +249,7 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
     from ligbind.engine.coverage_steps import resolve_coverage  # compute.coverage, compute.treatments
 
     campaign["compute"].update(resolve_coverage(spec.compute, names, campaign, refuse))
+    check_defect_campaign(campaign, refuse)
     return campaign
 
 
@@ -263,6 +267,8 @@ def _surface(spec: CampaignSpec, slab: dict[str, Any], refuse) -> str:
             "needs a PbX2-terminated slab (slab.termination is AX: only binding by A-site exchange)",
         )
     return surface
+
+
 def _complexes_settings(spec: CampaignSpec, path: Path, specs: list[dict[str, Any]]) -> dict[str, Any] | None:
     from ligbind.engine.complexes_steps import complexes_settings
 

@@ -39,6 +39,7 @@ from ligbind.engine.campaign import (
     step_verify_slab,
 )
 from ligbind.engine.complexes_steps import COMPLEX_CALCULATION_STEPS, COMPLEX_STEPS, plan_complexes
+from ligbind.engine.defect_steps import DEFECT_STEPS, plan_defects
 from ligbind.errors import LigbindError
 from ligbind.protocols import describe_changes, protocol_hash
 
@@ -244,6 +245,7 @@ STEPS = {
     "verify-ligand": lambda c, keys, ligand, config, other: step_verify_ligand(c, keys, ligand),
     "verify-config": lambda c, keys, ligand, config, other: step_verify_config(c, keys, ligand, int(config)),
     "verify": lambda c, keys, ligand, config, other: step_verify(c, keys, ligand),
+    **DEFECT_STEPS,  # vacancy-site, vacancy, migration-end, migration (ligbind/engine/defect_steps.py)
 }
 STEPS.update(COMPLEX_STEPS)  # ion–ligand complexes (ligbind.engine.complexes_steps)
 
@@ -337,6 +339,7 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
     from ligbind.engine.coverage_steps import plan_coverage  # compute.coverage, compute.treatments
 
     plan_coverage(c, add, slab, frenkel_ids)
+    plan_defects(c, add, slab, binding_ids)  # vacancies and migration barriers (engine/defect_steps.py)
     if c.get("verify"):
         dft_slab = add("verify-slab", "verify-slab", [slab])
         for spec in c["ligands"]:
@@ -621,7 +624,13 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                 for i in sorted(waiting, key=lambda i: -costs[i])[: max(0, workers - len(running))]:
                     p = params[i]
                     future = pool.submit(
-                        _calculate, c, p["step"], ready_keys[i], p.get("ligand"), p.get("config"), p.get("other")
+                        _calculate,
+                        c,
+                        p["step"],
+                        ready_keys[i],
+                        p.get("ligand"),
+                        p.get("config"),
+                        p.get("other"),
                     )
                     running[future] = (i, ready_ids[i])
                 if not running:

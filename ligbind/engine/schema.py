@@ -197,6 +197,31 @@ class CoverageSpec(_Strict):
         return value
 
 
+class VacancySpec(_Strict):
+    """Surface halide vacancies (neutral) on the bare slab and/or the listed ligands' best complexes."""
+
+    bare: bool = False
+    ligands: list[str] = Field(default_factory=list)
+    sites: Annotated[int, Field(ge=1, le=20)] = 1
+    mu_x: Annotated[float, Field(ge=-5, le=0)] = Field(0.0, description="eV relative to ½E(X2); 0 = X2-rich")
+
+    _distinct = field_validator("ligands")(FrenkelSpec._distinct.__func__)
+
+
+class MigrationSpec(_Strict):
+    """Halide hop into a neighbouring vacancy (climbing-image NEB) on the bare slab and/or ligand complexes."""
+
+    bare: bool = False
+    ligands: list[str] = Field(default_factory=list)
+    images: Annotated[int, Field(ge=3, le=9)] = 5
+    site: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="vacancy site (top-surface halide index)"
+    )
+    hopper: Annotated[int, Field(ge=0)] | None = Field(None, description="hopping halide index (needs site)")
+
+    _distinct = field_validator("ligands")(FrenkelSpec._distinct.__func__)
+
+
 class ComputeSpec(_Strict):
     binding: bool = True
     coadsorption: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(default_factory=list)
@@ -207,6 +232,8 @@ class ComputeSpec(_Strict):
     treatments: list[Annotated[str, Field(min_length=1, max_length=120)]] = Field(
         default_factory=list, description="monolayer of a library ligand, or MAI-layer; E_F on each"
     )
+    vacancy: VacancySpec = Field(default_factory=VacancySpec)
+    migration: MigrationSpec = Field(default_factory=MigrationSpec)
 
     @field_validator("coadsorption")
     @classmethod

@@ -1,0 +1,156 @@
+"""Vacancy and migration tables from the results store: defects.{csv,md}, migration.{csv,md,png}."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ligbind.analysis.migration import BarrierOutcome, plot_profiles
+from ligbind.analysis.tables import _method, _query, _write
+from ligbind.store import ResultStore
+
+DEFECT_COLUMNS = [
+    "host",
+    "element",
+    "e_vac",
+    "e_vac_bare",
+    "delta_e_vac",
+    "reference",
+    "mu_x",
+    "delta_mu_x",
+    "charge",
+    "e_host",
+    "sites",
+    "flags",
+    "protocol",
+    "method",
+    "campaign",
+]
+MIGRATION_COLUMNS = [
+    "host",
+    "ea_forward",
+    "ea_backward",
+    "ea_bare",
+    "delta_ea",
+    "hop",
+    "hop_length",
+    "images",
+    "converged",
+    "n_steps",
+    "force_calls",
+    "e_initial",
+    "e_final",
+    "flags",
+    "protocol",
+    "method",
+    "campaign",
+]
+
+
+def _site_text(s: dict) -> str:
+    value = "failed" if s.get("e_vac") is None else f"{s['e_vac']:.3f}"
+    flags = f" [{','.join(s['flags'])}]" if s.get("flags") else ""
+    return f"{s.get('element')}{s.get('site')}: {value}{flags}"
+
+
+def vacancy_table(
+    store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None
+) -> pd.DataFrame:
+    """One row per vacancy analysis (host × Δμ_X × charge): E_vac, its reference and every site (eV)."""
+    rows = []
+    for row in store.select(**_query("vacancy", campaign, protocol_hash)):
+        out = row.data.get("outcome", {})
+        refs = out.get("references", {})
+        rows.append(
+            {
+                "host": row.get("ligand") or "(bare)",
+                "element": row.get("element", ""),
+                "e_vac": row.get("e_vac"),
+                "e_vac_bare": row.get("e_vac_bare"),
+                "delta_e_vac": row.get("delta_e_vac"),
+                "reference": "; ".join(
+                    f"{v['reference']}, E({el}2) = {v['e_x2']:.4f}" for el, v in refs.items()
+                ),
+                "mu_x": "; ".join(f"{el}: {v['mu_x']:.4f}" for el, v in refs.items()),
+                "delta_mu_x": row.get("delta_mu_x"),
+                "charge": row.get("charge", 0),
+                "e_host": out.get("e_host"),
+                "sites": "; ".join(_site_text(s) for s in out.get("sites", [])),
+                "flags": row.get("flags", "none"),
+                "protocol": row.protocol,
+                "method": _method(row),
+                "campaign": row.get("campaign", ""),
+            }
+        )
+    return pd.DataFrame(rows, columns=DEFECT_COLUMNS)
+
+
+def barrier_outcomes(store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None):
+    """Every stored barrier as a :class:`BarrierOutcome` (with its row)."""
+    return [
+        (row, BarrierOutcome(**row.data["outcome"]))
+        for row in store.select(**_query("barrier", campaign, protocol_hash))
+    ]
+
+
+def migration_table(
+    store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None
+) -> pd.DataFrame:
+    """One row per barrier: Ea both ways, ΔEa, the hop and how the NEB went (eV, Å)."""
+    rows = [
+        {
+            "host": b.ligand or "(bare)",
+            "ea_forward": b.ea_forward,
+            "ea_backward": b.ea_backward,
+            "ea_bare": b.ea_bare,
+            "delta_ea": b.delta_ea,
+            "hop": f"{b.hopper} -> vacancy at {b.site}",
+            "hop_length": b.hop_length,
+            "images": b.images,
+            "converged": b.converged,
+            "n_steps": b.n_steps,
+            "force_calls": b.force_calls,
+            "e_initial": b.e_initial,
+            "e_final": b.e_final,
+            "flags": ",".join(b.flags) or "none",
+            "protocol": row.protocol,
+            "method": _method(row),
+            "campaign": row.get("campaign", ""),
+        }
+        for row, b in barrier_outcomes(store, campaign, protocol_hash)
+    ]
+    return pd.DataFrame(rows, columns=MIGRATION_COLUMNS)
+
+
+def write_defect_tables(
+    store: ResultStore, outdir: str | Path, campaign: str | None = None, protocol_hash: str | None = None
+) -> dict[str, Path]:
+    """defects.{csv,md} and migration.{csv,md,png} when the store holds such analyses."""
+    outdir = Path(outdir)
+    paths: dict[str, Path] = {}
+    vac = vacancy_table(store, campaign, protocol_hash)
+    if len(vac):
+        paths |= _write(
+            vac,
+            outdir,
+            "defects",
+            "# Surface halide vacancies (eV): E_vac = E(slab − X) + μ_X − E(slab), μ_X = ½E(X2) + Δμ_X "
+            "(X2 relaxed with the same protocol; Δμ_X = 0 is X2-rich), lowest usable site (its halide in "
+            "`element`); ΔE_vac = E_vac(ligand) − E_vac(bare) for the same halide. Flagged sites (vacancy-refilled, ligand-fills-vacancy, "
+            "below-pristine, unconverged) are listed in `sites` and not used.\n\n",
+        )
+    mig = migration_table(store, campaign, protocol_hash)
+    if len(mig):
+        paths |= _write(
+            mig,
+            outdir,
+            "migration",
+            "# Halide migration barriers (eV): climbing-image NEB (IDPP, minimum image) between relaxed "
+            "endpoints; Ea = max E(image) − E(endpoint); ΔEa = Ea(ligand) − Ea(bare), only when neither band "
+            "is flagged (unconverged, highest-image-endpoint, ion-leaves-surface, ligand-in-path).\n\n",
+        )
+        paths["migration_png"] = plot_profiles(
+            [b for _, b in barrier_outcomes(store, campaign, protocol_hash)], outdir / "migration.png"
+        )
+    return paths

@@ -1,0 +1,231 @@
+"""Halide migration barrier analysis, defined once: Ea forward/backward from a band, flags, one stored row.
+
+    Ea(forward)  = max_i E(image i) − E(initial)        (initial: vacancy at the site, hopper in place)
+    Ea(backward) = max_i E(image i) − E(final)
+    ΔEa          = Ea(forward, ligand@slab) − Ea(forward, bare) for the same hop (same site and hopping
+                   halide); positive = the ligand slows migration
+
+The endpoints are relaxed with the same protocol as the band, so the profile's first and last energies are
+the relaxed endpoint energies (stored terms). Flags (kept in the table; a flagged barrier has no ΔEa):
+``unconverged`` (the NEB hit its step limit); ``highest-image-endpoint`` (the maximum is an endpoint: no
+barrier between these minima, or the band is wrong); ``ion-leaves-surface`` (the migrating halide rises more
+than 3 Å above the top layer or loses every Pb neighbour within 4 Å); ``ligand-in-path`` (a ligand atom comes
+within bonding distance of the migrating halide along the band).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.geometry import find_mic
+
+from ligbind.errors import LigbindError
+from ligbind.jobs import Result
+from ligbind.neb import NebRun
+from ligbind.protocols import protocol_hash
+from ligbind.store import ResultStore
+
+LEAVES_HEIGHT = 3.0  # Å above the top layer's mean height
+LEAVES_PB_DISTANCE = 4.0  # Å: no Pb this close = detached
+LIGAND_CONTACT = {"H": 2.2, "heavy": 2.9}  # Å from the migrating halide
+DISTINCT_MIN = 1.0  # Å: the migrating halide must differ this much between the relaxed endpoints
+
+
+@dataclass
+class BarrierOutcome:
+    """One barrier: the profile, Ea both ways, flags, and ΔEa against the bare host for a ligand host."""
+
+    ligand: str | None
+    protocol: str
+    images: int
+    ea_forward: float | None
+    ea_backward: float | None
+    profile: list[dict[str, float]] = field(default_factory=list)
+    e_initial: float = 0.0
+    e_final: float = 0.0
+    converged: bool = False
+    n_steps: int = 0
+    force_calls: int = 0
+    flags: list[str] = field(default_factory=list)
+    site: int = -1
+    hopper: int = -1
+    hop_length: float = 0.0
+    initial_key: str = ""
+    final_key: str = ""
+    ea_bare: float | None = None
+    delta_ea: float | None = None
+    key: str = ""
+    campaign: str | None = None
+    preconverge: dict[str, Any] | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_distinct_endpoints(initial: Result, final: Result) -> None:
+    """Refuse endpoints that relaxed into the same minimum (the migrating halide ended where it started)."""
+    m = int(initial.atoms.info["migrating"])
+    d = float(find_mic(final.atoms.positions[m] - initial.atoms.positions[m], initial.atoms.cell, True)[1])
+    if d < DISTINCT_MIN:
+        raise LigbindError(
+            f"the hop endpoints relaxed into the same minimum (the migrating halide {m} moved only {d:.2f} Å): "
+            "no barrier to compute"
+        )
+
+
+def reaction_coordinate(band: list[Atoms]) -> list[float]:
+    """Cumulative minimum-image path length (Å) along the band."""
+    s = [0.0]
+    for a, b in zip(band[:-1], band[1:], strict=True):
+        step = find_mic(b.positions - a.positions, a.cell, a.pbc)[0]
+        s.append(s[-1] + float(np.linalg.norm(step)))
+    return s
+
+
+def ion_leaves_surface(band: list[Atoms], migrating: int, z_top: float) -> bool:
+    """The migrating halide rises above the surface or loses every Pb neighbour somewhere along the band."""
+    for image in band:
+        pos = image.positions[migrating]
+        pbs = [i for i, s in enumerate(image.get_chemical_symbols()) if s == "Pb"]
+        d = find_mic(image.positions[pbs] - pos, image.cell, image.pbc)[1]
+        if pos[2] - z_top > LEAVES_HEIGHT or d.min() > LEAVES_PB_DISTANCE:
+            return True
+    return False
+
+
+def ligand_in_path(band: list[Atoms], migrating: int) -> bool:
+    """A ligand atom within bonding distance of the migrating halide at some image."""
+    for image in band:
+        ligand = np.where(image.get_tags() > 0)[0]
+        if not len(ligand):
+            return False
+        d = find_mic(image.positions[ligand] - image.positions[migrating], image.cell, image.pbc)[1]
+        is_h = np.array([image[i].symbol == "H" for i in ligand])
+        if (d[is_h] < LIGAND_CONTACT["H"]).any() or (d[~is_h] < LIGAND_CONTACT["heavy"]).any():
+            return True
+    return False
+
+
+def barrier_flags(run: NebRun, migrating: int, z_top: float) -> list[str]:
+    """Anomaly flags of one band."""
+    flags = [] if run.converged else ["unconverged"]
+    top = int(np.argmax(run.energies))
+    if top in (0, len(run.energies) - 1):
+        flags.append("highest-image-endpoint")
+    if ion_leaves_surface(run.band, migrating, z_top):
+        flags.append("ion-leaves-surface")
+    if ligand_in_path(run.band, migrating):
+        flags.append("ligand-in-path")
+    return flags
+
+
+def barrier_energies(energies: list[float]) -> tuple[float, float]:
+    """(Ea forward, Ea backward) from a profile whose first and last entries are the endpoints."""
+    top = max(energies)
+    return top - energies[0], top - energies[-1]
+
+
+def analyse_barrier(
+    run: NebRun,
+    initial: Result,
+    final: Result,
+    protocol: dict[str, Any],
+    *,
+    z_top: float,
+    ligand: str | None = None,
+    bare: BarrierOutcome | None = None,
+    store: ResultStore | None = None,
+    campaign: str | None = None,
+    preconverge: dict[str, Any] | None = None,
+) -> BarrierOutcome:
+    """Ea of one band (ΔEa against ``bare`` for a ligand host), stored as one row of kind ``barrier``."""
+    info = initial.atoms.info
+    migrating = int(info["migrating"])
+    energies = list(run.energies)
+    forward, backward = barrier_energies(energies)
+    s = reaction_coordinate(run.band)
+    flags = barrier_flags(run, migrating, z_top)
+    out = BarrierOutcome(
+        ligand=ligand,
+        protocol=protocol["name"],
+        images=len(run.band) - 2,
+        ea_forward=forward,
+        ea_backward=backward,
+        profile=[{"image": k, "s": s[k], "e_rel": e - energies[0]} for k, e in enumerate(energies)],
+        e_initial=energies[0],
+        e_final=energies[-1],
+        converged=run.converged,
+        n_steps=run.n_steps,
+        force_calls=run.force_calls,
+        flags=flags,
+        site=int(info["site"]),
+        hopper=int(info["hopper"]),
+        hop_length=float(info["hop_length"]),
+        initial_key=initial.key,
+        final_key=final.key,
+        key=run.key,
+        campaign=campaign,
+        preconverge=preconverge,
+    )
+    if ligand is not None and bare is not None and (bare.site, bare.hopper) == (out.site, out.hopper):
+        out.ea_bare = bare.ea_forward
+        if not flags and not bare.flags and bare.ea_forward is not None:
+            out.delta_ea = forward - bare.ea_forward
+    if store is not None:
+        top = run.band[int(np.argmax(energies))]
+        store.put(
+            top,
+            run.key,
+            data={"outcome": json.loads(json.dumps(out.as_dict(), default=float)), "protocol": protocol},
+            kind="barrier",
+            status="converged" if run.converged else "unconverged",
+            protocol=protocol["name"],
+            protocol_hash=protocol_hash(protocol),
+            is_dft=bool(protocol["is_dft"]),
+            ligand=ligand or "",
+            ea_forward=forward,
+            ea_backward=backward,
+            ea_bare=out.ea_bare,
+            delta_ea=out.delta_ea,
+            images=out.images,
+            n_steps=run.n_steps,
+            flags=",".join(flags) or "none",
+            campaign=campaign,
+        )
+    return out
+
+
+def load_barrier(store: ResultStore, key: str) -> BarrierOutcome | None:
+    """The barrier stored under ``key``, or None."""
+    row = store.get(key)
+    return BarrierOutcome(**row.data["outcome"]) if row is not None else None
+
+
+def plot_profiles(outcomes: list[BarrierOutcome], path: str | Path, title: str = "") -> Path:
+    """Energy profiles (E − E(initial) against the path length) of one or more barriers as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for out in outcomes:
+        s = [p["s"] for p in out.profile]
+        e = [p["e_rel"] for p in out.profile]
+        label = f"{out.ligand or 'bare'}: Ea {out.ea_forward:.2f} eV" + (" (flagged)" if out.flags else "")
+        ax.plot(s, e, "o-", label=label)
+    ax.set_xlabel("path length (Å)")
+    ax.set_ylabel("E − E(initial) (eV)")
+    ax.set_title(title or f"halide migration ({outcomes[0].protocol})" if outcomes else title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -1,0 +1,438 @@
+"""Engine-free paths for surface halide vacancies and halide migration barriers (``ligbind vacancy|barrier``).
+
+Each calculation is a :func:`ligbind.jobs.relax` (or :func:`ligbind.neb.run_neb`) committed to the store at
+once; a rerun reuses everything already computed. The analyses live in :mod:`ligbind.analysis.vacancy` and
+:mod:`ligbind.analysis.migration` and are shared with the campaign steps, which call the functions here
+(:func:`relax_reference`, :func:`relax_vacancy`, :func:`relax_endpoints`, :func:`barrier_on`).
+
+Hosts: the bare slab, or the best ligand@slab complex of :func:`ligbind.recipes.bind`; the functions taking a
+``host`` (a relaxed :class:`~ligbind.jobs.Result`) accept any relaxed PbX2-terminated surface.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+
+import ligbind.jobs as jobs
+from ligbind.analysis.migration import BarrierOutcome, analyse_barrier, check_distinct_endpoints, load_barrier
+from ligbind.analysis.vacancy import VacancyHostOutcome, analyse_vacancy, odd_electrons
+from ligbind.builders.slab import check_pbi2_terminated
+from ligbind.builders.vacancies import (
+    MAX_HOP,
+    check_hop,
+    check_surface_halide,
+    halogen_molecule,
+    hop_partner,
+    make_vacancy,
+    migration_endpoints,
+    surface_halide_sites,
+)
+from ligbind.calculators import backend_of
+from ligbind.errors import LigbindError
+from ligbind.jobs import Result
+from ligbind.protocols import load_protocol
+from ligbind.store import ResultStore
+
+Progress = Callable[[str], None]
+MAX_DELTA_MU = 5.0  # eV: |Δμ_X| accepted (the PbI2-rich limit is ≈ −0.9 eV)
+
+
+def _noop(_: str) -> None:
+    pass
+
+
+# ------------------------------------------------------------------------------------------- checks
+def check_defect_input(atoms: Atoms, protocol: dict[str, Any], charge: int = 0) -> None:
+    """Refuse a defect structure the protocol cannot compute: a charge on a backend without charges, an odd
+    electron count on a DFT protocol computed spin-paired. One line, before any work.
+
+    ML potentials have no electrons: an odd count is fine there. A DFT protocol without spin polarisation is
+    refused rather than switched to spin-polarised silently, because every term of the reaction (the pristine
+    slab, X2) must be computed with the same protocol: the user sets it (e.g. ``--set '{"gpaw":
+    {"spinpol": true}}'``) for all of them.
+    """
+    backend = backend_of(protocol)
+    if charge and not backend.supports_charge:
+        raise LigbindError(
+            f"a charged vacancy (charge {charge:+d}) needs a protocol whose backend carries a charge; "
+            f"{protocol['name']} ({backend.name}) cannot: use a DFT protocol or a neutral vacancy"
+        )
+    if backend.is_dft and odd_electrons(atoms, charge) and not backend.treats_spin(protocol):
+        n = int(atoms.get_atomic_numbers().sum()) - charge
+        raise LigbindError(
+            f"the vacancy leaves an odd electron count ({n}) and {protocol['name']} is spin-paired: "
+            'set spin polarisation for every term (gpaw: --set \'{"gpaw": {"spinpol": true}}\') or use --charge 1'
+        )
+    probe = atoms.copy()
+    probe.info["charge"] = charge
+    backend.check_input(probe, protocol)
+
+
+def check_chemical_potential(delta_mu_x: float, charge: int, mu_e: float | None) -> None:
+    """Δμ_X within [−5, 0] eV (0 = X2-rich); μ_e required exactly when the vacancy is charged."""
+    if not np.isfinite(delta_mu_x) or not -MAX_DELTA_MU <= delta_mu_x <= 0:
+        raise LigbindError(
+            f"bad Δμ_X {delta_mu_x} eV: must be between −{MAX_DELTA_MU:.0f} and 0 (0 = X2-rich; PbX2-rich = "
+            "½ΔH_f(PbX2))"
+        )
+    if charge and mu_e is None:
+        raise LigbindError(
+            f"a charged vacancy (charge {charge:+d}) needs the electron chemical potential --mu-e"
+        )
+    if not charge and mu_e is not None:
+        raise LigbindError("--mu-e applies to a charged vacancy only: give --charge too")
+
+
+# --------------------------------------------------------------------------------------- calculations
+def relax_reference(element: str, slab: Atoms, protocol: dict[str, Any], store, workdir: Path) -> Result:
+    """Relax the X2 molecule in the ligand box convention of ``slab`` (½E(X2) is the halide reservoir)."""
+    from ligbind.recipes import ligand_cell_structure
+
+    mol = halogen_molecule(element)
+    boxed = ligand_cell_structure(mol, slab, protocol)
+    boxed.info = dict(mol.info)
+    return jobs.relax(boxed, protocol, store=store, workdir=workdir)
+
+
+def vacancy_structures(host: Result, site: int | None, max_sites: int, tag: str) -> list[Atoms]:
+    """Vacancies on a relaxed host: the given site, or ``max_sites`` distinct ones (nearest the ligand first)."""
+    sites = [site] if site is not None else surface_halide_sites(host.atoms, max_sites)
+    out = []
+    for s in sites:
+        defect = make_vacancy(host.atoms, s)
+        defect.info["label"] = f"vacancy:{tag}:{s}"
+        out.append(defect)
+    return out
+
+
+def relax_vacancy(defect: Atoms, protocol: dict[str, Any], store, workdir: Path, charge: int = 0) -> Result:
+    """Relax one vacancy structure with the given total charge."""
+    defect = defect.copy()
+    defect.info["charge"] = int(charge)
+    return jobs.relax(defect, protocol, store=store, workdir=workdir)
+
+
+def vacancy_on(
+    host: Result,
+    protocol: dict[str, Any],
+    store: ResultStore,
+    workdir: Path,
+    *,
+    slab: Atoms,
+    site: int | None = None,
+    max_sites: int = 2,
+    delta_mu_x: float = 0.0,
+    charge: int = 0,
+    mu_e: float | None = None,
+    ligand: str | None = None,
+    bare: VacancyHostOutcome | None = None,
+    progress: Progress = _noop,
+) -> VacancyHostOutcome:
+    """E_vac on one relaxed host (any PbX2-terminated surface): vacancies, X2 references, analysis."""
+    tag = ligand or "bare"
+    sites, refs = [], {}
+    for defect in vacancy_structures(host, site, max_sites, tag):
+        el = defect.info["element"]
+        if el not in refs:
+            progress(f"{el}2 reference")
+            refs[el] = relax_reference(el, slab, protocol, store, workdir).require_converged(
+                f"{el}2 relaxation"
+            )
+        progress(f"{tag} vacancy {defect.info['site']}")
+        sites.append((defect.info, relax_vacancy(defect, protocol, store, workdir, charge)))
+    return analyse_vacancy(
+        host, sites, refs, protocol, delta_mu_x=delta_mu_x, charge=charge, mu_e=mu_e, ligand=ligand,
+        bare=bare, store=store,
+    )  # fmt: skip
+
+
+@dataclass
+class VacancyOutcome:
+    """E_vac bare (and with a ligand), ΔE_vac, with every site and the references."""
+
+    protocol: str
+    bare: dict[str, Any]
+    ligand: str | None = None
+    with_ligand: dict[str, Any] | None = None
+    delta_e_vac: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _ligand_host(slab, ligand, protocol, store, workdir, mode, n_configs, progress) -> Result:
+    from ligbind.recipes import bind, stored_complex
+
+    b = bind(
+        slab,
+        ligand,
+        protocol,
+        n_configs=n_configs,
+        mode=mode,
+        store=store,
+        workdir=workdir,
+        progress=progress,
+    )
+    return stored_complex(store, b, protocol)
+
+
+def vacancy(
+    slab: Atoms,
+    protocol: str | dict[str, Any] = "ml-screen",
+    *,
+    ligand: str | None = None,
+    mode: str = "neutral",
+    n_configs: int = 3,
+    site: int | None = None,
+    max_sites: int = 2,
+    delta_mu_x: float = 0.0,
+    charge: int = 0,
+    mu_e: float | None = None,
+    store: ResultStore | None = None,
+    workdir: str | Path = "runs",
+    overrides: dict[str, Any] | None = None,
+    progress: Progress = _noop,
+) -> VacancyOutcome:
+    """Surface halide vacancy energy on the bare slab and, with ``ligand``, on its best complex; ΔE_vac.
+
+    ``site`` is a top-surface halide index of ``slab`` (the same index in the complex, whose slab atoms come
+    first); without it, ``max_sites`` symmetry-distinct sites (nearest the ligand's anchor on the complex).
+    """
+    protocol = load_protocol(protocol, overrides)
+    check_pbi2_terminated(slab)
+    check_chemical_potential(delta_mu_x, charge, mu_e)
+    if max_sites < 1:
+        raise LigbindError(f"bad number of vacancy sites {max_sites}: need at least 1")
+    if site is not None:
+        check_surface_halide(slab, site)
+    probe = make_vacancy(slab, site if site is not None else surface_halide_sites(slab, 1)[0])
+    check_defect_input(probe, protocol, charge)
+    store = store or ResultStore()
+    workdir = Path(workdir)
+    kw = dict(
+        site=site, max_sites=max_sites, delta_mu_x=delta_mu_x, charge=charge, mu_e=mu_e, progress=progress
+    )
+    progress("slab")
+    from ligbind.recipes import relax_slab
+
+    slab_result = relax_slab(slab, protocol, store, workdir).require_converged("slab relaxation")
+    bare = vacancy_on(slab_result, protocol, store, workdir, slab=slab, **kw)
+    out = VacancyOutcome(protocol["name"], bare.as_dict())
+    if ligand is not None:
+        host = _ligand_host(slab, ligand, protocol, store, workdir, mode, n_configs, progress)
+        lig = vacancy_on(
+            host, protocol, store, workdir, slab=slab, ligand=host.atoms.info["ligand"], bare=bare, **kw
+        )
+        out.ligand, out.with_ligand, out.delta_e_vac = lig.ligand, lig.as_dict(), lig.delta_e_vac
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- barrier
+def choose_hop(
+    host: Atoms, site: int | None, hopper: int | None, max_hop: float = MAX_HOP
+) -> tuple[int, int]:
+    """(vacancy site, hopping halide): given ones checked; else the distinct site nearest the ligand that has
+    a same-element neighbour within ``max_hop`` (mixed halides: not every site has one), and that neighbour."""
+    if site is not None:
+        check_surface_halide(host, site)
+        hopper = hop_partner(host, site, max_hop) if hopper is None else hopper
+        check_hop(host, site, hopper, max_hop)
+        return site, hopper
+    if hopper is not None:
+        raise LigbindError("--hopper needs --site (the vacancy it hops into)")
+    candidates = surface_halide_sites(host)
+    for s in candidates:
+        try:
+            return s, hop_partner(host, s, max_hop)
+        except LigbindError:
+            continue
+    raise LigbindError(
+        f"no top-surface halide has a neighbour of the same element within the {max_hop:.1f} Å hop cut-off"
+    )
+
+
+def relax_endpoints(
+    host: Result, site: int, hopper: int, protocol: dict[str, Any], store, workdir: Path, tag: str
+) -> tuple[Result, Result]:
+    """Relax both endpoints of the hop (stored), checked converged and distinct minima."""
+    initial, final = migration_endpoints(host.atoms, site, hopper)
+    results = []
+    for atoms in (initial, final):
+        atoms.info["label"] = f"migration:{tag}:{site}<-{hopper}:{atoms.info['endpoint']}"
+        r = jobs.relax(atoms, protocol, store=store, workdir=workdir)
+        r.require_converged(f"{atoms.info['endpoint']} endpoint relaxation")
+        r.atoms.info = dict(atoms.info)
+        results.append(r)
+    check_distinct_endpoints(results[0], results[1])
+    return results[0], results[1]
+
+
+def top_height(host: Atoms) -> float:
+    """Mean height (Å) of the host's top layer."""
+    layers = check_pbi2_terminated(host)
+    return float(host.positions[layers[-1], 2].mean())
+
+
+def barrier_on(
+    host: Result,
+    site: int,
+    hopper: int,
+    protocol: dict[str, Any],
+    store: ResultStore,
+    workdir: Path,
+    *,
+    images: int = 5,
+    steps: int | None = None,
+    ligand: str | None = None,
+    bare: BarrierOutcome | None = None,
+    progress: Progress = _noop,
+    campaign: str | None = None,
+    preconverge: dict[str, Any] | None = None,
+) -> BarrierOutcome:
+    """Ea of one hop on one relaxed host: endpoints relaxed, NEB (reused when finished), analysis stored."""
+    tag = ligand or "bare"
+    progress(f"{tag} endpoints")
+    initial, final = relax_endpoints(host, site, hopper, protocol, store, workdir, tag)
+    progress(f"{tag} NEB ({images} images)")
+    return barrier_from_endpoints(
+        host, initial, final, protocol, store, workdir, images=images, steps=steps, ligand=ligand, bare=bare,
+        campaign=campaign, preconverge=preconverge,
+    )  # fmt: skip
+
+
+def barrier_from_endpoints(
+    host: Result,
+    initial: Result,
+    final: Result,
+    protocol: dict[str, Any],
+    store: ResultStore,
+    workdir: Path,
+    *,
+    images: int = 5,
+    steps: int | None = None,
+    ligand: str | None = None,
+    bare: BarrierOutcome | None = None,
+    campaign: str | None = None,
+    preconverge: dict[str, Any] | None = None,
+) -> BarrierOutcome:
+    """NEB between relaxed endpoints (``info``: migrating, site, hopper, hop_length) and its analysis.
+
+    A stored converged barrier is reused; an unconverged one continues from its saved band. With
+    ``preconverge`` (a cheaper protocol) the band is first converged with it between the same endpoint
+    geometries (their energies recomputed with it), and this protocol's band starts from that one.
+    """
+    from ligbind.neb import neb_key, run_neb
+
+    check_distinct_endpoints(initial, final)
+    start_key = neb_key(initial, final, preconverge, images) if preconverge is not None else None
+    stored = load_barrier(store, neb_key(initial, final, protocol, images, start_key))
+    if stored is not None and stored.converged and (bare is None or stored.ea_bare is not None):
+        return stored
+    start = None
+    if preconverge is not None:
+        ends = [
+            jobs.single_point(r.atoms, preconverge, store=store, workdir=workdir) for r in (initial, final)
+        ]
+        start = run_neb(ends[0], ends[1], preconverge, images=images, workdir=workdir)
+    run = run_neb(initial, final, protocol, images=images, workdir=workdir, steps=steps, start=start)
+    pre = None
+    if start is not None:
+        pre = {
+            "protocol": preconverge["name"],
+            "key": start.key,
+            "converged": start.converged,
+            "n_steps": start.n_steps,
+            "force_calls": start.force_calls,
+        }
+    return analyse_barrier(
+        run, initial, final, protocol, z_top=top_height(host.atoms), ligand=ligand, bare=bare, store=store,
+        campaign=campaign, preconverge=pre,
+    )  # fmt: skip
+
+
+@dataclass
+class MigrationOutcome:
+    """Ea bare (and with a ligand), ΔEa."""
+
+    protocol: str
+    bare: dict[str, Any]
+    ligand: str | None = None
+    with_ligand: dict[str, Any] | None = None
+    delta_ea: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def check_preconverge(preconverge: str | dict[str, Any] | None, protocol: dict[str, Any]):
+    """The resolved pre-convergence protocol (an ML one, not the band's own), or None."""
+    if preconverge is None:
+        return None
+    pre = load_protocol(preconverge)
+    if pre["is_dft"]:
+        raise LigbindError(f"--preconverge {pre['name']} is a DFT protocol: pre-converge with an ML one")
+    if pre["name"] == protocol["name"]:
+        raise LigbindError(f"--preconverge {pre['name']} is the band's own protocol: nothing to save")
+    return pre
+
+
+def check_barrier_input(slab: Atoms, protocol: dict[str, Any], images: int, site, hopper) -> tuple[int, int]:
+    """Everything checkable before any work: images, the hop on the unrelaxed slab, the defect's electrons."""
+    if not 3 <= images <= 9:
+        raise LigbindError(f"bad number of NEB images {images}: between 3 and 9")
+    check_pbi2_terminated(slab)
+    chosen = choose_hop(slab, site, hopper)
+    check_defect_input(make_vacancy(slab, chosen[0]), protocol)
+    return chosen
+
+
+def barrier(
+    slab: Atoms,
+    protocol: str | dict[str, Any] = "ml-screen",
+    *,
+    ligand: str | None = None,
+    mode: str = "neutral",
+    n_configs: int = 3,
+    site: int | None = None,
+    hopper: int | None = None,
+    images: int = 5,
+    steps: int | None = None,
+    store: ResultStore | None = None,
+    workdir: str | Path = "runs",
+    overrides: dict[str, Any] | None = None,
+    preconverge: str | dict[str, Any] | None = None,
+    progress: Progress = _noop,
+) -> MigrationOutcome:
+    """Halide hop barrier into a neighbouring vacancy, bare and (with ``ligand``) on the best complex; ΔEa.
+
+    With a ligand the vacancy site is the top halide nearest its anchor (unless given) and the bare slab gets
+    the same hop (same atom indices), so ΔEa compares like with like.
+    """
+    protocol = load_protocol(protocol, overrides)
+    given_site, given_hopper = site, hopper
+    site, hopper = check_barrier_input(slab, protocol, images, site, hopper)
+    pre = check_preconverge(preconverge, protocol)
+    store = store or ResultStore()
+    workdir = Path(workdir)
+    from ligbind.recipes import relax_slab
+
+    progress("slab")
+    slab_result = relax_slab(slab, protocol, store, workdir).require_converged("slab relaxation")
+    host = None
+    if ligand is not None:
+        host = _ligand_host(slab, ligand, protocol, store, workdir, mode, n_configs, progress)
+        site, hopper = choose_hop(host.atoms, given_site, given_hopper)
+    kw = dict(images=images, steps=steps, progress=progress, preconverge=pre)
+    bare = barrier_on(slab_result, site, hopper, protocol, store, workdir, **kw)
+    out = MigrationOutcome(protocol["name"], bare.as_dict())
+    if host is not None:
+        name = host.atoms.info["ligand"]
+        lig = barrier_on(host, site, hopper, protocol, store, workdir, ligand=name, bare=bare, **kw)
+        out.ligand, out.with_ligand, out.delta_ea = name, lig.as_dict(), lig.delta_ea
+    return out

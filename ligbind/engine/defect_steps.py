@@ -1,0 +1,187 @@
+"""Campaign steps for ``compute: {vacancy: ..., migration: ...}``: thin steps that get store keys and call the
+calculations of :mod:`ligbind.defect_recipes` and the analyses of :mod:`ligbind.analysis.vacancy` /
+:mod:`ligbind.analysis.migration`, plus the Firework plan and the schema checks of those keys.
+
+Fireworks (names; ``tag`` is ``bare`` or the ligand):
+- ``vacancy-site/<tag>/<k>``: relax vacancy k on the host (and the X2 reference of its element) → key
+- ``vacancy/<tag>``: E_vac on the host from the passed keys (ΔE_vac against ``vacancy/bare`` when present)
+- ``migration-end/<tag>/<0|1>``: relax the initial / final state of the hop → key
+- ``migration/<tag>``: climbing-image NEB between the passed endpoints, Ea (ΔEa against ``migration/bare``)
+
+Hosts are the relaxed bare slab or the ligand's best complex (the binding analysis' key). Vacancies are neutral.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ligbind.engine.campaign import KeyMap, _calcdir, _passed, _store, campaign_slab, frenkel_host
+from ligbind.errors import LigbindError
+from ligbind.jobs import Result
+
+
+# ------------------------------------------------------------------------------------------- schema
+def defect_compute(compute, names: list[str], refuse) -> dict[str, Any]:
+    """The resolved ``vacancy`` and ``migration`` settings; ligands must be the campaign's."""
+    for what in ("vacancy", "migration"):
+        for k, lig in enumerate(getattr(compute, what).ligands):
+            if lig not in names:
+                raise refuse(
+                    f"compute.{what}.ligands.{k}",
+                    f"{what} ligand '{lig}' is not among the campaign's ligands",
+                )
+    v, m = compute.vacancy, compute.migration
+    return {
+        "vacancy": {"bare": v.bare, "ligands": list(v.ligands), "sites": v.sites, "mu_x": v.mu_x},
+        "migration": {
+            "bare": m.bare,
+            "ligands": list(m.ligands),
+            "images": m.images,
+            "site": m.site,
+            "hopper": m.hopper,
+        },
+    }
+
+
+def check_defect_campaign(c: dict[str, Any], refuse) -> None:
+    """Refuse now what the defect steps would refuse later (an odd electron count on a spin-paired DFT
+    protocol): the vacancy on the unrelaxed campaign slab stands in for every host."""
+    from ligbind.builders.vacancies import make_vacancy, surface_halide_sites
+    from ligbind.defect_recipes import check_defect_input, choose_hop
+
+    for what in ("vacancy", "migration"):
+        spec = c["compute"].get(what) or {}
+        if spec.get("bare") or spec.get("ligands"):
+            slab = campaign_slab(c)
+            try:
+                check_defect_input(make_vacancy(slab, surface_halide_sites(slab, 1)[0]), c["protocol"])
+                if what == "migration":
+                    choose_hop(slab, spec.get("site"), spec.get("hopper"))
+            except LigbindError as exc:
+                raise refuse(f"compute.{what}", exc) from None
+
+
+# -------------------------------------------------------------------------------------------- steps
+def _hosts(spec: dict[str, Any]) -> list[str | None]:
+    return ([None] if spec["bare"] or spec["ligands"] else []) + list(spec["ligands"])
+
+
+def _vacancies(c: dict[str, Any], host: Result, tag: str):
+    from ligbind.defect_recipes import vacancy_structures
+
+    return vacancy_structures(host, None, c["compute"]["vacancy"]["sites"], tag)
+
+
+def step_vacancy_site(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: int) -> Result:
+    """Relax vacancy ``k`` on the bare slab (ligand None) or the ligand's best complex, and its X2 reference."""
+    from ligbind.defect_recipes import relax_reference, relax_vacancy
+
+    defects = _vacancies(c, frenkel_host(c, keys, ligand), ligand or "bare")
+    if k >= len(defects):
+        raise LigbindError(f"only {len(defects)} symmetry-distinct vacancy sites on this surface")
+    store, workdir = _store(c), _calcdir(c)
+    relax_reference(defects[k].info["element"], campaign_slab(c), c["protocol"], store, workdir)
+    return relax_vacancy(defects[k], c["protocol"], store, workdir)
+
+
+def step_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
+    """E_vac on one host from the vacancy keys passed down; ΔE_vac against the bare slab's row."""
+    from ligbind.analysis.vacancy import analyse_vacancy, load_vacancy, vacancy_key
+    from ligbind.defect_recipes import relax_reference
+
+    spec, tag = c["compute"]["vacancy"], ligand or "bare"
+    store, workdir, protocol = _store(c), _calcdir(c), c["protocol"]
+    host = frenkel_host(c, keys, ligand)
+    sites, refs = [], {}
+    for k, defect in enumerate(_vacancies(c, host, tag)):
+        name = f"vacancy-site/{tag}/{k}"
+        r = _passed(c, keys, name) if keys.get(name) else None
+        if r is not None:
+            r.atoms.info = dict(defect.info)  # the row may hold the info of an identical structure
+        el = defect.info["element"]
+        if el not in refs:
+            refs[el] = relax_reference(el, campaign_slab(c), protocol, store, workdir)
+        sites.append((defect.info, r))
+    bare = None
+    if ligand is not None:
+        bare = load_vacancy(store, vacancy_key(_passed(c, keys, "slab"), None, spec["mu_x"], 0))
+    return analyse_vacancy(
+        host, sites, refs, protocol, delta_mu_x=spec["mu_x"], ligand=ligand, bare=bare, store=store,
+        campaign=c["name"],
+    )  # fmt: skip
+
+
+def _endpoints(c: dict[str, Any], keys: KeyMap, host: Result):
+    """Endpoints of the campaign's hop on ``host``: the same (site, hopping halide) on every host, given in
+    ``compute.migration`` or chosen on the relaxed bare slab, so that ΔEa compares the same hop."""
+    from ligbind.builders.vacancies import migration_endpoints
+    from ligbind.defect_recipes import choose_hop
+
+    spec = c["compute"]["migration"]
+    site, hopper = choose_hop(_passed(c, keys, "slab").atoms, spec.get("site"), spec.get("hopper"))
+    return migration_endpoints(host.atoms, site, hopper)
+
+
+def step_migration_end(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: int) -> Result:
+    """Relax the initial (k = 0) or final (k = 1) state of the hop on the host."""
+    from ligbind.jobs import relax
+
+    atoms = _endpoints(c, keys, frenkel_host(c, keys, ligand))[k]
+    atoms.info["label"] = f"migration:{ligand or 'bare'}:{atoms.info['endpoint']}"
+    result = relax(atoms, c["protocol"], store=_store(c), workdir=_calcdir(c))
+    return result.require_converged(f"{atoms.info['endpoint']} endpoint relaxation")
+
+
+def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
+    """NEB between the endpoints passed down, Ea; ΔEa against the bare slab's barrier."""
+    from ligbind.analysis.migration import load_barrier
+    from ligbind.defect_recipes import barrier_from_endpoints
+
+    tag = ligand or "bare"
+    host = frenkel_host(c, keys, ligand)
+    ends = []
+    for k, built in enumerate(_endpoints(c, keys, host)):
+        r = _passed(c, keys, f"migration-end/{tag}/{k}").require_converged("endpoint relaxation")
+        r.atoms.info = dict(built.info)
+        ends.append(r)
+    bare = None
+    if ligand is not None and keys.get("migration/bare"):
+        bare = load_barrier(_store(c), keys["migration/bare"])
+    return barrier_from_endpoints(
+        host, ends[0], ends[1], c["protocol"], _store(c), _calcdir(c),
+        images=c["compute"]["migration"]["images"], ligand=ligand, bare=bare, campaign=c["name"],
+    )  # fmt: skip
+
+
+DEFECT_STEPS = {
+    "vacancy-site": lambda c, keys, ligand, config, other: step_vacancy_site(c, keys, ligand, int(config)),
+    "vacancy": lambda c, keys, ligand, config, other: step_vacancy(c, keys, ligand),
+    "migration-end": lambda c, keys, ligand, config, other: step_migration_end(c, keys, ligand, int(config)),
+    "migration": lambda c, keys, ligand, config, other: step_migration(c, keys, ligand),
+}
+
+
+# --------------------------------------------------------------------------------------------- plan
+def plan_defects(c: dict[str, Any], add, slab: str, binding_ids: dict[str, str]) -> None:
+    """Add the vacancy and migration Fireworks (``add`` as in ``planned_fireworks``)."""
+    vac = c["compute"].get("vacancy")
+    done: dict[str, str] = {}
+    for host in _hosts(vac) if vac else []:
+        tag = host or "bare"
+        base = [slab] if host is None else [binding_ids[host]]
+        sites = [
+            add("vacancy-site", f"vacancy-site/{tag}/{k}", base, ligand=host, config=k)
+            for k in range(vac["sites"])
+        ]
+        extra = [done["bare"]] if host is not None and "bare" in done else []
+        done[tag] = add("vacancy", f"vacancy/{tag}", [*base, *sites, *extra], allow_fizzled=True, ligand=host)
+    mig = c["compute"].get("migration")
+    done = {}
+    for host in _hosts(mig) if mig else []:
+        tag = host or "bare"
+        base = [slab] if host is None else [binding_ids[host]]
+        ends = [add("migration-end", f"migration-end/{tag}/{k}", base, ligand=host, config=k) for k in (0, 1)]
+        extra = [done["bare"]] if host is not None and "bare" in done else []
+        done[tag] = add(
+            "migration", f"migration/{tag}", [*base, *ends, *extra], allow_fizzled=True, ligand=host
+        )

@@ -1,0 +1,185 @@
+"""A nudged-elastic-band calculation as a small typed function (ASE's NEB), resumable like a relaxation.
+
+:func:`run_neb` takes two relaxed endpoints (:class:`ligbind.jobs.Result`), interpolates ``images``
+intermediate images with IDPP under the minimum-image convention (ASE's default ``mic=False`` would drag an
+ion across the whole cell for a hop over the cell edge), and optimises the band with a climbing image (ASE
+``NEB(climb=True)``, FIRE). Every step appends the whole band (endpoints included) to ``<key>.band.traj``;
+a rerun with the same key continues from the last complete band in that file instead of interpolating again.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import Trajectory
+from ase.mep import NEB
+from ase.optimize import FIRE
+
+from ligbind.calculators import backend_of, make_calculator
+from ligbind.jobs import Result
+from ligbind.protocols import protocol_hash
+from ligbind.store import structure_hash
+
+
+@dataclass
+class NebRun:
+    """A (possibly partial) band: images with energies and forces, and how it got there."""
+
+    key: str
+    band: list[Atoms]
+    energies: list[float]
+    converged: bool
+    n_steps: int
+    force_calls: int
+    resumed_from_step: int
+    wall_time: float
+
+
+def neb_key(
+    initial: Result, final: Result, protocol: dict[str, Any], images: int, start: str | None = None
+) -> str:
+    """Key of a barrier: both relaxed endpoints' structure hashes, the protocol hash and the image count (and
+    the protocol hash of the band it started from, when pre-converged with another protocol)."""
+    key = (
+        f"barrier-{structure_hash(initial.atoms)}-{structure_hash(final.atoms)}-"
+        f"{protocol_hash(protocol)}-{images}i"
+    )
+    return f"{key}-from-{start.split('-')[3]}" if start else key
+
+
+def _endpoint(result: Result) -> Atoms:
+    atoms = result.atoms.copy()
+    atoms.calc = SinglePointCalculator(atoms, energy=result.energy, forces=result.atoms.get_forces())
+    return atoms
+
+
+def _last_band(path: Path, n_total: int) -> tuple[list[np.ndarray] | None, int]:
+    """Positions of the last complete band in ``path`` and the steps it records (None, 0: nothing usable)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return None, 0
+    try:
+        frames = Trajectory(str(path))
+        n_bands = len(frames) // n_total
+    except Exception:  # cut mid-write: unreadable, start afresh
+        path.unlink()
+        return None, 0
+    if n_bands == 0:
+        path.unlink()
+        return None, 0
+    if len(frames) % n_total:  # killed while writing a band: keep the complete ones only
+        complete = [frames[k] for k in range(n_bands * n_total)]
+        tmp = path.with_suffix(".partial")
+        with Trajectory(str(tmp), "w") as out:
+            for atoms in complete:
+                out.write(atoms)
+        tmp.replace(path)
+        frames = Trajectory(str(path))
+    start = (n_bands - 1) * n_total
+    return [frames[start + k].positions.copy() for k in range(n_total)], n_bands - 1
+
+
+def _band(
+    initial: Result, final: Result, protocol, images: int, workdir: Path, key: str, saved, start=None
+) -> list[Atoms]:
+    """Endpoints (with their stored energies) and ``images`` intermediate images, each with its calculator."""
+    backend = backend_of(protocol)
+    first, last = _endpoint(initial), _endpoint(final)
+    band = [first]
+    for k in range(images):
+        image = backend.prepare(initial.atoms, protocol)
+        image.calc = make_calculator(protocol, atoms=image, directory=workdir, label=f"{key}-{k + 1}")
+        band.append(image)
+    band.append(last)
+    if saved is not None or start is not None:
+        for image, positions in zip(band[1:-1], (saved or start)[1:-1], strict=True):
+            image.positions = positions
+    else:
+        NEB(band, climb=True, method="improvedtangent").interpolate(
+            method="idpp", mic=True, apply_constraint=True
+        )
+    return band
+
+
+def run_neb(
+    initial: Result,
+    final: Result,
+    protocol: dict[str, Any],
+    *,
+    images: int = 5,
+    workdir: str | Path = "runs",
+    fmax: float | None = None,
+    steps: int | None = None,
+    start: NebRun | None = None,
+) -> NebRun:
+    """Climbing-image NEB between two relaxed endpoints, continuing a saved band with the same key.
+
+    Parameters
+    ----------
+    initial, final
+        Relaxed endpoints (same atoms in the same order).
+    protocol
+        Resolved protocol (its calculator; ``relax.fmax`` and ``relax.steps`` unless given).
+    images
+        Intermediate images.
+    workdir
+        Where ``<key>.band.traj`` and the optimizer log go.
+    fmax, steps
+        Convergence (eV/Å on the band's NEB forces) and total step limit, counting the steps of earlier runs.
+    start
+        A band converged with a cheaper protocol (same endpoints' geometry): its intermediate images start
+        this band instead of the IDPP interpolation (a pre-converged band; the key records it).
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    key = neb_key(initial, final, protocol, images, start.key if start is not None else None)
+    fmax = float(fmax if fmax is not None else protocol["relax"]["fmax"])
+    steps = int(steps if steps is not None else protocol["relax"]["steps"])
+    traj_path = workdir / f"{key}.band.traj"
+    calls_path = workdir / f"{key}.calls"
+    saved, done = _last_band(traj_path, images + 2)
+    previous_calls = int(calls_path.read_text()) if saved is not None and calls_path.exists() else 0
+    start_positions = [im.positions.copy() for im in start.band] if start is not None else None
+    band = _band(initial, final, protocol, images, workdir, key, saved, start_positions)
+    neb = NEB(band, climb=True, method="improvedtangent")
+    start = time.perf_counter()
+    counter = {"bands": 0}
+
+    def write_band() -> None:
+        counter["bands"] += 1
+        if saved is not None and counter["bands"] == 1:  # the resumed band is already the file's last
+            return
+        with Trajectory(str(traj_path), "a") as traj:
+            for image in band:
+                traj.write(image)
+        calls_path.write_text(str(previous_calls + counter["bands"] * images))
+
+    opt = FIRE(neb, logfile=str(workdir / f"{key}.neb.log"))
+    opt.attach(write_band, interval=1)
+    converged = bool(opt.run(fmax=fmax, steps=max(0, steps - done)))
+    energies = [float(im.get_potential_energy()) for im in band]
+    n_steps = done + opt.nsteps
+    return NebRun(
+        key=key,
+        band=[_frozen(im) for im in band],
+        energies=energies,
+        converged=converged,
+        n_steps=n_steps,
+        force_calls=previous_calls + counter["bands"] * images,
+        resumed_from_step=done if saved is not None else -1,
+        wall_time=time.perf_counter() - start,
+    )
+
+
+def _frozen(image: Atoms) -> Atoms:
+    """A copy of ``image`` with its energy and forces on a single-point calculator."""
+    out = image.copy()
+    out.calc = SinglePointCalculator(
+        out, energy=image.get_potential_energy(), forces=image.get_forces(apply_constraint=False)
+    )
+    return out

@@ -1,0 +1,95 @@
+"""Vacancy and migration campaigns on the embedded FireWorks store (real CHGNet + D3), their tables, agreement
+with the direct path, and campaign bad input."""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+import pytest
+import yaml
+
+import ligbind.cli as cli
+from ligbind.builders.slab import build_slab
+from ligbind.defect_recipes import vacancy
+from ligbind.store import ResultStore
+
+FAST = {"relax": {"fmax": 0.1, "steps": 150}}
+SPEC = {
+    "name": "defects",
+    "protocol": "ml-screen",
+    "overrides": FAST,
+    "ligands": ["methylamine"],
+    "configs": 1,
+    "compute": {
+        "binding": True,
+        "vacancy": {"bare": True, "ligands": ["methylamine"], "sites": 1},
+        "migration": {"bare": True, "images": 3},
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    import ligbind.engine.fireworks as engine
+    from ligbind.engine.campaign import campaign_results
+
+    work = tmp_path_factory.mktemp("campaign")
+    path = work / "defects.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    cwd = os.getcwd()
+    os.chdir(work)
+    try:
+        engine.screen(path)
+        out = engine.run(path, progress=False, workers=1)
+        tables = {k: (work / v).resolve() for k, v in campaign_results(path).items()}
+    finally:
+        os.chdir(cwd)
+    assert out["failed"] == 0 and out["states"] == {"COMPLETED": out["ran"]}
+    return work, ResultStore(work / "runs" / "defects" / "ligbind.db"), tables
+
+
+@pytest.mark.slow
+def test_campaign_vacancy_and_migration_rows_and_tables(campaign):
+    work, store, tables = campaign
+    for name in ("defects_csv", "defects_md", "migration_csv", "migration_md", "migration_png"):
+        assert tables[name].is_file(), name
+    vac = pd.read_csv(tables["defects_csv"]).set_index("host")
+    assert set(vac.index) == {"(bare)", "methylamine"}
+    assert 0.3 < vac.loc["(bare)", "e_vac"] < 5.0
+    assert vac.loc["methylamine", "delta_e_vac"] == pytest.approx(
+        vac.loc["methylamine", "e_vac"] - vac.loc["(bare)", "e_vac"], abs=2e-4
+    )
+    assert "E(I2)" in vac.loc["(bare)", "reference"]  # the reference is in the table
+    assert "½E(X2)" in tables["defects_md"].read_text()
+    mig = pd.read_csv(tables["migration_csv"])
+    assert list(mig["host"]) == ["(bare)"] and mig.loc[0, "images"] == 3
+    assert mig.loc[0, "ea_forward"] > 0 and mig.loc[0, "converged"]
+    (row,) = list(store.select(kind="barrier"))
+    assert row.campaign == "defects"
+
+
+@pytest.mark.slow
+def test_vacancy_is_the_same_through_both_paths(campaign, tmp_path):
+    _, store, _ = campaign
+    slab = build_slab(material="CsPbI3", size=(2, 2), layers=3, vacuum=12.0, fix_layers=1)
+    direct = vacancy(
+        slab, "ml-screen", max_sites=1, overrides=FAST, store=ResultStore(tmp_path / "d.db"), workdir=tmp_path
+    )
+    rows = {r.get("ligand") or "bare": r for r in store.select(kind="vacancy")}
+    assert rows["bare"].e_vac == pytest.approx(direct.bare["e_vac"], abs=1e-6)
+    assert rows["bare"].key == direct.bare["key"]  # same host, protocol, Δμ and charge: the same row key
+
+
+def test_campaign_vacancy_on_spin_paired_dft_is_refused(tmp_path, capsys, monkeypatch):
+    """A neutral halide vacancy has an odd electron count: a spin-paired GPAW campaign is refused at once."""
+    monkeypatch.chdir(tmp_path)
+    spec = {**SPEC, "protocol": "gpaw-quick", "overrides": None}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(spec))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code = cli.main(["screen", "c.yaml"])
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert "compute.vacancy: the vacancy leaves an odd electron count" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before

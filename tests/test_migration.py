@@ -1,0 +1,234 @@
+"""Halide migration barriers with the ML potential (real CHGNet + D3): NEB shape, minimum image, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.geometry import find_mic
+from ase.io import Trajectory
+
+from ligbind.analysis.migration import ion_leaves_surface, ligand_in_path
+from ligbind.builders.slab import surface_halides
+from ligbind.builders.vacancies import migration_endpoints
+from ligbind.calculators import make_calculator
+from ligbind.io import write_structure
+from ligbind.jobs import result_from_row
+from ligbind.neb import run_neb
+from ligbind.protocols import load_protocol
+from ligbind.store import ResultStore
+
+pytestmark = pytest.mark.slow
+FAST = {"relax": {"fmax": 0.1, "steps": 150}}
+
+
+def _energy(atoms, protocol) -> float:
+    atoms = atoms.copy()
+    atoms.calc = make_calculator(protocol, atoms=atoms)
+    return float(atoms.get_potential_energy())
+
+
+@pytest.fixture(scope="module")
+def bare_barrier(tmp_path_factory, _slab_2x2_session):
+    """``ligbind barrier`` on the 2x2 slab (default hop), run once for the module."""
+    from conftest import run_ligbind
+
+    d = tmp_path_factory.mktemp("barrier")
+    write_structure(d / "slab.extxyz", _slab_2x2_session)
+    proc = run_ligbind(
+        "barrier", "--slab", "slab.extxyz", "--images", "5", "--set", json.dumps(FAST), "--json", cwd=d
+    )
+    assert proc.returncode == 0, proc.stderr
+    return d, json.loads(proc.stdout)
+
+
+def test_barrier_profile_shape_and_terms(bare_barrier):
+    d, out = bare_barrier
+    b = out["bare"]
+    protocol = load_protocol("ml-screen", FAST)
+    assert b["converged"] and b["flags"] == []
+    assert 0.02 < b["ea_forward"] < 1.5  # a surface iodide hop: positive, well below a bond energy
+    energies = [p["e_rel"] + b["e_initial"] for p in b["profile"]]
+    assert len(energies) == 7
+    top = int(np.argmax(energies))
+    assert 0 < top < 6  # the highest image is inside the band
+    assert b["ea_forward"] == pytest.approx(max(energies) - energies[0], abs=1e-9)
+    assert b["ea_backward"] == pytest.approx(max(energies) - energies[-1], abs=1e-9)
+    # the profile's ends are the relaxed endpoints: fresh energies of the stored endpoint structures
+    store = ResultStore(d / "ligbind.db")
+    e_initial = _energy(store.get(b["initial_key"]).toatoms(), protocol)
+    e_final = _energy(store.get(b["final_key"]).toatoms(), protocol)
+    assert energies[0] == pytest.approx(e_initial, abs=2e-3)
+    assert energies[-1] == pytest.approx(e_final, abs=2e-3)
+    # the two endpoints are mirror images of each other on this slab: the same energy, a symmetric barrier
+    assert b["ea_forward"] == pytest.approx(b["ea_backward"], abs=0.02)
+    # stored row of kind barrier, keyed by both endpoints and the protocol
+    row = store.get(b["key"])
+    assert row.kind == "barrier" and row.images == 5
+    assert b["key"].startswith("barrier-") and b["key"].endswith("-5i")
+    assert (d / "runs" / f"{b['key']}.png").is_file() and out["png"].endswith(".png")
+
+
+def test_hop_across_the_cell_edge_takes_the_short_way(bare_barrier, _slab_2x2_session):
+    """The default hop (12 → its nearest I) crosses the cell edge: wrapped positions are ~9 Å apart but the
+    hop is 4.46 Å. With mic=False the band would cross the slab; here every image stays on the short path."""
+    d, out = bare_barrier
+    b = out["bare"]
+    slab = _slab_2x2_session
+    site, hopper = b["site"], b["hopper"]
+    direct = float(np.linalg.norm(slab.positions[site] - slab.positions[hopper]))
+    assert direct > 8.0 and b["hop_length"] == pytest.approx(4.46, abs=0.05)
+    assert b["profile"][-1]["s"] < 1.6 * b["hop_length"]  # total path length (mic) of the band
+    band = list(Trajectory(str(d / "runs" / f"{b['key']}.band.traj")))[-7:]
+    m = migration_endpoints(slab, site, hopper)[0].info["migrating"]
+    start, end = band[0].positions[m], band[-1].positions[m]
+    for image in band:
+        p = image.positions[m]
+        to_start = find_mic(p - start, image.cell, image.pbc)[1]
+        to_end = find_mic(p - end, image.cell, image.pbc)[1]
+        assert to_start < b["hop_length"] + 0.5 and to_end < b["hop_length"] + 0.5
+    assert not ion_leaves_surface(band, m, float(slab.positions[surface_halides(slab), 2].mean()))
+
+
+def test_killed_neb_continues_from_its_last_band(bare_barrier, tmp_path):
+    """A band stopped after 3 steps (as a kill would leave it) continues from the saved band: step count,
+    trajectory and force calls add up, and the first new band is one optimizer step from the saved one."""
+    d, out = bare_barrier
+    b = out["bare"]
+    protocol = load_protocol("ml-screen", FAST)
+    store = ResultStore(d / "ligbind.db")
+    initial = result_from_row(store.get(b["initial_key"]), protocol)
+    final = result_from_row(store.get(b["final_key"]), protocol)
+    initial.atoms.info, final.atoms.info = dict(initial.atoms.info), dict(final.atoms.info)
+    n = 3 + 2  # three images and the endpoints
+    first = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=3)
+    assert not first.converged and first.n_steps == 3 and first.resumed_from_step == -1
+    traj = tmp_path / f"{first.key}.band.traj"
+    saved = list(Trajectory(str(traj)))
+    assert len(saved) == 4 * n  # the interpolated band + one per step
+    idpp_band = np.array([a.positions for a in saved[:n]])
+    last_band = np.array([a.positions for a in saved[-n:]])
+    assert np.abs(last_band - idpp_band).max() > 1e-3  # the band moved
+
+    second = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=200)
+    assert second.resumed_from_step == 3
+    assert second.converged and second.n_steps > 3
+    frames = list(Trajectory(str(traj)))
+    assert len(frames) == (1 + second.n_steps) * n  # nothing rewritten, one band per new step
+    assert np.allclose(
+        np.array([a.positions for a in frames[: 4 * n]]), np.array([a.positions for a in saved])
+    )
+    new_first = np.array([a.positions for a in frames[4 * n : 5 * n]])
+    step = np.linalg.norm(new_first - last_band, axis=2).max()
+    assert 0 < step <= 0.2 + 1e-6  # one FIRE step (maxstep 0.2 Å) from the saved band, not a new IDPP start
+    assert second.force_calls == first.force_calls + (second.n_steps - 3 + 1) * 3
+
+
+def test_band_flags_on_constructed_bands(_slab_2x2_session):
+    """The flags on bands built by hand: an ion lifted 4 Å off the surface; a ligand atom on the path."""
+    slab = _slab_2x2_session
+    initial, final = migration_endpoints(slab, int(surface_halides(slab)[0]))
+    m = initial.info["migrating"]
+    z_top = float(slab.positions[surface_halides(slab), 2].mean())
+    lifted = initial.copy()
+    lifted.positions[m, 2] += 4.0
+    assert ion_leaves_surface([initial, lifted, final], m, z_top)
+    assert not ion_leaves_surface([initial, final], m, z_top)
+    with_h = initial.copy()
+    h = Atoms("H", positions=[initial.positions[m] + [0, 0, 1.8]], tags=[1])
+    with_h += h
+    assert ligand_in_path([with_h], m)
+
+
+def test_preconverged_band_starts_from_the_cheaper_band(bare_barrier, tmp_path):
+    """A band pre-converged with a cheaper setting (here the same potential at a loose fmax) starts the band of
+    the protocol asked for: its first saved band is the pre-converged one, and it needs fewer force calls than
+    the band started from IDPP (the module's CLI run)."""
+    from ligbind.defect_recipes import barrier_from_endpoints
+
+    d, out = bare_barrier
+    b = out["bare"]
+    protocol = load_protocol("ml-screen", FAST)
+    loose = load_protocol("ml-screen", {"relax": {"fmax": 0.25, "steps": 150}})
+    store = ResultStore(d / "ligbind.db")
+    initial = result_from_row(store.get(b["initial_key"]), protocol)
+    final = result_from_row(store.get(b["final_key"]), protocol)
+    (slab_row,) = [r for r in store.select(kind="relax") if r.natoms == 32]  # the relaxed bare slab
+    host = result_from_row(slab_row, protocol)
+    for r, built in zip(
+        (initial, final), migration_endpoints(host.atoms, b["site"], b["hopper"]), strict=True
+    ):
+        r.atoms.info = dict(built.info)
+    pre_store = ResultStore(tmp_path / "pre.db")
+    out_pre = barrier_from_endpoints(
+        host, initial, final, protocol, pre_store, tmp_path, images=5, preconverge=loose
+    )
+    assert out_pre.preconverge is not None and out_pre.preconverge["converged"]
+    assert out_pre.key != b["key"] and "-from-" in out_pre.key
+    assert out_pre.converged and out_pre.force_calls < b["force_calls"]
+    assert out_pre.ea_forward == pytest.approx(b["ea_forward"], abs=0.03)  # the same saddle
+    start = list(Trajectory(str(tmp_path / f"{out_pre.preconverge['key']}.band.traj")))[-7:]
+    first = list(Trajectory(str(tmp_path / f"{out_pre.key}.band.traj")))[:7]
+    assert np.allclose([a.positions for a in first], [a.positions for a in start])
+
+
+def test_killed_barrier_command_resumes_its_band(tmp_path, _slab_2x2_session):
+    """``ligbind barrier`` killed (SIGKILL) during the NEB, then run again: the second run continues the
+    saved band (the file keeps the first run's bands and grows), and the barrier comes out as usual."""
+    import signal
+    import subprocess
+    import time
+
+    from conftest import CLI, cli_env, run_ligbind
+
+    write_structure(tmp_path / "slab.extxyz", _slab_2x2_session)
+    args = ["barrier", "--slab", "slab.extxyz", "--images", "3", "--set", json.dumps(FAST), "--json"]
+    proc = subprocess.Popen([*CLI, *args], cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    n = 5
+    deadline = time.time() + 300
+    bands = []
+    while time.time() < deadline and proc.poll() is None:
+        bands = list((tmp_path / "runs").glob("barrier-*.band.traj"))
+        if bands and bands[0].stat().st_size > 0 and len(Trajectory(str(bands[0]))) >= 4 * n:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the NEB finished before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    saved = list(Trajectory(str(bands[0])))
+    done = len(saved) // n - 1
+    assert done >= 3
+    rerun = run_ligbind(*args, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    b = json.loads(rerun.stdout)["bare"]
+    assert b["converged"] and b["n_steps"] > done
+    frames = list(Trajectory(str(bands[0])))
+    assert len(frames) == (1 + b["n_steps"]) * n  # one band per step over both runs, none written twice
+    kept = done * n + n
+    assert np.allclose([a.positions for a in frames[:kept]], [a.positions for a in saved[:kept]])
+
+
+def test_band_cut_mid_write_resumes_from_its_last_complete_band(bare_barrier, tmp_path):
+    """A kill while a band was being written leaves part of a band: it is dropped, the last complete band
+    is the restart point, and the file stays aligned (one whole band per step)."""
+    d, out = bare_barrier
+    b = out["bare"]
+    protocol = load_protocol("ml-screen", FAST)
+    store = ResultStore(d / "ligbind.db")
+    initial = result_from_row(store.get(b["initial_key"]), protocol)
+    final = result_from_row(store.get(b["final_key"]), protocol)
+    first = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=2)
+    traj = tmp_path / f"{first.key}.band.traj"
+    frames = list(Trajectory(str(traj)))
+    assert len(frames) == 3 * 5
+    with Trajectory(str(traj), "a") as t:  # two images of a fourth band, then the "kill"
+        t.write(frames[-5])
+        t.write(frames[-4])
+    second = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=4)
+    assert second.resumed_from_step == 2 and second.n_steps == 4
+    after = list(Trajectory(str(traj)))
+    assert len(after) == 5 * 5
+    assert np.allclose([a.positions for a in after[:15]], [a.positions for a in frames])

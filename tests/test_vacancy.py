@@ -1,0 +1,232 @@
+"""Surface halide vacancies end to end with the ML potential (real CHGNet + D3), and the GPAW input path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ase import Atoms
+from ase.optimize import BFGS
+
+from ligbind.analysis.vacancy import vacancy_flags
+from ligbind.builders.slab import surface_halides
+from ligbind.builders.vacancies import make_vacancy, surface_halide_sites
+from ligbind.calculators import make_calculator
+from ligbind.errors import LigbindError
+from ligbind.io import write_structure
+from ligbind.jobs import Result
+from ligbind.protocols import load_protocol
+from ligbind.store import ResultStore
+
+FAST = {"relax": {"fmax": 0.1, "steps": 150}}
+
+
+def _energy(atoms: Atoms, protocol) -> float:
+    """Energy from a fresh calculator of the protocol (not a stored energy)."""
+    atoms = atoms.copy()
+    atoms.calc = make_calculator(protocol, atoms=atoms)
+    return float(atoms.get_potential_energy())
+
+
+def _half_i2(protocol) -> float:
+    """½E(I2) computed here: an I2 molecule relaxed in a 12 Å-vacuum box (the slab's), with the calculator."""
+    i2 = Atoms("I2", positions=[[0, 0, 0], [0, 0, 2.7]], pbc=True)
+    i2.center(vacuum=6.0)
+    i2.calc = make_calculator(protocol, atoms=i2)
+    BFGS(i2, logfile=None).run(fmax=0.01, steps=100)
+    return 0.5 * float(i2.get_potential_energy())
+
+
+def test_surface_sites_are_one_symmetry_class_on_the_tetragonal_slab(slab_2x2, ml_protocol):
+    """All 8 top-surface I of the 2x2 P4/mbm slab are equivalent: one class, and the unrelaxed vacancies
+    at two different sites have the same energy (an independent check of the symmetry reduction)."""
+    halides = [int(i) for i in surface_halides(slab_2x2)]
+    assert len(halides) == 8
+    assert surface_halide_sites(slab_2x2) == [halides[0]]
+    e = [_energy(make_vacancy(slab_2x2, s), ml_protocol) for s in (halides[0], halides[5])]
+    assert e[0] == pytest.approx(e[1], abs=2e-3)
+
+
+@pytest.fixture(scope="module")
+def ml_protocol():
+    return load_protocol("ml-screen", FAST)
+
+
+def test_vacancy_builder_renumbers_and_refuses_non_surface_sites(slab_2x2):
+    site = int(surface_halides(slab_2x2)[0])
+    defect = make_vacancy(slab_2x2, site)
+    assert len(defect) == len(slab_2x2) - 1
+    assert defect.get_chemical_formula() == "Cs4I19Pb8"
+    fixed_before = sum(len(c.index) for c in slab_2x2.constraints)
+    assert sum(len(c.index) for c in defect.constraints) == fixed_before  # a top atom removed: none fixed
+    assert np.allclose(json.loads(defect.info["site_position"]), slab_2x2.positions[site], atol=1e-4)
+    with pytest.raises(LigbindError, match="site 3 is not a top-surface halide"):
+        make_vacancy(slab_2x2, 3)
+    with pytest.raises(LigbindError, match="Pb, not a halide"):
+        make_vacancy(slab_2x2, [a.index for a in slab_2x2 if a.symbol == "Pb"][0])
+
+
+def test_refilled_vacancy_is_flagged(slab_2x2):
+    """A neighbouring iodide moved onto the vacant site: the vacancy moved, the row is flagged."""
+    site, neighbour = (int(i) for i in surface_halides(slab_2x2)[:2])
+    defect = make_vacancy(slab_2x2, site)
+    r = Result("k", "relax", defect, 0.0, 0.0, True, 1, 1, {})
+    assert vacancy_flags(1.0, r) == []
+    moved = defect.copy()
+    moved.positions[neighbour - 1] = slab_2x2.positions[site] + [0.3, 0, 0]
+    assert "vacancy-refilled" in vacancy_flags(1.0, Result("k", "relax", moved, 0.0, 0.0, True, 1, 1, {}))
+    assert "below-pristine" in vacancy_flags(-0.2, r)
+
+
+@pytest.mark.slow
+def test_vacancy_cli_bare_and_with_ligand(tmp_path, run_cli, slab_2x2, ml_protocol):
+    write_structure(tmp_path / "slab.extxyz", slab_2x2)
+    args = ["vacancy", "--slab", "slab.extxyz", "--ligand", "methylamine", "--configs", "1", "--sites", "1",
+            "--set", json.dumps(FAST), "--json"]  # fmt: skip
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    bare, lig = out["bare"], out["with_ligand"]
+    # the reference is explicit: μ_I = ½E(I2) + 0
+    ref = bare["references"]["I"]
+    assert ref["mu_x"] == pytest.approx(0.5 * ref["e_x2"], abs=1e-9)
+    half_i2 = _half_i2(ml_protocol)
+    assert ref["mu_x"] == pytest.approx(half_i2, abs=5e-3)
+
+    # E_vac = E(slab − I) + ½E(I2) − E(slab), assembled here from fresh energies of the stored structures
+    store = ResultStore(tmp_path / "ligbind.db")
+    for host in (bare, lig):
+        host_row = store.get(host["host_key"])
+        e_host = _energy(host_row.toatoms(), ml_protocol)
+        (site,) = host["sites"]
+        defect_row = store.get(site["key"])
+        assert defect_row.natoms == host_row.natoms - 1
+        e_vac = _energy(defect_row.toatoms(), ml_protocol) + half_i2 - e_host
+        assert site["e_vac"] == pytest.approx(e_vac, abs=1e-2)
+        assert host["e_vac"] == pytest.approx(site["e_vac"], abs=1e-9)  # one usable site: it is E_vac
+        assert 0.3 < host["e_vac"] < 5.0  # costs energy, less than tearing the surface apart
+    # the ligand host's vacancy is the top iodide nearest the methylamine N
+    assert 0 < lig["sites"][0]["near_ligand"] < 6.0
+    assert out["delta_e_vac"] == pytest.approx(lig["e_vac"] - bare["e_vac"], abs=1e-9)
+
+    # another chemical potential: E_vac shifts by exactly Δμ, nothing is recomputed
+    relaxations = store.count(kind="relax")
+    proc = run_cli(*args[:-1], "--mu-x", "-0.9", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    shifted = json.loads(proc.stdout)
+    assert shifted["bare"]["e_vac"] == pytest.approx(bare["e_vac"] - 0.9, abs=1e-9)
+    assert shifted["bare"]["references"]["I"]["mu_x"] == pytest.approx(ref["mu_x"] - 0.9, abs=1e-9)
+    assert shifted["delta_e_vac"] == pytest.approx(out["delta_e_vac"], abs=1e-9)
+    assert ResultStore(tmp_path / "ligbind.db").count(kind="relax") == relaxations
+
+    # the text table names the reference
+    text = run_cli(*args[:-1], cwd=tmp_path)
+    assert text.returncode == 0, text.stderr
+    assert "μ_I = ½E(I2)" in text.stdout and "ΔE_vac" in text.stdout
+
+
+# ---------------------------------------------------------------------------------------- GPAW input path
+def test_gpaw_vacancy_input_path(slab_2x2, tmp_path):
+    """Neutral I vacancy: odd electron count. Spin-paired GPAW refuses it before any work; spin-polarised
+    GPAW starts it with 1 μB; a +1 vacancy (even count) is accepted spin-paired and carries its charge."""
+    from ligbind.calculators import backend_of
+    from ligbind.calculators.gpaw import gpaw_calculator
+    from ligbind.defect_recipes import check_defect_input
+
+    tiny = {"gpaw": {"basis": "sz(dzp)", "h": 0.3}, "prerelax": None, "run": {"cores": 1}}
+    paired = load_protocol("gpaw-quick", tiny)
+    spin = load_protocol("gpaw-quick", {**tiny, "gpaw": {**tiny["gpaw"], "spinpol": True}})
+    defect = make_vacancy(slab_2x2, int(surface_halides(slab_2x2)[0]))
+    n = int(defect.numbers.sum())
+    assert n % 2 == 1
+    with pytest.raises(LigbindError, match=rf"odd electron count \({n}\) and gpaw-quick is spin-paired"):
+        check_defect_input(defect, paired)
+    check_defect_input(defect, spin)
+    prepared = backend_of(spin).prepare(defect, spin)
+    assert prepared.get_initial_magnetic_moments().sum() == pytest.approx(1.0)
+    check_defect_input(defect, paired, charge=1)
+    charged = defect.copy()
+    charged.info["charge"] = 1
+    params = gpaw_calculator(
+        paired, backend_of(paired).prepare(charged, paired), tmp_path, "x"
+    ).parameters.todict()
+    assert params["charge"] == 1 and not params["spinpol"]
+
+
+@pytest.mark.slow
+def test_gpaw_vacancy_energy_on_a_tiny_slab(tmp_path):
+    """Real GPAW (LCAO sz, h 0.35, spin-polarised for every term) on a one-layer Pb4I8 slab, each structure at
+    its built geometry (fmax 10 eV/Å: a single-point relaxation). E_vac is assembled here from GPAW's own
+    log energies plus D3 computed separately, not from the energies ligbind stored."""
+    import re
+
+    from dftd3.ase import DFTD3
+
+    from ligbind.builders.slab import build_slab
+    from ligbind.calculators import backend_of
+    from ligbind.defect_recipes import vacancy
+
+    slab = build_slab("CsPbI3", "tetragonal", "2x2", layers=1, vacuum=6.0, fix_layers=0)
+    assert slab.get_chemical_formula() == "I8Pb4"
+    tiny = {"basis": "sz(dzp)", "h": 0.35, "spinpol": True}
+    over = {"gpaw": tiny, "prerelax": None, "run": {"cores": 1}, "relax": {"fmax": 10.0, "steps": 1}}
+    protocol = load_protocol("gpaw-quick", over)
+    store = ResultStore(tmp_path / "g.db")
+    out = vacancy(slab, protocol, max_sites=1, store=store, workdir=tmp_path / "runs")
+    (site,) = out.bare["sites"]
+    assert site["status"] == "converged" and site["flags"] == []
+
+    def energy(key: str) -> float:
+        log = (tmp_path / "runs" / f"{key}.txt").read_text()
+        e_gpaw = float(re.findall(r"Extrapolated:\s+(-?\d+\.\d+)", log)[-1])
+        atoms = backend_of(protocol).prepare(store.get(key).toatoms(), protocol)
+        atoms.calc = DFTD3(method="pbe", damping="d3bj")
+        return e_gpaw + float(atoms.get_potential_energy())
+
+    e_vac = (
+        energy(site["key"]) + 0.5 * energy(out.bare["references"]["I"]["key"]) - energy(out.bare["host_key"])
+    )
+    assert out.bare["e_vac"] == pytest.approx(e_vac, abs=2e-3)
+    assert 0.3 < out.bare["e_vac"] < 5.0
+
+
+def test_mixed_halides_compare_like_with_like():
+    """A mixed-halide bare slab samples both halides first; ΔE_vac pairs a ligand host's I vacancy with the
+    bare slab's I vacancy (never with a Br one), and is None when the bare slab has no usable I vacancy."""
+    from ligbind.analysis.vacancy import analyse_vacancy
+    from ligbind.builders.slab import build_slab
+
+    slab = build_slab(
+        "CsPbI3", "tetragonal", "2x2", layers=3, vacuum=12.0, fix_layers=1, br_fraction=0.33, seed=1
+    )
+    sites = surface_halide_sites(slab, 2)
+    assert sorted(slab[i].symbol for i in sites) == ["Br", "I"]
+    by_el = {slab[i].symbol: i for i in sites}
+
+    def result(atoms, energy):
+        return Result("k" + str(energy), "relax", atoms, energy, 0.0, True, 1, 1, {})
+
+    protocol = load_protocol("ml-screen")
+    host = result(slab, -100.0)
+    refs = {"I": result(Atoms("I2"), -3.0), "Br": result(Atoms("Br2"), -3.2)}
+    vac = {el: make_vacancy(slab, i) for el, i in by_el.items()}
+    # E_vac(I) = -97.0 + (-1.5) + 100 = 1.5 ; E_vac(Br) = -97.5 + (-1.6) + 100 = 0.9
+    bare = analyse_vacancy(
+        host,
+        [(vac["I"].info, result(vac["I"], -97.0)), (vac["Br"].info, result(vac["Br"], -97.5))],
+        refs,
+        protocol,
+    )
+    assert bare.e_vac == pytest.approx(0.9) and bare.element == "Br"
+    # a "ligand host" (same structure here) whose only usable vacancy is I at E_vac = 1.7
+    lig = analyse_vacancy(
+        host, [(vac["I"].info, result(vac["I"], -96.8))], refs, protocol, ligand="L", bare=bare
+    )
+    assert lig.element == "I" and lig.e_vac_bare == pytest.approx(1.5)
+    assert lig.delta_e_vac == pytest.approx(0.2)
+    bare_br_only = analyse_vacancy(host, [(vac["Br"].info, result(vac["Br"], -97.5))], refs, protocol)
+    lig2 = analyse_vacancy(
+        host, [(vac["I"].info, result(vac["I"], -96.8))], refs, protocol, ligand="L", bare=bare_br_only
+    )
+    assert lig2.delta_e_vac is None and lig2.e_vac_bare is None
