@@ -70,7 +70,7 @@ def cmd_vacancy(args: argparse.Namespace) -> None:
     protocol = load_protocol(args.protocol, args.set)
     if args.ligand is not None:
         resolve_checked_ligand(args.ligand, mode, protocol)
-    slab = read_slab(args.slab)
+    slab = read_slab(args.slab, pbx2=True)
     _precheck_vacancy(slab, protocol, args)
     store = ResultStore(args.db)
     bar, step = _progress_bar(args.json)
@@ -146,7 +146,7 @@ def cmd_barrier(args: argparse.Namespace) -> None:
     protocol = load_protocol(args.protocol, args.set)
     if args.ligand is not None:
         resolve_checked_ligand(args.ligand, mode, protocol)
-    slab = read_slab(args.slab)
+    slab = read_slab(args.slab, pbx2=True)
     check_pbi2_terminated(slab)
     check_barrier_input(slab, protocol, args.images, args.site, args.hopper)
     check_preconverge(args.preconverge, protocol)
