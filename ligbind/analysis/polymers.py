@@ -40,7 +40,7 @@ def _units(
             "ligand": row.ligand,
             "eb": row.get("eb"),
             "slab_key": outcome.get("slab_key"),
-            "natoms_slab": None,
+            "method": "DFT" if row.get("is_dft") else "ML potential (not DFT)",
         }
     return units
 
@@ -73,6 +73,7 @@ def cooperativity_table(store: ResultStore, campaign: str | None = None, protoco
                 "delta_e_coop": cooperativity(two["eb"], one["eb"]) if usable else None,
                 "cell": _cell_label(slab),
                 "protocol": protocol,
+                "method": one["method"],
                 "flags": ",".join(flags) or "none",
             }
         )
@@ -97,11 +98,15 @@ def write_cooperativity_table(
     outdir = Path(outdir)
     csv, md = outdir / "polymers.csv", outdir / "polymers.md"
     df.to_csv(csv, index=False, float_format="%.4f")
+    from ligbind.analysis.tables import ML_NOTE
+
+    note = ML_NOTE if (df["method"] != "DFT").any() else ""
     md.write_text(
         "# Polymer repeat units: cooperativity (eV)\n\n"
         "ΔE_coop = Eb(n=2) − 2·Eb(n=1), both on the same relaxed slab (`cell`) with the same protocol; negative = "
         "the two-unit chain binds more strongly than two separate units (cooperative).\n\n"
         + df.to_markdown(index=False, floatfmt=".3f")
+        + note
         + "\n"
     )
     return {"polymers_csv": csv, "polymers_md": md}

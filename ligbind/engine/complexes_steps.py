@@ -3,8 +3,9 @@
 The complexes need a protocol that carries a charge, so they name their own (a DFT protocol), whatever the
 campaign's protocol (e.g. ml-screen) is. Steps: the ion, each free ligand, each built complex (one relaxation
 each, in the complexes' protocol), then one analysis per ligand (:mod:`ligbind.analysis.complexes`), the same
-functions ``ligbind complex-ion`` calls. The step names are ``complex-ion``, ``complex-ligand/<L>``,
-``complex-config/<L>/<k>`` and ``complexation/<L>``.
+functions ``ligbind complex-ion`` calls. The Fireworks are named ``complex-ion@<hash>``,
+``complex-ligand@<hash>/<L>``, ``complex-config@<hash>/<L>/<k>`` and ``complexation@<hash>/<L>`` (``<hash>``: the
+complexes' protocol, see :func:`step_name`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from ase import Atoms
 from ligbind.engine.campaign import KeyMap, _calcdir, _passed, _store, entry_from_spec
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
-from ligbind.protocols import load_protocol
+from ligbind.protocols import load_protocol, protocol_hash
 
 
 def complexes_settings(spec, path: Path, specs: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -154,14 +155,15 @@ def step_complexation(c: dict[str, Any], keys: KeyMap, name: str):
     built = built_complexes(c, name)
     configs = []
     for k, atoms in enumerate(built):
-        key = keys.get(f"complex-config/{name}/{k}")
+        key = keys.get(step_name(c, "complex-config", name, k))
         row = _store(c).get(key) if key else None
         if row is not None:
             configs.append((atoms, result_from_row(row, protocol)))
         else:  # its Firework failed (e.g. the ion left the box): listed as failed, not silently dropped
             atoms.info["failure"] = "failed"
             configs.append((atoms, None))
-    ion, ligand = _passed(c, keys, "complex-ion"), _passed(c, keys, f"complex-ligand/{name}")
+    ion = _passed(c, keys, step_name(c, "complex-ion"))
+    ligand = _passed(c, keys, step_name(c, "complex-ligand", name))
     return analyse_complexation(ion, ligand, configs, protocol, store=_store(c), campaign=c["name"])
 
 
@@ -177,16 +179,27 @@ COMPLEX_STEPS: dict[str, Callable] = {
 }
 
 
+def step_name(c: dict[str, Any], step: str, ligand: str | None = None, k: int | None = None) -> str:
+    """Firework name of a complexes step, tagged with the complexes' protocol hash.
+
+    Fireworks are identified by the campaign's protocol hash; the complexes have their own protocol, so its
+    hash goes into their names: new complexes settings give new Fireworks (and new store keys).
+    """
+    parts = [f"{step}@{protocol_hash(_settings(c)['protocol'])[:10]}", ligand, None if k is None else str(k)]
+    return "/".join(p for p in parts if p is not None)
+
+
 def plan_complexes(c: dict[str, Any], add: Callable) -> None:
     """Add the complexes' Fireworks through the planner's ``add(step, name, parents, allow_fizzled, **params)``."""
     cx = c["compute"].get("complexes")
     if not cx:
         return
-    ion = add("complex-ion", "complex-ion")
+    ion = add("complex-ion", step_name(c, "complex-ion"))
     for lig in cx["ligands"]:
-        ligand = add("complex-ligand", f"complex-ligand/{lig}", ligand=lig)
+        ligand = add("complex-ligand", step_name(c, "complex-ligand", lig), ligand=lig)
         configs = [
-            add("complex-config", f"complex-config/{lig}/{k}", ligand=lig, config=k)
+            add("complex-config", step_name(c, "complex-config", lig, k), ligand=lig, config=k)
             for k in range(cx["configs"])
         ]
-        add("complexation", f"complexation/{lig}", [ion, ligand, *configs], allow_fizzled=True, ligand=lig)
+        name = step_name(c, "complexation", lig)
+        add("complexation", name, [ion, ligand, *configs], allow_fizzled=True, ligand=lig)
