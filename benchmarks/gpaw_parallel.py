@@ -71,7 +71,9 @@ def child(args: argparse.Namespace) -> None:
     from ligbind.protocols import load_protocol
 
     protocol = load_protocol("gpaw-laptop", {"gpaw": {"basis": args.basis}})
-    atoms = read(args.structure)  # already through prepare_atoms (in the parent: every mode gets the same atoms)
+    atoms = read(
+        args.structure
+    )  # already through prepare_atoms (in the parent: every mode gets the same atoms)
     source = inspect.getsource(gpaw_calculator) + inspect.getsource(prepare_atoms)
     workdir = Path(args.workdir)
     calc = gpaw_calculator(protocol, atoms, workdir, args.label)
@@ -247,7 +249,13 @@ def child_cmd(args, label: str, workdir: Path, ranks: int, parallel: dict | None
 
 
 def run_mode(
-    args, label: str, workdir: Path, ranks: int = 1, threads: int = 1, parallel=None, pythonpath: str | None = None
+    args,
+    label: str,
+    workdir: Path,
+    ranks: int = 1,
+    threads: int = 1,
+    parallel=None,
+    pythonpath: str | None = None,
 ) -> dict:
     cmd, result = child_cmd(args, label, workdir, ranks, parallel)
     env = env_for(threads, mpi=ranks > 1)
@@ -279,6 +287,7 @@ def run_mode(
 
 def run_side_by_side(args, workdir: Path) -> tuple[float, list[dict]]:
     """Two serial children started together (1 thread each); wall time until both are done."""
+
     def both() -> list[tuple[str, Path, subprocess.CompletedProcess]]:
         procs = []
         for i in (1, 2):
@@ -302,8 +311,11 @@ def run_side_by_side(args, workdir: Path) -> tuple[float, list[dict]]:
             raise SystemExit(f"{label} failed (exit {p.returncode})")
         outs.append(json.loads(result.read_text()))
     for o in outs:
-        print(f"  {o['label']}: single point {o['t_sp']:.1f} s, step {o['t_step']:.1f} s, E {o['e0']:.4f} eV, "
-              f"other processes {foreign:.2f} cores", flush=True)
+        print(
+            f"  {o['label']}: single point {o['t_sp']:.1f} s, step {o['t_step']:.1f} s, E {o['e0']:.4f} eV, "
+            f"other processes {foreign:.2f} cores",
+            flush=True,
+        )
     return wall, outs, foreign
 
 
@@ -313,23 +325,42 @@ def gpaw_info() -> list[str]:
     )
     keep = ("gpaw ", "python", "numpy", "scipy", "ase ", "_gpaw", "MPI enabled", "OpenMP", "GPU",
             "MAGMA", "scalapack", "Elpa", "FFTW", "libvdwxc", "libxc", "BLAS", "PAW-datasets")  # fmt: skip
-    return [line.rstrip() for line in proc.stdout.splitlines() if any(k.lower() in line.lower() for k in keep)]
+    return [
+        line.rstrip() for line in proc.stdout.splitlines() if any(k.lower() in line.lower() for k in keep)
+    ]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--basis", default="dzp", help="LCAO basis (gpaw-laptop: dzp; quick check: 'sz(dzp)')")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--basis", default="dzp", help="LCAO basis (gpaw-laptop: dzp; quick check: 'sz(dzp)')"
+    )
     parser.add_argument("--variants", default=",".join(MPI_VARIANTS), help="2-rank parallel={...} variants")
-    parser.add_argument("--no-pair", action="store_true", help="skip the two-serial-side-by-side throughput run")
+    parser.add_argument(
+        "--no-pair", action="store_true", help="skip the two-serial-side-by-side throughput run"
+    )
     parser.add_argument("--out", help="also write the report to this file")
-    parser.add_argument("--max-wait", type=float, default=300,
-                        help="seconds to wait for an idle machine before each timing (default 300)")
-    parser.add_argument("--retries", type=int, default=2,
-                        help="repeat a timing disturbed by other processes up to this many times (default 2)")
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=300,
+        help="seconds to wait for an idle machine before each timing (default 300)",
+    )
+    parser.add_argument(
+        "--retries",
+        type=int,
+        default=2,
+        help="repeat a timing disturbed by other processes up to this many times (default 2)",
+    )
     parser.add_argument("--keep", help="work directory to keep (default: a temporary one, removed)")
-    parser.add_argument("--reference", metavar="DIR",
-                        help="also time serially the GPAW build installed in DIR (pip install --target DIR), "
-                        "e.g. the serial build without MPI and native BLAS the MPI build replaced")
+    parser.add_argument(
+        "--reference",
+        metavar="DIR",
+        help="also time serially the GPAW build installed in DIR (pip install --target DIR), "
+        "e.g. the serial build without MPI and native BLAS the MPI build replaced",
+    )
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--structure", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
@@ -388,7 +419,9 @@ def main() -> None:
               "cores used by other processes during the mode (~0 for a clean timing)."]  # fmt: skip
     sources = {r["calculator_source"] for r in ok}
     if len(sources) > 1:
-        lines.append(f"WARNING: ligbind's gpaw_calculator/prepare_atoms changed during the benchmark: {sources}")
+        lines.append(
+            f"WARNING: ligbind's gpaw_calculator/prepare_atoms changed during the benchmark: {sources}"
+        )
     best = min((r for r in ok if r["ranks"] > 1), key=lambda r: r["t_sp"] + r["t_step"], default=None)
     if best is not None:
         target = min(ser["t_sp"] / best["t_sp"], ser["t_step"] / best["t_step"])

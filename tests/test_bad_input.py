@@ -64,11 +64,11 @@ def no_calculation(monkeypatch):
     def forbidden(*args, **kwargs):
         raise Computed("bad input reached a calculation")
 
-    import ligbind.defect_recipes as defect_recipes
     import ligbind.engine.fireworks as engine
     import ligbind.jobs as jobs
     import ligbind.recipes as recipes
-    import ligbind.recipes_coverage as recipes_coverage
+    import ligbind.recipes.coverage as recipes_coverage
+    import ligbind.recipes.defects as defect_recipes
 
     for module, name in [
         (jobs, "relax"),
@@ -418,9 +418,9 @@ def _cases() -> list[Case]:
         ("frenkel", "--db", (*fr, "--db", "afile/x.db"), "afile is a file"),
         ("frenkel", "--workdir", (*fr, "--workdir", "afile"), "not a directory"),
         ("frenkel", "--json", (*fr, "--json=1"), "ignored explicit"),
-        # coverage, treat (ligbind/cli_coverage.py)
+        # coverage, treat (ligbind/cli/coverage.py)
         *_coverage_rows(),
-        # vacancy, barrier (ligbind/cli_defects.py)
+        # vacancy, barrier (ligbind/cli/defects.py)
         *_defect_rows(),
         # results, screen, run, status
         ("results", "campaign", ("results", "../../escape"), "campaign file not found"),

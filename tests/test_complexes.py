@@ -91,7 +91,7 @@ def test_ion_released_flag():
 @pytest.mark.slow
 def test_pb_acetate_gpaw(tmp_path):
     """Real GPAW: ΔE equals the reaction of the stored terms, and the charges reach GPAW."""
-    from ligbind.recipes_complexes import complex_ion
+    from ligbind.recipes.complexes import complex_ion
 
     store = ResultStore(tmp_path / "c.db")
     out = complex_ion("Pb2+", "acetate", "gpaw-complex", n_configs=1, store=store, workdir=tmp_path / "runs",

@@ -168,7 +168,7 @@ def _single_point(row, protocol) -> float:
 
 @pytest.mark.slow
 def test_eb_per_ligand_and_differential_eb_are_the_reactions_of_stored_terms(slab_2x2, tmp_path):
-    from ligbind.recipes_coverage import coverage
+    from ligbind.recipes.coverage import coverage
 
     store = ResultStore(tmp_path / "c.db")
     out = coverage(
@@ -208,7 +208,7 @@ def treatment_store(tmp_path_factory):
 @pytest.mark.parametrize("treatment", ["dimethyl-ether", "MAI-layer"])
 def test_frenkel_energy_on_a_treated_surface(slab_2x2, treatment_store, treatment):
     from ligbind.builders.defects import MIN_LIGAND_DISTANCE, interstitial_sites
-    from ligbind.recipes_coverage import treatment_frenkel
+    from ligbind.recipes.coverage import treatment_frenkel
 
     store, workdir = treatment_store
     out = treatment_frenkel(
@@ -247,7 +247,7 @@ def test_coverage_campaign_through_fireworks_agrees_with_the_direct_path(tmp_pat
 
     import ligbind.engine.fireworks as engine
     from ligbind.engine.campaign import campaign_results
-    from ligbind.recipes_coverage import coverage
+    from ligbind.recipes.coverage import coverage
 
     spec = {
         "name": "cov-mini",

@@ -11,7 +11,7 @@ import yaml
 
 import ligbind.cli as cli
 from ligbind.builders.slab import build_slab
-from ligbind.defect_recipes import vacancy
+from ligbind.recipes.defects import vacancy
 from ligbind.store import ResultStore
 
 FAST = {"relax": {"fmax": 0.1, "steps": 150}}

@@ -146,7 +146,7 @@ def test_preconverged_band_starts_from_the_cheaper_band(bare_barrier, tmp_path):
     """A band pre-converged with a cheaper setting (here the same potential at a loose fmax) starts the band of
     the protocol asked for: its first saved band is the pre-converged one, and it needs fewer force calls than
     the band started from IDPP (the module's CLI run)."""
-    from ligbind.defect_recipes import barrier_from_endpoints
+    from ligbind.recipes.defects import barrier_from_endpoints
 
     d, out = bare_barrier
     b = out["bare"]

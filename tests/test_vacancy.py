@@ -132,7 +132,7 @@ def test_gpaw_vacancy_input_path(slab_2x2, tmp_path):
     GPAW starts it with 1 μB; a +1 vacancy (even count) is accepted spin-paired and carries its charge."""
     from ligbind.calculators import backend_of
     from ligbind.calculators.gpaw import gpaw_calculator
-    from ligbind.defect_recipes import check_defect_input
+    from ligbind.recipes.defects import check_defect_input
 
     tiny = {"gpaw": {"basis": "sz(dzp)", "h": 0.3}, "prerelax": None, "run": {"cores": 1}}
     paired = load_protocol("gpaw-quick", tiny)
@@ -165,7 +165,7 @@ def test_gpaw_vacancy_energy_on_a_tiny_slab(tmp_path):
 
     from ligbind.builders.slab import build_slab
     from ligbind.calculators import backend_of
-    from ligbind.defect_recipes import vacancy
+    from ligbind.recipes.defects import vacancy
 
     slab = build_slab("CsPbI3", "tetragonal", "2x2", layers=1, vacuum=6.0, fix_layers=0)
     assert slab.get_chemical_formula() == "I8Pb4"

@@ -134,7 +134,7 @@ def analyse_complexation(
     for initial, r in configs:
         if (
             r is None
-        ):  # the ion reached the box edge (recipes_complexes), or the step failed ("failure" in info)
+        ):  # the ion reached the box edge (recipes.complexes), or the step failed ("failure" in info)
             flags = [str(initial.info.get("failure", "ion-left-box"))]
             rows.append({"config": initial.info["config"], "status": "failed", "flags": flags})
             continue

@@ -33,7 +33,7 @@ def complexes_settings(spec, path: Path, specs: list[dict[str, Any]]) -> dict[st
     """
     from ligbind.builders.complexes import parse_ion
     from ligbind.builders.library import resolve_ligand
-    from ligbind.recipes_complexes import check_complex_protocol
+    from ligbind.recipes.complexes import check_complex_protocol
 
     names = [s["name"] for s in specs]
     campaign_entries = {s["name"]: entry_from_spec(s) for s in specs}
@@ -95,7 +95,7 @@ def built_complexes(c: dict[str, Any], name: str) -> list[Atoms]:
     from ase.io import Trajectory
 
     from ligbind.builders.complexes import parse_ion
-    from ligbind.recipes_complexes import complex_structures
+    from ligbind.recipes.complexes import complex_structures
 
     cx = _settings(c)
     tag = hashlib.sha256(
@@ -119,7 +119,7 @@ def built_complexes(c: dict[str, Any], name: str) -> list[Atoms]:
 def step_complex_ion(c: dict[str, Any], keys: KeyMap) -> Result:
     """Relax the bare ion (a single atom) with the complexes' protocol."""
     from ligbind.builders.complexes import parse_ion
-    from ligbind.recipes_complexes import relax_ion
+    from ligbind.recipes.complexes import relax_ion
 
     cx = _settings(c)
     return relax_ion(parse_ion(cx["ion"]), cx["protocol"], _store(c), _calcdir(c)).require_converged("ion")
@@ -127,14 +127,14 @@ def step_complex_ion(c: dict[str, Any], keys: KeyMap) -> Result:
 
 def step_complex_ligand(c: dict[str, Any], keys: KeyMap, name: str) -> Result:
     """Relax the free ligand in its box with the complexes' protocol."""
-    from ligbind.recipes_complexes import relax_free_ligand
+    from ligbind.recipes.complexes import relax_free_ligand
 
     return relax_free_ligand(_entry(c, name), _settings(c)["protocol"], _store(c), _calcdir(c))
 
 
 def step_complex_config(c: dict[str, Any], keys: KeyMap, name: str, k: int) -> Result:
     """Relax built complex ``k`` of ``name``."""
-    from ligbind.recipes_complexes import relax_complex
+    from ligbind.recipes.complexes import relax_complex
 
     built = built_complexes(c, name)
     if k >= len(built):

@@ -1,5 +1,5 @@
 """Campaign steps and Fireworks of ``compute.coverage`` and ``compute.treatments`` (thin: store keys in, the
-calculations of :mod:`ligbind.recipes_coverage` and the analysis of :mod:`ligbind.analysis.coverage` out).
+calculations of :mod:`ligbind.recipes.coverage` and the analysis of :mod:`ligbind.analysis.coverage` out).
 
 Campaign keys::
 
@@ -57,7 +57,7 @@ def _resolve_coverage_ligands(
     cov, names: list[str], c: dict[str, Any], slab, refuse: Callable
 ) -> dict[str, Any]:
     """The coverage ligands (campaign ligands in neutral mode) and the resolved numbers of copies (all fit)."""
-    from ligbind.recipes_coverage import check_coverage_fits, coverage_levels
+    from ligbind.recipes.coverage import check_coverage_fits, coverage_levels
 
     for k, lig in enumerate(cov.ligands):
         if lig not in names:
@@ -84,7 +84,7 @@ def _resolve_coverage_ligands(
 
 def _resolve_treatments(treatments: list[str], c: dict[str, Any], slab, refuse: Callable) -> list[str]:
     """Treatment names (library ligand or MAI-layer), each checked to fit on the slab, none twice."""
-    from ligbind.recipes_coverage import treatment_structure
+    from ligbind.recipes.coverage import treatment_structure
 
     out: list[str] = []
     for k, text in enumerate(treatments):
@@ -102,7 +102,7 @@ def _resolve_treatments(treatments: list[str], c: dict[str, Any], slab, refuse: 
 # ------------------------------------------------------------------------------------------------- steps
 def step_coverage_config(c: dict[str, Any], keys: KeyMap, name: str, k: int, n: int) -> Result | None:
     """Relax site set ``k`` of ``n`` copies of ``name`` on the relaxed slab (None: fewer distinct sets)."""
-    from ligbind.recipes_coverage import relax_covered
+    from ligbind.recipes.coverage import relax_covered
 
     slab = _passed(c, keys, "slab").require_converged("slab relaxation")
     ligand = _passed(c, keys, f"ligand/{name}")
@@ -155,7 +155,7 @@ def step_treatment_unit(c: dict[str, Any], keys: KeyMap, treatment: str) -> Resu
 
 def step_treatment(c: dict[str, Any], keys: KeyMap, treatment: str) -> Result:
     """Relax the treated slab (monolayer or MAI layer) built on the relaxed slab."""
-    from ligbind.recipes_coverage import relax_covered, treatment_structure
+    from ligbind.recipes.coverage import relax_covered, treatment_structure
 
     slab = _passed(c, keys, "slab").require_converged("slab relaxation")
     unit = _passed(c, keys, f"treatment-unit/{treatment}")
@@ -166,7 +166,7 @@ def step_treatment(c: dict[str, Any], keys: KeyMap, treatment: str) -> Result:
 def step_treatment_pair(c: dict[str, Any], keys: KeyMap, treatment: str, k: int) -> Result | None:
     """Relax Frenkel pair ``k`` on the relaxed treated slab (None: fewer pairs fit, or none)."""
     from ligbind.jobs import relax
-    from ligbind.recipes_coverage import treatment_frenkel_structures
+    from ligbind.recipes.coverage import treatment_frenkel_structures
 
     host = _passed(c, keys, f"treatment/{treatment}").require_converged(f"{treatment} relaxation")
     try:
@@ -182,7 +182,7 @@ def step_treatment_frenkel(c: dict[str, Any], keys: KeyMap, treatment: str):
     """Eb per unit of the treatment layer, and E_F on it with ΔE_F against the bare slab's Frenkel row."""
     from ligbind.analysis.coverage import analyse_coverage
     from ligbind.analysis.frenkel import analyse_frenkel, frenkel_key, load_frenkel
-    from ligbind.recipes_coverage import treatment_label
+    from ligbind.recipes.coverage import treatment_label
 
     store, protocol = _store(c), c["protocol"]
     slab = _passed(c, keys, "slab")

@@ -1,5 +1,5 @@
 """Campaign steps for ``compute: {vacancy: ..., migration: ...}``: thin steps that get store keys and call the
-calculations of :mod:`ligbind.defect_recipes` and the analyses of :mod:`ligbind.analysis.vacancy` /
+calculations of :mod:`ligbind.recipes.defects` and the analyses of :mod:`ligbind.analysis.vacancy` /
 :mod:`ligbind.analysis.migration`, plus the Firework plan and the schema checks of those keys.
 
 Fireworks (names; ``tag`` is ``bare`` or the ligand):
@@ -47,7 +47,7 @@ def check_defect_campaign(c: dict[str, Any], refuse) -> None:
     """Refuse now what the defect steps would refuse later (an odd electron count on a spin-paired DFT
     protocol): the vacancy on the unrelaxed campaign slab stands in for every host."""
     from ligbind.builders.vacancies import make_vacancy, surface_halide_sites
-    from ligbind.defect_recipes import check_defect_input, choose_hop
+    from ligbind.recipes.defects import check_defect_input, choose_hop
 
     for what in ("vacancy", "migration"):
         spec = c["compute"].get(what) or {}
@@ -67,14 +67,14 @@ def _hosts(spec: dict[str, Any]) -> list[str | None]:
 
 
 def _vacancies(c: dict[str, Any], host: Result, tag: str):
-    from ligbind.defect_recipes import vacancy_structures
+    from ligbind.recipes.defects import vacancy_structures
 
     return vacancy_structures(host, None, c["compute"]["vacancy"]["sites"], tag)
 
 
 def step_vacancy_site(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: int) -> Result:
     """Relax vacancy ``k`` on the bare slab (ligand None) or the ligand's best complex, and its X2 reference."""
-    from ligbind.defect_recipes import relax_reference, relax_vacancy
+    from ligbind.recipes.defects import relax_reference, relax_vacancy
 
     defects = _vacancies(c, frenkel_host(c, keys, ligand), ligand or "bare")
     if k >= len(defects):
@@ -87,7 +87,7 @@ def step_vacancy_site(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: in
 def step_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     """E_vac on one host from the vacancy keys passed down; ΔE_vac against the bare slab's row."""
     from ligbind.analysis.vacancy import analyse_vacancy, load_vacancy, vacancy_key
-    from ligbind.defect_recipes import relax_reference
+    from ligbind.recipes.defects import relax_reference
 
     spec, tag = c["compute"]["vacancy"], ligand or "bare"
     store, workdir, protocol = _store(c), _calcdir(c), c["protocol"]
@@ -115,7 +115,7 @@ def _endpoints(c: dict[str, Any], keys: KeyMap, host: Result):
     """Endpoints of the campaign's hop on ``host``: the same (site, hopping halide) on every host, given in
     ``compute.migration`` or chosen on the relaxed bare slab, so that ΔEa compares the same hop."""
     from ligbind.builders.vacancies import migration_endpoints
-    from ligbind.defect_recipes import choose_hop
+    from ligbind.recipes.defects import choose_hop
 
     spec = c["compute"]["migration"]
     site, hopper = choose_hop(_passed(c, keys, "slab").atoms, spec.get("site"), spec.get("hopper"))
@@ -135,7 +135,7 @@ def step_migration_end(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: i
 def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     """NEB between the endpoints passed down, Ea; ΔEa against the bare slab's barrier."""
     from ligbind.analysis.migration import load_barrier
-    from ligbind.defect_recipes import barrier_from_endpoints
+    from ligbind.recipes.defects import barrier_from_endpoints
 
     tag = ligand or "bare"
     host = frenkel_host(c, keys, ligand)

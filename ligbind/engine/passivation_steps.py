@@ -3,7 +3,7 @@
 Fireworks (names): ``passivation-ref/<salt>`` (bulk KBr, CsI, KI as the reaction needs), ``passivation-config/<k>``
 (arrangement k built on the relaxed slab), ``passivation`` (E_pass), and with ``frenkel: true``
 ``passivation-frenkel-pair/<k>`` on the best passivated slab and ``passivation-frenkel`` (E_F, ΔE_F against the
-bare slab's ``frenkel/bare``, which is planned too). The science is in :mod:`ligbind.recipes_passivation` and
+bare slab's ``frenkel/bare``, which is planned too). The science is in :mod:`ligbind.recipes.passivation` and
 :mod:`ligbind.analysis.passivation`; these steps only fetch what their ancestors stored.
 """
 
@@ -30,7 +30,7 @@ def spec_of(c: dict[str, Any]) -> dict[str, Any]:
 
 def check_campaign_passivation(c: dict[str, Any]) -> None:
     """Refuse (LigbindError) a treatment that cannot be built on the campaign's slab."""
-    from ligbind.recipes_passivation import check_passivation
+    from ligbind.recipes.passivation import check_passivation
 
     p = spec_of(c)
     check_passivation(campaign_slab(c), p["mode"], p["n"], p["exchange"], p["arrangements"])
@@ -38,7 +38,7 @@ def check_campaign_passivation(c: dict[str, Any]) -> None:
 
 def references_needed(c: dict[str, Any]) -> list[str]:
     """Bulk references of the reaction (from the unrelaxed slab: relaxation does not change compositions)."""
-    from ligbind.recipes_passivation import needed_references
+    from ligbind.recipes.passivation import needed_references
 
     p, slab = spec_of(c), campaign_slab(c)
     from ligbind.builders.passivation import passivate
@@ -47,7 +47,7 @@ def references_needed(c: dict[str, Any]) -> list[str]:
 
 
 def _structures(c: dict[str, Any], slab: Result):
-    from ligbind.recipes_passivation import passivated_structures
+    from ligbind.recipes.passivation import passivated_structures
 
     p = spec_of(c)
     return passivated_structures(slab, p["mode"], p["n"], p["exchange"], c["seed"], p["arrangements"])
@@ -55,7 +55,7 @@ def _structures(c: dict[str, Any], slab: Result):
 
 def step_passivation_ref(c: dict[str, Any], keys: KeyMap, name: str) -> Result:
     """Relax one bulk reference salt."""
-    from ligbind.recipes_passivation import relax_reference
+    from ligbind.recipes.passivation import relax_reference
 
     return relax_reference(name, c["protocol"], _store(c), _calcdir(c)).require_converged(f"{name} reference")
 
@@ -112,7 +112,7 @@ def passivated_host(c: dict[str, Any], keys: KeyMap) -> Result:
 
     Needs the ``passivation`` key passed down (make the defect's Firework a child of ``passivation``).
     """
-    from ligbind.recipes_passivation import passivated_host as host_of
+    from ligbind.recipes.passivation import passivated_host as host_of
 
     return host_of(_store(c), _outcome(c, keys), c["protocol"])
 

@@ -28,7 +28,7 @@ def cmd_complex_ion(args: argparse.Namespace) -> None:
     from ligbind.calculators import backend_of
     from ligbind.protocols import load_protocol, with_run_settings
     from ligbind.recipes import DryRunWritten
-    from ligbind.recipes_complexes import check_complex_protocol, complex_ion
+    from ligbind.recipes.complexes import check_complex_protocol, complex_ion
     from ligbind.store import ResultStore
 
     protocol = load_protocol(args.protocol, args.set)

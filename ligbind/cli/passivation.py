@@ -79,7 +79,7 @@ def _text(out) -> str:
 
 def cmd_passivate(args: argparse.Namespace) -> None:
     from ligbind.protocols import load_protocol
-    from ligbind.recipes_passivation import check_passivation, passivation
+    from ligbind.recipes.passivation import check_passivation, passivation
     from ligbind.store import ResultStore
 
     if args.pairs is not None and not args.frenkel:

@@ -303,7 +303,7 @@ def _atoms_summary(atoms, path: Path | None = None) -> dict[str, Any]:
 # ----------------------------------------------------------------------------------------------- build
 def cmd_build_slab(args: argparse.Namespace) -> None:
     from ligbind.builders.slab import build_slab
-    from ligbind.cli_complexes import auto_slab_size
+    from ligbind.cli.complexes import auto_slab_size
     from ligbind.io import write_structure
     from ligbind.validation import check_slab
 
@@ -822,8 +822,8 @@ _EXTRA_COMMANDS.append(register_calculation_commands)
 
 
 def _register_coverage_commands(sub) -> None:
-    """``ligbind coverage`` and ``ligbind treat`` (defined in :mod:`ligbind.cli_coverage`)."""
-    from ligbind.cli_coverage import register_coverage_commands
+    """``ligbind coverage`` and ``ligbind treat`` (defined in :mod:`ligbind.cli.coverage`)."""
+    from ligbind.cli.coverage import register_coverage_commands
 
     register_coverage_commands(sub)
 
@@ -832,8 +832,8 @@ _EXTRA_COMMANDS.append(_register_coverage_commands)
 
 
 def _register_defect_commands(sub) -> None:
-    """``vacancy`` and ``barrier`` (ligbind/cli_defects.py)."""
-    from ligbind.cli_defects import register_defect_commands
+    """``vacancy`` and ``barrier`` (ligbind/cli/defects.py)."""
+    from ligbind.cli.defects import register_defect_commands
 
     register_defect_commands(sub)
 
@@ -947,8 +947,8 @@ def register_campaign_commands(sub) -> None:
 _EXTRA_COMMANDS.append(register_campaign_commands)
 
 
-def _register_passivation(sub) -> None:  # `ligbind passivate` (ligbind/cli_passivation.py)
-    from ligbind.cli_passivation import register_passivation_commands
+def _register_passivation(sub) -> None:  # `ligbind passivate` (ligbind/cli/passivation.py)
+    from ligbind.cli.passivation import register_passivation_commands
 
     register_passivation_commands(sub)
 
@@ -958,7 +958,7 @@ _EXTRA_COMMANDS.append(_register_passivation)
 
 def _register_complex_commands(sub) -> None:
     """Ion–ligand complexes (``ligbind complex-ion``), defined in their own module (imported when used)."""
-    from ligbind.cli_complexes import register_complex_commands
+    from ligbind.cli.complexes import register_complex_commands
 
     register_complex_commands(sub)
 

@@ -62,8 +62,8 @@ def _vacancy_lines(host: dict) -> list[str]:
 
 
 def cmd_vacancy(args: argparse.Namespace) -> None:
-    from ligbind.defect_recipes import vacancy
     from ligbind.protocols import load_protocol
+    from ligbind.recipes.defects import vacancy
     from ligbind.store import ResultStore
 
     mode, configs = _ligand_options(args)
@@ -103,7 +103,7 @@ def _precheck_vacancy(slab, protocol: dict, args: argparse.Namespace) -> None:
     """Everything the vacancy recipe refuses, checked before the results store is opened (nothing written)."""
     from ligbind.builders.slab import check_pbi2_terminated
     from ligbind.builders.vacancies import check_surface_halide, make_vacancy, surface_halide_sites
-    from ligbind.defect_recipes import check_chemical_potential, check_defect_input
+    from ligbind.recipes.defects import check_chemical_potential, check_defect_input
 
     check_pbi2_terminated(slab)
     check_chemical_potential(args.mu_x, args.charge, args.mu_e)
@@ -138,8 +138,8 @@ def _barrier_lines(host: dict) -> list[str]:
 def cmd_barrier(args: argparse.Namespace) -> None:
     from ligbind.analysis.migration import BarrierOutcome, plot_profiles
     from ligbind.builders.slab import check_pbi2_terminated
-    from ligbind.defect_recipes import barrier, check_barrier_input, check_preconverge
     from ligbind.protocols import load_protocol
+    from ligbind.recipes.defects import barrier, check_barrier_input, check_preconverge
     from ligbind.store import ResultStore
 
     mode, configs = _ligand_options(args)

@@ -52,7 +52,7 @@ def _fmt(value: float | None) -> str:
 
 def cmd_coverage(args: argparse.Namespace) -> None:
     from ligbind.protocols import load_protocol
-    from ligbind.recipes_coverage import check_coverage_fits, coverage, coverage_levels
+    from ligbind.recipes.coverage import check_coverage_fits, coverage, coverage_levels
     from ligbind.store import ResultStore
 
     protocol = load_protocol(args.protocol, args.set)
@@ -89,7 +89,7 @@ def cmd_coverage(args: argparse.Namespace) -> None:
 def cmd_treat(args: argparse.Namespace) -> None:
     from ligbind.builders.coverage import MAI_LAYER
     from ligbind.protocols import load_protocol
-    from ligbind.recipes_coverage import treatment_frenkel, treatment_structure
+    from ligbind.recipes.coverage import treatment_frenkel, treatment_structure
     from ligbind.store import ResultStore
 
     protocol = load_protocol(args.protocol, args.set)
