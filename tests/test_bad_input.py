@@ -57,34 +57,53 @@ class Computed(Exception):
     """Raised by the guard: bad input reached a calculation (ligbind reports it as a bug: exit 1, not 2)."""
 
 
+def _import_all_of_ligbind() -> None:
+    """Import every ligbind module now, so that none is first imported while the guard is in place (a module
+    doing ``from ligbind.jobs import relax`` would keep the guard for the rest of the test session)."""
+    import importlib
+    import pkgutil
+
+    import ligbind
+
+    for info in pkgutil.walk_packages(ligbind.__path__, "ligbind."):
+        if not info.name.endswith("__main__"):
+            importlib.import_module(info.name)
+
+
 @pytest.fixture(autouse=True)
 def no_calculation(monkeypatch):
-    """Any relaxation, recipe or FireWorks store access fails the test."""
+    """Any relaxation, single point, NEB, recipe or FireWorks store access fails the test, wherever a ligbind
+    module holds it (``from ligbind.jobs import relax`` binds its own name)."""
 
     def forbidden(*args, **kwargs):
         raise Computed("bad input reached a calculation")
 
     import ligbind.engine.fireworks as engine
     import ligbind.jobs as jobs
+    import ligbind.neb as neb
     import ligbind.recipes as recipes
-    import ligbind.recipes.coverage as recipes_coverage
     import ligbind.recipes.defects as defect_recipes
 
-    for module, name in [
-        (jobs, "relax"),
-        (jobs, "single_point"),
-        (recipes, "bind"),
-        (recipes, "frenkel"),
-        (defect_recipes, "vacancy"),
-        (defect_recipes, "barrier"),
-        (recipes, "relax_slab"),
-        (recipes_coverage, "relax"),
-        (recipes_coverage, "relax_slab"),
-        (engine, "get_launchpad"),
-        (engine, "save_campaign"),
-    ]:
-        if hasattr(module, name):
-            monkeypatch.setattr(module, name, forbidden)
+    _import_all_of_ligbind()
+    guarded = {
+        id(f)
+        for f in (
+            jobs.relax,
+            jobs.single_point,
+            neb.run_neb,
+            recipes.bind,
+            recipes.frenkel,
+            recipes.relax_slab,
+            defect_recipes.vacancy,
+            defect_recipes.barrier,
+            engine.get_launchpad,
+            engine.save_campaign,
+        )
+    }
+    for module in [m for name, m in sys.modules.items() if name == "ligbind" or name.startswith("ligbind.")]:
+        for name, value in list(vars(module).items()):
+            if callable(value) and id(value) in guarded:
+                monkeypatch.setattr(module, name, forbidden)
 
 
 def _slab():

@@ -262,6 +262,7 @@ def test_campaign_passivation_on_the_embedded_store(tmp_path, monkeypatch):
             "binding": True,
             "frenkel": {"pairs": 1},
             "passivation": {"mode": "hollow", "arrangements": 2, "frenkel": True},
+            "vacancy": {"bare": True, "passivated": True},
         },
     }
     (tmp_path / "pv.yaml").write_text(yaml.safe_dump(spec))
@@ -282,6 +283,13 @@ def test_campaign_passivation_on_the_embedded_store(tmp_path, monkeypatch):
     assert row.delta_ef == pytest.approx(row.ef_passivated - row.ef_bare, abs=1e-9)
     (bare,) = [r for r in store.select(kind="frenkel") if not r.get("ligand")]
     assert row.ef_bare == pytest.approx(bare.ef)
+    # E_vac on the passivated slab: its host is the best arrangement, ΔE_vac against the bare slab's row
+    vac = {r.ligand: r for r in store.select(kind="vacancy")}
+    assert set(vac) == {"", "KBr-passivated"}
+    treated = vac["KBr-passivated"]
+    assert treated.data["outcome"]["host_key"] == outcome["best_key"]
+    assert treated.e_vac_bare == pytest.approx(vac[""].e_vac, abs=1e-9)
+    assert treated.delta_e_vac == pytest.approx(treated.e_vac - vac[""].e_vac, abs=1e-9)
     paths = campaign_results("pv.yaml")
     assert paths["passivation_csv"].exists()
     table = passivation_table(store)

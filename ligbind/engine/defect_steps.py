@@ -8,7 +8,9 @@ Fireworks (names; ``tag`` is ``bare`` or the ligand):
 - ``migration-end/<tag>/<0|1>``: relax the initial / final state of the hop → key
 - ``migration/<tag>``: climbing-image NEB between the passed endpoints, Ea (ΔEa against ``migration/bare``)
 
-Hosts are the relaxed bare slab or the ligand's best complex (the binding analysis' key). Vacancies are neutral.
+Hosts are the relaxed bare slab, the ligand's best complex (the binding analysis' key) or, with
+``passivated: true``, the best K–Br-passivated slab of ``compute.passivation`` (host tag ``KBr-passivated``).
+Vacancies are neutral.
 """
 
 from __future__ import annotations
@@ -19,11 +21,17 @@ from ligbind.engine.campaign import KeyMap, _calcdir, _passed, _store, campaign_
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
 
-
 # ------------------------------------------------------------------------------------------- schema
+PASSIVATED = "KBr-passivated"  # host tag of the passivated slab (no library ligand has this name)
+
+
 def defect_compute(compute, names: list[str], refuse) -> dict[str, Any]:
     """The resolved ``vacancy`` and ``migration`` settings; ligands must be the campaign's."""
     for what in ("vacancy", "migration"):
+        if getattr(compute, what).passivated and compute.passivation is None:
+            raise refuse(
+                f"compute.{what}.passivated", "needs compute.passivation (the treatment to compute on)"
+            )
         for k, lig in enumerate(getattr(compute, what).ligands):
             if lig not in names:
                 raise refuse(
@@ -32,13 +40,20 @@ def defect_compute(compute, names: list[str], refuse) -> dict[str, Any]:
                 )
     v, m = compute.vacancy, compute.migration
     return {
-        "vacancy": {"bare": v.bare, "ligands": list(v.ligands), "sites": v.sites, "mu_x": v.mu_x},
+        "vacancy": {
+            "bare": v.bare,
+            "ligands": list(v.ligands),
+            "sites": v.sites,
+            "mu_x": v.mu_x,
+            "passivated": v.passivated,
+        },
         "migration": {
             "bare": m.bare,
             "ligands": list(m.ligands),
             "images": m.images,
             "site": m.site,
             "hopper": m.hopper,
+            "passivated": m.passivated,
         },
     }
 
@@ -51,7 +66,7 @@ def check_defect_campaign(c: dict[str, Any], refuse) -> None:
 
     for what in ("vacancy", "migration"):
         spec = c["compute"].get(what) or {}
-        if spec.get("bare") or spec.get("ligands"):
+        if _hosts(spec):
             slab = campaign_slab(c)
             try:
                 check_defect_input(make_vacancy(slab, surface_halide_sites(slab, 1)[0]), c["protocol"])
@@ -63,7 +78,18 @@ def check_defect_campaign(c: dict[str, Any], refuse) -> None:
 
 # -------------------------------------------------------------------------------------------- steps
 def _hosts(spec: dict[str, Any]) -> list[str | None]:
-    return ([None] if spec["bare"] or spec["ligands"] else []) + list(spec["ligands"])
+    """None (the bare slab, needed for every Δ), the ligands, and the passivated slab when asked for."""
+    treated = [PASSIVATED] if spec.get("passivated") else []
+    return ([None] if spec["bare"] or spec["ligands"] or treated else []) + list(spec["ligands"]) + treated
+
+
+def _host(c: dict[str, Any], keys: KeyMap, tag: str | None) -> Result:
+    """The relaxed host: bare slab (None), a ligand's best complex, or the passivated slab."""
+    if tag == PASSIVATED:
+        from ligbind.engine.passivation_steps import passivated_host
+
+        return passivated_host(c, keys)
+    return frenkel_host(c, keys, tag)
 
 
 def _vacancies(c: dict[str, Any], host: Result, tag: str):
@@ -76,7 +102,7 @@ def step_vacancy_site(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: in
     """Relax vacancy ``k`` on the bare slab (ligand None) or the ligand's best complex, and its X2 reference."""
     from ligbind.recipes.defects import relax_reference, relax_vacancy
 
-    defects = _vacancies(c, frenkel_host(c, keys, ligand), ligand or "bare")
+    defects = _vacancies(c, _host(c, keys, ligand), ligand or "bare")
     if k >= len(defects):
         raise LigbindError(f"only {len(defects)} symmetry-distinct vacancy sites on this surface")
     store, workdir = _store(c), _calcdir(c)
@@ -91,7 +117,7 @@ def step_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
 
     spec, tag = c["compute"]["vacancy"], ligand or "bare"
     store, workdir, protocol = _store(c), _calcdir(c), c["protocol"]
-    host = frenkel_host(c, keys, ligand)
+    host = _host(c, keys, ligand)
     sites, refs = [], {}
     for k, defect in enumerate(_vacancies(c, host, tag)):
         name = f"vacancy-site/{tag}/{k}"
@@ -126,7 +152,7 @@ def step_migration_end(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: i
     """Relax the initial (k = 0) or final (k = 1) state of the hop on the host."""
     from ligbind.jobs import relax
 
-    atoms = _endpoints(c, keys, frenkel_host(c, keys, ligand))[k]
+    atoms = _endpoints(c, keys, _host(c, keys, ligand))[k]
     atoms.info["label"] = f"migration:{ligand or 'bare'}:{atoms.info['endpoint']}"
     result = relax(atoms, c["protocol"], store=_store(c), workdir=_calcdir(c))
     return result.require_converged(f"{atoms.info['endpoint']} endpoint relaxation")
@@ -138,7 +164,7 @@ def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     from ligbind.recipes.defects import barrier_from_endpoints
 
     tag = ligand or "bare"
-    host = frenkel_host(c, keys, ligand)
+    host = _host(c, keys, ligand)
     ends = []
     for k, built in enumerate(_endpoints(c, keys, host)):
         r = _passed(c, keys, f"migration-end/{tag}/{k}").require_converged("endpoint relaxation")
@@ -162,8 +188,12 @@ DEFECT_STEPS = {
 
 
 # --------------------------------------------------------------------------------------------- plan
-def plan_defects(c: dict[str, Any], add, slab: str, binding_ids: dict[str, str]) -> None:
-    """Add the vacancy and migration Fireworks (``add`` as in ``planned_fireworks``)."""
+def plan_defects(
+    c: dict[str, Any], add, slab: str, binding_ids: dict[str, str], passivation: str | None = None
+) -> None:
+    """Add the vacancy and migration Fireworks (``add`` as in ``planned_fireworks``); ``passivation`` is the
+    passivation analysis' Firework, parent of the defects on the passivated slab."""
+    binding_ids = {**binding_ids, PASSIVATED: passivation} if passivation else binding_ids
     vac = c["compute"].get("vacancy")
     done: dict[str, str] = {}
     for host in _hosts(vac) if vac else []:

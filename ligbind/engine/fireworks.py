@@ -335,11 +335,13 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
         frenkel_ids[tag] = add(
             "frenkel", f"frenkel/{tag}", [*base, *pairs, *extra], allow_fizzled=True, ligand=host
         )
-    plan_passivation(c, add, slab, frenkel_ids)
+    passivation = plan_passivation(c, add, slab, frenkel_ids)
     from ligbind.engine.coverage_steps import plan_coverage  # compute.coverage, compute.treatments
 
     plan_coverage(c, add, slab, frenkel_ids)
-    plan_defects(c, add, slab, binding_ids)  # vacancies and migration barriers (engine/defect_steps.py)
+    plan_defects(
+        c, add, slab, binding_ids, passivation
+    )  # vacancies and migration barriers (engine/defect_steps.py)
     if c.get("verify"):
         dft_slab = add("verify-slab", "verify-slab", [slab])
         for spec in c["ligands"]:

@@ -170,13 +170,13 @@ STEPS = {
 }
 
 
-def plan_passivation(c: dict[str, Any], add, slab: str, frenkel_ids: dict[str, str]) -> None:
+def plan_passivation(c: dict[str, Any], add, slab: str, frenkel_ids: dict[str, str]) -> str | None:
     """Add the passivation Fireworks to a campaign plan (``add(step, name, parents, allow_fizzled, **params)``).
 
     A reference's name travels in ``config`` (the parallel runner passes ligand and config to its workers).
     """
     if not c["compute"].get("passivation"):
-        return
+        return None
     p = spec_of(c)
     refs = [
         add("passivation-ref", f"passivation-ref/{name}", [], config=name) for name in references_needed(c)
@@ -187,7 +187,7 @@ def plan_passivation(c: dict[str, Any], add, slab: str, frenkel_ids: dict[str, s
     ]
     analysis = add("passivation", "passivation", [slab, *refs, *configs], allow_fizzled=True)
     if not p["frenkel"]:
-        return
+        return analysis
     n_pairs = c["compute"]["frenkel"]["pairs"]
     if (
         "bare" not in frenkel_ids
@@ -209,3 +209,4 @@ def plan_passivation(c: dict[str, Any], add, slab: str, frenkel_ids: dict[str, s
         [analysis, *pairs, frenkel_ids["bare"]],
         allow_fizzled=True,
     )
+    return analysis

@@ -204,6 +204,7 @@ class VacancySpec(_Strict):
     ligands: list[str] = Field(default_factory=list)
     sites: Annotated[int, Field(ge=1, le=20)] = 1
     mu_x: Annotated[float, Field(ge=-5, le=0)] = Field(0.0, description="eV relative to ½E(X2); 0 = X2-rich")
+    passivated: bool = Field(False, description="also on the K–Br-passivated slab of compute.passivation")
 
     _distinct = field_validator("ligands")(FrenkelSpec._distinct.__func__)
 
@@ -218,6 +219,7 @@ class MigrationSpec(_Strict):
         None, description="vacancy site (top-surface halide index)"
     )
     hopper: Annotated[int, Field(ge=0)] | None = Field(None, description="hopping halide index (needs site)")
+    passivated: bool = Field(False, description="also on the K–Br-passivated slab of compute.passivation")
 
     _distinct = field_validator("ligands")(FrenkelSpec._distinct.__func__)
 
