@@ -188,13 +188,7 @@ class CoverageSpec(_Strict):
             return list(range(first, last + 1))
         return value if isinstance(value, list) else [value]
 
-    @field_validator("ligands")
-    @classmethod
-    def _distinct(cls, value):
-        twice = sorted({x for x in value if value.count(x) > 1})
-        if twice:
-            raise ValueError(f"'{twice[0]}' is listed twice")
-        return value
+    _distinct = field_validator("ligands")(FrenkelSpec._distinct.__func__)
 
 
 class VacancySpec(_Strict):
