@@ -244,17 +244,16 @@ def write_complexation_table(store: ResultStore, outdir, campaign: str | None = 
     df = complexation_table(store, campaign)
     if not len(df):
         return {}
-    outdir = Path(outdir)
-    csv, md = outdir / "complexes.csv", outdir / "complexes.md"
-    df.to_csv(csv, index=False, float_format="%.4f")
-    md.write_text(
+    from ligbind.analysis.tables import _write
+
+    return _write(
+        df,
+        Path(outdir),
+        "complexes",
         "# Ion–ligand complexation energies in vacuum (eV; negative = bound)\n\n"
         "ΔE = E(complex) − E(ion) − E(ligand): each molecule relaxed in its own box with the same vacuum on each "
         "side and the same protocol; the charges are carried by the DFT code (`charge` = ion + ligand, the "
         "ligand's charge as in the library: EDTA and GL as their neutral acids). `denticity` counts the anchor "
         "atoms within bonding distance of the ion after relaxation. Flagged complexes (ion-released, "
-        "dissociated, bonds-changed, unconverged) are not used.\n\n"
-        + df.to_markdown(index=False, floatfmt=".3f")
-        + "\n"
+        "dissociated, bonds-changed, unconverged) are not used.\n\n",
     )
-    return {"complexes_csv": csv, "complexes_md": md}

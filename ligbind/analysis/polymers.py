@@ -95,18 +95,13 @@ def write_cooperativity_table(
     df = cooperativity_table(store, campaign, protocol_hash)
     if not len(df):
         return {}
-    outdir = Path(outdir)
-    csv, md = outdir / "polymers.csv", outdir / "polymers.md"
-    df.to_csv(csv, index=False, float_format="%.4f")
-    from ligbind.analysis.tables import ML_NOTE
+    from ligbind.analysis.tables import _write
 
-    note = ML_NOTE if (df["method"] != "DFT").any() else ""
-    md.write_text(
+    return _write(
+        df,
+        Path(outdir),
+        "polymers",
         "# Polymer repeat units: cooperativity (eV)\n\n"
         "ΔE_coop = Eb(n=2) − 2·Eb(n=1), both on the same relaxed slab (`cell`) with the same protocol; negative = "
-        "the two-unit chain binds more strongly than two separate units (cooperative).\n\n"
-        + df.to_markdown(index=False, floatfmt=".3f")
-        + note
-        + "\n"
+        "the two-unit chain binds more strongly than two separate units (cooperative).\n\n",
     )
-    return {"polymers_csv": csv, "polymers_md": md}

@@ -101,11 +101,9 @@ def cmd_vacancy(args: argparse.Namespace) -> None:
 
 def _precheck_vacancy(slab, protocol: dict, args: argparse.Namespace) -> None:
     """Everything the vacancy recipe refuses, checked before the results store is opened (nothing written)."""
-    from ligbind.builders.slab import check_pbi2_terminated
     from ligbind.builders.vacancies import check_surface_halide, make_vacancy, surface_halide_sites
     from ligbind.recipes.defects import check_chemical_potential, check_defect_input
 
-    check_pbi2_terminated(slab)
     check_chemical_potential(args.mu_x, args.charge, args.mu_e)
     if args.site is not None:
         check_surface_halide(slab, args.site)
@@ -137,7 +135,6 @@ def _barrier_lines(host: dict) -> list[str]:
 
 def cmd_barrier(args: argparse.Namespace) -> None:
     from ligbind.analysis.migration import BarrierOutcome, plot_profiles
-    from ligbind.builders.slab import check_pbi2_terminated
     from ligbind.protocols import load_protocol
     from ligbind.recipes.defects import barrier, check_barrier_input, check_preconverge
     from ligbind.store import ResultStore
@@ -147,7 +144,6 @@ def cmd_barrier(args: argparse.Namespace) -> None:
     if args.ligand is not None:
         resolve_checked_ligand(args.ligand, mode, protocol)
     slab = read_slab(args.slab, pbx2=True)
-    check_pbi2_terminated(slab)
     check_barrier_input(slab, protocol, args.images, args.site, args.hopper)
     check_preconverge(args.preconverge, protocol)
     store = ResultStore(args.db)
