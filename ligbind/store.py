@@ -7,6 +7,7 @@ structure they describe and the energy terms as key-value pairs.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -70,6 +71,7 @@ class ResultStore:
         self.path = Path(path) if path is not None else default_db_path()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = ase.db.connect(str(self.path), type="db")
+        self._fixed: dict[str, Any] = {}
 
     @classmethod
     def open_existing(cls, path: str | Path) -> ResultStore:
@@ -120,10 +122,16 @@ class ResultStore:
 
     def select(self, **query: Any):
         """Rows matching key-value pairs."""
-        return self.db.select(**query)
+        return self.db.select(**{**self._fixed, **query})
 
     def count(self, **query: Any) -> int:
-        return self.db.count(**query)
+        return self.db.count(**{**self._fixed, **query})
+
+    def restricted(self, **fixed: Any) -> ResultStore:
+        """The same store, whose ``select`` and ``count`` also match ``fixed`` (e.g. one campaign's settings)."""
+        view = copy.copy(self)
+        view._fixed = {**self._fixed, **fixed}
+        return view
 
 
 def atoms_from_row(row) -> Atoms:

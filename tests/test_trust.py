@@ -40,7 +40,7 @@ def test_changed_settings_give_new_results_and_never_relabel_old_ones(tmp_path):
     first = pd.read_csv(tmp_path / "results" / "trust" / "binding.csv")
     path.write_text(path.read_text().replace("fmax: 0.1", "fmax: 0.2"))
     screened = run_ligbind("screen", str(path), cwd=tmp_path)
-    assert "protocol settings changed since the last screen: relax.fmax: 0.1 → 0.2" in screened.stdout
+    assert "settings changed since the last screen: relax.fmax: 0.1 → 0.2" in screened.stdout
     assert "added 4 Firework(s)" in screened.stdout  # slab, ligand, configuration, binding: all recomputed
     assert "added 0 Firework(s)" in run_ligbind("screen", str(path), cwd=tmp_path).stdout
     assert run_ligbind("run", "trust", cwd=tmp_path).returncode == 0
@@ -57,6 +57,30 @@ def test_changed_settings_give_new_results_and_never_relabel_old_ones(tmp_path):
         0.1,
         0.2,
     ]  # recomputed, not relabelled
+
+
+@pytest.mark.slow
+def test_changed_counts_rerun_the_analysis_and_going_back_restores_it(tmp_path):
+    path = campaign(tmp_path)
+    run_ligbind("screen", str(path), cwd=tmp_path)
+    assert run_ligbind("run", "trust", cwd=tmp_path).returncode == 0
+    path.write_text(path.read_text().replace("configs: 1", "configs: 2"))
+    screened = run_ligbind("screen", str(path), cwd=tmp_path)
+    assert "settings changed since the last screen: configs: 1 → 2" in screened.stdout
+    assert "added 5 Firework(s)" in screened.stdout  # slab, ligand, 2 configurations, binding
+    assert run_ligbind("run", "trust", cwd=tmp_path).returncode == 0
+    run_ligbind("results", "trust", cwd=tmp_path)
+    table = pd.read_csv(tmp_path / "results" / "trust" / "binding.csv")
+    assert list(table["configs_tried"]) == [2]  # the analysis saw the new configuration
+    slabs = [r for r in ResultStore(tmp_path / "runs" / "trust" / "ligbind.db").select(kind="relax")]
+    assert sum(r.get("label") == "slab" for r in slabs) == 1  # the unchanged slab was reused, not recomputed
+    path.write_text(path.read_text().replace("configs: 2", "configs: 1"))
+    back = run_ligbind("screen", str(path), cwd=tmp_path)
+    assert "added 0 Firework(s)" in back.stdout and "configs: 2 → 1" in back.stdout
+    assert run_ligbind("run", "trust", cwd=tmp_path).returncode == 0
+    run_ligbind("results", "trust", cwd=tmp_path)
+    table = pd.read_csv(tmp_path / "results" / "trust" / "binding.csv")
+    assert list(table["configs_tried"]) == [1]  # not the row the two-configuration analysis wrote
 
 
 @pytest.mark.slow

@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from ligbind.calculators import ML_LABEL
 from ligbind.errors import LigbindError
 
 BUG_NOTE = "this is a bug in ligbind; please report it with --debug output"
@@ -636,7 +637,7 @@ def cmd_bind(args: argparse.Namespace) -> None:
     if args.json:
         _print(payload, True)
         return
-    label = "" if out.is_dft else "  [ML potential, not DFT]"
+    label = "" if out.is_dft else f"  [{ML_LABEL}]"
     lines = [
         f"{out.ligand} ({out.mode}) on {slab.get_chemical_formula()} ({out.termination}-terminated) "
         f"with {out.protocol}{label}"
@@ -853,10 +854,10 @@ def cmd_screen(args: argparse.Namespace) -> None:
         f"campaign {out['campaign']}: added {out['added']} Firework(s) to {where} "
         f"({out['already_there']} already there); results store {out['store']}"
         + (
-            "\nprotocol settings changed since the last screen: "
+            "\nsettings changed since the last screen: "
             + "; ".join(out["protocol_changes"])
-            + ". New Fireworks and store keys for the new settings; results of the old settings are kept"
-            " under their own keys and not shown in the tables."
+            + ". New Fireworks for the new settings (unchanged calculations are reused from the store); results"
+            " of the old settings are kept under their own keys and not shown in the tables."
             if out["protocol_changes"]
             else ""
         ),

@@ -580,7 +580,7 @@ def campaign_results(campaign: str | Path, outdir: str | Path | None = None) -> 
     c = resolve_campaign_ref(campaign)
     if not Path(c["store"]).exists():
         raise LigbindError(f"campaign '{c['name']}' has no results store yet ({c['store']}): run it first")
-    store = ResultStore.open_existing(c["store"])
+    store = ResultStore.open_existing(c["store"]).restricted(settings=settings_hash(c))
     outdir = Path(outdir) if outdir else RESULTS_ROOT / c["name"]
     return write_tables(
         store,
@@ -612,6 +612,36 @@ def missing_reasons(c: dict[str, Any]) -> dict[str, str]:
         ):
             reasons[parts[1]] = f"{f['firework']} failed: {f['error']}"
     return reasons
+
+
+# campaign fields that name or place a campaign but do not change what it computes
+NOT_SETTINGS = ("name", "file", "description", "workdir", "store")
+
+
+def _science(value: Any) -> Any:
+    """``value`` with every resolved protocol replaced by its hash (its run settings do not change results)."""
+    from ligbind.protocols import protocol_hash
+
+    if isinstance(value, dict):
+        if "backend" in value and "name" in value:
+            return protocol_hash(value)
+        return {k: _science(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_science(v) for v in value]
+    return value
+
+
+def campaign_settings(c: dict[str, Any]) -> dict[str, Any]:
+    """What a campaign computes: every resolved setting but its name, paths and run settings."""
+    return {k: _science(v) for k, v in c.items() if k not in NOT_SETTINGS and not k.startswith("_")}
+
+
+def settings_hash(c: dict[str, Any]) -> str:
+    """Stable hash of :func:`campaign_settings`; Fireworks and the tables' analysis rows are keyed on it."""
+    import hashlib
+
+    text = json.dumps(campaign_settings(c), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def resolve_campaign_ref(ref: str | Path) -> dict[str, Any]:

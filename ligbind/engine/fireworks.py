@@ -24,8 +24,10 @@ import fireworks.core.rocket  # noqa: E402
 from fireworks import FiretaskBase, Firework, FWAction, FWorker, LaunchPad, Workflow, explicit_serialize  # noqa: E402
 
 from ligbind.engine.campaign import (
+    campaign_settings,
     resolve_campaign_ref,
     save_campaign,
+    settings_hash,
     step_binding,
     step_coadsorption,
     step_config,
@@ -42,6 +44,7 @@ from ligbind.engine.complexes_steps import COMPLEX_CALCULATION_STEPS, COMPLEX_ST
 from ligbind.engine.defect_steps import DEFECT_STEPS, plan_defects
 from ligbind.errors import LigbindError
 from ligbind.protocols import describe_changes, protocol_hash
+from ligbind.store import ResultStore
 
 fireworks.core.rocket.ROCKET_STREAM_LOGLEVEL = "CRITICAL"  # the progress bar reports; logs stay in files
 
@@ -211,10 +214,20 @@ class LigbindStepTask(FiretaskBase):
         )
         summary = _summary(r)
         summary["task_time"] = round(time.perf_counter() - start, 4)
+        if summary.get("key"):
+            tag_analysis_row(self["campaign"], summary["key"])
         passed = {_key_field(k): v for k, v in keys.items()}
         if summary.get("key") and self.get("name"):
             passed[_key_field(self["name"])] = summary["key"]
         return FWAction(stored_data=summary, update_spec=passed, propagate=True)
+
+
+def tag_analysis_row(c: dict[str, Any], key: str) -> None:
+    """Mark the campaign's analysis row ``key`` with the settings that produced it (the tables show only those)."""
+    store = ResultStore(c["store"])
+    row = store.get(key)
+    if row is not None and row.get("campaign") == c["name"]:
+        store.update(key, settings=settings_hash(c))
 
 
 def run_step(
@@ -282,6 +295,7 @@ def _fw(c, step: str, name: str, parents=(), allow_fizzled=False, **params):
         "_ligbind_id": fw_id_of(c, name),
         "_campaign": c["name"],
         "_protocol_hash": protocol_hash(c["protocol"]),
+        "_settings_hash": settings_hash(c),
     }
     if allow_fizzled:
         spec["_allow_fizzled_parents"] = True
@@ -291,13 +305,18 @@ def _fw(c, step: str, name: str, parents=(), allow_fizzled=False, **params):
 
 
 def fw_id_of(c: dict[str, Any], name: str) -> str:
-    """A Firework's ligbind id: campaign, protocol hash and step (new settings give new Fireworks)."""
-    return f"{c['name']}/{protocol_hash(c['protocol'])}/{name}"
+    """A Firework's ligbind id: campaign, settings hash and step.
+
+    Any change of what the campaign computes (protocol, slab, ligands, configs, compute.*, verify) gives new
+    Fireworks, so no analysis is left COMPLETED with the old settings; calculations whose inputs did not change
+    are found in the results store under their unchanged keys and cost nothing.
+    """
+    return f"{c['name']}/{settings_hash(c)}/{name}"
 
 
 def campaign_query(c: dict[str, Any]) -> dict[str, Any]:
-    """The campaign's Fireworks at its current protocol settings."""
-    return {"spec._campaign": c["name"], "spec._protocol_hash": protocol_hash(c["protocol"])}
+    """The campaign's Fireworks at its current settings."""
+    return {"spec._campaign": c["name"], "spec._settings_hash": settings_hash(c)}
 
 
 def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
@@ -409,22 +428,30 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
 
 
 def _settings_changed(lpad, c: dict[str, Any]) -> list[str]:
-    """Calculation settings that changed since the campaign was last screened (``path: old → new``).
+    """Settings that changed since the campaign was last screened (``path: old → new``).
 
-    Fireworks are keyed on the protocol hash, so new settings get new Fireworks and new store keys (whatever
-    is still valid, i.e. has the same key, is reused); the old settings' unfinished Fireworks are defused so
-    that nothing runs with them, and their results are never shown under the new settings.
+    Fireworks are keyed on the settings hash, so new settings get new Fireworks (whatever is still valid, i.e.
+    has the same store key, is reused); the other settings' unfinished Fireworks are defused so that nothing runs
+    with them. Returning to earlier settings reruns their COMPLETED Fireworks (cheap: every calculation is in
+    the store), because their analysis rows may have been overwritten since.
     """
     saved = Path(c["workdir"]) / "campaign.json"
     if not saved.exists():
         return []
-    old = json.loads(saved.read_text()).get("protocol") or {}
-    if protocol_hash(old) == protocol_hash(c["protocol"]):
+    old = json.loads(saved.read_text())
+    if settings_hash(old) == settings_hash(c):
         return []
-    stale = {"spec._campaign": c["name"], "spec._protocol_hash": {"$ne": protocol_hash(c["protocol"])}}
-    for doc in lpad.fireworks.find({**stale, "state": {"$in": ["READY", "WAITING"]}}, {"fw_id": 1}):
+    other = {"spec._campaign": c["name"], "spec._settings_hash": {"$ne": settings_hash(c)}}
+    for doc in lpad.fireworks.find({**other, "state": {"$in": ["READY", "WAITING"]}}, {"fw_id": 1}):
         lpad.defuse_fw(doc["fw_id"])
-    return describe_changes(old, c["protocol"]) or ["protocol settings"]
+    for doc in lpad.fireworks.find({**campaign_query(c), "state": "COMPLETED"}, {"fw_id": 1}):
+        if lpad.fireworks.find_one({"fw_id": doc["fw_id"], "state": "COMPLETED"}):  # not rerun as a child yet
+            lpad.rerun_fw(doc["fw_id"])
+    changes = describe_changes(old.get("protocol") or {}, c["protocol"])
+    a, b = campaign_settings(old), campaign_settings(c)
+    a.pop("protocol", None), b.pop("protocol", None)
+    changes += [x.removeprefix("campaign.") for x in describe_changes(a, b, "campaign")]
+    return changes or ["campaign settings"]
 
 
 def _append_under(lpad, wf, parent_ids: list[int]) -> None:
