@@ -21,6 +21,7 @@ from typing import Any
 from ligbind.analysis.anomalies import DESORPTION_MARGIN, ligand_bonds, n_fragments
 from ligbind.analysis.energies import EnergyMismatchError, Term, lowest, reaction_energy
 from ligbind.builders.complexes import coordinating_anchors
+from ligbind.calculators import method_label
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
@@ -222,7 +223,7 @@ def complexation_row(out: ComplexationOutcome) -> dict[str, Any]:
         "configs": out.configs_tried,
         "flags": ",".join(out.flags) or "none",
         "protocol": out.protocol,
-        "method": "DFT" if out.is_dft else "ML potential, not DFT",
+        "method": method_label(out.is_dft),
         "campaign": out.campaign or "",
     }
 

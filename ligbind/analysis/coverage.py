@@ -29,6 +29,7 @@ from ase.geometry import find_mic
 from ligbind.analysis.anomalies import complex_anomalies, energy_anomalies, is_desorbed, ligand_bonds
 from ligbind.analysis.energies import Term, coverage_binding_energy, differential_binding_energy
 from ligbind.builders.coverage import copy_indices
+from ligbind.calculators import method_label
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
@@ -357,7 +358,7 @@ def coverage_table(store: ResultStore, campaign: str | None = None, p_hash: str 
                 ),
                 "flags": row.get("flags", "none"),
                 "protocol": row.protocol,
-                "method": "DFT" if row.get("is_dft") else "ML potential (not DFT)",
+                "method": method_label(row.get("is_dft")),
                 "campaign": row.get("campaign", ""),
             }
         )

@@ -41,6 +41,7 @@ from ase.geometry import find_mic
 from ligbind.analysis.anomalies import pb_x_bonds
 from ligbind.analysis.energies import EnergyMismatchError, Term, reaction_energy
 from ligbind.builders.slab import HALIDES, find_layers
+from ligbind.calculators import method_label
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
 from ligbind.store import ResultStore, structure_hash
@@ -374,7 +375,7 @@ def passivation_table(store: ResultStore, campaign: str | None = None, protocol_
                 "delta_ef": row.get("delta_ef"),
                 "flags": row.get("flags", "none"),
                 "protocol": row.protocol,
-                "method": "DFT" if row.get("is_dft") else "ML potential (not DFT)",
+                "method": method_label(row.get("is_dft")),
                 "campaign": row.get("campaign", ""),
             }
         )

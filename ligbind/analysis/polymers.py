@@ -15,6 +15,7 @@ from typing import Any
 
 import pandas as pd
 
+from ligbind.calculators import method_label
 from ligbind.store import ResultStore
 
 UNIT_NAME = re.compile(r"^(?P<family>[A-Za-z]+)(?P<n>[12])(?P<suffix>\[[^\]]*\])?$")
@@ -40,7 +41,7 @@ def _units(
             "ligand": row.ligand,
             "eb": row.get("eb"),
             "slab_key": outcome.get("slab_key"),
-            "method": "DFT" if row.get("is_dft") else "ML potential (not DFT)",
+            "method": method_label(row.get("is_dft")),
         }
     return units
 

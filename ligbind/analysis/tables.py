@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ligbind.calculators import ML_LABEL, method_label
 from ligbind.store import ResultStore
 
 BINDING_COLUMNS = [
@@ -41,7 +42,7 @@ def _query(kind: str, campaign: str | None, protocol_hash: str | None) -> dict[s
 
 
 def _method(row) -> str:
-    return "DFT" if row.get("is_dft") else "ML potential (not DFT)"
+    return method_label(row.get("is_dft"))
 
 
 def binding_table(
@@ -206,7 +207,7 @@ def verification_table(store: ResultStore, campaign: str | None = None) -> pd.Da
     return df.sort_values(["eb"], na_position="last").reset_index(drop=True)
 
 
-ML_NOTE = "\nRows with method 'ML potential (not DFT)' come from a machine-learned potential, not DFT.\n"
+ML_NOTE = f"\nRows with method '{ML_LABEL}' come from a machine-learned potential, not DFT.\n"
 
 
 def _write(df: pd.DataFrame, outdir: Path, stem: str, header: str, note: str = "") -> dict[str, Path]:

@@ -28,6 +28,14 @@ BACKENDS: dict[str, str] = {
 }
 
 
+ML_LABEL = "ML potential (not DFT)"  # every table and CLI line that shows a non-DFT number says so
+
+
+def method_label(is_dft: bool) -> str:
+    """How tables name where a number comes from: "DFT" or :data:`ML_LABEL`."""
+    return "DFT" if is_dft else ML_LABEL
+
+
 class Backend:
     """What a backend can do, and how to compute with it. Subclasses override what differs.
 
@@ -36,7 +44,7 @@ class Backend:
     name : registry name, the protocol's ``backend:`` value.
     section : protocol key holding the backend's own settings (None: it has none).
     settings_model : pydantic model of that section (unknown keys refused).
-    is_dft : results are DFT (tables label everything else "ML potential, not DFT").
+    is_dft : results are DFT (tables label everything else :data:`ML_LABEL`).
     supports_charge : can compute a charged system (``atoms.info['charge']`` != 0).
     runs_own_optimizer : relaxes through its own program (VASP) instead of an ASE optimizer.
     parallel_runs : calculations may run in several worker processes side by side.

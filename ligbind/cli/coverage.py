@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 
+from ligbind.calculators import ML_LABEL
 from ligbind.cli import (
     MAX_SEED,
     _add_calc_options,
@@ -71,7 +72,7 @@ def cmd_coverage(args: argparse.Namespace) -> None:
     finally:
         bar.close()
     payload = {**out.as_dict(), "wall_time": round(time.perf_counter() - start, 2), "db": str(store.path)}
-    label = "" if out.is_dft else "  [ML potential, not DFT]"
+    label = "" if out.is_dft else f"  [{ML_LABEL}]"
     lines = [f"{out.ligand} coverage on {slab.get_chemical_formula()} with {out.protocol}{label}"]
     for level in out.levels:
         flags = ",".join(level["flags"]) or "ok"
