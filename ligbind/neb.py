@@ -10,6 +10,7 @@ a rerun with the same key continues from the last complete band in that file ins
 from __future__ import annotations
 
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,15 +86,33 @@ def _last_band(path: Path, n_total: int) -> tuple[list[np.ndarray] | None, int]:
 
 
 def _band(
-    initial: Result, final: Result, protocol, images: int, workdir: Path, key: str, saved, start=None
+    initial: Result,
+    final: Result,
+    protocol,
+    images: int,
+    workdir: Path,
+    key: str,
+    saved,
+    start=None,
+    calculators: ExitStack | None = None,
 ) -> list[Atoms]:
-    """Endpoints (with their stored energies) and ``images`` intermediate images, each with its calculator."""
+    """Endpoints (with their stored energies) and ``images`` intermediate images, each with its calculator.
+
+    The image calculators live as long as ``calculators`` (GPAW over several cores: one MPI job per image,
+    computed one after another, each keeping its wavefunctions between NEB steps).
+    """
     backend = backend_of(protocol)
     first, last = _endpoint(initial), _endpoint(final)
     band = [first]
     for k in range(images):
         image = backend.prepare(initial.atoms, protocol)
-        image.calc = make_calculator(protocol, atoms=image, directory=workdir, label=f"{key}-{k + 1}")
+        label = f"{key}-{k + 1}"
+        if calculators is None:
+            image.calc = make_calculator(protocol, atoms=image, directory=workdir, label=label)
+        else:
+            image.calc = calculators.enter_context(
+                backend.lasting_calculator(protocol, image, workdir, label)
+            )
         band.append(image)
     band.append(last)
     if saved is not None or start is not None:
@@ -145,7 +164,15 @@ def run_neb(
     saved, done = _last_band(traj_path, images + 2)
     previous_calls = int(calls_path.read_text()) if saved is not None and calls_path.exists() else 0
     start_positions = [im.positions.copy() for im in start.band] if start is not None else None
-    band = _band(initial, final, protocol, images, workdir, key, saved, start_positions)
+    with ExitStack() as calculators:
+        band = _band(initial, final, protocol, images, workdir, key, saved, start_positions, calculators)
+        return _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, steps)
+
+
+def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, steps) -> NebRun:
+    """FIRE on the climbing-image band, appending every band to ``<key>.band.traj``."""
+    traj_path = workdir / f"{key}.band.traj"
+    calls_path = workdir / f"{key}.calls"
     neb = NEB(band, climb=True, method="improvedtangent")
     start = time.perf_counter()
     counter = {"bands": 0}

@@ -289,3 +289,24 @@ def test_gpaw_relaxation_over_two_mpi_ranks_matches_the_serial_one(tmp_path, tin
     assert parallel.atoms.get_distance(0, 1) == pytest.approx(serial.atoms.get_distance(0, 1), abs=1e-3)
     log = (tmp_path / "mpi" / f"{parallel.key}.txt").read_text()
     assert re.search(r"^cores:\s+2$", log, re.M) and re.search(r"^\s+domain: 2$", log, re.M)  # really 2 ranks
+
+
+def test_neb_images_over_two_mpi_ranks_match_the_serial_band(tmp_path, tiny):
+    """run.cores 2: each NEB image's GPAW lives in its own 2-rank MPI job; same band energies as serial."""
+    from ligbind.neb import run_neb
+    from ligbind.protocols import with_run_settings
+
+    def h2_at(x: float) -> Atoms:
+        atoms = Atoms("H2", positions=[[x, 3.0, 3.0], [x + 0.74, 3.2, 3.0]], cell=[7, 6, 6])
+        return atoms
+
+    bands = {}
+    for cores in (1, 2):
+        protocol = with_run_settings(tiny, cores=cores)
+        ends = [single_point(h2_at(x), protocol, workdir=tmp_path / "ends") for x in (2.0, 2.6)]
+        run = run_neb(*ends, protocol, images=3, workdir=tmp_path / f"neb{cores}", steps=2)
+        assert run.n_steps == 2 and run.force_calls == 9  # the first band and two steps, 3 images each
+        bands[cores] = run.energies
+    assert bands[2] == pytest.approx(bands[1], abs=1e-5)
+    log = (tmp_path / "neb2").glob("*-2.txt")
+    assert re.search(r"^\s+domain: 2$", next(log).read_text(), re.M)  # the image ran on 2 ranks

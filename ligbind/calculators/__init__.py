@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -100,6 +101,15 @@ class Backend:
     def relax(self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path):
         """Relax outside ligbind's ASE loop; returns (atoms, energy, fmax, converged, n_steps, force_calls)."""
         raise NotImplementedError
+
+    def lasting_calculator(
+        self, protocol: dict[str, Any], atoms: Atoms, directory: Path, label: str
+    ) -> AbstractContextManager[Calculator]:
+        """A calculator for many calls in ligbind's own loop (NEB images), alive while the ``with`` lasts.
+
+        Default: :func:`make_calculator` in this process. GPAW with ``run.cores`` > 1 runs it in an MPI job.
+        """
+        return nullcontext(make_calculator(protocol, atoms=atoms, directory=directory, label=label))
 
     writes_inputs: ClassVar[bool] = False  # supports --dry-run (input files written, nothing run)
 

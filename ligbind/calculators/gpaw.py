@@ -188,6 +188,15 @@ class GpawBackend(Backend):
 
         return relax_under_mpi(atoms, protocol, key, workdir, self.cores(protocol))
 
+    def lasting_calculator(self, protocol: dict[str, Any], atoms: Atoms, directory: Path, label: str):
+        """GPAW over ``run.cores`` MPI ranks in a persistent job (ASE's subprocess calculator) when > 1."""
+        if self.cores(protocol) == 1:
+            return super().lasting_calculator(protocol, atoms, directory, label)
+        from ligbind.calculators.gpaw_mpi import calculator_under_mpi
+
+        directory.mkdir(parents=True, exist_ok=True)
+        return calculator_under_mpi(protocol, atoms, directory, label, self.cores(protocol))
+
     def default_workers(self, protocol: dict[str, Any]) -> int:
         """As many campaign workers as MPI jobs fit the cores (one on a laptop; one per core when serial)."""
         return max(1, len(os.sched_getaffinity(0)) // self.cores(protocol))

@@ -19,6 +19,7 @@ from typing import Any
 
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.calculators.subprocesscalculator import MPICommand, PackedCalculator, PythonSubProcessCalculator
 from ase.io import read, write
 
 from ligbind.errors import LigbindError
@@ -113,5 +114,45 @@ def _main(job: Path, key: str, workdir: Path) -> None:
         tmp.replace(job / "outcome.json")
 
 
+class PackedLigbindCalculator(PackedCalculator):
+    """A protocol's calculator, built inside an ASE subprocess calculator (see :func:`calculator_under_mpi`)."""
+
+    def __init__(self, protocol: dict[str, Any], atoms: Atoms, directory: str, label: str):
+        self.protocol, self.atoms, self.directory, self.label = protocol, atoms, directory, label
+
+    def unpack_calculator(self):
+        from ligbind.calculators import make_calculator
+        from ligbind.protocols import with_run_settings
+
+        protocol = with_run_settings(self.protocol, cores=1)  # GPAW spreads over the job's ranks itself
+        return make_calculator(protocol, atoms=self.atoms, directory=self.directory, label=self.label)
+
+
+def calculator_under_mpi(
+    protocol: dict[str, Any], atoms: Atoms, directory: Path, label: str, cores: int
+) -> PythonSubProcessCalculator:
+    """An ASE calculator whose GPAW runs in a persistent MPI job of ``cores`` ranks (ASE's subprocess calculator).
+
+    Use it as a context manager (the job lives as long as the ``with``); the wavefunctions stay in the job
+    between calls, as with an in-process GPAW.
+    """
+    environment = ["env", *(f"{k}={v}" for k, v in MPI_ENV.items())]  # ASE starts it with os.environ
+    command = [*environment, *mpi_command(cores), "--serve"]
+    pack = PackedLigbindCalculator(protocol, atoms, str(directory), label)
+    return pack.calculator(mpi_command=MPICommand(command))
+
+
+def _serve() -> None:
+    """Inside the MPI job: ASE's subprocess-calculator loop, with GPAW's communicator as ASE's world."""
+    import gpaw.mpi  # noqa: F401  (before ASE resolves its world)
+    from ase.calculators.subprocesscalculator import main
+
+    sys.argv[1:] = ["standard"]
+    main()
+
+
 if __name__ == "__main__":
-    _main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))
+    if sys.argv[1:] == ["--serve"]:
+        _serve()
+    else:
+        _main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))
