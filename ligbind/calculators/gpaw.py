@@ -9,7 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from ligbind.calculators import Backend
 from ligbind.errors import LigbindError
@@ -30,6 +30,15 @@ class OccupationSettings(StrictModel):
 class ConvergenceSettings(StrictModel):
     energy: float = Field(gt=0)
     density: float = Field(gt=0)
+    forces: float | None = Field(None, gt=0, description="eV/Å change of the forces between SCF iterations")
+
+    @model_serializer(mode="wrap")
+    def _without_unset_forces(self, handler):
+        """Leave ``forces`` out unless set, so that presets without it keep their protocol hash."""
+        out = handler(self)
+        if out.get("forces") is None:
+            out.pop("forces", None)
+        return out
 
 
 class GpawSettings(StrictModel):
@@ -100,7 +109,7 @@ def gpaw_calculator(
         xc=p["xc"],
         kpts=tuple(p["kpts"]),
         occupations=FermiDirac(p["occupations"]["width"]),
-        convergence=dict(p["convergence"]),
+        convergence={k: v for k, v in p["convergence"].items() if v is not None},
         mixer=Mixer(**mixer),
         maxiter=int(p["maxiter"]),
         symmetry=p["symmetry"],
