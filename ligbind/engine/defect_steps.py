@@ -179,6 +179,10 @@ def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     )  # fmt: skip
 
 
+# relaxations only (results reused from the store when the Firework runs): they may run in parallel workers;
+# the NEB step stays in the launching process (a rerun would evaluate its last band again)
+DEFECT_CALCULATION_STEPS = frozenset({"vacancy-site", "migration-end"})
+
 DEFECT_STEPS = {
     "vacancy-site": lambda c, keys, ligand, config, other: step_vacancy_site(c, keys, ligand, int(config)),
     "vacancy": lambda c, keys, ligand, config, other: step_vacancy(c, keys, ligand),

@@ -41,7 +41,7 @@ from ligbind.engine.campaign import (
     step_verify_slab,
 )
 from ligbind.engine.complexes_steps import COMPLEX_CALCULATION_STEPS, COMPLEX_STEPS, plan_complexes
-from ligbind.engine.defect_steps import DEFECT_STEPS, plan_defects
+from ligbind.engine.defect_steps import DEFECT_CALCULATION_STEPS, DEFECT_STEPS, plan_defects
 from ligbind.errors import LigbindError
 from ligbind.protocols import describe_changes, protocol_hash
 from ligbind.store import ResultStore
@@ -468,7 +468,7 @@ CALCULATION_STEPS = frozenset(
     {"slab", "ligand", "byproduct", "config", "frenkel-pair", "verify-slab", "verify-ligand", "verify-config"}
 )
 CALCULATION_STEPS |= _PASSIVATION_CALCULATIONS
-CALCULATION_STEPS = CALCULATION_STEPS | COMPLEX_CALCULATION_STEPS
+CALCULATION_STEPS = CALCULATION_STEPS | COMPLEX_CALCULATION_STEPS | DEFECT_CALCULATION_STEPS
 _PREFETCH_ERRORS: dict[str, BaseException] = {}
 
 from ligbind.engine.coverage_steps import COVERAGE_CALCULATIONS, COVERAGE_STEPS  # noqa: E402
