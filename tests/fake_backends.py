@@ -14,5 +14,8 @@ class FakeDFTBackend(CHGNetBackend):
     name = "fake-dft"
     is_dft = True
 
+    def treats_spin(self, protocol) -> bool:
+        return True  # no electrons: an odd count (a neutral halide vacancy) is fine, as for the ML potential
+
 
 BACKEND = FakeDFTBackend()

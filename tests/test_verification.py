@@ -188,3 +188,68 @@ def test_cli_vasp_verification_dry_run_writes_dft_inputs(tmp_path, run_cli):
     incars = [(d / "INCAR").read_text() for d in dirs]
     assert sum("LDIPOL" in text for text in incars) == 2  # slab and complex, not the molecule
     assert payload["screen"]["eb"] is not None and payload["screen"]["protocol"] == "ml-screen"
+
+
+def test_campaign_verifies_vacancy_energies_with_the_dft_protocol(tmp_path, fake_dft, monkeypatch):
+    """verify: + compute.vacancy: the screen's best vacancy site of each host is recomputed with the DFT
+    protocol on the DFT host; with the same potential under both labels, E_vac must come out the same."""
+    import pandas as pd
+
+    import ligbind.engine.fireworks as engine
+    from ligbind.engine.campaign import campaign_results
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "vv.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "vv",
+                "protocol": "ml-screen",
+                "overrides": SCREEN,
+                "ligands": ["methylamine"],
+                "configs": 1,
+                "verify": {"protocol": "fake-dft", "overrides": SCREEN, "top_k": 1},
+                "compute": {"vacancy": {"bare": True, "ligands": ["methylamine"], "sites": 1}},
+            }
+        )
+    )
+    engine.screen(path)
+    out = engine.run(path, progress=False, workers=1)
+    assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
+    table = pd.read_csv(campaign_results(path)["defects_csv"])
+    assert sorted(zip(table["host"], table["protocol"], strict=True)) == [
+        ("(bare)", "fake-dft"),
+        ("(bare)", "ml-screen"),
+        ("methylamine", "fake-dft"),
+        ("methylamine", "ml-screen"),
+    ]
+    by = table.set_index(["host", "protocol"])
+    for host in ("(bare)", "methylamine"):
+        assert by.loc[(host, "fake-dft"), "method"] == "DFT"
+        assert by.loc[(host, "fake-dft"), "e_vac"] == pytest.approx(
+            by.loc[(host, "ml-screen"), "e_vac"], abs=0.03
+        )
+    dft_delta = by.loc[("methylamine", "fake-dft"), "delta_e_vac"]
+    assert dft_delta == pytest.approx(
+        by.loc[("methylamine", "fake-dft"), "e_vac"] - by.loc[("(bare)", "fake-dft"), "e_vac"], abs=1e-3
+    )  # ΔE_vac from DFT rows only
+
+
+def test_vacancy_verification_with_a_spin_paired_dft_protocol_is_refused_at_load(tmp_path):
+    from ligbind.engine.campaign import load_campaign
+
+    path = tmp_path / "spin.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "ligands": ["methylamine"],
+                "verify": {"protocol": "gpaw-quick", "top_k": 1},
+                "compute": {"vacancy": {"bare": True}},
+            }
+        )
+    )
+    with pytest.raises(LigbindError, match=r"verify\.overrides.*odd electron count.*spinpol"):
+        load_campaign(path)
+    text = path.read_text().replace("top_k: 1", "top_k: 1\n  overrides: {gpaw: {spinpol: true}}")
+    path.write_text(text)
+    assert load_campaign(path)["verify"]["protocol"]["gpaw"]["spinpol"] is True

@@ -124,12 +124,23 @@ def migration_table(
 
 
 def write_defect_tables(
-    store: ResultStore, outdir: str | Path, campaign: str | None = None, protocol_hash: str | None = None
+    store: ResultStore,
+    outdir: str | Path,
+    campaign: str | None = None,
+    protocol_hash: str | None = None,
+    dft_protocol_hash: str | None = None,
 ) -> dict[str, Path]:
-    """defects.{csv,md} and migration.{csv,md,png} when the store holds such analyses."""
+    """defects.{csv,md} and migration.{csv,md,png} when the store holds such analyses.
+
+    ``dft_protocol_hash``: a campaign's verification protocol; its vacancy rows (the screen's best site of
+    each host recomputed with DFT) follow the screen's, named by their `protocol` and `method`.
+    """
     outdir = Path(outdir)
     paths: dict[str, Path] = {}
     vac = vacancy_table(store, campaign, protocol_hash)
+    if dft_protocol_hash and protocol_hash:
+        dft = vacancy_table(store, campaign, dft_protocol_hash)
+        vac = pd.concat([vac, dft], ignore_index=True) if len(dft) else vac
     if len(vac):
         paths |= _write(
             vac,
@@ -138,7 +149,9 @@ def write_defect_tables(
             "# Surface halide vacancies (eV): E_vac = E(slab − X) + μ_X − E(slab), μ_X = ½E(X2) + Δμ_X "
             "(X2 relaxed with the same protocol; Δμ_X = 0 is X2-rich), lowest usable site (its halide in "
             "`element`); ΔE_vac = E_vac(ligand) − E_vac(bare) for the same halide. Flagged sites (vacancy-refilled, ligand-fills-vacancy, "
-            "below-pristine, unconverged) are listed in `sites` and not used.\n\n",
+            "below-pristine, unconverged) are listed in `sites` and not used. Rows whose method is DFT recompute "
+            "the screen's lowest usable site of each host with the campaign's verification protocol, every term "
+            "(host, vacancy, X2) DFT-relaxed.\n\n",
         )
     mig = migration_table(store, campaign, protocol_hash)
     if len(mig):

@@ -225,8 +225,12 @@ def write_tables(
     campaign: str | None = None,
     protocol_hash: str | None = None,
     missing: dict[str, str] | None = None,
+    dft_protocol_hash: str | None = None,
 ) -> dict[str, Path]:
-    """Write every analysis the store holds: binding.{csv,md,png}, and coadsorption.*, frenkel.* when present."""
+    """Write every analysis the store holds: binding.{csv,md,png}, and coadsorption.*, frenkel.* when present.
+
+    ``dft_protocol_hash``: the campaign's verification protocol (its DFT rows join the defect table).
+    """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     df = binding_table(store, campaign, protocol_hash, missing)
@@ -291,7 +295,7 @@ def write_tables(
     paths |= write_cooperativity_table(store, outdir, campaign, protocol_hash)
     from ligbind.analysis.defect_tables import write_defect_tables  # vacancies, migration barriers
 
-    paths |= write_defect_tables(store, outdir, campaign, protocol_hash)
+    paths |= write_defect_tables(store, outdir, campaign, protocol_hash, dft_protocol_hash)
     return paths
 
 

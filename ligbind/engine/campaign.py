@@ -588,6 +588,7 @@ def campaign_results(campaign: str | Path, outdir: str | Path | None = None) -> 
         campaign=c["name"],
         protocol_hash=protocol_hash(c["protocol"]),
         missing=missing_reasons(c),
+        dft_protocol_hash=protocol_hash(c["verify"]["protocol"]) if c.get("verify") else None,
     )
 
 

@@ -70,6 +70,12 @@ def check_defect_campaign(c: dict[str, Any], refuse) -> None:
             slab = campaign_slab(c)
             try:
                 check_defect_input(make_vacancy(slab, surface_halide_sites(slab, 1)[0]), c["protocol"])
+                if what == "vacancy" and c.get("verify"):  # the vacancies are verified with it too
+                    probe = make_vacancy(slab, surface_halide_sites(slab, 1)[0])
+                    try:
+                        check_defect_input(probe, c["verify"]["protocol"])
+                    except LigbindError as exc:
+                        raise refuse("verify.overrides", exc) from None
                 if what == "migration":
                     choose_hop(slab, spec.get("site"), spec.get("hopper"))
             except LigbindError as exc:
@@ -179,6 +185,71 @@ def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     )  # fmt: skip
 
 
+def verified_hosts(c: dict[str, Any]) -> list[str | None]:
+    """Vacancy hosts whose E_vac a campaign's ``verify:`` recomputes with DFT: bare and ligand hosts (the
+    K–Br-passivated slab would need its own DFT passivation first)."""
+    spec = c["compute"].get("vacancy") or {}
+    return [h for h in _hosts(spec) if h != PASSIVATED] if c.get("verify") and spec else []
+
+
+def _dft_host(c: dict[str, Any], keys: KeyMap, ligand: str | None) -> Result:
+    """The DFT-relaxed host: the verification slab, or the ligand's best DFT-verified complex."""
+    from ligbind.analysis.binding import load_binding
+    from ligbind.recipes import stored_complex
+
+    dft, store = c["verify"]["protocol"], _store(c)
+    if ligand is None:
+        return _passed(c, keys, "verify-slab")
+    row = store.get(keys.get(f"verify/{ligand}", ""))
+    dft_key = row.data["outcome"].get("dft_key") if row is not None else None
+    if not dft_key:
+        raise LigbindError(f"{ligand} has no DFT-verified complex to put a vacancy on")
+    return stored_complex(store, load_binding(store, dft_key), dft)
+
+
+def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
+    """E_vac with the verification (DFT) protocol at the screen's lowest usable site of the host (AdsorbML
+    pattern): the same halide removed from the DFT-relaxed host, relaxed with DFT, against DFT ½E(X2)."""
+    from ligbind.analysis.vacancy import analyse_vacancy, load_vacancy
+    from ligbind.recipes.defects import relax_reference, relax_vacancy, vacancy_structures
+
+    dft, spec, tag = c["verify"]["protocol"], c["compute"]["vacancy"], ligand or "bare"
+    store, workdir = _store(c), _calcdir(c)
+    screen = load_vacancy(store, keys.get(f"vacancy/{tag}", ""))
+    usable = [
+        s
+        for s in (screen.sites if screen is not None else [])
+        if s.get("e_vac") is not None and not s.get("flags") and s.get("element") == screen.element
+    ]
+    if not usable:
+        raise LigbindError(f"the screen found no usable vacancy on the {tag} host to verify")
+    site = min(usable, key=lambda s: s["e_vac"])["site"]
+    host = _dft_host(c, keys, ligand)
+    (defect,) = vacancy_structures(host, site, 1, f"verify:{tag}")
+    element = defect.info["element"]
+    reference = relax_reference(element, campaign_slab(c), dft, store, workdir)
+    relaxed = relax_vacancy(defect, dft, store, workdir)
+    bare = (
+        load_vacancy(store, keys["verify-vacancy/bare"])
+        if ligand and keys.get("verify-vacancy/bare")
+        else None
+    )
+    return analyse_vacancy(
+        host, [(defect.info, relaxed)], {element: reference}, dft, delta_mu_x=spec["mu_x"], ligand=ligand,
+        bare=bare, store=store, campaign=c["name"],
+    )  # fmt: skip
+
+
+def plan_defect_verification(c: dict[str, Any], add, dft_slab: str) -> None:
+    """``verify-vacancy/<tag>`` Fireworks: after the screen's vacancy analysis and the DFT host."""
+    for host in verified_hosts(c):
+        tag = host or "bare"
+        parents = [f"vacancy/{tag}", dft_slab]
+        if host is not None:
+            parents += [f"verify/{host}"] + (["verify-vacancy/bare"] if None in verified_hosts(c) else [])
+        add("verify-vacancy", f"verify-vacancy/{tag}", parents, ligand=host)
+
+
 # relaxations only (results reused from the store when the Firework runs): they may run in parallel workers;
 # the NEB step stays in the launching process (a rerun would evaluate its last band again)
 DEFECT_CALCULATION_STEPS = frozenset({"vacancy-site", "migration-end"})
@@ -188,6 +259,7 @@ DEFECT_STEPS = {
     "vacancy": lambda c, keys, ligand, config, other: step_vacancy(c, keys, ligand),
     "migration-end": lambda c, keys, ligand, config, other: step_migration_end(c, keys, ligand, int(config)),
     "migration": lambda c, keys, ligand, config, other: step_migration(c, keys, ligand),
+    "verify-vacancy": lambda c, keys, ligand, config, other: step_verify_vacancy(c, keys, ligand),
 }
 
 

@@ -41,7 +41,12 @@ from ligbind.engine.campaign import (
     step_verify_slab,
 )
 from ligbind.engine.complexes_steps import COMPLEX_CALCULATION_STEPS, COMPLEX_STEPS, plan_complexes
-from ligbind.engine.defect_steps import DEFECT_CALCULATION_STEPS, DEFECT_STEPS, plan_defects
+from ligbind.engine.defect_steps import (
+    DEFECT_CALCULATION_STEPS,
+    DEFECT_STEPS,
+    plan_defect_verification,
+    plan_defects,
+)
 from ligbind.errors import LigbindError
 from ligbind.protocols import describe_changes, protocol_hash
 from ligbind.store import ResultStore
@@ -378,6 +383,7 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
             ]
             parents = [binding_ids[lig], dft_slab, ligand, *configs]
             add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
+        plan_defect_verification(c, add, dft_slab)  # E_vac of the defect hosts with DFT
     plan_complexes(c, add)
     return plan
 
