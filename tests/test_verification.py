@@ -190,9 +190,12 @@ def test_cli_vasp_verification_dry_run_writes_dft_inputs(tmp_path, run_cli):
     assert payload["screen"]["eb"] is not None and payload["screen"]["protocol"] == "ml-screen"
 
 
-def test_campaign_verifies_vacancy_energies_with_the_dft_protocol(tmp_path, fake_dft, monkeypatch):
-    """verify: + compute.vacancy: the screen's best vacancy site of each host is recomputed with the DFT
-    protocol on the DFT host; with the same potential under both labels, E_vac must come out the same."""
+def test_campaign_verifies_vacancy_and_frenkel_energies_with_the_dft_protocol(
+    tmp_path, fake_dft, monkeypatch
+):
+    """verify: + compute.vacancy/frenkel: the screen's best vacancy site and Frenkel pair of each host are
+    recomputed with the DFT protocol on the DFT host; with the same potential under both labels, E_vac and E_F
+    must come out the same."""
     import pandas as pd
 
     import ligbind.engine.fireworks as engine
@@ -209,7 +212,10 @@ def test_campaign_verifies_vacancy_energies_with_the_dft_protocol(tmp_path, fake
                 "ligands": ["methylamine"],
                 "configs": 1,
                 "verify": {"protocol": "fake-dft", "overrides": SCREEN, "top_k": 1},
-                "compute": {"vacancy": {"bare": True, "ligands": ["methylamine"], "sites": 1}},
+                "compute": {
+                    "vacancy": {"bare": True, "ligands": ["methylamine"], "sites": 1},
+                    "frenkel": {"bare": True, "ligands": ["methylamine"], "pairs": 2},
+                },
             }
         )
     )
@@ -233,6 +239,16 @@ def test_campaign_verifies_vacancy_energies_with_the_dft_protocol(tmp_path, fake
     assert dft_delta == pytest.approx(
         by.loc[("methylamine", "fake-dft"), "e_vac"] - by.loc[("(bare)", "fake-dft"), "e_vac"], abs=1e-3
     )  # ΔE_vac from DFT rows only
+    frenkel = pd.read_csv(tmp_path / "results" / "vv" / "frenkel.csv").set_index(["host", "protocol"])
+    assert len(frenkel) == 4
+    for host in ("(bare)", "methylamine"):
+        assert frenkel.loc[(host, "fake-dft"), "method"] == "DFT"
+        assert frenkel.loc[(host, "fake-dft"), "ef"] == pytest.approx(
+            frenkel.loc[(host, "ml-screen"), "ef"], abs=0.03
+        )
+    assert frenkel.loc[("methylamine", "fake-dft"), "delta_ef"] == pytest.approx(
+        frenkel.loc[("methylamine", "fake-dft"), "ef"] - frenkel.loc[("(bare)", "fake-dft"), "ef"], abs=1e-3
+    )
 
 
 def test_vacancy_verification_with_a_spin_paired_dft_protocol_is_refused_at_load(tmp_path):

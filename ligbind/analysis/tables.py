@@ -275,6 +275,9 @@ def write_tables(
 
     paths |= write_coverage_tables(store, outdir, campaign, protocol_hash)
     fr = frenkel_table(store, campaign, protocol_hash)
+    dft_fr = frenkel_table(store, campaign, dft_protocol_hash) if dft_protocol_hash and protocol_hash else []
+    if len(dft_fr):  # the verification protocol's E_F rows follow the screen's
+        fr = pd.concat([fr, dft_fr], ignore_index=True)
     if len(fr):
         paths |= _write(
             fr,
@@ -282,7 +285,8 @@ def write_tables(
             "frenkel",
             "# Iodine Frenkel pair energies (eV): E_F = E(defect) − E(pristine), lowest usable pair; "
             "ΔE_F = E_F(ligand) − E_F(bare). Flagged pairs (below-pristine, ligand-binds-interstitial, "
-            "recombined, unconverged) are listed in `pairs` and not used.\n\n",
+            "recombined, unconverged) are listed in `pairs` and not used. Rows whose method is DFT relax the "
+            "screen's lowest usable pair again with the campaign's verification protocol on the DFT host.\n\n",
         )
     from ligbind.analysis.passivation import write_passivation_table  # passivation.csv|md when present
 

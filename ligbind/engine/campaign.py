@@ -572,6 +572,65 @@ def step_verify(c: dict[str, Any], keys: KeyMap, name: str):
     )
 
 
+def best_usable(items: list[dict[str, Any]], energy: str, what: str) -> dict[str, Any]:
+    """The lowest converged, unflagged item of a screen's analysis (a site, a pair): the one DFT verifies."""
+    usable = [x for x in items if x.get(energy) is not None and not x.get("flags")]
+    if not usable:
+        raise LigbindError(f"the screen found no usable {what} to verify")
+    return min(usable, key=lambda x: x[energy])
+
+
+def dft_host(c: dict[str, Any], keys: KeyMap, ligand: str | None) -> Result:
+    """The DFT-relaxed host of a verified defect: the verification slab, or the ligand's best verified complex."""
+    from ligbind.analysis.binding import load_binding
+    from ligbind.recipes import stored_complex
+
+    dft, store = c["verify"]["protocol"], _store(c)
+    if ligand is None:
+        return _passed(c, keys, "verify-slab")
+    row = store.get(keys.get(f"verify/{ligand}", ""))
+    dft_key = row.data["outcome"].get("dft_key") if row is not None else None
+    if not dft_key:
+        raise LigbindError(f"{ligand} has no DFT-verified complex to put a defect on")
+    return stored_complex(store, load_binding(store, dft_key), dft)
+
+
+def step_verify_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
+    """E_F with the verification (DFT) protocol: the screen's lowest usable pair, its ML-relaxed geometry
+    relaxed again with DFT, against the DFT host (ΔE_F against the DFT bare row)."""
+    from ligbind.analysis.frenkel import analyse_frenkel, load_frenkel
+    from ligbind.jobs import relax, result_from_row
+
+    dft, tag, store = c["verify"]["protocol"], ligand or "bare", _store(c)
+    screen = load_frenkel(store, keys.get(f"frenkel/{tag}", ""))
+    pair = best_usable(screen.pairs if screen is not None else [], "ef", f"Frenkel pair on the {tag} host")
+    start = result_from_row(store.get(pair["key"]), c["protocol"]).atoms
+    start.calc = None
+    start.info["label"] = f"verify:frenkel:{tag}:{pair['pair']}"
+    relaxed = relax(start, dft, store=store, workdir=_calcdir(c))
+    bare = (
+        load_frenkel(store, keys["verify-frenkel/bare"])
+        if ligand and keys.get("verify-frenkel/bare")
+        else None
+    )
+    return analyse_frenkel(
+        dft_host(c, keys, ligand), [(dict(start.info), relaxed)], dft, ligand=ligand, bare=bare, store=store,
+        campaign=c["name"],
+    )  # fmt: skip
+
+
+def plan_frenkel_verification(c: dict[str, Any], add, dft_slab: str) -> None:
+    """``verify-frenkel/<tag>`` Fireworks (bare and ligand hosts of ``compute.frenkel``) when ``verify:`` is set."""
+    fr = c["compute"]["frenkel"]
+    hosts = ([None] if fr["bare"] or fr["ligands"] else []) + list(fr["ligands"])
+    for host in hosts:
+        tag = host or "bare"
+        parents = [f"frenkel/{tag}", dft_slab]
+        if host is not None:
+            parents += [f"verify/{host}"] + (["verify-frenkel/bare"] if None in hosts else [])
+        add("verify-frenkel", f"verify-frenkel/{tag}", parents, ligand=host)
+
+
 def campaign_results(campaign: str | Path, outdir: str | Path | None = None) -> dict[str, Path]:
     """Write results/<campaign>/ (CSV, Markdown, PNG) from the campaign's results store."""
     from ligbind.analysis.tables import write_tables

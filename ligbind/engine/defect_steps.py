@@ -17,7 +17,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from ligbind.engine.campaign import KeyMap, _calcdir, _passed, _store, campaign_slab, frenkel_host
+from ligbind.engine.campaign import (
+    KeyMap,
+    _calcdir,
+    _passed,
+    _store,
+    best_usable,
+    campaign_slab,
+    dft_host,
+    frenkel_host,
+)
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
 
@@ -192,21 +201,6 @@ def verified_hosts(c: dict[str, Any]) -> list[str | None]:
     return [h for h in _hosts(spec) if h != PASSIVATED] if c.get("verify") and spec else []
 
 
-def _dft_host(c: dict[str, Any], keys: KeyMap, ligand: str | None) -> Result:
-    """The DFT-relaxed host: the verification slab, or the ligand's best DFT-verified complex."""
-    from ligbind.analysis.binding import load_binding
-    from ligbind.recipes import stored_complex
-
-    dft, store = c["verify"]["protocol"], _store(c)
-    if ligand is None:
-        return _passed(c, keys, "verify-slab")
-    row = store.get(keys.get(f"verify/{ligand}", ""))
-    dft_key = row.data["outcome"].get("dft_key") if row is not None else None
-    if not dft_key:
-        raise LigbindError(f"{ligand} has no DFT-verified complex to put a vacancy on")
-    return stored_complex(store, load_binding(store, dft_key), dft)
-
-
 def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     """E_vac with the verification (DFT) protocol at the screen's lowest usable site of the host (AdsorbML
     pattern): the same halide removed from the DFT-relaxed host, relaxed with DFT, against DFT ½E(X2)."""
@@ -216,15 +210,9 @@ def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     dft, spec, tag = c["verify"]["protocol"], c["compute"]["vacancy"], ligand or "bare"
     store, workdir = _store(c), _calcdir(c)
     screen = load_vacancy(store, keys.get(f"vacancy/{tag}", ""))
-    usable = [
-        s
-        for s in (screen.sites if screen is not None else [])
-        if s.get("e_vac") is not None and not s.get("flags") and s.get("element") == screen.element
-    ]
-    if not usable:
-        raise LigbindError(f"the screen found no usable vacancy on the {tag} host to verify")
-    site = min(usable, key=lambda s: s["e_vac"])["site"]
-    host = _dft_host(c, keys, ligand)
+    sites = [s for s in (screen.sites if screen is not None else []) if s.get("element") == screen.element]
+    site = best_usable(sites, "e_vac", f"vacancy on the {tag} host")["site"]
+    host = dft_host(c, keys, ligand)
     (defect,) = vacancy_structures(host, site, 1, f"verify:{tag}")
     element = defect.info["element"]
     reference = relax_reference(element, campaign_slab(c), dft, store, workdir)

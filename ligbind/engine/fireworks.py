@@ -25,6 +25,7 @@ from fireworks import FiretaskBase, Firework, FWAction, FWorker, LaunchPad, Work
 
 from ligbind.engine.campaign import (
     campaign_settings,
+    plan_frenkel_verification,
     resolve_campaign_ref,
     save_campaign,
     settings_hash,
@@ -37,6 +38,7 @@ from ligbind.engine.campaign import (
     step_slab,
     step_verify,
     step_verify_config,
+    step_verify_frenkel,
     step_verify_ligand,
     step_verify_slab,
 )
@@ -263,6 +265,7 @@ STEPS = {
     "verify-ligand": lambda c, keys, ligand, config, other: step_verify_ligand(c, keys, ligand),
     "verify-config": lambda c, keys, ligand, config, other: step_verify_config(c, keys, ligand, int(config)),
     "verify": lambda c, keys, ligand, config, other: step_verify(c, keys, ligand),
+    "verify-frenkel": lambda c, keys, ligand, config, other: step_verify_frenkel(c, keys, ligand),
     **DEFECT_STEPS,  # vacancy-site, vacancy, migration-end, migration (ligbind/engine/defect_steps.py)
 }
 STEPS.update(COMPLEX_STEPS)  # ion–ligand complexes (ligbind.engine.complexes_steps)
@@ -383,7 +386,8 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
             ]
             parents = [binding_ids[lig], dft_slab, ligand, *configs]
             add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
-        plan_defect_verification(c, add, dft_slab)  # E_vac of the defect hosts with DFT
+        plan_frenkel_verification(c, add, dft_slab)  # E_F and E_vac of the defect hosts with DFT
+        plan_defect_verification(c, add, dft_slab)
     plan_complexes(c, add)
     return plan
 
