@@ -21,7 +21,7 @@ from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 from ase.io import Trajectory
 
-from ligbind.calculators import backend_of, make_calculator
+from ligbind.calculators import ORIGIN_SHIFT, backend_of, make_calculator
 from ligbind.errors import NonFiniteEnergyError, UnconvergedError
 from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore, atoms_from_row, calculation_key
@@ -387,7 +387,7 @@ def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: 
     energy, forces = _checked_energy(work)
     final = atoms.copy()
     # back in the caller's frame (a backend may have translated the atoms, e.g. GPAW along a non-periodic z)
-    final.positions = work.positions - np.asarray(work.info.get("_origin_shift", np.zeros(3)))
+    final.positions = work.positions - np.asarray(work.info.get(ORIGIN_SHIFT, np.zeros(3)))
     final.calc = SinglePointCalculator(final, energy=energy, forces=forces)
     fmax_now = free_fmax(final, forces)
     return Result(

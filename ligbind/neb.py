@@ -22,7 +22,7 @@ from ase.io import Trajectory
 from ase.mep import NEB
 from ase.optimize import FIRE
 
-from ligbind.calculators import backend_of, make_calculator
+from ligbind.calculators import ORIGIN_SHIFT, backend_of, make_calculator
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
 from ligbind.store import structure_hash
@@ -54,8 +54,11 @@ def neb_key(
     return f"{key}-from-{start.split('-')[3]}" if start else key
 
 
-def _endpoint(result: Result) -> Atoms:
+def _endpoint(result: Result, shift: np.ndarray, pbc) -> Atoms:
+    """A relaxed endpoint in the band's frame (the calculator's: see :func:`_band`) with its stored energy."""
     atoms = result.atoms.copy()
+    atoms.positions += shift
+    atoms.pbc = pbc
     atoms.calc = SinglePointCalculator(atoms, energy=result.energy, forces=result.atoms.get_forces())
     return atoms
 
@@ -102,10 +105,11 @@ def _band(
     computed one after another, each keeping its wavefunctions between NEB steps).
     """
     backend = backend_of(protocol)
-    first, last = _endpoint(initial), _endpoint(final)
-    band = [first]
+    prepared = backend.prepare(initial.atoms, protocol)  # e.g. GPAW: z non-periodic and atoms centred along z
+    shift = np.asarray(prepared.info.get(ORIGIN_SHIFT, np.zeros(3)))
+    band = [_endpoint(initial, shift, prepared.pbc)]
     for k in range(images):
-        image = backend.prepare(initial.atoms, protocol)
+        image = prepared.copy()
         label = f"{key}-{k + 1}"
         if calculators is None:
             image.calc = make_calculator(protocol, atoms=image, directory=workdir, label=label)
@@ -114,10 +118,13 @@ def _band(
                 backend.lasting_calculator(protocol, image, workdir, label)
             )
         band.append(image)
-    band.append(last)
-    if saved is not None or start is not None:
-        for image, positions in zip(band[1:-1], (saved or start)[1:-1], strict=True):
+    band.append(_endpoint(final, shift, prepared.pbc))
+    if saved is not None:  # written in the band's frame
+        for image, positions in zip(band[1:-1], saved[1:-1], strict=True):
             image.positions = positions
+    elif start is not None:  # a band of another protocol, in the caller's frame
+        for image, positions in zip(band[1:-1], start[1:-1], strict=True):
+            image.positions = positions + shift
     else:
         NEB(band, climb=True, method="improvedtangent").interpolate(
             method="idpp", mic=True, apply_constraint=True
@@ -166,11 +173,12 @@ def run_neb(
     start_positions = [im.positions.copy() for im in start.band] if start is not None else None
     with ExitStack() as calculators:
         band = _band(initial, final, protocol, images, workdir, key, saved, start_positions, calculators)
-        return _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, steps)
+        frame = (band[0].positions[0] - initial.atoms.positions[0], initial.atoms.pbc)  # band's → caller's
+        return _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, steps, frame)
 
 
-def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, steps) -> NebRun:
-    """FIRE on the climbing-image band, appending every band to ``<key>.band.traj``."""
+def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, steps, frame) -> NebRun:
+    """FIRE on the climbing-image band, appending every band to ``<key>.band.traj`` (in the band's frame)."""
     traj_path = workdir / f"{key}.band.traj"
     calls_path = workdir / f"{key}.calls"
     neb = NEB(band, climb=True, method="improvedtangent")
@@ -193,7 +201,7 @@ def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, ste
     n_steps = done + opt.nsteps
     return NebRun(
         key=key,
-        band=[_frozen(im) for im in band],
+        band=[_frozen(im, *frame) for im in band],
         energies=energies,
         converged=converged,
         n_steps=n_steps,
@@ -203,9 +211,11 @@ def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, ste
     )
 
 
-def _frozen(image: Atoms) -> Atoms:
-    """A copy of ``image`` with its energy and forces on a single-point calculator."""
+def _frozen(image: Atoms, shift: np.ndarray, pbc) -> Atoms:
+    """A copy of ``image`` in the caller's frame (``shift`` undone, ``pbc``) with its energy and forces."""
     out = image.copy()
+    out.positions -= shift
+    out.pbc = pbc
     out.calc = SinglePointCalculator(
         out, energy=image.get_potential_energy(), forces=image.get_forces(apply_constraint=False)
     )

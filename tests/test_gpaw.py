@@ -310,3 +310,30 @@ def test_neb_images_over_two_mpi_ranks_match_the_serial_band(tmp_path, tiny):
     assert bands[2] == pytest.approx(bands[1], abs=1e-5)
     log = (tmp_path / "neb2").glob("*-2.txt")
     assert re.search(r"^\s+domain: 2$", next(log).read_text(), re.M)  # the image ran on 2 ranks
+
+
+def test_neb_band_of_an_asymmetric_slab_is_built_in_the_gpaw_frame(tmp_path):
+    """A vacancy slab needs GPAW's dipole layer (z non-periodic, atoms centred along z): endpoints and images
+    share that frame and boundary conditions (seen: 'Images have different boundary conditions' at the first
+    DFT band), and the band handed back is in the caller's frame."""
+    from ase.mep import NEB
+
+    from ligbind.builders.vacancies import migration_endpoints
+    from ligbind.neb import _band, _frozen
+    from ligbind.recipes.defects import choose_hop
+
+    slab = build_slab("CsPbI3")
+    ends = migration_endpoints(slab, *choose_hop(slab, None, None))
+    for atoms in ends:
+        atoms.positions[:, 2] += 3.0  # off-centre along z, as slabs with an adsorbate are
+    ml = [single_point(a, "ml-screen", workdir=tmp_path) for a in ends]
+    gpaw = load_protocol("gpaw-quick", {"gpaw": {"spinpol": True}, "run": {"cores": 1}})
+    band = _band(*ml, gpaw, 3, tmp_path, "band", None)
+    assert {tuple(im.pbc) for im in band} == {(True, True, False)}
+    shift = band[0].positions[0] - ml[0].atoms.positions[0]
+    assert abs(shift[2]) > 0.1 and np.allclose(shift[:2], 0)  # centred along z
+    assert np.allclose(band[-1].positions - shift, ml[1].atoms.positions)
+    NEB(band, climb=True)  # accepted by ASE
+    assert band[0].get_potential_energy() == pytest.approx(ml[0].energy)  # stored endpoint energy kept
+    back = _frozen(band[0], shift, ml[0].atoms.pbc)
+    assert np.allclose(back.positions, ml[0].atoms.positions) and tuple(back.pbc) == tuple(ml[0].atoms.pbc)

@@ -29,6 +29,7 @@ BACKENDS: dict[str, str] = {
 }
 
 
+ORIGIN_SHIFT = "_origin_shift"  # info key: translation a backend's prepare() applied (undone for the caller)
 ML_LABEL = "ML potential (not DFT)"  # every table and CLI line that shows a non-DFT number says so
 
 

@@ -11,7 +11,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from pydantic import Field, model_serializer
 
-from ligbind.calculators import Backend
+from ligbind.calculators import ORIGIN_SHIFT, Backend
 from ligbind.errors import LigbindError
 from ligbind.protocols import StrictModel
 
@@ -125,9 +125,6 @@ def gpaw_calculator(
         kwargs["poissonsolver"] = {"dipolelayer": "xy"}
     directory.mkdir(parents=True, exist_ok=True)
     return GPAW(**kwargs)
-
-
-ORIGIN_SHIFT = "_origin_shift"  # info key: translation prepare_atoms applied (undone by ligbind.jobs)
 
 
 def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
