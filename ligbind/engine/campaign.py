@@ -696,12 +696,25 @@ def campaign_settings(c: dict[str, Any]) -> dict[str, Any]:
     return {k: _science(v) for k, v in c.items() if k not in NOT_SETTINGS and not k.startswith("_")}
 
 
-def settings_hash(c: dict[str, Any]) -> str:
-    """Stable hash of :func:`campaign_settings`; Fireworks and the tables' analysis rows are keyed on it."""
+def _digest(value: Any) -> str:
     import hashlib
 
-    text = json.dumps(campaign_settings(c), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def settings_hash(c: dict[str, Any]) -> str:
+    """Hash of :func:`campaign_settings` without the ligand list (each ligand counts only in its own Fireworks,
+    :func:`firework_hash`): the campaign's Fireworks and the tables' analysis rows carry it."""
+    return _digest({k: v for k, v in campaign_settings(c).items() if k != "ligands"})
+
+
+def firework_hash(c: dict[str, Any], name: str) -> str:
+    """The settings a Firework's result depends on: :func:`settings_hash` and the specs of the campaign ligands
+    its name refers to (``config/<ligand>/k``, ``coadsorption/<a>+<b>``), so that adding a ligand adds only
+    that ligand's Fireworks while changing any other setting renews them all."""
+    parts = {x for p in name.split("/")[1:] for x in (p, *p.split("+"))}
+    specs = [_science(spec) for spec in c["ligands"] if spec["name"] in parts]
+    return _digest([settings_hash(c), specs])
 
 
 def resolve_campaign_ref(ref: str | Path) -> dict[str, Any]:

@@ -25,6 +25,7 @@ from fireworks import FiretaskBase, Firework, FWAction, FWorker, LaunchPad, Work
 
 from ligbind.engine.campaign import (
     campaign_settings,
+    firework_hash,
     plan_frenkel_verification,
     resolve_campaign_ref,
     save_campaign,
@@ -319,7 +320,7 @@ def fw_id_of(c: dict[str, Any], name: str) -> str:
     Fireworks, so no analysis is left COMPLETED with the old settings; calculations whose inputs did not change
     are found in the results store under their unchanged keys and cost nothing.
     """
-    return f"{c['name']}/{settings_hash(c)}/{name}"
+    return f"{c['name']}/{firework_hash(c, name)}/{name}"
 
 
 def campaign_query(c: dict[str, Any]) -> dict[str, Any]:
@@ -397,13 +398,13 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
     c = resolve_campaign_ref(campaign_ref)
     with worker_lock(c, launchpad_file):
         lpad = get_launchpad(c, launchpad_file)
-        changes = _settings_changed(lpad, c)
+        plan = planned_fireworks(c)
+        changes = _settings_changed(lpad, c, {fw.spec["_ligbind_id"] for fw, _ in plan})
         save_campaign(c)
         existing = {
             doc["spec"]["_ligbind_id"]: doc["fw_id"]
             for doc in lpad.fireworks.find(campaign_query(c), {"spec._ligbind_id": 1, "fw_id": 1})
         }
-        plan = planned_fireworks(c)
         new = [(fw, parents) for fw, parents in plan if fw.spec["_ligbind_id"] not in existing]
         if new:
             ids = {fw.spec["_ligbind_id"]: fw for fw, _ in new}
@@ -437,29 +438,37 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
     }
 
 
-def _settings_changed(lpad, c: dict[str, Any]) -> list[str]:
+def _settings_changed(lpad, c: dict[str, Any], planned: set[str]) -> list[str]:
     """Settings that changed since the campaign was last screened (``path: old → new``).
 
-    Fireworks are keyed on the settings hash, so new settings get new Fireworks (whatever is still valid, i.e.
-    has the same store key, is reused); the other settings' unfinished Fireworks are defused so that nothing runs
-    with them. Returning to earlier settings reruns their COMPLETED Fireworks (cheap: every calculation is in
-    the store), because their analysis rows may have been overwritten since.
+    Fireworks are keyed on the settings their result depends on (:func:`fw_id_of`), so new settings get new
+    Fireworks (whatever is still valid, i.e. has the same store key, is reused); the campaign's unfinished
+    Fireworks that the current settings do not plan are defused so that nothing runs with old settings.
+    Returning to earlier settings reruns their COMPLETED Fireworks (cheap: every calculation is in the store),
+    because their analysis rows may have been overwritten since.
     """
     saved = Path(c["workdir"]) / "campaign.json"
     if not saved.exists():
         return []
     old = json.loads(saved.read_text())
+    mine = {"spec._campaign": c["name"]}
+    for doc in lpad.fireworks.find(
+        {**mine, "state": {"$in": ["READY", "WAITING"]}}, {"fw_id": 1, "spec._ligbind_id": 1}
+    ):
+        if doc["spec"]["_ligbind_id"] not in planned:
+            lpad.defuse_fw(doc["fw_id"])
+    for doc in lpad.fireworks.find({**mine, "state": "DEFUSED"}, {"fw_id": 1, "spec._ligbind_id": 1}):
+        if doc["spec"]["_ligbind_id"] in planned:  # planned again (settings changed back)
+            lpad.reignite_fw(doc["fw_id"])
     if settings_hash(old) == settings_hash(c):
         return []
-    other = {"spec._campaign": c["name"], "spec._settings_hash": {"$ne": settings_hash(c)}}
-    for doc in lpad.fireworks.find({**other, "state": {"$in": ["READY", "WAITING"]}}, {"fw_id": 1}):
-        lpad.defuse_fw(doc["fw_id"])
     for doc in lpad.fireworks.find({**campaign_query(c), "state": "COMPLETED"}, {"fw_id": 1}):
         if lpad.fireworks.find_one({"fw_id": doc["fw_id"], "state": "COMPLETED"}):  # not rerun as a child yet
             lpad.rerun_fw(doc["fw_id"])
     changes = describe_changes(old.get("protocol") or {}, c["protocol"])
     a, b = campaign_settings(old), campaign_settings(c)
-    a.pop("protocol", None), b.pop("protocol", None)
+    for d in (a, b):
+        d.pop("protocol", None), d.pop("ligands", None)
     changes += [x.removeprefix("campaign.") for x in describe_changes(a, b, "campaign")]
     return changes or ["campaign settings"]
 
