@@ -14,7 +14,6 @@ import itertools
 import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
-from ase.neighborlist import neighbor_list
 
 from ligbind.builders.slab import (
     check_pbi2_terminated,
@@ -29,7 +28,6 @@ ATOP_HEIGHT = 3.05  # Å above surface Pb (Pb–I bond)
 HOLLOW_HEIGHT = 2.2  # Å above the top layer's mean height
 MIN_SEPARATION = 4.0  # Å between vacancy and interstitial
 MIN_LIGAND_DISTANCE = 2.6  # Å between an interstitial and any adsorbate atom
-HOLLOW_DIAGONAL = (8.0, 9.6)  # Å, diagonal of the ~6.3 Å square of surface Pb
 
 
 def interstitial_sites(atoms: Atoms) -> list[tuple[str, np.ndarray]]:
@@ -51,14 +49,12 @@ def interstitial_sites(atoms: Atoms) -> list[tuple[str, np.ndarray]]:
     pbs = surface_pb(atoms, layers)
     z_top = float(atoms.positions[layers[-1], 2].mean())
     sites = [("atop-Pb", atoms.positions[p] + [0, 0, ATOP_HEIGHT]) for p in pbs]
-    # hollows: centre of each Pb square = midpoint of second-nearest (diagonal) Pb pairs, every periodic image
-    # of the pair (ASE's neighbour list: on a 2×2 cell the same two Pb are diagonal across all four squares)
-    top = atoms[pbs]
-    first, shift = neighbor_list("iD", top, HOLLOW_DIAGONAL[1])
+    # hollows: centre of each Pb square = midpoint of second-nearest (diagonal) Pb pairs
     seen: list[np.ndarray] = []
-    for a, vec in zip(first, shift, strict=True):
-        if HOLLOW_DIAGONAL[0] < np.linalg.norm(vec):
-            centre = top.positions[a] + vec / 2
+    for a, b in itertools.combinations(pbs, 2):
+        vec, dist = find_mic(atoms.positions[b] - atoms.positions[a], atoms.cell, atoms.pbc)
+        if 8.0 < dist < 9.6:  # diagonal of the ~6.3 Å Pb square
+            centre = atoms.positions[a] + vec / 2
             centre[2] = z_top + HOLLOW_HEIGHT
             if not any(np.linalg.norm(find_mic(centre - s, atoms.cell, atoms.pbc)[0]) < 1.0 for s in seen):
                 seen.append(centre)

@@ -212,7 +212,9 @@ class LigbindStepTask(FiretaskBase):
     optional_params = ["ligand", "config", "other", "name"]
 
     def run_task(self, fw_spec):
-        start = time.perf_counter()
+        from ase.db.core import now
+
+        start, since = time.perf_counter(), now()
         failed = _PREFETCH_ERRORS.pop(fw_spec.get("_ligbind_id"), None)
         if failed is not None:  # a parallel worker already ran this step and it failed: same error, no rerun
             raise failed
@@ -222,20 +224,21 @@ class LigbindStepTask(FiretaskBase):
         )
         summary = _summary(r)
         summary["task_time"] = round(time.perf_counter() - start, 4)
-        if summary.get("key"):
-            tag_analysis_row(self["campaign"], summary["key"])
+        tag_analysis_rows(self["campaign"], since)
         passed = {_key_field(k): v for k, v in keys.items()}
         if summary.get("key") and self.get("name"):
             passed[_key_field(self["name"])] = summary["key"]
         return FWAction(stored_data=summary, update_spec=passed, propagate=True)
 
 
-def tag_analysis_row(c: dict[str, Any], key: str) -> None:
-    """Mark the campaign's analysis row ``key`` with the settings that produced it (the tables show only those)."""
+def tag_analysis_rows(c: dict[str, Any], since: float) -> None:
+    """Mark the campaign's analysis rows written since ``since`` (ase.db time) with the settings that produced
+    them (the tables show only those). A step may write several rows (coverage: one per n)."""
     store = ResultStore(c["store"])
-    row = store.get(key)
-    if row is not None and row.get("campaign") == c["name"]:
-        store.update(key, settings=settings_hash(c))
+    tag = settings_hash(c)
+    for row in list(store.select(campaign=c["name"])):
+        if row.ctime >= since and row.get("settings") != tag:
+            store.update(row.key, settings=tag)
 
 
 def run_step(
