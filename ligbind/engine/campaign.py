@@ -619,16 +619,21 @@ def step_verify_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     )  # fmt: skip
 
 
-def plan_frenkel_verification(c: dict[str, Any], add, dft_slab: str) -> None:
-    """``verify-frenkel/<tag>`` Fireworks (bare and ligand hosts of ``compute.frenkel``) when ``verify:`` is set."""
+def frenkel_hosts(c: dict[str, Any]) -> list[str | None]:
+    """Hosts of ``compute.frenkel``: None (the bare slab, needed for every ΔE_F) and the ligands."""
     fr = c["compute"]["frenkel"]
-    hosts = ([None] if fr["bare"] or fr["ligands"] else []) + list(fr["ligands"])
+    return ([None] if fr["bare"] or fr["ligands"] else []) + list(fr["ligands"])
+
+
+def plan_host_verification(add, step: str, hosts: list[str | None], dft_slab: str) -> None:
+    """``<step>/<host>`` Fireworks (verify-frenkel, verify-vacancy) after the screen's analysis of the host
+    (``frenkel/<host>``, ``vacancy/<host>``), the DFT slab, the ligand's verification and the bare one."""
     for host in hosts:
         tag = host or "bare"
-        parents = [f"frenkel/{tag}", dft_slab]
+        parents = [f"{step.removeprefix('verify-')}/{tag}", dft_slab]
         if host is not None:
-            parents += [f"verify/{host}"] + (["verify-frenkel/bare"] if None in hosts else [])
-        add("verify-frenkel", f"verify-frenkel/{tag}", parents, ligand=host)
+            parents += [f"verify/{host}"] + ([f"{step}/bare"] if None in hosts else [])
+        add(step, f"{step}/{tag}", parents, ligand=host)
 
 
 def campaign_results(campaign: str | Path, outdir: str | Path | None = None) -> dict[str, Path]:

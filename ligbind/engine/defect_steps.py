@@ -228,16 +228,6 @@ def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     )  # fmt: skip
 
 
-def plan_defect_verification(c: dict[str, Any], add, dft_slab: str) -> None:
-    """``verify-vacancy/<tag>`` Fireworks: after the screen's vacancy analysis and the DFT host."""
-    for host in verified_hosts(c):
-        tag = host or "bare"
-        parents = [f"vacancy/{tag}", dft_slab]
-        if host is not None:
-            parents += [f"verify/{host}"] + (["verify-vacancy/bare"] if None in verified_hosts(c) else [])
-        add("verify-vacancy", f"verify-vacancy/{tag}", parents, ligand=host)
-
-
 # relaxations only (results reused from the store when the Firework runs): they may run in parallel workers;
 # the NEB step stays in the launching process (a rerun would evaluate its last band again)
 DEFECT_CALCULATION_STEPS = frozenset({"vacancy-site", "migration-end"})

@@ -26,7 +26,8 @@ from fireworks import FiretaskBase, Firework, FWAction, FWorker, LaunchPad, Work
 from ligbind.engine.campaign import (
     campaign_settings,
     firework_hash,
-    plan_frenkel_verification,
+    frenkel_hosts,
+    plan_host_verification,
     resolve_campaign_ref,
     save_campaign,
     settings_hash,
@@ -47,8 +48,8 @@ from ligbind.engine.complexes_steps import COMPLEX_CALCULATION_STEPS, COMPLEX_ST
 from ligbind.engine.defect_steps import (
     DEFECT_CALCULATION_STEPS,
     DEFECT_STEPS,
-    plan_defect_verification,
     plan_defects,
+    verified_hosts,
 )
 from ligbind.errors import LigbindError
 from ligbind.protocols import describe_changes, protocol_hash
@@ -236,7 +237,7 @@ def tag_analysis_rows(c: dict[str, Any], since: float) -> None:
     them (the tables show only those). A step may write several rows (coverage: one per n)."""
     store = ResultStore(c["store"])
     tag = settings_hash(c)
-    for row in list(store.select(campaign=c["name"])):
+    for row in list(store.db.select(campaign=c["name"], include_data=False)):  # every Firework: keep it light
         if row.ctime >= since and row.get("settings") != tag:
             store.update(row.key, settings=tag)
 
@@ -352,15 +353,13 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
         binding_ids[lig] = add("binding", f"binding/{lig}", [slab, *parents], allow_fizzled=True, ligand=lig)
     for a, b in c["compute"]["coadsorption"]:
         add("coadsorption", f"coadsorption/{a}+{b}", [binding_ids[a], binding_ids[b]], ligand=a, other=b)
-    fr = c["compute"]["frenkel"]
-    hosts = ([None] if fr["bare"] or fr["ligands"] else []) + list(fr["ligands"])
     frenkel_ids = {}
-    for host in hosts:
+    for host in frenkel_hosts(c):
         tag = host or "bare"
         base = [slab] if host is None else [binding_ids[host]]
         pairs = [
             add("frenkel-pair", f"frenkel-pair/{tag}/{k}", base, ligand=host, config=k)
-            for k in range(fr["pairs"])
+            for k in range(c["compute"]["frenkel"]["pairs"])
         ]
         extra = [frenkel_ids["bare"]] if host is not None and "bare" in frenkel_ids else []
         frenkel_ids[tag] = add(
@@ -390,8 +389,8 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
             ]
             parents = [binding_ids[lig], dft_slab, ligand, *configs]
             add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
-        plan_frenkel_verification(c, add, dft_slab)  # E_F and E_vac of the defect hosts with DFT
-        plan_defect_verification(c, add, dft_slab)
+        plan_host_verification(add, "verify-frenkel", frenkel_hosts(c), dft_slab)  # E_F, E_vac with DFT
+        plan_host_verification(add, "verify-vacancy", verified_hosts(c), dft_slab)
     plan_complexes(c, add)
     return plan
 
