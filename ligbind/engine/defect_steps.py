@@ -79,16 +79,17 @@ def check_defect_campaign(c: dict[str, Any], refuse) -> None:
             slab = campaign_slab(c)
             try:
                 check_defect_input(make_vacancy(slab, surface_halide_sites(slab, 1)[0]), c["protocol"])
-                if what == "vacancy" and c.get("verify"):  # the vacancies are verified with it too
-                    probe = make_vacancy(slab, surface_halide_sites(slab, 1)[0])
-                    try:
-                        check_defect_input(probe, c["verify"]["protocol"])
-                    except LigbindError as exc:
-                        raise refuse("verify.overrides", exc) from None
                 if what == "migration":
                     choose_hop(slab, spec.get("site"), spec.get("hopper"))
             except LigbindError as exc:
                 raise refuse(f"compute.{what}", exc) from None
+            if what == "vacancy" and c.get("verify"):  # the vacancies are verified with it too
+                try:
+                    check_defect_input(
+                        make_vacancy(slab, surface_halide_sites(slab, 1)[0]), c["verify"]["protocol"]
+                    )
+                except LigbindError as exc:
+                    raise refuse("verify.overrides", exc) from None
 
 
 # -------------------------------------------------------------------------------------------- steps
