@@ -109,3 +109,20 @@ def test_no_two_frenkel_pairs_are_symmetry_images(slab_2x2):
     for i in range(len(prints)):
         for j in range(i):
             assert np.abs(prints[i] - prints[j]).max() > 0.01, f"pairs {j} and {i} are symmetry images"
+
+
+@pytest.mark.parametrize("size,expected", [((2, 2), 4), ((4, 4), 16)])
+def test_every_hollow_of_the_surface_is_a_candidate(size, expected):
+    from ligbind.builders.defects import interstitial_sites
+    from ligbind.builders.slab import surface_pb
+
+    slab = build_slab("CsPbI3", size=size)
+    hollows = np.array([site for kind, site in interstitial_sites(slab) if kind == "hollow"])
+    assert len(hollows) == expected  # one per square of surface Pb, periodic images included
+    pb = slab.positions[surface_pb(slab, find_layers(slab))]
+    for site in hollows:
+        d = np.linalg.norm(find_mic((pb - site) * [1, 1, 0], slab.cell, slab.pbc)[0], axis=1)
+        assert np.sort(d)[:4] == pytest.approx(np.full(4, np.sort(d)[:4].mean()), abs=0.5)  # centre of 4 Pb
+        assert np.sort(d)[3] < 5.0
+    _, dist = get_distances(hollows, cell=slab.cell, pbc=slab.pbc)
+    assert dist[np.triu_indices(len(hollows), 1)].min() > 3.0  # all distinct

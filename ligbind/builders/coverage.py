@@ -492,7 +492,7 @@ def layer_frenkel_pairs(atoms: Atoms, max_pairs: int = 2) -> list[Atoms]:
         raise LigbindError("no vacancy–interstitial pair fits on this treatment layer")
     candidates.sort(key=lambda c: (-round(c[0], 1), c[1]))
     out = []
-    for k, (dist, v, kind, site) in enumerate(_distinct_pairs(atoms, candidates)[:max_pairs]):
+    for k, (dist, v, kind, site) in enumerate(_distinct_pairs(atoms, candidates, max_pairs)):
         defect = atoms.copy()
         defect.positions[v] = site
         defect.set_tags(0)  # the layer is this surface: no adsorbate to bind (or be) the interstitial

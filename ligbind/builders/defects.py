@@ -1,19 +1,18 @@
 """Surface iodine Frenkel pairs: one top-layer halide moved from its site to an interstitial site.
 
 Interstitial candidates on the PbX2 surface: atop an undercoordinated Pb (the halide completes its octahedron)
-and the hollow above the centre of four surface Pb. Pairs are enumerated vacancy × interstitial, farthest
-first and alternating the interstitial kind, keeping one of each set of pairs related by a symmetry of the
-host, and skipping interstitials next to the vacancy (near pairs relax back into it: measured E_F ≈ 0.03 eV
+and the hollow above the centre of four surface Pb (every square, periodic images included). Pairs are
+enumerated vacancy × interstitial, farthest first (the farthest of each interstitial kind, then the farthest
+left), keeping one of each set of pairs related by a symmetry of the host, and skipping interstitials next to the vacancy (near pairs relax back into it: measured E_F ≈ 0.03 eV
 at 4.2 Å) and next to an adsorbate.
 """
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
+from ase.neighborlist import neighbor_list
 
 from ligbind.builders.slab import (
     check_pbi2_terminated,
@@ -28,6 +27,7 @@ ATOP_HEIGHT = 3.05  # Å above surface Pb (Pb–I bond)
 HOLLOW_HEIGHT = 2.2  # Å above the top layer's mean height
 MIN_SEPARATION = 4.0  # Å between vacancy and interstitial
 MIN_LIGAND_DISTANCE = 2.6  # Å between an interstitial and any adsorbate atom
+HOLLOW_DIAGONAL = (8.0, 9.6)  # Å, diagonal of the ~6.3 Å square of surface Pb
 
 
 def interstitial_sites(atoms: Atoms) -> list[tuple[str, np.ndarray]]:
@@ -49,12 +49,14 @@ def interstitial_sites(atoms: Atoms) -> list[tuple[str, np.ndarray]]:
     pbs = surface_pb(atoms, layers)
     z_top = float(atoms.positions[layers[-1], 2].mean())
     sites = [("atop-Pb", atoms.positions[p] + [0, 0, ATOP_HEIGHT]) for p in pbs]
-    # hollows: centre of each Pb square = midpoint of second-nearest (diagonal) Pb pairs
+    # hollows: centre of each Pb square = midpoint of second-nearest (diagonal) Pb pairs, every periodic image
+    # of the pair (ASE's neighbour list: on a 2×2 cell the same two Pb are diagonal across all four squares)
+    top = atoms[pbs]
+    first, shift = neighbor_list("iD", top, HOLLOW_DIAGONAL[1])
     seen: list[np.ndarray] = []
-    for a, b in itertools.combinations(pbs, 2):
-        vec, dist = find_mic(atoms.positions[b] - atoms.positions[a], atoms.cell, atoms.pbc)
-        if 8.0 < dist < 9.6:  # diagonal of the ~6.3 Å Pb square
-            centre = atoms.positions[a] + vec / 2
+    for a, vec in zip(first, shift, strict=True):
+        if HOLLOW_DIAGONAL[0] < np.linalg.norm(vec):
+            centre = top.positions[a] + vec / 2
             centre[2] = z_top + HOLLOW_HEIGHT
             if not any(np.linalg.norm(find_mic(centre - s, atoms.cell, atoms.pbc)[0]) < 1.0 for s in seen):
                 seen.append(centre)
@@ -91,7 +93,7 @@ def frenkel_pairs(atoms: Atoms, max_pairs: int = 4) -> list[Atoms]:
         raise LigbindError("no vacancy–interstitial pair fits on this surface")
     # farthest pairs first (near ones relax back into the vacancy), alternating interstitial kinds
     candidates.sort(key=lambda c: (-round(c[0], 1), c[1]))
-    chosen = _distinct_pairs(atoms, candidates)
+    chosen = _distinct_pairs(atoms, candidates, max_pairs)
     out = []
     for k, (dist, v, kind, site) in enumerate(chosen[:max_pairs]):
         defect = atoms.copy()
@@ -128,10 +130,12 @@ def _candidate_pairs(atoms: Atoms) -> list[tuple[float, int, str, np.ndarray]]:
     return candidates
 
 
-def _distinct_pairs(atoms: Atoms, candidates: list) -> list:
-    """Candidates in order, alternating interstitial kinds, skipping those equivalent to one already chosen.
+def _distinct_pairs(atoms: Atoms, candidates: list, limit: int) -> list:
+    """Up to ``limit`` candidates: the first of each interstitial kind, then in order; none equivalent to another.
 
-    A pair that a symmetry of the host maps onto a chosen one is the same defect.
+    A pair that a symmetry of the host maps onto a chosen one is the same defect. Every candidate of a kind is
+    considered (not only the farthest one per vacancy): on a small cell the farthest interstitial of every
+    halide can be one and the same defect under symmetry.
     """
     ops = surface_symmetry(atoms)
 
@@ -141,14 +145,18 @@ def _distinct_pairs(atoms: Atoms, candidates: list) -> list:
     def equivalent(c, d) -> bool:
         return c[2] == d[2] and symmetry_rmsd(points(c), points(d), atoms.cell.array, ops) < 0.3
 
-    chosen, used = [], set()
-    for kind in itertools.cycle(sorted({c[2] for c in candidates})):
-        pick = next((c for c in candidates if c[2] == kind and (c[1], c[2]) not in used), None)
-        if pick is None:
-            if all((c[1], c[2]) in used for c in candidates):
-                break
-            continue
-        used.add((pick[1], pick[2]))
-        if not any(equivalent(pick, c) for c in chosen):
+    chosen: list = []
+
+    def take(pool) -> None:
+        pick = next((c for c in pool if not any(equivalent(c, d) for d in chosen)), None)
+        if pick is not None and len(chosen) < limit:
             chosen.append(pick)
+
+    for kind in sorted({c[2] for c in candidates}):  # the farthest of each kind first, then farthest overall
+        take(c for c in candidates if c[2] == kind)
+    while len(chosen) < limit:
+        before = len(chosen)
+        take(candidates)
+        if len(chosen) == before:
+            break
     return chosen
