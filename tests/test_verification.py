@@ -269,3 +269,65 @@ def test_vacancy_verification_with_a_spin_paired_dft_protocol_is_refused_at_load
     text = path.read_text().replace("top_k: 1", "top_k: 1\n  overrides: {gpaw: {spinpol: true}}")
     path.write_text(text)
     assert load_campaign(path)["verify"]["protocol"]["gpaw"]["spinpol"] is True
+
+
+@pytest.mark.slow
+def test_exchange_ligands_stay_at_the_screen_value_and_the_bare_host_is_verified(
+    tmp_path, fake_dft, monkeypatch
+):
+    """A campaign whose ligand binds by exchange (not verifiable yet) still verifies the bare slab's E_F; the
+    ligand's row in verified.csv keeps the screen's Eb and says why it was not verified."""
+    import pandas as pd
+
+    import ligbind.engine.fireworks as engine
+    from ligbind.engine.campaign import campaign_results
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "x.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "x",
+                "protocol": "ml-screen",
+                "overrides": SCREEN,
+                "ligands": [{"name": "TMSBr", "mode": "exchange"}],
+                "configs": 1,
+                "verify": {"protocol": "fake-dft", "overrides": SCREEN, "top_k": 1},
+                "compute": {"frenkel": {"bare": True, "ligands": ["TMSBr"], "pairs": 1}},
+            }
+        )
+    )
+    engine.screen(path)
+    out = engine.run(path, progress=False, workers=1)
+    assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
+    from ligbind.engine.campaign import load_campaign
+
+    names = {fw.name.removeprefix("x:") for fw, _ in engine.planned_fireworks(load_campaign(path))}
+    paths = campaign_results(path)
+    verified = pd.read_csv(paths["verified_csv"])
+    (row,) = verified.to_dict("records")
+    binding = pd.read_csv(paths["csv"])
+    assert row["ligand"] == "TMSBr" and row["flags"].startswith("not verified: DFT verification of exchange")
+    assert row["eb"] == pytest.approx(binding.set_index("ligand").loc["TMSBr", "eb"], abs=1e-4)
+    frenkel = pd.read_csv(paths["frenkel_csv"]).set_index(["host", "protocol"])
+    assert frenkel.loc[("(bare)", "fake-dft"), "method"] == "DFT"  # the bare host is verified
+    assert ("TMSBr", "fake-dft") not in frenkel.index
+    assert "verify-frenkel/bare" in names and not any(
+        n.startswith(("verify/", "verify-ligand")) for n in names
+    )
+
+
+def test_verification_with_nothing_to_verify_is_refused_at_load(tmp_path):
+    from ligbind.engine.campaign import load_campaign
+
+    path = tmp_path / "none.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "ligands": [{"name": "TMSBr", "mode": "exchange"}],
+                "verify": {"protocol": "gpaw-quick", "top_k": 1},
+            }
+        )
+    )
+    with pytest.raises(LigbindError, match=r"verify: nothing to verify: DFT verification of exchange-mode"):
+        load_campaign(path)

@@ -275,8 +275,27 @@ def _complexes_settings(spec: CampaignSpec, path: Path, specs: list[dict[str, An
     return complexes_settings(spec, path, specs)
 
 
+UNVERIFIED_EXCHANGE = "DFT verification of exchange-mode binding is not supported yet"
+
+
+def verified_ligands(c: dict[str, Any]) -> list[str]:
+    """The ligands a campaign's ``verify:`` recomputes with DFT: those binding in neutral mode."""
+    return [s["name"] for s in c["ligands"] if s["mode"] != "exchange"] if c.get("verify") else []
+
+
+def unverified_ligands(c: dict[str, Any]) -> dict[str, str]:
+    """Ligands a campaign's ``verify:`` leaves at the screen's value, with the reason."""
+    if not c.get("verify"):
+        return {}
+    return {s["name"]: UNVERIFIED_EXCHANGE for s in c["ligands"] if s["mode"] == "exchange"}
+
+
 def _verify_settings(spec: CampaignSpec, path: Path) -> dict[str, Any] | None:
-    """The resolved DFT protocol and settings of ``verify:`` (refused unless DFT and neutral mode)."""
+    """The resolved DFT protocol and settings of ``verify:`` (refused unless DFT and something to verify).
+
+    Exchange-mode ligands stay at the screen's Eb (:func:`unverified_ligands`); refused when they are all
+    there is and no bare-slab defect energy is computed either.
+    """
     if spec.verify is None:
         return None
     try:
@@ -289,8 +308,16 @@ def _verify_settings(spec: CampaignSpec, path: Path) -> dict[str, Any] | None:
         raise LigbindError(f"campaign {path}: verify.overrides: {exc}") from None
     if not dft["is_dft"]:
         raise LigbindError(f"campaign {path}: verify.protocol '{dft['name']}' is not a DFT protocol")
-    if spec.mode == "exchange" or any(item.mode == "exchange" for item in spec.ligands):
-        raise LigbindError(f"campaign {path}: DFT verification of exchange-mode ligands is not supported yet")
+    exchange = (
+        all(item.mode == "exchange" for item in spec.ligands) if spec.ligands else spec.mode == "exchange"
+    )
+    fr, vac = spec.compute.frenkel, spec.compute.vacancy
+    hosts = fr.bare or fr.ligands or vac.bare or vac.ligands  # the bare slab's E_F / E_vac is verified
+    if exchange and not hosts:
+        raise LigbindError(
+            f"campaign {path}: verify: nothing to verify: {UNVERIFIED_EXCHANGE} and no bare-slab E_F or E_vac "
+            "is computed"
+        )
     return {"protocol": dft, "top_k": spec.verify.top_k, "threshold": spec.verify.threshold}
 
 
@@ -653,6 +680,7 @@ def campaign_results(campaign: str | Path, outdir: str | Path | None = None) -> 
         protocol_hash=protocol_hash(c["protocol"]),
         missing=missing_reasons(c),
         dft_protocol_hash=protocol_hash(c["verify"]["protocol"]) if c.get("verify") else None,
+        unverified=unverified_ligands(c),
     )
 
 

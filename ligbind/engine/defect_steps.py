@@ -26,6 +26,7 @@ from ligbind.engine.campaign import (
     campaign_slab,
     dft_host,
     frenkel_host,
+    verified_ligands,
 )
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
@@ -196,10 +197,12 @@ def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
 
 
 def verified_hosts(c: dict[str, Any]) -> list[str | None]:
-    """Vacancy hosts whose E_vac a campaign's ``verify:`` recomputes with DFT: bare and ligand hosts (the
-    K–Br-passivated slab would need its own DFT passivation first)."""
+    """Vacancy hosts whose E_vac a campaign's ``verify:`` recomputes with DFT: the bare slab and the verified
+    ligands' complexes (not the K–Br-passivated slab: it would need its own DFT passivation first)."""
     spec = c["compute"].get("vacancy") or {}
-    return [h for h in _hosts(spec) if h != PASSIVATED] if c.get("verify") and spec else []
+    if not (c.get("verify") and spec):
+        return []
+    return [h for h in _hosts(spec) if h is None or h in verified_ligands(c)]
 
 
 def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):

@@ -43,6 +43,7 @@ from ligbind.engine.campaign import (
     step_verify_frenkel,
     step_verify_ligand,
     step_verify_slab,
+    verified_ligands,
 )
 from ligbind.engine.complexes_steps import COMPLEX_CALCULATION_STEPS, COMPLEX_STEPS, plan_complexes
 from ligbind.engine.defect_steps import (
@@ -374,8 +375,8 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
     )  # vacancies and migration barriers (engine/defect_steps.py)
     if c.get("verify"):
         dft_slab = add("verify-slab", "verify-slab", [slab])
-        for spec in c["ligands"]:
-            lig = spec["name"]
+        verified = verified_ligands(c)  # exchange-mode ligands stay at the screen's Eb
+        for lig in verified:
             ligand = add("verify-ligand", f"verify-ligand/{lig}", [f"ligand/{lig}"], ligand=lig)
             configs = [
                 add(
@@ -389,7 +390,8 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
             ]
             parents = [binding_ids[lig], dft_slab, ligand, *configs]
             add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
-        plan_host_verification(add, "verify-frenkel", frenkel_hosts(c), dft_slab)  # E_F, E_vac with DFT
+        hosts = [h for h in frenkel_hosts(c) if h is None or h in verified]
+        plan_host_verification(add, "verify-frenkel", hosts, dft_slab)  # E_F, E_vac with DFT
         plan_host_verification(add, "verify-vacancy", verified_hosts(c), dft_slab)
     plan_complexes(c, add)
     return plan
