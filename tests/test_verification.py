@@ -251,7 +251,8 @@ def test_campaign_verifies_vacancy_and_frenkel_energies_with_the_dft_protocol(
     )
 
 
-def test_vacancy_verification_with_a_spin_paired_dft_protocol_is_refused_at_load(tmp_path):
+@pytest.mark.parametrize("what", ["vacancy", "migration"])
+def test_vacancy_verification_with_a_spin_paired_dft_protocol_is_refused_at_load(tmp_path, what):
     from ligbind.engine.campaign import load_campaign
 
     path = tmp_path / "spin.yaml"
@@ -260,7 +261,7 @@ def test_vacancy_verification_with_a_spin_paired_dft_protocol_is_refused_at_load
             {
                 "ligands": ["methylamine"],
                 "verify": {"protocol": "gpaw-quick", "top_k": 1},
-                "compute": {"vacancy": {"bare": True}},
+                "compute": {what: {"bare": True}},
             }
         )
     )
@@ -331,3 +332,37 @@ def test_verification_with_nothing_to_verify_is_refused_at_load(tmp_path):
     )
     with pytest.raises(LigbindError, match=r"verify: nothing to verify: DFT verification of exchange-mode"):
         load_campaign(path)
+
+
+@pytest.mark.slow
+def test_campaign_verifies_the_migration_barrier_with_the_dft_protocol(tmp_path, fake_dft, monkeypatch):
+    """verify: + compute.migration: the same hop on the DFT slab, endpoints relaxed and band converged with the
+    DFT protocol (from a screen-protocol band); with the same potential under both labels Ea must agree."""
+    import pandas as pd
+
+    import ligbind.engine.fireworks as engine
+    from ligbind.engine.campaign import campaign_results
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "vm.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "vm",
+                "protocol": "ml-screen",
+                "overrides": SCREEN,
+                "ligands": ["methylamine"],
+                "configs": 1,
+                "compute": {"binding": True, "migration": {"bare": True, "images": 3}},
+                "verify": {"protocol": "fake-dft", "overrides": SCREEN, "top_k": 1},
+            }
+        )
+    )
+    engine.screen(path)
+    out = engine.run(path, progress=False, workers=1)
+    assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
+    table = pd.read_csv(campaign_results(path)["migration_csv"]).set_index(["host", "protocol"])
+    assert sorted(table.index) == [("(bare)", "fake-dft"), ("(bare)", "ml-screen")]
+    dft, screen = table.loc[("(bare)", "fake-dft")], table.loc[("(bare)", "ml-screen")]
+    assert dft["method"] == "DFT" and dft["hop"] == screen["hop"]
+    assert dft["ea_forward"] == pytest.approx(screen["ea_forward"], abs=0.03)

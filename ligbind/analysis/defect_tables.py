@@ -132,8 +132,8 @@ def write_defect_tables(
 ) -> dict[str, Path]:
     """defects.{csv,md} and migration.{csv,md,png} when the store holds such analyses.
 
-    ``dft_protocol_hash``: a campaign's verification protocol; its vacancy rows (the screen's best site of
-    each host recomputed with DFT) follow the screen's, named by their `protocol` and `method`.
+    ``dft_protocol_hash``: a campaign's verification protocol; its vacancy and barrier rows (the screen's best
+    site / the same hop on each host, recomputed with DFT) follow the screen's, named by `protocol` and `method`.
     """
     outdir = Path(outdir)
     paths: dict[str, Path] = {}
@@ -154,6 +154,9 @@ def write_defect_tables(
             "(host, vacancy, X2) DFT-relaxed.\n\n",
         )
     mig = migration_table(store, campaign, protocol_hash)
+    if dft_protocol_hash and protocol_hash:
+        dft = migration_table(store, campaign, dft_protocol_hash)
+        mig = pd.concat([mig, dft], ignore_index=True) if len(dft) else mig
     if len(mig):
         paths |= _write(
             mig,
@@ -161,7 +164,9 @@ def write_defect_tables(
             "migration",
             "# Halide migration barriers (eV): climbing-image NEB (IDPP, minimum image) between relaxed "
             "endpoints; Ea = max E(image) − E(endpoint); ΔEa = Ea(ligand) − Ea(bare), only when neither band "
-            "is flagged (unconverged, highest-image-endpoint, ion-leaves-surface, ligand-in-path).\n\n",
+            "is flagged (unconverged, highest-image-endpoint, ion-leaves-surface, ligand-in-path). Rows whose "
+            "method is DFT redo the same hop on each host with the campaign's verification protocol (endpoints "
+            "DFT-relaxed, the band pre-converged with the screen protocol); the profile plot shows the screen's.\n\n",
         )
         paths["migration_png"] = plot_profiles(
             [b for _, b in barrier_outcomes(store, campaign, protocol_hash)], outdir / "migration.png"

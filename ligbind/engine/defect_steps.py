@@ -84,7 +84,7 @@ def check_defect_campaign(c: dict[str, Any], refuse) -> None:
                     choose_hop(slab, spec.get("site"), spec.get("hopper"))
             except LigbindError as exc:
                 raise refuse(f"compute.{what}", exc) from None
-            if what == "vacancy" and c.get("verify"):  # the vacancies are verified with it too
+            if verified_hosts(c, what):  # the vacancies and barriers are verified with it too
                 try:
                     check_defect_input(
                         make_vacancy(slab, surface_halide_sites(slab, 1)[0]), c["verify"]["protocol"]
@@ -196,10 +196,11 @@ def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     )  # fmt: skip
 
 
-def verified_hosts(c: dict[str, Any]) -> list[str | None]:
-    """Vacancy hosts whose E_vac a campaign's ``verify:`` recomputes with DFT: the bare slab and the verified
-    ligands' complexes (not the K–Br-passivated slab: it would need its own DFT passivation first)."""
-    spec = c["compute"].get("vacancy") or {}
+def verified_hosts(c: dict[str, Any], what: str = "vacancy") -> list[str | None]:
+    """Hosts of ``compute.<what>`` (vacancy, migration) that a campaign's ``verify:`` recomputes with DFT: the
+    bare slab and the verified ligands' complexes (not the K–Br-passivated slab: it would need its own DFT
+    passivation first)."""
+    spec = c["compute"].get(what) or {}
     if not (c.get("verify") and spec):
         return []
     return [h for h in _hosts(spec) if h is None or h in verified_ligands(c)]
@@ -232,6 +233,33 @@ def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     )  # fmt: skip
 
 
+def step_verify_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
+    """Ea with the verification (DFT) protocol: the campaign's hop on the DFT host, endpoints DFT-relaxed, the
+    band first converged with the screen protocol between them (cheap), then with DFT from that band."""
+    from ligbind.analysis.migration import load_barrier
+    from ligbind.jobs import relax
+    from ligbind.recipes.defects import barrier_from_endpoints
+
+    dft, tag, store, workdir = c["verify"]["protocol"], ligand or "bare", _store(c), _calcdir(c)
+    host = dft_host(c, keys, ligand)
+    ends = []
+    for built in _endpoints(c, keys, host):
+        built.info["label"] = f"verify:migration:{tag}:{built.info['endpoint']}"
+        r = relax(built, dft, store=store, workdir=workdir)
+        r = r.require_converged(f"DFT {built.info['endpoint']} endpoint relaxation")
+        r.atoms.info = dict(built.info)
+        ends.append(r)
+    bare = (
+        load_barrier(store, keys["verify-migration/bare"])
+        if ligand and keys.get("verify-migration/bare")
+        else None
+    )
+    return barrier_from_endpoints(
+        host, ends[0], ends[1], dft, store, workdir, images=c["compute"]["migration"]["images"],
+        ligand=ligand, bare=bare, campaign=c["name"], preconverge=c["protocol"],
+    )  # fmt: skip
+
+
 # relaxations only (results reused from the store when the Firework runs): they may run in parallel workers;
 # the NEB step stays in the launching process (a rerun would evaluate its last band again)
 DEFECT_CALCULATION_STEPS = frozenset({"vacancy-site", "migration-end"})
@@ -242,6 +270,7 @@ DEFECT_STEPS = {
     "migration-end": lambda c, keys, ligand, config, other: step_migration_end(c, keys, ligand, int(config)),
     "migration": lambda c, keys, ligand, config, other: step_migration(c, keys, ligand),
     "verify-vacancy": lambda c, keys, ligand, config, other: step_verify_vacancy(c, keys, ligand),
+    "verify-migration": lambda c, keys, ligand, config, other: step_verify_migration(c, keys, ligand),
 }
 
 

@@ -392,7 +392,8 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
             add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
         hosts = [h for h in frenkel_hosts(c) if h is None or h in verified]
         plan_host_verification(add, "verify-frenkel", hosts, dft_slab)  # E_F, E_vac with DFT
-        plan_host_verification(add, "verify-vacancy", verified_hosts(c), dft_slab)
+        plan_host_verification(add, "verify-vacancy", verified_hosts(c, "vacancy"), dft_slab)
+        plan_host_verification(add, "verify-migration", verified_hosts(c, "migration"), dft_slab)
     plan_complexes(c, add)
     return plan
 
