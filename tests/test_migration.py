@@ -232,3 +232,41 @@ def test_band_cut_mid_write_resumes_from_its_last_complete_band(bare_barrier, tm
     after = list(Trajectory(str(traj)))
     assert len(after) == 5 * 5
     assert np.allclose([a.positions for a in after[:15]], [a.positions for a in frames])
+
+
+def test_endpoint_above_the_band_is_found_on_its_own_half():
+    from ligbind.analysis.migration import endpoints_above_band
+
+    # the DFT band that showed it (gpaw-quick, 5 images): image 1 is 0.19 eV below the initial endpoint
+    assert endpoints_above_band([-71.029, -71.217, -71.208, -71.11, -71.04, -71.038, -71.028]) == {0: 1}
+    assert endpoints_above_band([0.0, 0.1, 0.3, 0.1, -0.01]) == {}  # within the tolerance
+    assert endpoints_above_band([0.0, 0.2, 0.3, -0.2, 0.1]) == {4: 3}  # the final's half only
+    assert endpoints_above_band([0.0, 0.2, -0.5, 0.2, 0.0]) == {}  # the middle image belongs to neither
+
+
+def test_endpoint_that_is_not_a_minimum_is_relaxed_again_from_the_band(bare_barrier, tmp_path):
+    """An initial endpoint above the bottom of its basin (here: the vacancy left unrelaxed) lets the images next
+    to it fall below it; the recipe re-relaxes that endpoint from the lowest image and converges the band
+    again, which recovers the barrier between the relaxed endpoints. A rerun finds it under the key asked for."""
+    from ligbind.jobs import single_point
+    from ligbind.recipes.defects import barrier_from_endpoints
+
+    d, out = bare_barrier
+    b = out["bare"]
+    protocol = load_protocol("ml-screen", FAST)
+    store = ResultStore(d / "ligbind.db")
+    (slab_row,) = [r for r in store.select(kind="relax") if r.natoms == 32]
+    host = result_from_row(slab_row, protocol)
+    built = migration_endpoints(host.atoms, b["site"], b["hopper"])
+    final = result_from_row(store.get(b["final_key"]), protocol)
+    final.atoms.info = dict(built[1].info)
+    refine_store = ResultStore(tmp_path / "refine.db")
+    initial = single_point(built[0], protocol, store=refine_store, workdir=tmp_path)  # not relaxed
+    initial.atoms.info = dict(built[0].info)
+    result = barrier_from_endpoints(host, initial, final, protocol, refine_store, tmp_path, images=5)
+    assert result.converged and "endpoint-not-minimum" not in result.flags
+    assert result.initial_key != initial.key and result.final_key == final.key  # only the initial one redone
+    assert result.ea_forward == pytest.approx(b["ea_forward"], abs=0.05)
+    assert refine_store.get(result.key).kind == "barrier"
+    again = barrier_from_endpoints(host, initial, final, protocol, refine_store, tmp_path, images=5)
+    assert again.key == result.key and again.ea_forward == result.ea_forward

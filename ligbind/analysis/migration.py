@@ -10,7 +10,11 @@ the relaxed endpoint energies (stored terms). Flags (kept in the table; a flagge
 ``unconverged`` (the NEB hit its step limit); ``highest-image-endpoint`` (the maximum is an endpoint: no
 barrier between these minima, or the band is wrong); ``ion-leaves-surface`` (the migrating halide rises more
 than 3 Å above the top layer or loses every Pb neighbour within 4 Å); ``ligand-in-path`` (a ligand atom comes
-within bonding distance of the migrating halide along the band).
+within bonding distance of the migrating halide along the band); ``endpoint-not-minimum`` (an image on an
+endpoint's half of the band lies more than 0.05 eV below it: that endpoint stopped above the bottom of its
+basin, e.g. at a symmetric point where the forces vanish; when the band stops, converged or not, the barrier
+recipe re-relaxes that endpoint from the image once and converges the band again, so the flag survives only
+if that did not help).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ LEAVES_HEIGHT = 3.0  # Å above the top layer's mean height
 LEAVES_PB_DISTANCE = 4.0  # Å: no Pb this close = detached
 LIGAND_CONTACT = {"H": 2.2, "heavy": 2.9}  # Å from the migrating halide
 DISTINCT_MIN = 1.0  # Å: the migrating halide must differ this much between the relaxed endpoints
+ENDPOINT_TOLERANCE = 0.05  # eV: an image this far below an endpoint on its half of the band → not a minimum
 
 
 @dataclass
@@ -111,6 +116,18 @@ def ligand_in_path(band: list[Atoms], migrating: int) -> bool:
     return False
 
 
+def endpoints_above_band(energies: list[float]) -> dict[int, int]:
+    """Endpoints (0, last) with an image more than ENDPOINT_TOLERANCE below them on their half of the band,
+    mapped to the lowest such image (the middle image of an odd count belongs to neither half)."""
+    n = len(energies)
+    halves = {0: range(1, n // 2), n - 1: range((n - 1) // 2 + 1, n - 1)}
+    out = {}
+    for end, side in halves.items():
+        if side and min(energies[i] for i in side) < energies[end] - ENDPOINT_TOLERANCE:
+            out[end] = min(side, key=lambda i: energies[i])
+    return out
+
+
 def barrier_flags(run: NebRun, migrating: int, z_top: float) -> list[str]:
     """Anomaly flags of one band."""
     flags = [] if run.converged else ["unconverged"]
@@ -121,6 +138,8 @@ def barrier_flags(run: NebRun, migrating: int, z_top: float) -> list[str]:
         flags.append("ion-leaves-surface")
     if ligand_in_path(run.band, migrating):
         flags.append("ligand-in-path")
+    if endpoints_above_band(list(run.energies)):
+        flags.append("endpoint-not-minimum")
     return flags
 
 
@@ -142,8 +161,12 @@ def analyse_barrier(
     store: ResultStore | None = None,
     campaign: str | None = None,
     preconverge: dict[str, Any] | None = None,
+    key: str | None = None,
 ) -> BarrierOutcome:
-    """Ea of one band (ΔEa against ``bare`` for a ligand host), stored as one row of kind ``barrier``."""
+    """Ea of one band (ΔEa against ``bare`` for a ligand host), stored as one row of kind ``barrier``.
+
+    ``key``: store it under this key instead of the band's (the barrier asked for, when its endpoints were
+    re-relaxed on the way)."""
     info = initial.atoms.info
     migrating = int(info["migrating"])
     energies = list(run.energies)
@@ -168,7 +191,7 @@ def analyse_barrier(
         hop_length=float(info["hop_length"]),
         initial_key=initial.key,
         final_key=final.key,
-        key=run.key,
+        key=key or run.key,
         campaign=campaign,
         preconverge=preconverge,
     )
@@ -180,7 +203,7 @@ def analyse_barrier(
         top = run.band[int(np.argmax(energies))]
         store.put(
             top,
-            run.key,
+            out.key,
             data={"outcome": json.loads(json.dumps(out.as_dict(), default=float)), "protocol": protocol},
             kind="barrier",
             status="converged" if run.converged else "unconverged",

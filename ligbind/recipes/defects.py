@@ -20,7 +20,13 @@ import numpy as np
 from ase import Atoms
 
 import ligbind.jobs as jobs
-from ligbind.analysis.migration import BarrierOutcome, analyse_barrier, check_distinct_endpoints, load_barrier
+from ligbind.analysis.migration import (
+    BarrierOutcome,
+    analyse_barrier,
+    check_distinct_endpoints,
+    endpoints_above_band,
+    load_barrier,
+)
 from ligbind.analysis.vacancy import VacancyHostOutcome, analyse_vacancy, odd_electrons
 from ligbind.builders.slab import check_pbi2_terminated
 from ligbind.builders.vacancies import (
@@ -331,9 +337,12 @@ def barrier_from_endpoints(
 
     check_distinct_endpoints(initial, final)
     start_key = neb_key(initial, final, preconverge, images) if preconverge is not None else None
-    stored = load_barrier(store, neb_key(initial, final, protocol, images, start_key))
+    asked = neb_key(initial, final, protocol, images, start_key)
+    stored = load_barrier(store, asked)
     if stored is not None and stored.converged and (bare is None or stored.ea_bare is not None):
-        return stored
+        refined = (stored.initial_key, stored.final_key) != (initial.key, final.key)
+        if refined or not endpoints_above_band([p["e_rel"] for p in stored.profile]):
+            return stored  # (a band stored before endpoint re-relaxation existed is refined now)
     start = None
     if preconverge is not None:
         ends = [
@@ -341,6 +350,12 @@ def barrier_from_endpoints(
         ]
         start = run_neb(ends[0], ends[1], preconverge, images=images, workdir=workdir)
     run = run_neb(initial, final, protocol, images=images, workdir=workdir, steps=steps, start=start)
+    lower = endpoints_above_band(list(run.energies))
+    if lower:  # an endpoint above its basin's bottom: re-relax it from the lowest image there, once (also
+        # when the band stopped at its step limit: an image below an endpoint can keep a band from converging)
+        initial, final = refine_endpoints(run, initial, final, lower, protocol, store, workdir)
+        check_distinct_endpoints(initial, final)
+        run = run_neb(initial, final, protocol, images=images, workdir=workdir, steps=steps, start=run)
     pre = None
     if start is not None:
         pre = {
@@ -352,8 +367,25 @@ def barrier_from_endpoints(
         }
     return analyse_barrier(
         run, initial, final, protocol, z_top=top_height(host.atoms), ligand=ligand, bare=bare, store=store,
-        campaign=campaign, preconverge=pre,
+        campaign=campaign, preconverge=pre, key=asked,
     )  # fmt: skip
+
+
+def refine_endpoints(
+    run, initial: Result, final: Result, lower: dict[int, int], protocol: dict[str, Any], store, workdir
+) -> tuple[Result, Result]:
+    """The endpoints, those in ``lower`` (band index → its lowest image) relaxed again from that image."""
+    ends = [initial, final]
+    for end, image in lower.items():
+        k = 0 if end == 0 else 1
+        info = dict(ends[k].atoms.info)
+        atoms = run.band[image].copy()
+        atoms.info = {**info, "label": f"{info.get('label', 'endpoint')}:from-image-{image}"}
+        relaxed = jobs.relax(atoms, protocol, store=store, workdir=workdir, prerelax=False)
+        relaxed = relaxed.require_converged(f"{info.get('endpoint', 'endpoint')} endpoint re-relaxation")
+        relaxed.atoms.info = info
+        ends[k] = relaxed
+    return ends[0], ends[1]
 
 
 @dataclass
