@@ -1,0 +1,110 @@
+"""What one DFT migration barrier costs on this machine, from a `ligbind barrier` run's store and logs.
+
+Runs (or resumes) the barrier unless ``--report-only``, then prints every stage: the DFT relaxations (slab,
+endpoints, re-relaxed endpoints) with steps and wall time from the results store, and each NEB band (ML
+pre-converged, DFT) with its steps and seconds per step from the optimizer log's timestamps (gaps over 15 min,
+i.e. interruptions, are not counted). The default is issue 11's measurement: the bare 2×2 3-layer CsPbI3 slab,
+gpaw-quick spin-polarised (the vacancy has an odd electron count), 5 images, band pre-converged with ml-screen,
+GPAW over all cores.
+
+    python benchmarks/dft_barrier.py [--dir runs/dft-barrier] [--db barrier.db] [--report-only]
+
+Hours on 2 cores; interrupt and rerun at will (relaxations and the band resume). Run it on an idle machine
+for clean timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GAP = 15 * 60.0  # s: a longer pause between two logged steps is an interruption
+LINE = re.compile(r"^\w+:\s+(\d+)\s+(\d\d:\d\d:\d\d)\s+(-?\d+\.\d+)\s+(\d+\.\d+)")
+
+
+def band_log(path: Path) -> dict[str, float]:
+    """Steps, wall seconds (interruptions left out), last fmax and seconds per step of an NEB optimizer log."""
+    times, fmax, gaps = [], None, []
+    for line in path.read_text().splitlines():
+        m = LINE.match(line)
+        if m:
+            times.append(dt.datetime.strptime(m.group(2), "%H:%M:%S"))
+            fmax = float(m.group(4))
+        elif times:
+            times.append(None)  # a restart header: no gap across it
+    for a, b in zip(times[:-1], times[1:], strict=True):
+        if a is not None and b is not None:
+            gap = (b - a).total_seconds() % 86400
+            if gap < GAP:
+                gaps.append(gap)
+    wall = sum(gaps)
+    return {
+        "steps": len(gaps),
+        "wall": wall,
+        "fmax": fmax or float("nan"),
+        "per_step": wall / max(len(gaps), 1),
+    }
+
+
+def report(directory: Path, db: str) -> None:
+    from ligbind.calculators import get_backend
+    from ligbind.store import ResultStore
+
+    store = ResultStore(directory / db)
+    print(f"{'stage':48s} {'steps':>5s} {'wall (min)':>10s} {'s/step':>7s}")
+    total, dft_hashes = 0.0, set()
+    for row in store.select(kind="relax"):
+        if not get_backend(row.backend).is_dft:
+            continue
+        dft_hashes.add(row.key.split("-")[-1])  # relax-<structure hash>-<protocol hash>
+        wall, steps = float(row.get("wall_time") or 0.0), int(row.get("n_steps") or 0)
+        total += wall
+        name = f"relax {row.get('label', '')} ({row.protocol})"
+        print(f"{name[:48]:48s} {steps:5d} {wall / 60:10.1f} {wall / max(steps, 1):7.1f}")
+    for log in sorted((directory / "runs").glob("barrier-*.neb.log"), key=lambda f: f.stat().st_mtime):
+        b = band_log(log)
+        dft = log.name.split("-")[3] in dft_hashes  # barrier-<initial>-<final>-<protocol hash>-<n>i...
+        total += b["wall"] if dft else 0.0
+        name = f"NEB band ({'DFT' if dft else 'ML'}) {log.name.split('-')[1]}-{log.name.split('-')[2]}"
+        print(
+            f"{name[:48]:48s} {b['steps']:5d} {b['wall'] / 60:10.1f} {b['per_step']:7.1f}"
+            f"   last fmax {b['fmax']:.3f} eV/Å"
+        )
+    print(f"DFT wall time (relaxations + DFT bands, interruptions left out): {total / 3600:.2f} h")
+    for row in store.select(kind="barrier"):
+        o = row.data["outcome"]
+        print(
+            f"barrier {row.protocol}: Ea forward {o['ea_forward']:.3f} eV, backward {o['ea_backward']:.3f} eV, "
+            f"converged {o['converged']}, {o['n_steps']} steps, flags {','.join(o['flags']) or 'none'}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dir", type=Path, default=ROOT / "runs" / "dft-barrier")
+    parser.add_argument("--db", default="barrier.db", help="results store in --dir")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    args.dir.mkdir(parents=True, exist_ok=True)
+    if not args.report_only:
+        slab = args.dir / "slab.extxyz"
+        if not slab.exists():
+            subprocess.run([sys.executable, "-m", "ligbind", "build", "slab", "-o", str(slab)], check=True)
+        spin = json.dumps({"gpaw": {"spinpol": True}})
+        command = [
+            sys.executable, "-m", "ligbind", "barrier", "--slab", "slab.extxyz", "--protocol", "gpaw-quick",
+            "--set", spin, "--preconverge", "ml-screen", "--images", "5", "--db", args.db,
+            "--workdir", "runs", "--json",
+        ]  # fmt: skip
+        subprocess.run(command, cwd=args.dir, check=True, stdout=subprocess.DEVNULL)
+    report(args.dir, args.db)
+
+
+if __name__ == "__main__":
+    main()
