@@ -214,16 +214,15 @@ def verification_table(
         )
     for ligand, reason in (unverified or {}).items():
         found = screen[screen["ligand"] == ligand] if screen is not None else pd.DataFrame()
-        first = found.iloc[0] if len(found) else {}
-        eb = first.get("eb") if len(found) else None
+        first = found.iloc[0].to_dict() if len(found) else {}
         rows.append(
             {
                 "ligand": ligand,
-                "mode": first.get("mode") if len(found) else None,
-                "eb": eb,
-                "eb_screen": eb,
-                "source": first.get("protocol") if len(found) else None,
-                "screen_protocol": first.get("protocol") if len(found) else None,
+                "mode": first.get("mode"),
+                "eb": first.get("eb"),
+                "eb_screen": first.get("eb"),
+                "source": first.get("protocol"),
+                "screen_protocol": first.get("protocol"),
                 "flags": f"not verified: {reason}",
                 "campaign": campaign or "",
             }

@@ -3,8 +3,8 @@
 Interstitial candidates on the PbX2 surface: atop an undercoordinated Pb (the halide completes its octahedron)
 and the hollow above the centre of four surface Pb (every square, periodic images included). Pairs are
 enumerated vacancy × interstitial, farthest first (the farthest of each interstitial kind, then the farthest
-left), keeping one of each set of pairs related by a symmetry of the host, and skipping interstitials next to the vacancy (near pairs relax back into it: measured E_F ≈ 0.03 eV
-at 4.2 Å) and next to an adsorbate.
+left), keeping one of each set of pairs related by a symmetry of the host, and skipping interstitials next to
+the vacancy (near pairs relax back into it: measured E_F ≈ 0.03 eV at 4.2 Å) and next to an adsorbate.
 """
 
 from __future__ import annotations
