@@ -281,7 +281,7 @@ def test_exchange_ligands_stay_at_the_screen_value_and_the_bare_host_is_verified
     import pandas as pd
 
     import ligbind.engine.fireworks as engine
-    from ligbind.engine.campaign import campaign_results
+    from ligbind.engine.campaign import campaign_results, load_campaign
 
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "x.yaml"
@@ -301,8 +301,6 @@ def test_exchange_ligands_stay_at_the_screen_value_and_the_bare_host_is_verified
     engine.screen(path)
     out = engine.run(path, progress=False, workers=1)
     assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
-    from ligbind.engine.campaign import load_campaign
-
     names = {fw.name.removeprefix("x:") for fw, _ in engine.planned_fireworks(load_campaign(path))}
     paths = campaign_results(path)
     verified = pd.read_csv(paths["verified_csv"])
@@ -332,6 +330,9 @@ def test_verification_with_nothing_to_verify_is_refused_at_load(tmp_path):
     )
     with pytest.raises(LigbindError, match=r"verify: nothing to verify: DFT verification of exchange-mode"):
         load_campaign(path)
+    text = path.read_text().replace("top_k: 1", "top_k: 1\n  overrides: {gpaw: {spinpol: true}}")
+    path.write_text(text + "compute: {migration: {bare: true}}\n")  # the bare slab's barrier is verified
+    assert load_campaign(path)["verify"] is not None
 
 
 @pytest.mark.slow

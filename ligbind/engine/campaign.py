@@ -311,12 +311,12 @@ def _verify_settings(spec: CampaignSpec, path: Path) -> dict[str, Any] | None:
     exchange = (
         all(item.mode == "exchange" for item in spec.ligands) if spec.ligands else spec.mode == "exchange"
     )
-    fr, vac = spec.compute.frenkel, spec.compute.vacancy
-    hosts = fr.bare or fr.ligands or vac.bare or vac.ligands  # the bare slab's E_F / E_vac is verified
+    defects = (spec.compute.frenkel, spec.compute.vacancy, spec.compute.migration)
+    hosts = any(d.bare or d.ligands for d in defects)  # then the bare slab's E_F / E_vac / Ea is verified
     if exchange and not hosts:
         raise LigbindError(
-            f"campaign {path}: verify: nothing to verify: {UNVERIFIED_EXCHANGE} and no bare-slab E_F or E_vac "
-            "is computed"
+            f"campaign {path}: verify: nothing to verify: {UNVERIFIED_EXCHANGE} and no bare-slab E_F, E_vac "
+            "or Ea is computed"
         )
     return {"protocol": dft, "top_k": spec.verify.top_k, "threshold": spec.verify.threshold}
 
@@ -646,14 +646,8 @@ def step_verify_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     )  # fmt: skip
 
 
-def frenkel_hosts(c: dict[str, Any]) -> list[str | None]:
-    """Hosts of ``compute.frenkel``: None (the bare slab, needed for every ΔE_F) and the ligands."""
-    fr = c["compute"]["frenkel"]
-    return ([None] if fr["bare"] or fr["ligands"] else []) + list(fr["ligands"])
-
-
 def plan_host_verification(add, step: str, hosts: list[str | None], dft_slab: str) -> None:
-    """``<step>/<host>`` Fireworks (verify-frenkel, verify-vacancy) after the screen's analysis of the host
+    """``<step>/<host>`` Fireworks (verify-frenkel, -vacancy, -migration) after the screen's analysis of the host
     (``frenkel/<host>``, ``vacancy/<host>``), the DFT slab, the ligand's verification and the bare one."""
     for host in hosts:
         tag = host or "bare"

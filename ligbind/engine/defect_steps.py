@@ -76,26 +76,26 @@ def check_defect_campaign(c: dict[str, Any], refuse) -> None:
 
     for what in ("vacancy", "migration"):
         spec = c["compute"].get(what) or {}
-        if _hosts(spec):
+        if defect_hosts(spec):
             slab = campaign_slab(c)
             try:
-                check_defect_input(make_vacancy(slab, surface_halide_sites(slab, 1)[0]), c["protocol"])
+                probe = make_vacancy(slab, surface_halide_sites(slab, 1)[0])
+                check_defect_input(probe, c["protocol"])
                 if what == "migration":
                     choose_hop(slab, spec.get("site"), spec.get("hopper"))
             except LigbindError as exc:
                 raise refuse(f"compute.{what}", exc) from None
             if verified_hosts(c, what):  # the vacancies and barriers are verified with it too
                 try:
-                    check_defect_input(
-                        make_vacancy(slab, surface_halide_sites(slab, 1)[0]), c["verify"]["protocol"]
-                    )
+                    check_defect_input(probe, c["verify"]["protocol"])
                 except LigbindError as exc:
                     raise refuse("verify.overrides", exc) from None
 
 
 # -------------------------------------------------------------------------------------------- steps
-def _hosts(spec: dict[str, Any]) -> list[str | None]:
-    """None (the bare slab, needed for every Δ), the ligands, and the passivated slab when asked for."""
+def defect_hosts(spec: dict[str, Any]) -> list[str | None]:
+    """Hosts of a ``compute.frenkel|vacancy|migration`` spec: None (the bare slab, needed for every Δ), the
+    ligands, and the passivated slab when asked for."""
     treated = [PASSIVATED] if spec.get("passivated") else []
     return ([None] if spec["bare"] or spec["ligands"] or treated else []) + list(spec["ligands"]) + treated
 
@@ -158,11 +158,16 @@ def _endpoints(c: dict[str, Any], keys: KeyMap, host: Result):
     """Endpoints of the campaign's hop on ``host``: the same (site, hopping halide) on every host, given in
     ``compute.migration`` or chosen on the relaxed bare slab, so that ΔEa compares the same hop."""
     from ligbind.builders.vacancies import migration_endpoints
+
+    return migration_endpoints(host.atoms, *_hop(c, keys))
+
+
+def _hop(c: dict[str, Any], keys: KeyMap) -> tuple[int, int]:
+    """(vacancy site, hopping halide) of the campaign's hop: given, or chosen on the relaxed bare slab."""
     from ligbind.recipes.defects import choose_hop
 
     spec = c["compute"]["migration"]
-    site, hopper = choose_hop(_passed(c, keys, "slab").atoms, spec.get("site"), spec.get("hopper"))
-    return migration_endpoints(host.atoms, site, hopper)
+    return choose_hop(_passed(c, keys, "slab").atoms, spec.get("site"), spec.get("hopper"))
 
 
 def step_migration_end(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: int) -> Result:
@@ -197,13 +202,13 @@ def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
 
 
 def verified_hosts(c: dict[str, Any], what: str = "vacancy") -> list[str | None]:
-    """Hosts of ``compute.<what>`` (vacancy, migration) that a campaign's ``verify:`` recomputes with DFT: the
-    bare slab and the verified ligands' complexes (not the K–Br-passivated slab: it would need its own DFT
-    passivation first)."""
+    """Hosts of ``compute.<what>`` (frenkel, vacancy, migration) that a campaign's ``verify:`` recomputes with
+    DFT: the bare slab and the verified ligands' complexes (not the K–Br-passivated slab: it would need its
+    own DFT passivation first)."""
     spec = c["compute"].get(what) or {}
     if not (c.get("verify") and spec):
         return []
-    return [h for h in _hosts(spec) if h is None or h in verified_ligands(c)]
+    return [h for h in defect_hosts(spec) if h is None or h in verified_ligands(c)]
 
 
 def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
@@ -237,25 +242,18 @@ def step_verify_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     """Ea with the verification (DFT) protocol: the campaign's hop on the DFT host, endpoints DFT-relaxed, the
     band first converged with the screen protocol between them (cheap), then with DFT from that band."""
     from ligbind.analysis.migration import load_barrier
-    from ligbind.jobs import relax
-    from ligbind.recipes.defects import barrier_from_endpoints
+    from ligbind.recipes.defects import barrier_from_endpoints, relax_endpoints
 
     dft, tag, store, workdir = c["verify"]["protocol"], ligand or "bare", _store(c), _calcdir(c)
     host = dft_host(c, keys, ligand)
-    ends = []
-    for built in _endpoints(c, keys, host):
-        built.info["label"] = f"verify:migration:{tag}:{built.info['endpoint']}"
-        r = relax(built, dft, store=store, workdir=workdir)
-        r = r.require_converged(f"DFT {built.info['endpoint']} endpoint relaxation")
-        r.atoms.info = dict(built.info)
-        ends.append(r)
+    ends = relax_endpoints(host, *_hop(c, keys), dft, store, workdir, f"verify:{tag}")
     bare = (
         load_barrier(store, keys["verify-migration/bare"])
         if ligand and keys.get("verify-migration/bare")
         else None
     )
     return barrier_from_endpoints(
-        host, ends[0], ends[1], dft, store, workdir, images=c["compute"]["migration"]["images"],
+        host, *ends, dft, store, workdir, images=c["compute"]["migration"]["images"],
         ligand=ligand, bare=bare, campaign=c["name"], preconverge=c["protocol"],
     )  # fmt: skip
 
@@ -283,7 +281,7 @@ def plan_defects(
     binding_ids = {**binding_ids, PASSIVATED: passivation} if passivation else binding_ids
     vac = c["compute"].get("vacancy")
     done: dict[str, str] = {}
-    for host in _hosts(vac) if vac else []:
+    for host in defect_hosts(vac) if vac else []:
         tag = host or "bare"
         base = [slab] if host is None else [binding_ids[host]]
         sites = [
@@ -294,7 +292,7 @@ def plan_defects(
         done[tag] = add("vacancy", f"vacancy/{tag}", [*base, *sites, *extra], allow_fizzled=True, ligand=host)
     mig = c["compute"].get("migration")
     done = {}
-    for host in _hosts(mig) if mig else []:
+    for host in defect_hosts(mig) if mig else []:
         tag = host or "bare"
         base = [slab] if host is None else [binding_ids[host]]
         ends = [add("migration-end", f"migration-end/{tag}/{k}", base, ligand=host, config=k) for k in (0, 1)]

@@ -26,7 +26,6 @@ from fireworks import FiretaskBase, Firework, FWAction, FWorker, LaunchPad, Work
 from ligbind.engine.campaign import (
     campaign_settings,
     firework_hash,
-    frenkel_hosts,
     plan_host_verification,
     resolve_campaign_ref,
     save_campaign,
@@ -49,6 +48,7 @@ from ligbind.engine.complexes_steps import COMPLEX_CALCULATION_STEPS, COMPLEX_ST
 from ligbind.engine.defect_steps import (
     DEFECT_CALCULATION_STEPS,
     DEFECT_STEPS,
+    defect_hosts,
     plan_defects,
     verified_hosts,
 )
@@ -355,7 +355,7 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
     for a, b in c["compute"]["coadsorption"]:
         add("coadsorption", f"coadsorption/{a}+{b}", [binding_ids[a], binding_ids[b]], ligand=a, other=b)
     frenkel_ids = {}
-    for host in frenkel_hosts(c):
+    for host in defect_hosts(c["compute"]["frenkel"]):
         tag = host or "bare"
         base = [slab] if host is None else [binding_ids[host]]
         pairs = [
@@ -375,8 +375,7 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
     )  # vacancies and migration barriers (engine/defect_steps.py)
     if c.get("verify"):
         dft_slab = add("verify-slab", "verify-slab", [slab])
-        verified = verified_ligands(c)  # exchange-mode ligands stay at the screen's Eb
-        for lig in verified:
+        for lig in verified_ligands(c):  # exchange-mode ligands stay at the screen's Eb
             ligand = add("verify-ligand", f"verify-ligand/{lig}", [f"ligand/{lig}"], ligand=lig)
             configs = [
                 add(
@@ -390,10 +389,8 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
             ]
             parents = [binding_ids[lig], dft_slab, ligand, *configs]
             add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
-        hosts = [h for h in frenkel_hosts(c) if h is None or h in verified]
-        plan_host_verification(add, "verify-frenkel", hosts, dft_slab)  # E_F, E_vac with DFT
-        plan_host_verification(add, "verify-vacancy", verified_hosts(c, "vacancy"), dft_slab)
-        plan_host_verification(add, "verify-migration", verified_hosts(c, "migration"), dft_slab)
+        for what in ("frenkel", "vacancy", "migration"):  # E_F, E_vac, Ea of the bare and verified hosts
+            plan_host_verification(add, f"verify-{what}", verified_hosts(c, what), dft_slab)
     plan_complexes(c, add)
     return plan
 
