@@ -5,6 +5,7 @@ dipole layer, relaxation restart. Each test stays well under a minute of CPU on 
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,6 +290,45 @@ def test_gpaw_relaxation_over_two_mpi_ranks_matches_the_serial_one(tmp_path, tin
     assert parallel.atoms.get_distance(0, 1) == pytest.approx(serial.atoms.get_distance(0, 1), abs=1e-3)
     log = (tmp_path / "mpi" / f"{parallel.key}.txt").read_text()
     assert re.search(r"^cores:\s+2$", log, re.M) and re.search(r"^\s+domain: 2$", log, re.M)  # really 2 ranks
+
+
+def test_killed_caller_leaves_no_mpi_job_behind(tmp_path):
+    """The MPI job dies with the process that started it: a killed `ligbind run` left its 2-rank GPAW relaxation
+    computing (seen), and the resumed run would have started a second job on the same files."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from ligbind.calculators.gpaw_mpi import MPI_ENV, dies_with_parent, mpi_command
+
+    marker = "61.2345"  # a sleep no other process runs
+
+    def ranks() -> int:
+        found = 0
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                found += cmdline.read_bytes().split(b"\0")[:2] == [b"sleep", marker.encode()]
+            except OSError:
+                continue
+        return found
+
+    assert mpi_command(2)[: len(dies_with_parent([]))] == dies_with_parent([])
+    job = [*mpi_command(2)[: -3], "sleep", marker]  # the same mpiexec line, running `sleep` on each rank
+    caller = subprocess.Popen(
+        [sys.executable, "-c", f"import subprocess; subprocess.run({job!r})"], env={**os.environ, **MPI_ENV}
+    )
+    deadline = time.time() + 30
+    while ranks() < 2 and time.time() < deadline:
+        time.sleep(0.1)
+    assert ranks() == 2
+    os.kill(caller.pid, signal.SIGKILL)
+    caller.wait()
+    deadline = time.time() + 15
+    while ranks() and time.time() < deadline:
+        time.sleep(0.1)
+    assert ranks() == 0
 
 
 def test_neb_images_over_two_mpi_ranks_match_the_serial_band(tmp_path, tiny):

@@ -270,3 +270,32 @@ def test_endpoint_that_is_not_a_minimum_is_relaxed_again_from_the_band(bare_barr
     assert refine_store.get(result.key).kind == "barrier"
     again = barrier_from_endpoints(host, initial, final, protocol, refine_store, tmp_path, images=5)
     assert again.key == result.key and again.ea_forward == result.ea_forward
+
+
+def test_endpoint_above_its_symmetry_partner_is_relaxed_from_its_image(bare_barrier, tmp_path):
+    """The two ends of a hop on the bare slab are images of each other under the slab's symmetry; when one was
+    left above the other (here: unrelaxed), it is relaxed again from the image of the lower one and then lies at
+    the same energy. Equal endpoints are left alone, and a rerun reuses the relaxation."""
+    from ligbind.jobs import single_point
+    from ligbind.recipes.defects import equalise_endpoints
+
+    d, out = bare_barrier
+    b = out["bare"]
+    protocol = load_protocol("ml-screen", FAST)
+    store = ResultStore(d / "ligbind.db")
+    (slab_row,) = [r for r in store.select(kind="relax") if r.natoms == 32]
+    host = result_from_row(slab_row, protocol)
+    built = migration_endpoints(host.atoms, b["site"], b["hopper"])
+    initial = result_from_row(store.get(b["initial_key"]), protocol)
+    initial.atoms.info = dict(built[0].info)
+    scratch = ResultStore(tmp_path / "image.db")
+    unrelaxed = single_point(built[1], protocol, store=scratch, workdir=tmp_path)
+    unrelaxed.atoms.info = dict(built[1].info)
+    assert unrelaxed.energy > initial.energy + 0.05
+    same, final = equalise_endpoints(host, initial, unrelaxed, protocol, scratch, tmp_path)
+    assert same is initial and final.key != unrelaxed.key and final.converged
+    assert final.energy == pytest.approx(initial.energy, abs=0.02)
+    assert final.atoms.info["endpoint"] == "final" and final.atoms.info["migrating"] == built[1].info["migrating"]
+    assert equalise_endpoints(host, initial, final, protocol, scratch, tmp_path) == (initial, final)
+    again = equalise_endpoints(host, initial, unrelaxed, protocol, scratch, tmp_path)[1]
+    assert again.key == final.key and again.reused

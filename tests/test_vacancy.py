@@ -67,6 +67,41 @@ def test_vacancy_builder_renumbers_and_refuses_non_surface_sites(slab_2x2):
         make_vacancy(slab_2x2, [a.index for a in slab_2x2 if a.symbol == "Pb"][0])
 
 
+def test_symmetry_image_carries_one_hop_endpoint_onto_the_other(slab_2x2):
+    """On the bare slab the two ends of a hop are related by a symmetry of the host: the image of a distorted
+    initial state is a final state (atoms in the final's order, the migrating one on the vacancy site) with the
+    same energy under any potential; a host without that symmetry gives none."""
+    from ase.calculators.lj import LennardJones
+    from ase.geometry import find_mic
+
+    from ligbind.builders.vacancies import migration_endpoints, symmetry_image
+    from ligbind.recipes.defects import choose_hop
+
+    site, hopper = choose_hop(slab_2x2, None, None)
+    initial, final = migration_endpoints(slab_2x2, site, hopper)
+    distorted = initial.copy()
+    distorted.positions += np.random.default_rng(0).normal(0.0, 0.05, distorted.positions.shape)
+    shift = 0.5 * initial.info["hop_length"]
+    image = symmetry_image(slab_2x2, distorted, final, shift)
+    assert image is not None and image.get_chemical_symbols() == final.get_chemical_symbols()
+    assert np.linalg.norm(image.positions - final.positions, axis=1).max() < 0.3
+    on_site, _ = find_mic(image.positions[initial.info["migrating"]] - slab_2x2.positions[site], slab_2x2.cell)
+    assert np.linalg.norm(on_site) < 0.3
+
+    def lj(atoms: Atoms) -> float:
+        atoms = atoms.copy()
+        atoms.calc = LennardJones(sigma=3.0, rc=7.0)
+        return atoms.get_potential_energy()
+
+    assert lj(image) == pytest.approx(lj(distorted), abs=1e-6)
+    assert lj(image) != pytest.approx(lj(final), abs=1e-3)  # a different state of the final endpoint
+    assert symmetry_image(slab_2x2, initial, initial, shift) is not None  # the identity maps a state onto itself
+    broken = slab_2x2.copy()
+    broken.positions[0] += [0.37, 0.23, 0.0]  # no operation of this host relates the two sites any more
+    initial, final = migration_endpoints(broken, site, hopper)
+    assert symmetry_image(broken, initial, final, shift) is None
+
+
 def test_refilled_vacancy_is_flagged(slab_2x2):
     """A neighbouring iodide moved onto the vacant site: the vacancy moved, the row is flagged."""
     site, neighbour = (int(i) for i in surface_halides(slab_2x2)[:2])

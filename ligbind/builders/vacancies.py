@@ -19,6 +19,8 @@ import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
 
+from scipy.optimize import linear_sum_assignment
+
 from ligbind.builders.slab import HALIDES, surface_halides, surface_symmetry, symmetry_rmsd
 from ligbind.errors import LigbindError
 
@@ -213,6 +215,59 @@ def migration_endpoints(
     initial.info = {**initial.info, **extra, "endpoint": "initial"}
     final.info = {**initial.info, **extra, "endpoint": "final"}
     return initial, final
+
+
+def symmetry_image(host: Atoms, source: Atoms, target: Atoms, max_shift: float) -> Atoms | None:
+    """``target``'s state rebuilt as the image of ``source`` under a symmetry of ``host``, or None.
+
+    For a hop between sites a symmetry of the host relates (the usual case on a bare slab), the final state is
+    an image of the initial one: a relaxed endpoint carried over by that operation is a relaxed state of the
+    other endpoint, with the same energy.
+
+    Parameters
+    ----------
+    host : ase.Atoms
+        The host both states were built from (its symmetry operations keep the top face on top).
+    source, target : ase.Atoms
+        The two states (same cell, same atoms in the same order).
+    max_shift : float
+        Largest distance (Å) any atom of the image may lie from its counterpart in ``target``; an operation that
+        maps the vacancy elsewhere moves some atom by a whole site spacing and is rejected.
+
+    Returns
+    -------
+    ase.Atoms or None
+        A copy of ``target`` whose atoms (matched to the image's by element and tag, in ``target``'s order)
+        sit at the image positions; of several operations the one closest to ``target``. None if no
+        operation of the host maps ``source`` onto ``target`` within ``max_shift``.
+    """
+    cell = host.cell.array
+    inv = np.linalg.inv(cell)
+    frac_s, frac_t = source.positions @ inv, target.positions @ inv
+    kinds = list(zip(target.numbers, target.get_tags(), strict=True))
+    groups = {k: np.array([i for i, kk in enumerate(kinds) if kk == k]) for k in set(kinds)}
+    best: tuple[float, np.ndarray] | None = None
+    for rot, trans in surface_symmetry(host):
+        image = frac_s @ rot.T + trans
+        shift = np.zeros((len(target), 3))
+        worst = 0.0
+        for members in groups.values():
+            d = image[members][:, None, :] - frac_t[members][None, :, :]
+            d -= np.round(d)
+            cart = d @ cell
+            dist = np.linalg.norm(cart, axis=2)
+            rows, cols = linear_sum_assignment(dist)
+            worst = max(worst, float(dist[rows, cols].max()))
+            shift[members[cols]] = cart[rows, cols]
+        if worst < max_shift:
+            rmsd = float(np.sqrt((shift**2).sum(axis=1).mean()))
+            if best is None or rmsd < best[0]:
+                best = (rmsd, shift)
+    if best is None:
+        return None
+    out = target.copy()
+    out.positions = target.positions + best[1]  # target's own (unwrapped) frame: the NEB interpolates from it
+    return out
 
 
 def halogen_molecule(element: str) -> Atoms:

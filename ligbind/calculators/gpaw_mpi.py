@@ -41,7 +41,7 @@ def mpi_command(cores: int) -> list[str]:
     mpiexec = shutil.which("mpiexec")
     if mpiexec is None:
         raise LigbindError("run.cores > 1 needs MPI: mpiexec not found (scripts/setup.sh installs OpenMPI)")
-    return [
+    return dies_with_parent([
         mpiexec,
         "-n",
         str(cores),
@@ -50,7 +50,17 @@ def mpi_command(cores: int) -> list[str]:
         sys.executable,
         "-m",
         "ligbind.calculators.gpaw_mpi",
-    ]
+    ])  # fmt: skip
+
+
+def dies_with_parent(command: list[str]) -> list[str]:
+    """``command`` run so that it gets SIGTERM when the process that started it dies (Linux, util-linux's
+    ``setpriv``; unchanged elsewhere). A killed ``ligbind run`` otherwise leaves its MPI job computing, and the
+    resumed run starts a second one on the same files. mpiexec passes the signal on to its ranks."""
+    setpriv = shutil.which("setpriv")
+    if setpriv is None or not sys.platform.startswith("linux"):
+        return list(command)
+    return [setpriv, "--pdeathsig", "TERM", "--", *command]
 
 
 def relax_under_mpi(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path, cores: int):

@@ -21,6 +21,7 @@ from ase import Atoms
 
 import ligbind.jobs as jobs
 from ligbind.analysis.migration import (
+    ENDPOINT_TOLERANCE,
     BarrierOutcome,
     analyse_barrier,
     check_distinct_endpoints,
@@ -38,6 +39,7 @@ from ligbind.builders.vacancies import (
     make_vacancy,
     migration_endpoints,
     surface_halide_sites,
+    symmetry_image,
 )
 from ligbind.calculators import backend_of
 from ligbind.errors import LigbindError
@@ -354,6 +356,7 @@ def barrier_from_endpoints(
     if lower:  # an endpoint above its basin's bottom: re-relax it from the lowest image there, once (also
         # when the band stopped at its step limit: an image below an endpoint can keep a band from converging)
         initial, final = refine_endpoints(run, initial, final, lower, protocol, store, workdir)
+        initial, final = equalise_endpoints(host, initial, final, protocol, store, workdir)
         check_distinct_endpoints(initial, final)
         run = run_neb(initial, final, protocol, images=images, workdir=workdir, steps=steps, start=run)
     pre = None
@@ -385,6 +388,36 @@ def refine_endpoints(
         relaxed = relaxed.require_converged(f"{info.get('endpoint', 'endpoint')} endpoint re-relaxation")
         relaxed.atoms.info = info
         ends[k] = relaxed
+    return ends[0], ends[1]
+
+
+def equalise_endpoints(
+    host: Result, initial: Result, final: Result, protocol: dict[str, Any], store, workdir
+) -> tuple[Result, Result]:
+    """Endpoints that a symmetry of the host relates, brought to the same basin.
+
+    When one endpoint lies more than ENDPOINT_TOLERANCE above the other and an operation of the host maps the
+    lower one onto it (:func:`~ligbind.builders.vacancies.symmetry_image`), it is relaxed again from that image
+    (no ML pre-relaxation) and the lower of the two kept. Endpoints of inequivalent sites are left alone: their
+    energies may differ.
+    """
+    ends = [initial, final]
+    if abs(initial.energy - final.energy) <= ENDPOINT_TOLERANCE:
+        return initial, final
+    low = 0 if initial.energy < final.energy else 1
+    high = 1 - low
+    info = dict(ends[high].atoms.info)
+    max_shift = 0.5 * float(info.get("hop_length", 4.0))  # a vacancy mapped elsewhere moves an atom a whole hop
+    image = symmetry_image(host.atoms, ends[low].atoms, ends[high].atoms, max_shift)
+    if image is None:
+        return initial, final
+    source = ends[low].atoms.info.get("endpoint", "other")
+    image.info = {**info, "label": f"{info.get('label', 'endpoint')}:image-of-{source}"}
+    relaxed = jobs.relax(image, protocol, store=store, workdir=workdir, prerelax=False)
+    relaxed = relaxed.require_converged(f"{info.get('endpoint', 'endpoint')} endpoint relaxed from its image")
+    relaxed.atoms.info = info
+    if relaxed.energy < ends[high].energy:
+        ends[high] = relaxed
     return ends[0], ends[1]
 
 
