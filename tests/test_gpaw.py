@@ -315,7 +315,7 @@ def test_killed_caller_leaves_no_mpi_job_behind(tmp_path):
         return found
 
     assert mpi_command(2)[: len(dies_with_parent([]))] == dies_with_parent([])
-    job = [*mpi_command(2)[: -3], "sleep", marker]  # the same mpiexec line, running `sleep` on each rank
+    job = [*mpi_command(2)[:-3], "sleep", marker]  # the same mpiexec line, running `sleep` on each rank
     caller = subprocess.Popen(
         [sys.executable, "-c", f"import subprocess; subprocess.run({job!r})"], env={**os.environ, **MPI_ENV}
     )

@@ -295,7 +295,10 @@ def test_endpoint_above_its_symmetry_partner_is_relaxed_from_its_image(bare_barr
     same, final = equalise_endpoints(host, initial, unrelaxed, protocol, scratch, tmp_path)
     assert same is initial and final.key != unrelaxed.key and final.converged
     assert final.energy == pytest.approx(initial.energy, abs=0.02)
-    assert final.atoms.info["endpoint"] == "final" and final.atoms.info["migrating"] == built[1].info["migrating"]
+    assert (
+        final.atoms.info["endpoint"] == "final"
+        and final.atoms.info["migrating"] == built[1].info["migrating"]
+    )
     assert equalise_endpoints(host, initial, final, protocol, scratch, tmp_path) == (initial, final)
     again = equalise_endpoints(host, initial, unrelaxed, protocol, scratch, tmp_path)[1]
     assert again.key == final.key and again.reused

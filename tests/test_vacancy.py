@@ -85,7 +85,9 @@ def test_symmetry_image_carries_one_hop_endpoint_onto_the_other(slab_2x2):
     image = symmetry_image(slab_2x2, distorted, final, shift)
     assert image is not None and image.get_chemical_symbols() == final.get_chemical_symbols()
     assert np.linalg.norm(image.positions - final.positions, axis=1).max() < 0.3
-    on_site, _ = find_mic(image.positions[initial.info["migrating"]] - slab_2x2.positions[site], slab_2x2.cell)
+    on_site, _ = find_mic(
+        image.positions[initial.info["migrating"]] - slab_2x2.positions[site], slab_2x2.cell
+    )
     assert np.linalg.norm(on_site) < 0.3
 
     def lj(atoms: Atoms) -> float:
@@ -95,7 +97,9 @@ def test_symmetry_image_carries_one_hop_endpoint_onto_the_other(slab_2x2):
 
     assert lj(image) == pytest.approx(lj(distorted), abs=1e-6)
     assert lj(image) != pytest.approx(lj(final), abs=1e-3)  # a different state of the final endpoint
-    assert symmetry_image(slab_2x2, initial, initial, shift) is not None  # the identity maps a state onto itself
+    assert (
+        symmetry_image(slab_2x2, initial, initial, shift) is not None
+    )  # the identity maps a state onto itself
     broken = slab_2x2.copy()
     broken.positions[0] += [0.37, 0.23, 0.0]  # no operation of this host relates the two sites any more
     initial, final = migration_endpoints(broken, site, hopper)

@@ -18,7 +18,6 @@ import json
 import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
-
 from scipy.optimize import linear_sum_assignment
 
 from ligbind.builders.slab import HALIDES, surface_halides, surface_symmetry, symmetry_rmsd

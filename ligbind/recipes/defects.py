@@ -407,7 +407,9 @@ def equalise_endpoints(
     low = 0 if initial.energy < final.energy else 1
     high = 1 - low
     info = dict(ends[high].atoms.info)
-    max_shift = 0.5 * float(info.get("hop_length", 4.0))  # a vacancy mapped elsewhere moves an atom a whole hop
+    max_shift = 0.5 * float(
+        info.get("hop_length", 4.0)
+    )  # a vacancy mapped elsewhere moves an atom a whole hop
     image = symmetry_image(host.atoms, ends[low].atoms, ends[high].atoms, max_shift)
     if image is None:
         return initial, final
