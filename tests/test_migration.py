@@ -244,13 +244,8 @@ def test_endpoint_above_the_band_is_found_on_its_own_half():
     assert endpoints_above_band([0.0, 0.2, -0.5, 0.2, 0.0]) == {}  # the middle image belongs to neither
 
 
-def test_endpoint_that_is_not_a_minimum_is_relaxed_again_from_the_band(bare_barrier, tmp_path):
-    """An initial endpoint above the bottom of its basin (here: the vacancy left unrelaxed) lets the images next
-    to it fall below it; the recipe re-relaxes that endpoint from the lowest image and converges the band
-    again, which recovers the barrier between the relaxed endpoints. A rerun finds it under the key asked for."""
-    from ligbind.jobs import single_point
-    from ligbind.recipes.defects import barrier_from_endpoints
-
+def _stored_hop(bare_barrier):
+    """The module's bare barrier: its outcome, protocol, relaxed host, built endpoints and relaxed endpoints."""
     d, out = bare_barrier
     b = out["bare"]
     protocol = load_protocol("ml-screen", FAST)
@@ -258,8 +253,20 @@ def test_endpoint_that_is_not_a_minimum_is_relaxed_again_from_the_band(bare_barr
     (slab_row,) = [r for r in store.select(kind="relax") if r.natoms == 32]
     host = result_from_row(slab_row, protocol)
     built = migration_endpoints(host.atoms, b["site"], b["hopper"])
-    final = result_from_row(store.get(b["final_key"]), protocol)
-    final.atoms.info = dict(built[1].info)
+    relaxed = [result_from_row(store.get(b[f"{end}_key"]), protocol) for end in ("initial", "final")]
+    for r, atoms in zip(relaxed, built, strict=True):
+        r.atoms.info = dict(atoms.info)
+    return b, protocol, host, built, relaxed
+
+
+def test_endpoint_that_is_not_a_minimum_is_relaxed_again_from_the_band(bare_barrier, tmp_path):
+    """An initial endpoint above the bottom of its basin (here: the vacancy left unrelaxed) lets the images next
+    to it fall below it; the recipe re-relaxes that endpoint from the lowest image and converges the band
+    again, which recovers the barrier between the relaxed endpoints. A rerun finds it under the key asked for."""
+    from ligbind.jobs import single_point
+    from ligbind.recipes.defects import barrier_from_endpoints
+
+    b, protocol, host, built, (_, final) = _stored_hop(bare_barrier)
     refine_store = ResultStore(tmp_path / "refine.db")
     initial = single_point(built[0], protocol, store=refine_store, workdir=tmp_path)  # not relaxed
     initial.atoms.info = dict(built[0].info)
@@ -279,15 +286,7 @@ def test_endpoint_above_its_symmetry_partner_is_relaxed_from_its_image(bare_barr
     from ligbind.jobs import single_point
     from ligbind.recipes.defects import equalise_endpoints
 
-    d, out = bare_barrier
-    b = out["bare"]
-    protocol = load_protocol("ml-screen", FAST)
-    store = ResultStore(d / "ligbind.db")
-    (slab_row,) = [r for r in store.select(kind="relax") if r.natoms == 32]
-    host = result_from_row(slab_row, protocol)
-    built = migration_endpoints(host.atoms, b["site"], b["hopper"])
-    initial = result_from_row(store.get(b["initial_key"]), protocol)
-    initial.atoms.info = dict(built[0].info)
+    _, protocol, host, built, (initial, _) = _stored_hop(bare_barrier)
     scratch = ResultStore(tmp_path / "image.db")
     unrelaxed = single_point(built[1], protocol, store=scratch, workdir=tmp_path)
     unrelaxed.atoms.info = dict(built[1].info)
