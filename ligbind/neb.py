@@ -170,11 +170,37 @@ def run_neb(
     calls_path = workdir / f"{key}.calls"
     saved, done = _last_band(traj_path, images + 2)
     previous_calls = int(calls_path.read_text()) if saved is not None and calls_path.exists() else 0
+    if (
+        saved is not None and done >= steps
+    ):  # stopped at its step limit: nothing to optimise, nothing to recompute
+        return _saved_run(traj_path, key, initial, images, fmax, done, previous_calls)
     start_positions = [im.positions.copy() for im in start.band] if start is not None else None
     with ExitStack() as calculators:
         band = _band(initial, final, protocol, images, workdir, key, saved, start_positions, calculators)
         frame = (band[0].positions[0] - initial.atoms.positions[0], initial.atoms.pbc)  # band's → caller's
         return _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, steps, frame)
+
+
+def _saved_run(
+    traj_path: Path, key: str, initial: Result, images: int, fmax: float, done: int, calls: int
+) -> NebRun:
+    """The last saved band as it stands, from the energies and forces its frames carry (no calculator runs:
+    with DFT, re-evaluating a band that has reached its step limit costs one SCF per image at every rerun)."""
+    frames = Trajectory(str(traj_path))
+    n_total = images + 2
+    band = [frames[len(frames) - n_total + k] for k in range(n_total)]
+    residual = NEB(band, climb=True, method="improvedtangent").get_forces()
+    shift = band[0].positions[0] - initial.atoms.positions[0]  # band's frame → caller's (see _band)
+    return NebRun(
+        key=key,
+        band=[_frozen(im, shift, initial.atoms.pbc) for im in band],
+        energies=[float(im.get_potential_energy()) for im in band],
+        converged=bool((residual**2).sum(axis=1).max() < fmax**2),  # FIRE's own test
+        n_steps=done,
+        force_calls=calls,
+        resumed_from_step=done,
+        wall_time=0.0,
+    )
 
 
 def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, steps, frame) -> NebRun:

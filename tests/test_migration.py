@@ -126,6 +126,34 @@ def test_killed_neb_continues_from_its_last_band(bare_barrier, tmp_path):
     assert second.force_calls == first.force_calls + (second.n_steps - 3 + 1) * 3
 
 
+def test_band_at_its_step_limit_is_handed_back_without_recomputing(bare_barrier, tmp_path, monkeypatch):
+    """A rerun of a band that stopped at its step limit returns the saved band (energies, forces, convergence
+    from the saved frames) without building a calculator: with DFT each re-evaluation costs an SCF per image."""
+    import ligbind.neb
+
+    _, protocol, _, _, (initial, final) = _stored_hop(bare_barrier)
+    first = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=3)
+
+    def no_calculators(*args, **kwargs):
+        raise AssertionError("the saved band was recomputed")
+
+    monkeypatch.setattr(ligbind.neb, "_band", no_calculators)
+    again = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=3)
+    assert (again.key, again.n_steps, again.force_calls, again.converged) == (
+        first.key,
+        3,
+        first.force_calls,
+        False,
+    )
+    assert again.energies == pytest.approx(first.energies, abs=1e-9)
+    for a, b in zip(again.band, first.band, strict=True):
+        assert np.allclose(a.positions, b.positions) and np.allclose(a.get_forces(), b.get_forces())
+        assert (a.pbc == b.pbc).all()
+    monkeypatch.undo()
+    more = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=4)  # a higher limit goes on
+    assert more.n_steps == 4 and more.force_calls == first.force_calls + 2 * 3
+
+
 def test_band_flags_on_constructed_bands(_slab_2x2_session):
     """The flags on bands built by hand: an ion lifted 4 Å off the surface; a ligand atom on the path."""
     slab = _slab_2x2_session
@@ -301,3 +329,32 @@ def test_endpoint_above_its_symmetry_partner_is_relaxed_from_its_image(bare_barr
     assert equalise_endpoints(host, initial, final, protocol, scratch, tmp_path) == (initial, final)
     again = equalise_endpoints(host, initial, unrelaxed, protocol, scratch, tmp_path)[1]
     assert again.key == final.key and again.reused
+
+
+def test_endpoint_replaced_by_a_symmetry_image_gets_a_fresh_band(bare_barrier, tmp_path, monkeypatch):
+    """When the refinement leaves one end above its symmetry partner (here: a refinement that changed nothing
+    on an unrelaxed final end), that end is relaxed from the partner's image, and the band between the new
+    ends starts afresh from a band pre-converged between them, not from the old band, whose images near that
+    end belong to the other basin. The barrier then matches the relaxed-endpoint one."""
+    import ligbind.recipes.defects as defects
+    from ligbind.jobs import single_point
+
+    b, protocol, host, built, (initial, _) = _stored_hop(bare_barrier)
+    scratch = ResultStore(tmp_path / "fresh.db")
+    unrelaxed = single_point(built[1], protocol, store=scratch, workdir=tmp_path)
+    unrelaxed.atoms.info = dict(built[1].info)
+    monkeypatch.setattr(defects, "refine_endpoints", lambda run, i, f, *args: (i, f))
+    monkeypatch.setattr(defects, "endpoints_above_band", lambda energies: {4: 3})
+    cheaper = load_protocol("ml-screen")
+    result = defects.barrier_from_endpoints(
+        host, initial, unrelaxed, protocol, scratch, tmp_path, images=3, preconverge=cheaper
+    )
+    first_start = run_neb(
+        *(single_point(r.atoms, cheaper, workdir=tmp_path) for r in (initial, unrelaxed)),
+        cheaper, images=3, workdir=tmp_path,
+    )  # fmt: skip
+    assert result.converged and result.final_key != unrelaxed.key
+    assert "image-of-initial" in scratch.get(result.final_key).label
+    assert result.preconverge["key"] != first_start.key  # pre-converged again between the new ends
+    assert result.e_final == pytest.approx(result.e_initial, abs=0.02)
+    assert result.ea_forward == pytest.approx(b["ea_forward"], abs=0.05)

@@ -345,20 +345,29 @@ def barrier_from_endpoints(
         refined = (stored.initial_key, stored.final_key) != (initial.key, final.key)
         if refined or not endpoints_above_band([p["e_rel"] for p in stored.profile]):
             return stored  # (a band stored before endpoint re-relaxation existed is refined now)
-    start = None
-    if preconverge is not None:
+
+    def preconverged(initial: Result, final: Result):
+        if preconverge is None:
+            return None
         ends = [
             jobs.single_point(r.atoms, preconverge, store=store, workdir=workdir) for r in (initial, final)
         ]
-        start = run_neb(ends[0], ends[1], preconverge, images=images, workdir=workdir)
+        return run_neb(ends[0], ends[1], preconverge, images=images, workdir=workdir)
+
+    start = preconverged(initial, final)
     run = run_neb(initial, final, protocol, images=images, workdir=workdir, steps=steps, start=start)
     lower = endpoints_above_band(list(run.energies))
     if lower:  # an endpoint above its basin's bottom: re-relax it from the lowest image there, once (also
         # when the band stopped at its step limit: an image below an endpoint can keep a band from converging)
-        initial, final = refine_endpoints(run, initial, final, lower, protocol, store, workdir)
-        initial, final = equalise_endpoints(host, initial, final, protocol, store, workdir)
+        refined = refine_endpoints(run, initial, final, lower, protocol, store, workdir)
+        initial, final = equalise_endpoints(host, *refined, protocol, store, workdir)
         check_distinct_endpoints(initial, final)
-        run = run_neb(initial, final, protocol, images=images, workdir=workdir, steps=steps, start=run)
+        restart = run  # endpoints taken from this band's images: it stays the best start
+        if (initial.key, final.key) != (refined[0].key, refined[1].key):
+            # an endpoint from a symmetry image instead: the band's images near it belong to the other
+            # basin (seen: the climbing image pinned next to that endpoint), so a fresh band between the ends
+            start = restart = preconverged(initial, final)
+        run = run_neb(initial, final, protocol, images=images, workdir=workdir, steps=steps, start=restart)
     pre = None
     if start is not None:
         pre = {
