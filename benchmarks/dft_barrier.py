@@ -4,13 +4,14 @@ Runs (or resumes) the barrier unless ``--report-only``, then prints every stage:
 endpoints, re-relaxed endpoints) with steps and wall time from the results store, and each NEB band (ML
 pre-converged, DFT) with its steps and seconds per step from the optimizer log's timestamps (gaps over 15 min,
 i.e. interruptions, are not counted). The default is issue 11's measurement: the bare 2×2 3-layer CsPbI3 slab,
-gpaw-quick spin-polarised (the vacancy has an odd electron count), 5 images, band pre-converged with ml-screen,
-GPAW over all cores.
+gpaw-quick spin-polarised (the vacancy has an odd electron count), 5 images, the migrating ion's path
+pre-converged with ml-screen (``--preconverge none``: plain IDPP), GPAW over all cores.
 
-    python benchmarks/dft_barrier.py [--dir runs/dft-barrier] [--db barrier.db] [--report-only]
+    python benchmarks/dft_barrier.py [--dir benchmarks/results/dft-barrier] [--db barrier.db] [--report-only]
 
-Hours on 2 cores; interrupt and rerun at will (relaxations and the band resume). Run it on an idle machine
-for clean timings.
+Hours on 2 cores; interrupt and rerun at will (relaxations and the band resume). The default directory is in
+the repository so that a run can be committed part-way and resumed on another machine. Run it on an idle
+machine for clean timings.
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def report(directory: Path, db: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dir", type=Path, default=ROOT / "runs" / "dft-barrier")
+    parser.add_argument("--dir", type=Path, default=ROOT / "benchmarks" / "results" / "dft-barrier")
+    parser.add_argument("--preconverge", default="ml-screen", help="ML protocol, or none")
     parser.add_argument("--db", default="barrier.db", help="results store in --dir")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -99,9 +101,10 @@ def main() -> None:
         spin = json.dumps({"gpaw": {"spinpol": True}})
         command = [
             sys.executable, "-m", "ligbind", "barrier", "--slab", "slab.extxyz", "--protocol", "gpaw-quick",
-            "--set", spin, "--preconverge", "ml-screen", "--images", "5", "--db", args.db,
-            "--workdir", "runs", "--json",
+            "--set", spin, "--images", "5", "--db", args.db, "--workdir", "runs", "--json",
         ]  # fmt: skip
+        if args.preconverge != "none":
+            command += ["--preconverge", args.preconverge]
         subprocess.run(command, cwd=args.dir, check=True, stdout=subprocess.DEVNULL)
     report(args.dir, args.db)
 

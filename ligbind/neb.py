@@ -43,15 +43,24 @@ class NebRun:
 
 
 def neb_key(
-    initial: Result, final: Result, protocol: dict[str, Any], images: int, start: str | None = None
+    initial: Result,
+    final: Result,
+    protocol: dict[str, Any],
+    images: int,
+    start: str | None = None,
+    carry: list[int] | None = None,
 ) -> str:
     """Key of a barrier: both relaxed endpoints' structure hashes, the protocol hash and the image count (and
-    the protocol hash of the band it started from, when pre-converged with another protocol)."""
+    the protocol hash of the band it started from, when pre-converged with another protocol, with the atoms
+    taken from it when not all)."""
     key = (
         f"barrier-{structure_hash(initial.atoms)}-{structure_hash(final.atoms)}-"
         f"{protocol_hash(protocol)}-{images}i"
     )
-    return f"{key}-from-{start.split('-')[3]}" if start else key
+    if not start:
+        return key
+    key = f"{key}-from-{start.split('-')[3]}"
+    return key if carry is None else key + "-atoms-" + "_".join(str(i) for i in sorted(carry))
 
 
 def _endpoint(result: Result, shift: np.ndarray, pbc) -> Atoms:
@@ -98,8 +107,12 @@ def _band(
     saved,
     start=None,
     calculators: ExitStack | None = None,
+    carry: list[int] | None = None,
 ) -> list[Atoms]:
     """Endpoints (with their stored energies) and ``images`` intermediate images, each with its calculator.
+
+    The images come from the saved band, else from ``start`` (the atoms in ``carry``, or all, on the IDPP
+    band), else from the IDPP band.
 
     The image calculators live as long as ``calculators`` (GPAW over several cores: one MPI job per image,
     computed one after another, each keeping its wavefunctions between NEB steps).
@@ -122,13 +135,17 @@ def _band(
     if saved is not None:  # written in the band's frame
         for image, positions in zip(band[1:-1], saved[1:-1], strict=True):
             image.positions = positions
-    elif start is not None:  # a band of another protocol, in the caller's frame
-        for image, positions in zip(band[1:-1], start[1:-1], strict=True):
-            image.positions = positions + shift
-    else:
+        return band
+    if start is None or carry is not None:
         NEB(band, climb=True, method="improvedtangent").interpolate(
             method="idpp", mic=True, apply_constraint=True
         )
+    if start is not None:  # a band of another protocol, in the caller's frame
+        moved = slice(None) if carry is None else list(carry)
+        for image, positions in zip(band[1:-1], start[1:-1], strict=True):
+            new = image.positions.copy()
+            new[moved] = positions[moved] + shift
+            image.positions = new
     return band
 
 
@@ -142,6 +159,7 @@ def run_neb(
     fmax: float | None = None,
     steps: int | None = None,
     start: NebRun | None = None,
+    carry: list[int] | None = None,
 ) -> NebRun:
     """Climbing-image NEB between two relaxed endpoints, continuing a saved band with the same key.
 
@@ -160,10 +178,13 @@ def run_neb(
     start
         A band converged with a cheaper protocol (same endpoints' geometry): its intermediate images start
         this band instead of the IDPP interpolation (a pre-converged band; the key records it).
+    carry
+        Only these atoms (e.g. the migrating ion) are taken from ``start``, the others from the IDPP band
+        between this protocol's endpoints; None: every atom from ``start``.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    key = neb_key(initial, final, protocol, images, start.key if start is not None else None)
+    key = neb_key(initial, final, protocol, images, start.key if start is not None else None, carry)
     fmax = float(fmax if fmax is not None else protocol["relax"]["fmax"])
     steps = int(steps if steps is not None else protocol["relax"]["steps"])
     traj_path = workdir / f"{key}.band.traj"
@@ -176,7 +197,9 @@ def run_neb(
         return _saved_run(traj_path, key, initial, images, fmax, done, previous_calls)
     start_positions = [im.positions.copy() for im in start.band] if start is not None else None
     with ExitStack() as calculators:
-        band = _band(initial, final, protocol, images, workdir, key, saved, start_positions, calculators)
+        band = _band(
+            initial, final, protocol, images, workdir, key, saved, start_positions, calculators, carry
+        )
         frame = (band[0].positions[0] - initial.atoms.positions[0], initial.atoms.pbc)  # band's → caller's
         return _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, steps, frame)
 

@@ -333,13 +333,16 @@ def barrier_from_endpoints(
 
     A stored converged barrier is reused; an unconverged one continues from its saved band. With
     ``preconverge`` (a cheaper protocol) the band is first converged with it between the same endpoint
-    geometries (their energies recomputed with it), and this protocol's band starts from that one.
+    geometries (their energies recomputed with it), and this protocol's band takes the migrating ion's path
+    from it, the other atoms from the IDPP band (measured with DFT: the whole ML band started 0.7-1.0 eV
+    above the endpoints, the ML host relaxation is not the DFT one; IDPP 0.14-0.43 eV).
     """
     from ligbind.neb import neb_key, run_neb
 
     check_distinct_endpoints(initial, final)
+    ion = [int(initial.atoms.info["migrating"])]
     start_key = neb_key(initial, final, preconverge, images) if preconverge is not None else None
-    asked = neb_key(initial, final, protocol, images, start_key)
+    asked = neb_key(initial, final, protocol, images, start_key, ion if start_key else None)
     stored = load_barrier(store, asked)
     if stored is not None and stored.converged and (bare is None or stored.ea_bare is not None):
         refined = (stored.initial_key, stored.final_key) != (initial.key, final.key)
@@ -355,19 +358,21 @@ def barrier_from_endpoints(
         return run_neb(ends[0], ends[1], preconverge, images=images, workdir=workdir)
 
     start = preconverged(initial, final)
-    run = run_neb(initial, final, protocol, images=images, workdir=workdir, steps=steps, start=start)
+    kw = dict(images=images, workdir=workdir, steps=steps)
+    run = run_neb(initial, final, protocol, start=start, carry=ion if start else None, **kw)
     lower = endpoints_above_band(list(run.energies))
     if lower:  # an endpoint above its basin's bottom: re-relax it from the lowest image there, once (also
         # when the band stopped at its step limit: an image below an endpoint can keep a band from converging)
         refined = refine_endpoints(run, initial, final, lower, protocol, store, workdir)
         initial, final = equalise_endpoints(host, *refined, protocol, store, workdir)
         check_distinct_endpoints(initial, final)
-        restart = run  # endpoints taken from this band's images: it stays the best start
+        restart, carry = run, None  # endpoints taken from this band's images: it stays the best start
         if (initial.key, final.key) != (refined[0].key, refined[1].key):
             # an endpoint from a symmetry image instead: the band's images near it belong to the other
             # basin (seen: the climbing image pinned next to that endpoint), so a fresh band between the ends
             start = restart = preconverged(initial, final)
-        run = run_neb(initial, final, protocol, images=images, workdir=workdir, steps=steps, start=restart)
+            carry = ion if start else None
+        run = run_neb(initial, final, protocol, start=restart, carry=carry, **kw)
     pre = None
     if start is not None:
         pre = {
