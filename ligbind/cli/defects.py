@@ -242,7 +242,8 @@ def register_defect_commands(sub) -> None:
         "--preconverge",
         metavar="PROTOCOL",
         type=protocol_name,
-        help="converge the band first with this ML protocol (e.g. ml-screen), then with --protocol",
+        help="converge the band first with this ML protocol (e.g. ml-screen); the band of --protocol takes "
+        "the migrating ion's path from it (the other atoms from IDPP)",
     )
     _add_calc_options(p)
     p.set_defaults(func=cmd_barrier)
