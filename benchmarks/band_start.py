@@ -11,7 +11,7 @@ For each it prints the energies of the intermediate images relative to the lower
 the higher a start lies above the converged band, the more DFT steps it costs. 15 DFT single points
 (~15 min on 2 cores for the bare 2×2 slab, gpaw-quick spin-polarised).
 
-    python benchmarks/band_start.py [--dir benchmarks/results/dft-barrier] [--db barrier.db]
+    python benchmarks/band_start.py [--dir benchmarks/results/dft-barrier] [--starts "IDPP,ion path"]
 """
 
 from __future__ import annotations
@@ -66,6 +66,7 @@ def main() -> None:
     parser.add_argument("--db", default="barrier.db")
     parser.add_argument("--set", default='{"gpaw": {"spinpol": true}}', help="overrides of gpaw-quick")
     parser.add_argument("--images", type=int, default=5)
+    parser.add_argument("--starts", default="IDPP,ML band,ion path", help="which starts, comma-separated")
     args = parser.parse_args()
 
     from ligbind import jobs
@@ -96,7 +97,7 @@ def main() -> None:
     low = min(initial.energy, final.energy)
     print(f"endpoints (DFT): initial {initial.energy:.4f} eV, final {final.energy:.4f} eV; ion {ion}")
     rows = {}
-    for tag, images in starts.items():
+    for tag, images in [(t, starts[t]) for t in args.starts.split(",")]:
         rel = [e - low for e in dft_energies(images, protocol, workdir, tag.replace(" ", "-"))]
         rows[tag] = rel
     print(f"{'start':10s} " + " ".join(f"{'img' + str(k + 1):>7s}" for k in range(args.images)) + "     max")

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--configs", type=int, default=3)
     p.add_argument("--top-k", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--workdir", default=str(ROOT / "runs" / "dft-savings"))
+    p.add_argument("--workdir", default=str(ROOT / "benchmarks" / "results" / "dft-savings"))  # committable
     args = p.parse_args(argv)
 
     from ligbind.builders.ligands import resolve_ligand
