@@ -191,10 +191,10 @@ def run_neb(
     calls_path = workdir / f"{key}.calls"
     saved, done = _last_band(traj_path, images + 2)
     previous_calls = int(calls_path.read_text()) if saved is not None and calls_path.exists() else 0
-    if (
-        saved is not None and done >= steps
-    ):  # stopped at its step limit: nothing to optimise, nothing to recompute
-        return _saved_run(traj_path, key, initial, images, fmax, done, previous_calls)
+    if saved is not None:  # converged, or stopped at its step limit: nothing to optimise or recompute
+        as_saved = _saved_run(traj_path, key, initial, images, fmax, done, previous_calls)
+        if as_saved.converged or done >= steps:
+            return as_saved
     start_positions = [im.positions.copy() for im in start.band] if start is not None else None
     with ExitStack() as calculators:
         band = _band(
@@ -208,7 +208,7 @@ def _saved_run(
     traj_path: Path, key: str, initial: Result, images: int, fmax: float, done: int, calls: int
 ) -> NebRun:
     """The last saved band as it stands, from the energies and forces its frames carry (no calculator runs:
-    with DFT, re-evaluating a band that has reached its step limit costs one SCF per image at every rerun)."""
+    with DFT, re-evaluating a converged band, or one at its step limit, costs one SCF per image per rerun)."""
     frames = Trajectory(str(traj_path))
     n_total = images + 2
     band = [frames[len(frames) - n_total + k] for k in range(n_total)]

@@ -154,6 +154,26 @@ def test_band_at_its_step_limit_is_handed_back_without_recomputing(bare_barrier,
     assert more.n_steps == 4 and more.force_calls == first.force_calls + 2 * 3
 
 
+def test_converged_band_is_handed_back_without_recomputing(bare_barrier, tmp_path, monkeypatch):
+    """A rerun of a converged band (same fmax, a higher step limit) returns the saved band without building a
+    calculator; a tighter fmax makes it go on from there."""
+    import ligbind.neb
+
+    _, protocol, _, _, (initial, final) = _stored_hop(bare_barrier)
+    first = run_neb(initial, final, protocol, images=3, workdir=tmp_path, fmax=0.2, steps=200)
+    assert first.converged and first.n_steps < 200
+
+    def no_calculators(*args, **kwargs):
+        raise AssertionError("the converged band was recomputed")
+
+    monkeypatch.setattr(ligbind.neb, "_band", no_calculators)
+    again = run_neb(initial, final, protocol, images=3, workdir=tmp_path, fmax=0.2, steps=200)
+    assert again.converged and (again.n_steps, again.force_calls) == (first.n_steps, first.force_calls)
+    assert again.energies == pytest.approx(first.energies, abs=1e-9)
+    with pytest.raises(AssertionError, match="recomputed"):
+        run_neb(initial, final, protocol, images=3, workdir=tmp_path, fmax=0.01, steps=200)
+
+
 def test_band_flags_on_constructed_bands(_slab_2x2_session):
     """The flags on bands built by hand: an ion lifted 4 Å off the surface; a ligand atom on the path."""
     slab = _slab_2x2_session
