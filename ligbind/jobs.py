@@ -222,6 +222,7 @@ def relax(
     store: ResultStore | None = None,
     workdir: str | Path = "runs",
     prerelax: bool = True,
+    prerelax_info: dict[str, Any] | None = None,
 ) -> Result:
     """Relax ``atoms`` with ``protocol`` until fmax (eV/Å) or the step limit.
 
@@ -238,6 +239,9 @@ def relax(
     prerelax
         Run the protocol's ``prerelax`` protocol (e.g. ml-screen before GPAW) first, when it names one; slab
         atoms (tags 0) are held fixed in that stage when the structure carries an adsorbate.
+    prerelax_info
+        What prepared ``atoms`` when the caller pre-relaxed them itself (with ``prerelax=False``), stored as the
+        result's ``prerelax`` record.
     """
     protocol = _resolve(protocol)
     key = calculation_key("relax", atoms, protocol)
@@ -251,7 +255,7 @@ def relax(
     start = time.perf_counter()
     workdir.mkdir(parents=True, exist_ok=True)
 
-    pre_info = None
+    pre_info = prerelax_info
     start_atoms = atoms
     if prerelax and protocol.get("prerelax"):
         pre_input = atoms

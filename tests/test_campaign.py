@@ -15,6 +15,7 @@ import yaml
 
 from ligbind.engine.campaign import load_campaign
 from ligbind.errors import LigbindError
+from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore
 
 CLI = [sys.executable, "-m", "ligbind.cli"]
@@ -40,6 +41,9 @@ def ligbind(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedPr
     if check and proc.returncode != 0:
         raise AssertionError(f"ligbind {' '.join(args)} failed:\n{proc.stderr}")
     return proc
+
+
+SLAB_STARTS = load_protocol("ml-screen")["slab"]["starts"]
 
 
 def relax_rows(store_path: Path) -> dict[str, float]:
@@ -90,7 +94,9 @@ def test_campaign_runs_through_fireworks_and_reuses(tmp_path):
     assert "COMPLETED 9" in status
     store = tmp_path / "runs" / "mini" / "ligbind.db"
     first = relax_rows(store)
-    assert len(first) == 1 + 2 + 2 * 2  # 1 + N + N*K relaxations
+    assert (
+        len(first) == SLAB_STARTS + 2 + 2 * 2
+    )  # the slab's rattled starts (the lowest is the slab), N + N*K
     ligbind("results", "mini", cwd=tmp_path)
     table = pd.read_csv(tmp_path / "results" / "mini" / "binding.csv")
     assert set(table.ligand) == {"methylamine", "dimethyl-ether"}
@@ -182,7 +188,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     after = ResultStore(store)
     rows = list(after.select(kind="relax"))
     keys = [r.key for r in rows]
-    assert len(keys) == len(set(keys)) == 7  # nothing computed twice
+    assert len(keys) == len(set(keys)) == SLAB_STARTS + 6  # nothing computed twice
     assert all(after.get(k).energy == e for k, e in before.items())  # finished results kept as they were
     resumed = after.get(interrupted)
     reference = ResultStore(ref_dir / "runs" / "mini" / "ligbind.db").get(interrupted)

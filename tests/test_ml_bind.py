@@ -101,9 +101,15 @@ def test_terms_add_up(run):
 def test_force_calls_are_counted_and_every_step_is_stored(run):
     out, counts, store = run["outcome"], run["counts"], run["store"]
     relax_rows = list(store.select(kind="relax"))
-    assert len(relax_rows) == 4  # slab, ligand, two configurations
-    assert counts["made"] == 4
-    assert out.force_calls == sum(r.force_calls for r in relax_rows) == counts["calls"]
+    starts = [r for r in relax_rows if r.get("label") == "slab" or r.get("label").startswith("slab-start:")]
+    terms = [r for r in relax_rows if r not in starts]
+    assert len(starts) == load_protocol("ml-screen")["slab"]["starts"]  # the slab's rattled starts, then
+    assert len(terms) == 3  # ligand, two configurations; the lowest start is the slab
+    assert counts["made"] == len(relax_rows)
+    slab = [r for r in relax_rows if r.get("label") == "slab"]
+    assert len(slab) == 1 and slab[0].energy == min(r.energy for r in starts) == out.e_slab
+    assert out.force_calls == sum(r.force_calls for r in terms) + slab[0].force_calls
+    assert sum(r.force_calls for r in relax_rows) == counts["calls"]
     assert 20 < out.force_calls < 400
     assert run["steps"] == ["slab", "ligand", "config 0", "config 1"]
 
@@ -143,7 +149,8 @@ def test_second_identical_bind_makes_zero_force_calls(run, slab, monkeypatch):
     out = run["outcome"]
     assert again.force_calls == 0
     assert again.eb == out.eb and again.e_complex == out.e_complex and again.best_config == out.best_config
-    assert run["store"].count(kind="relax") == 4 and run["store"].count(kind="binding") == 1
+    n_starts = load_protocol("ml-screen")["slab"]["starts"]
+    assert run["store"].count(kind="relax") == n_starts + 3 and run["store"].count(kind="binding") == 1
 
 
 def test_results_table_labels_the_ml_potential(run, tmp_path):

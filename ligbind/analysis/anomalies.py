@@ -82,6 +82,15 @@ def framework_rmsd(atoms: Atoms, reference: Atoms) -> float:
     return float(np.sqrt((disp**2).sum(axis=1).mean()))
 
 
+def basin_flags(flags: list[str], final: Atoms, reference: Atoms) -> list[str]:
+    """``flags`` of a relaxed complex with ``basin-changed`` judged again against another bare-slab ``reference``."""
+    out = [f for f in flags if f != "basin-changed"]
+    rmsd = framework_rmsd(final, reference)
+    if np.isfinite(rmsd) and rmsd > BASIN_RMSD:
+        out.append("basin-changed")
+    return out
+
+
 def complex_anomalies(initial: Atoms, final: Atoms, relaxed_slab: Atoms | None = None) -> list[str]:
     """Flags for one relaxed ligand@slab structure (``initial`` is the placed, unrelaxed complex)."""
     from ligbind.builders.termination import left_a_site

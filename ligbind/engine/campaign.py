@@ -572,6 +572,22 @@ def step_verify_config(c: dict[str, Any], keys: KeyMap, name: str, k: int) -> Re
     return relax_configuration(atoms, dft_slab.atoms, dft, store, _calcdir(c), label=label)
 
 
+def _verified_configs(c: dict[str, Any], keys: KeyMap, names: list[str]) -> list[Result]:
+    steps = [f"verify-config/{name}/{k}" for name in names for k in range(c["verify"]["top_k"])]
+    return [_passed(c, keys, s) for s in steps if keys.get(s)]
+
+
+def step_verify_reference(c: dict[str, Any], keys: KeyMap) -> Result:
+    """The DFT slab reference: the verification slab, or the bare framework of a verified complex that changed
+    basin, relaxed, when that is lower (:func:`ligbind.recipes.lowest_slab`); shared by every verified ligand."""
+    from ligbind.engine.fireworks import verified_ligands
+    from ligbind.recipes import lowest_slab
+
+    configs = _verified_configs(c, keys, verified_ligands(c))
+    dft_slab = _passed(c, keys, "verify-slab")
+    return lowest_slab(dft_slab, configs, c["verify"]["protocol"], _store(c), _calcdir(c))
+
+
 def step_verify(c: dict[str, Any], keys: KeyMap, name: str):
     """Eb from DFT terms only for ``name``, side by side with the screen's (:mod:`ligbind.analysis.verification`)."""
     from ligbind.analysis.binding import analyse_binding
@@ -579,16 +595,18 @@ def step_verify(c: dict[str, Any], keys: KeyMap, name: str):
 
     store, dft = _store(c), c["verify"]["protocol"]
     spec = ligand_spec(c, name)
+    from ligbind.recipes import against_reference
+
     screen = _binding(c, keys, name)
-    steps = [f"verify-config/{name}/{k}" for k in range(c["verify"]["top_k"])]
-    configs = [_passed(c, keys, s) for s in steps if keys.get(s)]
+    reference = _passed(c, keys, "verify-reference")
+    configs = against_reference(_verified_configs(c, keys, [name]), reference, store)
     dft_outcome = None
     if configs:
         dft_outcome = analyse_binding(
             entry_from_spec(spec),
             spec["mode"],
             dft,
-            _passed(c, keys, "verify-slab"),
+            reference,
             _passed(c, keys, f"verify-ligand/{name}"),
             configs,
             store=store,
@@ -614,7 +632,7 @@ def dft_host(c: dict[str, Any], keys: KeyMap, ligand: str | None) -> Result:
 
     dft, store = c["verify"]["protocol"], _store(c)
     if ligand is None:
-        return _passed(c, keys, "verify-slab")
+        return _passed(c, keys, "verify-reference")
     row = store.get(keys.get(f"verify/{ligand}", ""))
     dft_key = row.data["outcome"].get("dft_key") if row is not None else None
     if not dft_key:

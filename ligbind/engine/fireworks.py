@@ -41,6 +41,7 @@ from ligbind.engine.campaign import (
     step_verify_config,
     step_verify_frenkel,
     step_verify_ligand,
+    step_verify_reference,
     step_verify_slab,
     verified_ligands,
 )
@@ -270,6 +271,7 @@ STEPS = {
     "verify-slab": lambda c, keys, ligand, config, other: step_verify_slab(c, keys),
     "verify-ligand": lambda c, keys, ligand, config, other: step_verify_ligand(c, keys, ligand),
     "verify-config": lambda c, keys, ligand, config, other: step_verify_config(c, keys, ligand, int(config)),
+    "verify-reference": lambda c, keys, ligand, config, other: step_verify_reference(c, keys),
     "verify": lambda c, keys, ligand, config, other: step_verify(c, keys, ligand),
     "verify-frenkel": lambda c, keys, ligand, config, other: step_verify_frenkel(c, keys, ligand),
     **DEFECT_STEPS,  # vacancy-site, vacancy, migration-end, migration (ligbind/engine/defect_steps.py)
@@ -375,9 +377,10 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
     )  # vacancies and migration barriers (engine/defect_steps.py)
     if c.get("verify"):
         dft_slab = add("verify-slab", "verify-slab", [slab])
+        ligands, configs = {}, {}
         for lig in verified_ligands(c):  # exchange-mode ligands stay at the screen's Eb
-            ligand = add("verify-ligand", f"verify-ligand/{lig}", [f"ligand/{lig}"], ligand=lig)
-            configs = [
+            ligands[lig] = add("verify-ligand", f"verify-ligand/{lig}", [f"ligand/{lig}"], ligand=lig)
+            configs[lig] = [
                 add(
                     "verify-config",
                     f"verify-config/{lig}/{k}",
@@ -387,10 +390,14 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
                 )
                 for k in range(c["verify"]["top_k"])
             ]
-            parents = [binding_ids[lig], dft_slab, ligand, *configs]
+        # the slab reference: the DFT slab, or a lower bare framework of a complex that changed basin
+        every_config = [k for lig in configs for k in configs[lig]]
+        reference = add("verify-reference", "verify-reference", [dft_slab, *every_config], allow_fizzled=True)
+        for lig in configs:
+            parents = [binding_ids[lig], reference, ligands[lig], *configs[lig]]
             add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
         for what in ("frenkel", "vacancy", "migration"):  # E_F, E_vac, Ea of the bare and verified hosts
-            plan_host_verification(add, f"verify-{what}", verified_hosts(c, what), dft_slab)
+            plan_host_verification(add, f"verify-{what}", verified_hosts(c, what), reference)
     plan_complexes(c, add)
     return plan
 
@@ -486,7 +493,17 @@ def _ready_count(lpad, c: dict[str, Any]) -> int:
 
 # Steps that calculate (they may run in parallel worker processes); the others only read the results store.
 CALCULATION_STEPS = frozenset(
-    {"slab", "ligand", "byproduct", "config", "frenkel-pair", "verify-slab", "verify-ligand", "verify-config"}
+    {
+        "slab",
+        "ligand",
+        "byproduct",
+        "config",
+        "frenkel-pair",
+        "verify-slab",
+        "verify-ligand",
+        "verify-config",
+        "verify-reference",
+    }
 )
 CALCULATION_STEPS |= _PASSIVATION_CALCULATIONS
 CALCULATION_STEPS = CALCULATION_STEPS | COMPLEX_CALCULATION_STEPS | DEFECT_CALCULATION_STEPS

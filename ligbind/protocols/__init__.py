@@ -60,6 +60,22 @@ class SlabSettings(StrictModel):
     layers: int = Field(ge=2, le=21)
     vacuum: float = Field(gt=0, le=100, description="Å")
     fix_layers: int = Field(ge=0, le=20)
+    search: str | None = Field(
+        description="protocol relaxing the rattled starts before one relaxation with this one (null: this one)"
+    )
+    starts: int = Field(
+        ge=1, le=50, description="rattled starts of the bare-slab relaxation; the lowest is kept"
+    )
+    rattle: float = Field(
+        ge=0, le=0.5, description="Å, Gaussian displacement of each start (seeds 0, 1, ...)"
+    )
+
+    @field_validator("search")
+    @classmethod
+    def _known_search(cls, value: str | None) -> str | None:
+        if value is not None and value not in available_protocols():
+            raise ValueError(f"unknown protocol '{value}' (available: {', '.join(available_protocols())})")
+        return value
 
 
 class RunSettings(StrictModel):
