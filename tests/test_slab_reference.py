@@ -30,7 +30,9 @@ def test_rattled_search_finds_a_lower_slab_and_keeps_the_lowest_start(symmetric_
     store = ResultStore(tmp_path / "ligbind.db")
     slab = relax_slab(build_slab(), protocol, store, tmp_path)
     rows = list(store.select(kind="relax"))
-    assert len(rows) == protocol["slab"]["starts"]  # the lowest start is the slab itself, nothing relaxed twice
+    assert (
+        len(rows) == protocol["slab"]["starts"]
+    )  # the lowest start is the slab itself, nothing relaxed twice
     assert slab.converged and slab.energy == min(r.energy for r in rows)
     assert [r.get("label") for r in rows].count("slab") == 1
     assert slab.energy < symmetric.energy - 0.02  # measured: 0.056 eV lower
