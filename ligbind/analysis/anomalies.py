@@ -107,9 +107,7 @@ def complex_anomalies(initial: Atoms, final: Atoms, relaxed_slab: Atoms | None =
     if pb_x_bonds(initial) != pb_x_bonds(final):
         flags.append("reconstructed")
     if relaxed_slab is not None and len(relaxed_slab) <= len(final):
-        rmsd = framework_rmsd(final, relaxed_slab)
-        if np.isfinite(rmsd) and rmsd > BASIN_RMSD:
-            flags.append("basin-changed")
+        flags = basin_flags(flags, final, relaxed_slab)
     return flags
 
 

@@ -580,7 +580,6 @@ def _verified_configs(c: dict[str, Any], keys: KeyMap, names: list[str]) -> list
 def step_verify_reference(c: dict[str, Any], keys: KeyMap) -> Result:
     """The DFT slab reference: the verification slab, or the bare framework of a verified complex that changed
     basin, relaxed, when that is lower (:func:`ligbind.recipes.lowest_slab`); shared by every verified ligand."""
-    from ligbind.engine.fireworks import verified_ligands
     from ligbind.recipes import lowest_slab
 
     configs = _verified_configs(c, keys, verified_ligands(c))
@@ -592,11 +591,10 @@ def step_verify(c: dict[str, Any], keys: KeyMap, name: str):
     """Eb from DFT terms only for ``name``, side by side with the screen's (:mod:`ligbind.analysis.verification`)."""
     from ligbind.analysis.binding import analyse_binding
     from ligbind.analysis.verification import analyse_verification
+    from ligbind.recipes import against_reference
 
     store, dft = _store(c), c["verify"]["protocol"]
     spec = ligand_spec(c, name)
-    from ligbind.recipes import against_reference
-
     screen = _binding(c, keys, name)
     reference = _passed(c, keys, "verify-reference")
     configs = against_reference(_verified_configs(c, keys, [name]), reference, store)

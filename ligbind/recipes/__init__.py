@@ -87,8 +87,8 @@ def lowest_slab(
 
     An adsorbate breaks the slab's symmetry, and the slab can fall into a basin its own rattled search missed;
     if the bare framework of such a complex is lower than ``slab``, the slab was not the reference Eb needs
-    (measured with gpaw-quick: 0.085 eV below the searched slab). Complexes that changed basin for a reason
-    of their own relax back above ``slab`` and leave it the reference.
+    (measured with gpaw-quick: one searched start DFT-relaxed to a slab 0.085 eV above such a framework).
+    Complexes that changed basin for a reason of their own relax back above ``slab`` and leave it the reference.
     """
     best = slab
     for r in complexes:
