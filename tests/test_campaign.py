@@ -116,6 +116,20 @@ def test_campaign_runs_through_fireworks_and_reuses(tmp_path):
     assert all(second[k] == e for k, e in first.items())  # stored results untouched
 
 
+def test_new_run_settings_reach_the_unfinished_fireworks(tmp_path):
+    """Run-time settings are outside every key: a screen with new ones adds no Firework and the unfinished ones
+    run with them (here the seeded BFGS Hessian, recorded with each relaxation)."""
+    path = write_campaign(tmp_path, ligands=["methylamine"], configs=1)
+    ligbind("screen", str(path), cwd=tmp_path)
+    seeded = {**MINI["overrides"], "run": {"hessian": "ml-screen"}}
+    path = write_campaign(tmp_path, ligands=["methylamine"], configs=1, overrides=seeded)
+    out = ligbind("screen", str(path), cwd=tmp_path).stdout
+    assert "added 0 Firework(s)" in out and "protocol.run.hessian: None → 'ml-screen'" in out
+    ligbind("run", "mini", cwd=tmp_path)
+    rows = list(ResultStore(tmp_path / "runs" / "mini" / "ligbind.db").select(kind="relax"))
+    assert rows and all(row.data["hessian"]["protocol"] == "ml-screen" for row in rows)
+
+
 # ------------------------------------------------------------------------------------ second worker refused
 def test_second_worker_is_refused(tmp_path, monkeypatch):
     from ligbind.engine.fireworks import worker_lock

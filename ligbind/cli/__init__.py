@@ -860,6 +860,14 @@ def cmd_screen(args: argparse.Namespace) -> None:
             " of the old settings are kept under their own keys and not shown in the tables."
             if out["protocol_changes"]
             else ""
+        )
+        + (
+            "\nrun-time settings changed: "
+            + "; ".join(out["run_changes"])
+            + " (the unfinished Fireworks run with"
+            " them; nothing computed changes)"
+            if out["run_changes"]
+            else ""
         ),
     )
 

@@ -409,6 +409,7 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
         lpad = get_launchpad(c, launchpad_file)
         plan = planned_fireworks(c)
         changes = _settings_changed(lpad, c, {fw.spec["_ligbind_id"] for fw, _ in plan})
+        run_changes = _refresh_run_settings(lpad, c)
         save_campaign(c)
         existing = {
             doc["spec"]["_ligbind_id"]: doc["fw_id"]
@@ -442,9 +443,44 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
         "added": len(new),
         "already_there": len(existing),
         "protocol_changes": changes,
+        "run_changes": run_changes,
         "workdir": c["workdir"],
         "store": c["store"],
     }
+
+
+def _run_settings(value: Any, where: str = "") -> dict[str, Any]:
+    """``{path: run settings}`` of every resolved protocol in a campaign (main, verify, complexes ...)."""
+    found = {}
+    if isinstance(value, dict):
+        if "backend" in value and isinstance(value.get("run"), dict):
+            found[where or "protocol"] = value["run"]
+        for k, v in value.items():
+            found.update(_run_settings(v, f"{where}.{k}" if where else k))
+    return found
+
+
+def _refresh_run_settings(lpad, c: dict[str, Any]) -> list[str]:
+    """Hand changed run-time settings (a protocol's ``run``: cores, threads, hessian ...) to the campaign's
+    unfinished Fireworks; what they compute, and so their ids and keys, stays the same."""
+    saved = Path(c["workdir"]) / "campaign.json"
+    if not saved.exists():
+        return []
+    old = _run_settings(json.loads(saved.read_text()))
+    changes = []
+    for where, run in _run_settings(c).items():
+        before = old.get(where, {})
+        changes += [
+            f"{where}.run.{k}: {before.get(k)!r} → {v!r}" for k, v in run.items() if before.get(k) != v
+        ]
+    if changes:
+        unfinished = {
+            **campaign_query(c),
+            "state": {"$in": ["READY", "WAITING", "FIZZLED", "DEFUSED", "PAUSED"]},
+        }
+        ids = [doc["fw_id"] for doc in lpad.fireworks.find(unfinished, {"fw_id": 1})]
+        lpad.update_spec(ids, {"_tasks.0.campaign": c})
+    return changes
 
 
 def _settings_changed(lpad, c: dict[str, Any], planned: set[str]) -> list[str]:

@@ -86,6 +86,26 @@ class RunSettings(StrictModel):
     command: str | None = None
     max_errors: int = Field(default=5, ge=0, le=100)
     dry_run: bool = False
+    hessian: str | None = Field(
+        default=None,
+        description="protocol whose finite-difference Hessian at the start seeds BFGS (null: BFGS's alpha*I)",
+    )
+    hessian_scale: float = Field(
+        default=2.0, gt=0, le=100, description="factor on that Hessian (universal ML potentials are too soft)"
+    )
+    hessian_floor: float = Field(
+        default=2.0,
+        gt=0,
+        le=1000,
+        description="eV/Å²; lower eigenvalues of the scaled Hessian are raised to it",
+    )
+
+    @field_validator("hessian")
+    @classmethod
+    def _known_hessian(cls, value: str | None) -> str | None:
+        if value is not None and value not in available_protocols():
+            raise ValueError(f"unknown protocol '{value}' (available: {', '.join(available_protocols())})")
+        return value
 
 
 class ProtocolSchema(StrictModel):
@@ -193,6 +213,10 @@ def validate_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
             raise LigbindError(f"protocol '{name}': {_first_error(exc, backend.section + '.')}") from None
         out[backend.section] = settings.model_dump(mode="json")
     out["is_dft"] = backend.is_dft
+    if out["run"]["hessian"] is not None and out["relax"]["optimizer"] != "BFGS":
+        raise LigbindError(
+            f"protocol '{name}': run.hessian seeds ASE's BFGS, but relax.optimizer is {out['relax']['optimizer']}"
+        )
     if out["prerelax"] is not None and out["prerelax"] not in available_protocols():
         raise LigbindError(f"protocol '{name}': prerelax names an unknown protocol '{out['prerelax']}'")
     return out

@@ -1,0 +1,62 @@
+"""BFGS seeded with a cheap protocol's Hessian (``run.hessian``): fewer steps to the same minimum, recorded with
+the result, refused where it cannot apply (real CHGNet + D3 on the 2x2 CsPbI3 slab)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from ligbind.builders.slab import build_slab
+from ligbind.errors import LigbindError
+from ligbind.jobs import relax, seed_hessian
+from ligbind.protocols import load_protocol
+from ligbind.store import ResultStore
+
+SEEDED = {"run": {"hessian": "ml-screen"}}
+
+
+@pytest.fixture(scope="module")
+def rattled_slab():
+    slab = build_slab()
+    slab.rattle(0.1, seed=1)
+    slab.info["label"] = "slab"
+    return slab
+
+
+def test_seeded_relaxation_takes_fewer_steps_to_the_same_minimum(rattled_slab, tmp_path):
+    plain = relax(rattled_slab, "ml-screen", store=ResultStore(tmp_path / "a.db"), workdir=tmp_path / "a")
+    store = ResultStore(tmp_path / "b.db")
+    seeded = relax(rattled_slab, load_protocol("ml-screen", SEEDED), store=store, workdir=tmp_path / "b")
+    assert plain.converged and seeded.converged
+    assert seeded.key == plain.key  # a run-time setting: same calculation, same key
+    print(plain.n_steps, seeded.n_steps, plain.energy, seeded.energy)
+    assert seeded.n_steps * 2 <= plain.n_steps
+    assert abs(seeded.energy - plain.energy) < 0.01
+    info = store.get(seeded.key).data["hessian"]
+    assert info["protocol"] == "ml-screen" and info["force_calls"] == 1 + 6 * 20  # start, and 20 free atoms ± x, y, z
+    assert info["max_eigenvalue"] > info["floor"]
+    assert not list((tmp_path / "b").glob("*.hessian.*")) and not list((tmp_path / "b").glob("*.vib"))
+
+
+def test_resumed_relaxation_keeps_the_optimizer_state(rattled_slab, tmp_path):
+    """Once BFGS has written its own restart file, no Hessian is computed again; the record is kept."""
+    protocol = load_protocol("ml-screen", SEEDED)
+    key = "relax-test"
+    first = seed_hessian(rattled_slab, protocol, key, tmp_path)
+    assert first["force_calls"] > 0 and (tmp_path / f"{key}.hessian.npy").exists()
+    (tmp_path / f"{key}.opt.json").write_text(json.dumps([]))
+    assert seed_hessian(rattled_slab, protocol, key, tmp_path) == first
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"run": {"hessian": "nope"}}, "unknown protocol 'nope'"),
+        ({"run": {"hessian": "ml-screen"}, "relax": {"optimizer": "FIRE"}}, "run.hessian seeds ASE's BFGS"),
+        ({"run": {"hessian_floor": 0}}, "hessian_floor"),
+    ],
+)
+def test_bad_hessian_settings_are_refused(overrides, message):
+    with pytest.raises(LigbindError, match=message):
+        load_protocol("ml-screen", overrides)
