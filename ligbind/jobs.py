@@ -305,6 +305,19 @@ def _free_indices(atoms: Atoms) -> np.ndarray:
     return np.flatnonzero(~fixed)
 
 
+def _framework(atoms: Atoms) -> np.ndarray:
+    """Indices of the periodic framework: atoms tagged 0 when they bond to their own periodic images (a slab),
+    none for a molecule or ion complex in its box."""
+    from ase.neighborlist import natural_cutoffs, neighbor_list
+
+    indices = np.flatnonzero(atoms.get_tags() == 0)
+    part = atoms[indices]
+    if not len(part) or not part.pbc.any():
+        return np.array([], int)
+    shifts = neighbor_list("S", part, natural_cutoffs(part, mult=1.2))
+    return indices if np.any(shifts != 0) else np.array([], int)
+
+
 def seed_hessian(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) -> dict[str, Any] | None:
     """Write the initial BFGS Hessian of relaxation ``key`` (``<key>.hessian.npy``) when ``run.hessian`` names a
     protocol, and say what it cost; None when the protocol asks for none or the optimizer has its own state.
@@ -316,8 +329,12 @@ def seed_hessian(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
     8-39 for methylamine on it), and BFGS overshoots a mode whose curvature it underestimates more than
     twofold (unscaled, the methylamine complex oscillated: fmax 1.0 eV/Å after 14 steps against 0.2 with
     alpha·I), so the Hessian is multiplied by ``run.hessian_scale``; eigenvalues below ``run.hessian_floor``
-    (rigid-body and soft modes, negative ones away from a minimum) are raised to it; fixed atoms keep alpha.
-    A resumed run continues from the optimizer's own restart file instead.
+    (rigid-body and soft modes, negative ones away from a minimum) are raised to it. Only the framework (free
+    atoms tagged 0) gets it: molecules (tags > 0) keep alpha, because their soft modes are torsions, which are
+    far from harmonic over the 0.2-0.4 Å steps a soft Hessian takes (methylamine's H atoms: BFGS rotated them
+    back and forth; fmax 2.5 eV/Å after 9 steps against 1.4 with alpha·I). A structure without framework (a
+    ligand, a complex in vacuum) is relaxed from alpha·I. A resumed run continues from the optimizer's own
+    restart file instead.
     """
     name = protocol["run"].get("hessian")
     target = workdir / f"{key}.hessian.npy"
@@ -338,7 +355,9 @@ def seed_hessian(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
                 work.positions = frames[-1].positions  # where the relaxation will continue
         except Exception:
             pass
-    free = _free_indices(work)
+    free = np.intersect1d(_free_indices(work), _framework(work))  # molecules keep alpha (see above)
+    if not len(free):
+        return None
     start = time.perf_counter()
     work.calc = make_calculator(cheap, atoms=work, directory=workdir, label=f"{key}.hessian")
     counter = _count_calls(work.calc)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from ligbind.builders.slab import build_slab
@@ -34,7 +35,9 @@ def test_seeded_relaxation_takes_fewer_steps_to_the_same_minimum(rattled_slab, t
     assert seeded.n_steps * 2 <= plain.n_steps
     assert abs(seeded.energy - plain.energy) < 0.01
     info = store.get(seeded.key).data["hessian"]
-    assert info["protocol"] == "ml-screen" and info["force_calls"] == 1 + 6 * 20  # start, and 20 free atoms ± x, y, z
+    assert (
+        info["protocol"] == "ml-screen" and info["force_calls"] == 1 + 6 * 20
+    )  # start, and 20 free atoms ± x, y, z
     assert info["max_eigenvalue"] > info["floor"]
     assert not list((tmp_path / "b").glob("*.hessian.*")) and not list((tmp_path / "b").glob("*.vib"))
 
@@ -47,6 +50,29 @@ def test_resumed_relaxation_keeps_the_optimizer_state(rattled_slab, tmp_path):
     assert first["force_calls"] > 0 and (tmp_path / f"{key}.hessian.npy").exists()
     (tmp_path / f"{key}.opt.json").write_text(json.dumps([]))
     assert seed_hessian(rattled_slab, protocol, key, tmp_path) == first
+
+
+def test_molecules_keep_the_default_hessian(slab_2x2, tmp_path):
+    """A ligand in its box has no periodic framework: nothing computed, BFGS starts from alpha·I; on a complex
+    only the slab's free atoms get the seeded block."""
+    from ligbind.builders.ligands import resolve_ligand
+    from ligbind.recipes import ligand_structure
+
+    protocol = load_protocol("ml-screen", SEEDED)
+    ligand = ligand_structure(resolve_ligand("methylamine"), slab_2x2, protocol)
+    assert seed_hessian(ligand, protocol, "relax-ligand", tmp_path) is None
+    assert not list(tmp_path.iterdir())
+    complex_ = slab_2x2.copy()
+    molecule = ligand.copy()
+    molecule.set_tags(1)
+    molecule.cell = complex_.cell
+    molecule.positions += [0, 0, complex_.positions[:, 2].max() + 2.5 - molecule.positions[:, 2].min()]
+    complex_ += molecule
+    info = seed_hessian(complex_, protocol, "relax-complex", tmp_path)
+    assert info["force_calls"] == 1 + 6 * 20  # the 20 free slab atoms only
+    hessian = np.load(tmp_path / "relax-complex.hessian.npy")
+    alpha = hessian[-1, -1]
+    assert alpha == 70.0 and np.count_nonzero(hessian[-3 * len(molecule) :]) == 3 * len(molecule)
 
 
 @pytest.mark.parametrize(

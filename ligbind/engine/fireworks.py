@@ -54,7 +54,7 @@ from ligbind.engine.defect_steps import (
     verified_hosts,
 )
 from ligbind.errors import LigbindError
-from ligbind.protocols import describe_changes, protocol_hash
+from ligbind.protocols import RunSettings, describe_changes, protocol_hash
 from ligbind.store import ResultStore
 
 fireworks.core.rocket.ROCKET_STREAM_LOGLEVEL = "CRITICAL"  # the progress bar reports; logs stay in files
@@ -409,7 +409,7 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
         lpad = get_launchpad(c, launchpad_file)
         plan = planned_fireworks(c)
         changes = _settings_changed(lpad, c, {fw.spec["_ligbind_id"] for fw, _ in plan})
-        run_changes = _refresh_run_settings(lpad, c)
+        run_changes = _refresh_run_settings(lpad, c, launchpad_file)
         save_campaign(c)
         existing = {
             doc["spec"]["_ligbind_id"]: doc["fw_id"]
@@ -460,26 +460,29 @@ def _run_settings(value: Any, where: str = "") -> dict[str, Any]:
     return found
 
 
-def _refresh_run_settings(lpad, c: dict[str, Any]) -> list[str]:
+def _refresh_run_settings(lpad, c: dict[str, Any], launchpad_file: str | Path | None) -> list[str]:
     """Hand changed run-time settings (a protocol's ``run``: cores, threads, hessian ...) to the campaign's
     unfinished Fireworks; what they compute, and so their ids and keys, stays the same."""
     saved = Path(c["workdir"]) / "campaign.json"
     if not saved.exists():
         return []
     old = _run_settings(json.loads(saved.read_text()))
+    defaults = RunSettings().model_dump(
+        mode="json"
+    )  # what a campaign saved before a setting existed ran with
     changes = []
     for where, run in _run_settings(c).items():
-        before = old.get(where, {})
+        before = {**defaults, **old.get(where, {})}
         changes += [
             f"{where}.run.{k}: {before.get(k)!r} → {v!r}" for k, v in run.items() if before.get(k) != v
         ]
     if changes:
-        unfinished = {
-            **campaign_query(c),
-            "state": {"$in": ["READY", "WAITING", "FIZZLED", "DEFUSED", "PAUSED"]},
-        }
-        ids = [doc["fw_id"] for doc in lpad.fireworks.find(unfinished, {"fw_id": 1})]
+        waiting = {**campaign_query(c), "state": {"$nin": ["COMPLETED", "RUNNING", "RESERVED"]}}
+        ids = [doc["fw_id"] for doc in lpad.fireworks.find(waiting, {"fw_id": 1})]
         lpad.update_spec(ids, {"_tasks.0.campaign": c})
+        if not launchpad_file:  # screen holds the worker lock: a RUNNING Firework was left by a killed run
+            lost = {**campaign_query(c), "state": {"$in": ["RUNNING", "RESERVED"]}}
+            lpad.fireworks.update_many(lost, {"$set": {"spec._tasks.0.campaign": c}})
     return changes
 
 
