@@ -191,3 +191,30 @@ def test_implausible_energy():
     assert energy_anomalies(-(IMPLAUSIBLE_EB + 0.1)) == ["implausible-energy"]
     assert energy_anomalies(IMPLAUSIBLE_EB + 5) == ["implausible-energy"]
     assert energy_anomalies(-IMPLAUSIBLE_EB) == []
+
+
+def test_adsorbate_reaching_the_periodic_image_is_flagged_and_gpaw_refuses_it(tmp_path):
+    """A ligand standing up into a thin vacuum touches the slab's image along z: flagged (its Eb includes that
+    contact), and GPAW, whose box is not periodic along z, refuses it before writing anything."""
+    from ligbind.errors import LigbindError
+    from ligbind.jobs import relax
+    from ligbind.store import ResultStore
+    from ligbind.validation import MIN_VACUUM, slab_vacuum
+
+    slab = build_slab()
+    placed = place_ligand(slab, "methylamine", n_configs=1, seed=0)[0]
+    final = placed.copy()
+    cell = final.cell.array.copy()
+    z = final.positions[:, 2]
+    cell[2, 2] = z.max() + 4.0 - z.min()  # the slab's image 4 Å above the ligand's top
+    final.set_cell(cell)
+    assert slab_vacuum(final) == pytest.approx(4.0)
+    assert "image-contact" in complex_anomalies(placed, final, slab)
+    assert "image-contact" not in complex_anomalies(placed, placed.copy(), slab)
+    final.info["label"] = "tall"
+    store = ResultStore(tmp_path / "ligbind.db")
+    with pytest.raises(
+        LigbindError, match=rf"tall: only 4.0 Å of vacuum .* \(need ≥ {MIN_VACUUM:.0f} Å\): raise slab.vacuum"
+    ):
+        relax(final, "gpaw-quick", store=store, workdir=tmp_path / "calcs")
+    assert not list(store.select()) and not (tmp_path / "calcs").exists()

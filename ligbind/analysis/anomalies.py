@@ -2,7 +2,9 @@
 
 Flags: ``desorbed`` (no anchor within bonding distance of any Pb), ``dissociated`` (ligand fell apart),
 ``bonds-changed`` (ligand bonds formed or broken), ``reconstructed`` (Pb–X network of the slab changed),
-``basin-changed`` (slab framework moved away from the relaxed bare slab's basin), ``implausible-energy``.
+``basin-changed`` (slab framework moved away from the relaxed bare slab's basin), ``image-contact`` (less than
+``MIN_VACUUM`` of vacuum left between the adsorbate and the slab's periodic image along z: the energy includes
+that contact), ``implausible-energy``.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from scipy.sparse.csgraph import connected_components
 
 from ligbind.builders.placement import BOND_LENGTH
 from ligbind.builders.slab import HALIDES
+from ligbind.validation import MIN_VACUUM, slab_vacuum
 
 DESORPTION_MARGIN = 0.6  # Å beyond the Pb–anchor bond length
 PB_X_CUTOFF = 3.8  # Å: Pb–X bond in the framework
@@ -106,6 +109,8 @@ def complex_anomalies(initial: Atoms, final: Atoms, relaxed_slab: Atoms | None =
     # one iodide leaving its bridging site breaks only 2 bonds (a tolerance of 2 missed exactly that)
     if pb_x_bonds(initial) != pb_x_bonds(final):
         flags.append("reconstructed")
+    if slab_vacuum(final) < MIN_VACUUM:
+        flags.append("image-contact")
     if relaxed_slab is not None and len(relaxed_slab) <= len(final):
         flags = basin_flags(flags, final, relaxed_slab)
     return flags

@@ -94,6 +94,18 @@ def check_spin(atoms: Atoms, charge: int, spinpol: bool) -> None:
         )
 
 
+def check_box(atoms: Atoms) -> None:
+    """Refuse a slab whose atoms leave less than ``MIN_VACUUM`` along z: GPAW's box is not periodic along z, and
+    an adsorbate reaching the slab's periodic image has its basis functions cut by the box (GridBoundsError)."""
+    from ligbind.validation import MIN_VACUUM, slab_vacuum
+
+    if is_slab(atoms) and (vacuum := slab_vacuum(atoms)) < MIN_VACUUM:
+        raise LigbindError(
+            f"{atoms.info.get('label', atoms.get_chemical_formula())}: only {vacuum:.1f} Å of vacuum along z "
+            f"between the atoms and the slab's periodic image (need ≥ {MIN_VACUUM:.0f} Å): raise slab.vacuum"
+        )
+
+
 def gpaw_calculator(
     protocol: dict[str, Any], atoms: Atoms | None, directory: Path, label: str, attempt: int = 0
 ) -> Calculator:
@@ -172,6 +184,7 @@ class GpawBackend(Backend):
 
     def check_input(self, atoms: Atoms, protocol: dict[str, Any]) -> None:
         check_spin(atoms, int(atoms.info.get("charge", 0) or 0), bool(protocol["gpaw"]["spinpol"]))
+        check_box(atoms)
 
     def treats_spin(self, protocol: dict[str, Any]) -> bool:
         return bool(protocol["gpaw"]["spinpol"])
