@@ -113,7 +113,7 @@ def test_per_copy_desorption_and_rearrangement_are_flagged(slab_2x2):
     placed = place_coverage(slab_2x2, "methylamine", 2)
     assert coverage_anomalies(placed, placed.copy()) == []
     lifted = placed.copy()
-    lifted.positions[copy_indices(lifted)[2]] += [0, 0, 4.0]  # copy 2 leaves the surface, copy 1 stays
+    lifted.positions[copy_indices(lifted)[2]] += [0, 0, 2.0]  # copy 2 leaves the surface (clear of the image)
     assert coverage_anomalies(placed, lifted) == ["desorbed-copy-2"]
     hopped = placed.copy()  # copy 1 slides onto a neighbouring Pb (one pseudo-cubic step)
     hopped.positions[copy_indices(hopped)[1]] += slab_2x2.cell.array[0] / 2
