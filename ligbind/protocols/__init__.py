@@ -27,6 +27,13 @@ from ligbind.errors import LigbindError
 NOT_HASHED = ("description", "overrides", "slab", "run", "parent")
 
 
+def known_protocol(value: str | None) -> str | None:
+    """``value`` when it is None or a preset name (for settings that name another protocol)."""
+    if value is not None and value not in available_protocols():
+        raise ValueError(f"unknown protocol '{value}' (available: {', '.join(available_protocols())})")
+    return value
+
+
 class StrictModel(BaseModel):
     """Unknown keys refused; NaN/inf refused in every float; a boolean is not a number."""
 
@@ -73,9 +80,7 @@ class SlabSettings(StrictModel):
     @field_validator("search")
     @classmethod
     def _known_search(cls, value: str | None) -> str | None:
-        if value is not None and value not in available_protocols():
-            raise ValueError(f"unknown protocol '{value}' (available: {', '.join(available_protocols())})")
-        return value
+        return known_protocol(value)
 
 
 class RunSettings(StrictModel):
@@ -103,9 +108,7 @@ class RunSettings(StrictModel):
     @field_validator("hessian")
     @classmethod
     def _known_hessian(cls, value: str | None) -> str | None:
-        if value is not None and value not in available_protocols():
-            raise ValueError(f"unknown protocol '{value}' (available: {', '.join(available_protocols())})")
-        return value
+        return known_protocol(value)
 
 
 class ProtocolSchema(StrictModel):
