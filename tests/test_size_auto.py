@@ -15,7 +15,7 @@ CAMPAIGN = """
 name: pp-auto
 protocol: ml-screen
 overrides: {relax: {fmax: 10.0, steps: 2}}
-slab: {size: auto}
+slab: {size: auto, vacuum: 20.0}  # standing PP1/PP2 leave < 5 Å to the slab image on 12 Å
 ligands: [PP1, PP2]
 configs: 1
 """

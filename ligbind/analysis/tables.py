@@ -267,7 +267,7 @@ def write_tables(
         "binding",
         "# Binding energies (eV; negative = binding)\n\n"
         "`eb` is the lowest converged configuration without anomaly flags; `eb_including_flagged` also counts "
-        "flagged ones (desorbed, dissociated, reconstructed, basin-changed), for information only; "
+        "flagged ones (desorbed, dissociated, reconstructed, basin-changed, image-contact), for information only; "
         "`flagged_configs` lists each flagged configuration with its flags and Eb.\n\n",
         note if (df["truncated_from"].fillna("") != "").any() else "",
     )
