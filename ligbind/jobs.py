@@ -62,11 +62,17 @@ class Result:
 
 def free_fmax(atoms: Atoms, forces: np.ndarray) -> float:
     """Largest force on atoms not held by FixAtoms."""
-    free = np.ones(len(atoms), bool)
+    free = _free_indices(atoms)
+    return float(np.linalg.norm(forces[free], axis=1).max()) if len(free) else 0.0
+
+
+def _free_indices(atoms: Atoms) -> np.ndarray:
+    """Indices of the atoms not held by FixAtoms."""
+    fixed = np.zeros(len(atoms), bool)
     for c in atoms.constraints:
         if isinstance(c, FixAtoms):
-            free[c.index] = False
-    return float(np.linalg.norm(forces[free], axis=1).max()) if free.any() else 0.0
+            fixed[c.index] = True
+    return np.flatnonzero(~fixed)
 
 
 def _jsonable_info(info: dict[str, Any]) -> dict[str, Any]:
@@ -297,14 +303,6 @@ def relax(
     return result
 
 
-def _free_indices(atoms: Atoms) -> np.ndarray:
-    fixed = np.zeros(len(atoms), bool)
-    for c in atoms.constraints:
-        if isinstance(c, FixAtoms):
-            fixed[c.index] = True
-    return np.flatnonzero(~fixed)
-
-
 def _framework(atoms: Atoms) -> np.ndarray:
     """Indices of the periodic framework: atoms tagged 0 when they bond to their own periodic images (a slab),
     none for a molecule or ion complex in its box."""
@@ -329,8 +327,8 @@ def seed_hessian(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
     8-39 for methylamine on it), and BFGS overshoots a mode whose curvature it underestimates more than
     twofold (unscaled, the methylamine complex oscillated: fmax 1.0 eV/Å after 14 steps against 0.2 with
     alpha·I), so the Hessian is multiplied by ``run.hessian_scale``; eigenvalues below ``run.hessian_floor``
-    (rigid-body and soft modes, negative ones away from a minimum) are raised to it. Only the framework (free
-    atoms tagged 0) gets it: molecules (tags > 0) keep alpha, because their soft modes are torsions, which are
+    (rigid-body and soft modes, negative ones away from a minimum) are raised to it. Only the periodic framework
+    (free atoms tagged 0 that bond to their own images, :func:`_framework`) gets it: molecules (tags > 0) keep alpha, because their soft modes are torsions, which are
     far from harmonic over the 0.2-0.4 Å steps a soft Hessian takes (methylamine's H atoms: BFGS rotated them
     back and forth; fmax 2.5 eV/Å after 9 steps against 1.4 with alpha·I). A structure without framework (a
     ligand, a complex in vacuum) is relaxed from alpha·I. A resumed run continues from the optimizer's own

@@ -467,9 +467,8 @@ def _refresh_run_settings(lpad, c: dict[str, Any], launchpad_file: str | Path | 
     if not saved.exists():
         return []
     old = _run_settings(json.loads(saved.read_text()))
-    defaults = RunSettings().model_dump(
-        mode="json"
-    )  # what a campaign saved before a setting existed ran with
+    # a campaign saved before a run setting existed ran with its default
+    defaults = RunSettings().model_dump(mode="json")
     changes = []
     for where, run in _run_settings(c).items():
         before = {**defaults, **old.get(where, {})}
