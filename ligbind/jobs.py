@@ -345,14 +345,12 @@ def seed_hessian(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
 
     cheap = load_protocol(name)
     work = atoms.copy()
-    traj = workdir / f"{key}.traj"
-    if traj.exists() and traj.stat().st_size > 0:
-        try:
-            frames = Trajectory(str(traj))
-            if len(frames):
-                work.positions = frames[-1].positions  # where the relaxation will continue
-        except Exception:
-            pass
+    try:
+        last, _ = _last_frame(workdir / f"{key}.traj")
+    except Exception:  # cut mid-write: relax_in_process starts afresh, from ``atoms``
+        last = None
+    if last is not None:
+        work.positions = last  # where the relaxation will continue
     free = np.intersect1d(_free_indices(work), _framework(work))  # molecules keep alpha (see above)
     if not len(free):
         return None
@@ -421,6 +419,17 @@ def _frame_writer(traj: Trajectory, work: Atoms, last_positions: np.ndarray | No
     return write
 
 
+def _last_frame(traj_path: Path) -> tuple[np.ndarray | None, int]:
+    """Positions of a trajectory's last frame (None if it has none) and its frame count.
+
+    Raises whatever ASE raises for a trajectory cut mid-write (the caller decides what to do with it).
+    """
+    if not traj_path.exists() or traj_path.stat().st_size == 0:
+        return None, 0
+    frames = Trajectory(str(traj_path))
+    return (frames[-1].positions.copy() if len(frames) else None), len(frames)
+
+
 def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) -> Result:
     """The ASE relaxation itself (no store, no pre-relaxation): trajectory, restart file, SCF retries."""
     settings = protocol["relax"]
@@ -430,17 +439,15 @@ def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: 
     backend = backend_of(protocol)
     work = backend.prepare(atoms, protocol)
     done_steps = 0
-    last_frame: np.ndarray | None = None
-    if traj_path.exists() and traj_path.stat().st_size > 0:
-        try:
-            frames = Trajectory(str(traj_path))
-            if len(frames):
-                work.positions = frames[-1].positions  # resume where the killed run stopped
-                last_frame = work.positions.copy()
-                done_steps = len(frames) - 1
-        except Exception:  # a trajectory cut mid-write is unreadable: start afresh, optimizer state included
-            traj_path.unlink()
-            restart_path.unlink(missing_ok=True)
+    try:
+        last_frame, n_frames = _last_frame(traj_path)
+    except Exception:  # a trajectory cut mid-write is unreadable: start afresh, optimizer state included
+        last_frame, n_frames = None, 0
+        traj_path.unlink()
+        restart_path.unlink(missing_ok=True)
+    if last_frame is not None:
+        work.positions = last_frame  # resume where the killed run stopped
+        done_steps = n_frames - 1
     try:
         previous_calls = int(calls_path.read_text()) if traj_path.exists() else 0
     except (OSError, ValueError):
@@ -478,14 +485,13 @@ def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: 
         except backend.scf_failures(protocol) as exc:
             calls += counter[0]
             last_error = exc
-            frames = Trajectory(str(traj_path)) if traj_path.exists() else []
-            done_steps = max(0, len(frames) - 1)
-            last_frame = frames[-1].positions.copy() if len(frames) else None
+            last_frame, n_frames = _last_frame(traj_path)
+            done_steps = max(0, n_frames - 1)
     else:
         raise UnconvergedError(
             f"SCF did not converge with any of {backend.scf_attempts(protocol)} mixer settings: {last_error}"
         )
-    done_steps = max(0, len(Trajectory(str(traj_path))) - 1)  # steps = distinct frames after the start
+    done_steps = max(0, _last_frame(traj_path)[1] - 1)  # steps = distinct frames after the start
     energy, forces = _checked_energy(work)
     final = atoms.copy()
     # back in the caller's frame (a backend may have translated the atoms, e.g. GPAW along a non-periodic z)

@@ -121,6 +121,9 @@ def test_new_run_settings_reach_the_unfinished_fireworks(tmp_path):
     run with them (here the seeded BFGS Hessian, recorded with each relaxation)."""
     path = write_campaign(tmp_path, ligands=["methylamine"], configs=1)
     ligbind("screen", str(path), cwd=tmp_path)
+    inert = {**MINI["overrides"], "run": {"hessian_scale": 3.0}}  # does nothing while hessian is null
+    path = write_campaign(tmp_path, ligands=["methylamine"], configs=1, overrides=inert)
+    assert "run-time settings" not in ligbind("screen", str(path), cwd=tmp_path).stdout
     seeded = {**MINI["overrides"], "run": {"hessian": "ml-screen"}}
     path = write_campaign(tmp_path, ligands=["methylamine"], configs=1, overrides=seeded)
     out = ligbind("screen", str(path), cwd=tmp_path).stdout

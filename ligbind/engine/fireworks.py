@@ -408,8 +408,10 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
     with worker_lock(c, launchpad_file):
         lpad = get_launchpad(c, launchpad_file)
         plan = planned_fireworks(c)
-        changes = _settings_changed(lpad, c, {fw.spec["_ligbind_id"] for fw, _ in plan})
-        run_changes = _refresh_run_settings(lpad, c, launchpad_file)
+        saved = Path(c["workdir"]) / "campaign.json"
+        old = json.loads(saved.read_text()) if saved.exists() else None  # as last screened
+        changes = _settings_changed(lpad, c, old, {fw.spec["_ligbind_id"] for fw, _ in plan})
+        run_changes = _refresh_run_settings(lpad, c, old, launchpad_file)
         save_campaign(c)
         existing = {
             doc["spec"]["_ligbind_id"]: doc["fw_id"]
@@ -460,21 +462,27 @@ def _run_settings(value: Any, where: str = "") -> dict[str, Any]:
     return found
 
 
-def _refresh_run_settings(lpad, c: dict[str, Any], launchpad_file: str | Path | None) -> list[str]:
+# run settings that do nothing while another one is off (reported only where that one is on, before or after)
+_INERT_WITHOUT = {"hessian_scale": "hessian", "hessian_floor": "hessian"}
+
+
+def _refresh_run_settings(
+    lpad, c: dict[str, Any], old: dict[str, Any] | None, launchpad_file: str | Path | None
+) -> list[str]:
     """Hand changed run-time settings (a protocol's ``run``: cores, threads, hessian ...) to the campaign's
     unfinished Fireworks; what they compute, and so their ids and keys, stays the same."""
-    saved = Path(c["workdir"]) / "campaign.json"
-    if not saved.exists():
+    if old is None:
         return []
-    old = _run_settings(json.loads(saved.read_text()))
+    previous = _run_settings(old)
     # a campaign saved before a run setting existed ran with its default
     defaults = RunSettings().model_dump(mode="json")
     changes = []
     for where, run in _run_settings(c).items():
-        before = {**defaults, **old.get(where, {})}
-        changes += [
-            f"{where}.run.{k}: {before.get(k)!r} → {v!r}" for k, v in run.items() if before.get(k) != v
-        ]
+        before = {**defaults, **previous.get(where, {})}
+        for k, v in run.items():
+            switch = _INERT_WITHOUT.get(k)
+            if before.get(k) != v and (switch is None or run.get(switch) or before.get(switch)):
+                changes.append(f"{where}.run.{k}: {before.get(k)!r} → {v!r}")
     if changes:
         waiting = {**campaign_query(c), "state": {"$nin": ["COMPLETED", "RUNNING", "RESERVED"]}}
         ids = [doc["fw_id"] for doc in lpad.fireworks.find(waiting, {"fw_id": 1})]
@@ -485,7 +493,7 @@ def _refresh_run_settings(lpad, c: dict[str, Any], launchpad_file: str | Path | 
     return changes
 
 
-def _settings_changed(lpad, c: dict[str, Any], planned: set[str]) -> list[str]:
+def _settings_changed(lpad, c: dict[str, Any], old: dict[str, Any] | None, planned: set[str]) -> list[str]:
     """Settings that changed since the campaign was last screened (``path: old → new``).
 
     Fireworks are keyed on the settings their result depends on (:func:`fw_id_of`), so new settings get new
@@ -494,10 +502,8 @@ def _settings_changed(lpad, c: dict[str, Any], planned: set[str]) -> list[str]:
     Returning to earlier settings reruns their COMPLETED Fireworks (cheap: every calculation is in the store),
     because their analysis rows may have been overwritten since.
     """
-    saved = Path(c["workdir"]) / "campaign.json"
-    if not saved.exists():
+    if old is None:
         return []
-    old = json.loads(saved.read_text())
     mine = {"spec._campaign": c["name"]}
     for doc in lpad.fireworks.find(
         {**mine, "state": {"$in": ["READY", "WAITING"]}}, {"fw_id": 1, "spec._ligbind_id": 1}
