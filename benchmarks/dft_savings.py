@@ -20,7 +20,9 @@ loop's lowest. The plain loop's slab, relaxed from the bulk cut, sits higher tha
 (the symmetric saddle), and its complexes can relax the framework further still, so the Eb of both paths are
 also given against one reference: the lowest bare framework either path found (including the frameworks of
 the plain loop's lowest complexes relaxed without their ligand, whose DFT calls are reported apart) and the
-lowest ligand. That comparison is of the complexes alone.
+lowest ligand. That comparison is of the complexes alone. The target compares the verified Eb with the plain
+loop's lowest configuration that carries no anomaly flag (judged against that reference: ligbind's rule for
+every Eb, and AdsorbML's); the lowest flagged one is printed beside it.
 """
 
 from __future__ import annotations
@@ -119,8 +121,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workdir", default=str(ROOT / "benchmarks" / "results" / "dft-savings"))  # committable
     args = p.parse_args(argv)
 
+    from ligbind.analysis.anomalies import basin_flags
     from ligbind.builders.ligands import resolve_ligand
     from ligbind.builders.slab import build_slab
+    from ligbind.jobs import result_from_row
     from ligbind.protocols import load_protocol
     from ligbind.store import ResultStore
 
@@ -145,42 +149,56 @@ def main(argv: list[str] | None = None) -> int:
     calls_ver, n_ver = dft_calls(store, dft)
     calls_loop, n_loop = dft_calls(store, plain)
     calls_floor, n_floor = dft_calls(store, plain, basins=True)
+    first = loop[entries[0].name]
+    slabs = [result_from_row(store.get(o.slab_key), dft) for _, o in ver.values() if o is not None]
+    reference = min(
+        [*slabs, result_from_row(store.get(first.slab_key), plain), floor], key=lambda r: r.energy
+    )
     outcomes = [o for _, o in ver.values() if o is not None] + list(loop.values())
-    e_slab = min([o.e_slab for o in outcomes] + [floor.energy])
+    e_slab = reference.energy
     e_ligand = {e.name: min(o.e_ligand for o in outcomes if o.ligand == e.name) for e in entries}
     n = len(entries)
     print(
         f"DFT protocol {args.protocol}, screen {args.screen}, {n} ligands x {args.configs} configurations, "
         f"verified top {args.top_k}; CsPbI3 tetragonal 2x2, 3 layers (wall times of this run only)"
     )
-    ver_slab = min((o.e_slab for _, o in ver.values() if o is not None), default=float("nan"))
-    plain_slab = loop[entries[0].name].e_slab
+    ver_slab = min((r.energy for r in slabs), default=float("nan"))
     print(
-        f"slab: plain loop (relaxed from the bulk cut) {plain_slab:.3f} eV, ligbind reference {ver_slab:.3f} eV, "
-        f"frameworks of the plain loop's best complexes {floor.energy:.3f} eV ({n_floor} relaxed, "
+        f"slab: plain loop (relaxed from the bulk cut) {first.e_slab:.3f} eV, ligbind reference {ver_slab:.3f} eV, "
+        f"frameworks of the plain loop's lowest complexes {floor.energy:.3f} eV ({n_floor} relaxed, "
         f"{calls_floor} DFT force calls, not counted below); common reference {e_slab:.3f} eV"
     )
     print(
-        f"{'ligand':<16}{'Eb plain':>10}{'Eb verified':>13}{'common ref: plain':>19}{'verified':>10}{'diff':>8}"
+        "Eb on the common reference; plain 'clean': its lowest configuration without anomaly flags, judged "
+        "against the common reference (ligbind's rule, AdsorbML's too); 'any': flagged ones included"
+    )
+    print(
+        f"{'ligand':<16}{'plain own slab':>15}{'plain any':>11}{'plain clean':>13}{'verified':>10}{'diff':>8}"
     )
     diffs = []
     for e in entries:
         o_loop = loop[e.name]
         v, o_ver = ver[e.name]
-        a = o_loop.eb_including_flagged
+        judged = []
+        for c in o_loop.configs:
+            if c["status"] != "converged":
+                continue
+            atoms = result_from_row(store.get(c["key"]), plain).atoms
+            flags = basin_flags(c["flags"], atoms, reference.atoms)
+            judged.append((common_reference(c["eb"], o_loop, e_slab, e_ligand), flags, c["config"]))
+        own = o_loop.eb_including_flagged
+        any_ = min((eb for eb, _, _ in judged), default=None)
+        clean = min((eb for eb, f, _ in judged if not f), default=None)
         b = v.eb_dft
-        a_c = common_reference(a, o_loop, e_slab, e_ligand) if a is not None else None
         b_c = common_reference(b, o_ver, e_slab, e_ligand) if b is not None and o_ver else None
-        d = b_c - a_c if a_c is not None and b_c is not None else float("nan")
+        d = b_c - clean if clean is not None and b_c is not None else float("nan")
         diffs.append(d)
         cells = [
             f"{x:{w}.3f}" if x is not None else f"{'-':>{w}}"
-            for x, w in ((a, 10), (b, 13), (a_c, 19), (b_c, 10))
+            for x, w in ((own, 15), (any_, 11), (clean, 13), (b_c, 10))
         ]
         print(f"{e.name:<16}{''.join(cells)}{d:8.3f}")
-        cfg = ", ".join(
-            f"{c['config']}: {c['eb']:.3f} {'/'.join(c['flags'])}".strip() for c in o_loop.configs
-        )
+        cfg = ", ".join(f"{k}: {eb:.3f} {'/'.join(f)}".strip() for eb, f, k in judged)
         print(f"{'':<16}plain configurations: {cfg}; verified flags: {' '.join(v.flags) or 'none'}")
     print(
         f"plain loop: {calls_loop} DFT force calls in {n_loop} relaxations ({calls_loop / n:.0f} per Eb), "
@@ -193,8 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     ratio = calls_loop / calls_ver if calls_ver else float("inf")
     worst = max(diffs) if all(d == d for d in diffs) else float("nan")  # nan: an Eb is missing
     print(
-        f"DFT force calls saved: {ratio:.1f}x (target >= 5x); verified - plain Eb on the common reference, "
-        f"worst {worst:+.3f} eV (target <= +0.05 eV; negative: the verified configuration is lower)"
+        f"DFT force calls saved: {ratio:.1f}x (target >= 5x); verified - plain clean Eb on the common "
+        f"reference, worst {worst:+.3f} eV (target <= +0.05 eV; negative: the verified configuration is lower)"
     )
     return 0
 
