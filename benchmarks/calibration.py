@@ -47,12 +47,13 @@ def dft_reference(c: dict, store) -> tuple[dict[str, dict[int, float]], set[str]
             out[row.ligand] = {
                 k["config"]: k["eb"] for k in configs if k["status"] == "converged" and not k["flags"]
             }
-    provisional = {lig: v for lig, v in provisional_reference(c, store).items() if lig not in out and v}
+    provisional = {lig: v for lig, v in provisional_reference(c, store, skip=set(out)).items() if v}
     return {**{lig: v for lig, v in out.items() if v}, **provisional}, set(provisional)
 
 
-def provisional_reference(c: dict, store) -> dict[str, dict[int, float]]:
-    """Eb_DFT of the configurations DFT-relaxed so far, against the campaign's DFT slab.
+def provisional_reference(c: dict, store, skip: set[str] = frozenset()) -> dict[str, dict[int, float]]:
+    """Eb_DFT of the configurations DFT-relaxed so far, against the campaign's DFT slab (ligands in ``skip``,
+    whose DFT analysis is stored, left out).
 
     Rows are found by label (``slab``, ``ligand:<name>``, ``verify:<name>:<k>``), the DFT protocol's hash and
     the campaign's cell (a database may hold an earlier campaign's rows on another vacuum). The shared
@@ -77,6 +78,8 @@ def provisional_reference(c: dict, store) -> dict[str, dict[int, float]]:
     out = {}
     for spec in c["ligands"]:
         name = spec["name"]
+        if name in skip:
+            continue
         ligands = [r for r in rows if r.get("label") == f"ligand:{name}"]
         configs = [r for r in on_slab if str(r.get("label", "")).startswith(f"verify:{name}:")]
         if not ligands or not configs:
