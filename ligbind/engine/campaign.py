@@ -774,6 +774,12 @@ def resolve_campaign_ref(ref: str | Path) -> dict[str, Any]:
     raise LigbindError(f"unknown campaign '{ref}': give its YAML file or screen it first")
 
 
+def saved_campaign(c: dict[str, Any]) -> dict[str, Any] | None:
+    """The campaign as :func:`save_campaign` last wrote it (None before its first screen)."""
+    path = Path(c["workdir"]) / "campaign.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
 def save_campaign(c: dict[str, Any]) -> Path:
     """Write the resolved campaign next to its store (what `run`, `status` and `results` read)."""
     path = Path(c["workdir"]) / "campaign.json"

@@ -29,6 +29,7 @@ from ligbind.engine.campaign import (
     plan_host_verification,
     resolve_campaign_ref,
     save_campaign,
+    saved_campaign,
     settings_hash,
     step_binding,
     step_coadsorption,
@@ -408,8 +409,7 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
     with worker_lock(c, launchpad_file):
         lpad = get_launchpad(c, launchpad_file)
         plan = planned_fireworks(c)
-        saved = Path(c["workdir"]) / "campaign.json"
-        old = json.loads(saved.read_text()) if saved.exists() else None  # as last screened
+        old = saved_campaign(c)  # as last screened
         changes = _settings_changed(lpad, c, old, {fw.spec["_ligbind_id"] for fw, _ in plan})
         run_changes = _refresh_run_settings(lpad, c, old, launchpad_file)
         save_campaign(c)
