@@ -64,6 +64,7 @@ def provisional_reference(c: dict, store, skip: set[str] = frozenset()) -> dict[
     from ligbind.engine.campaign import campaign_slab, entry_from_spec
     from ligbind.jobs import result_from_row
     from ligbind.protocols import protocol_hash
+    from ligbind.recipes import judged_flags
 
     dft = c["verify"]["protocol"]
     slab = campaign_slab(c)
@@ -93,6 +94,7 @@ def provisional_reference(c: dict, store, skip: set[str] = frozenset()) -> dict[
         for r in configs:
             res = result_from_row(r, dft)
             res.atoms.info["config"] = int(str(r.get("label")).rsplit(":", 1)[1])
+            res.anomalies = judged_flags(res, slab_r, dft, store)[0]  # read-only: the campaign may be running
             results.append(res)
         outcome = analyse_binding(
             entry_from_spec(spec), spec["mode"], dft, slab_r, result_from_row(lig, dft), results

@@ -88,10 +88,10 @@ def test_screen_of_bad_campaign_exits_with_one_line(tmp_path, raw):
 def test_campaign_runs_through_fireworks_and_reuses(tmp_path):
     path = write_campaign(tmp_path)
     out = ligbind("screen", str(path), "--json", cwd=tmp_path)
-    assert '"added": 9' in out.stdout  # slab + 2 ligands + 2x2 configs + 2 analyses
+    assert '"added": 10' in out.stdout  # slab + 2 ligands + 2x2 configs + the slab reference + 2 analyses
     assert "with 2 worker(s)" in ligbind("run", "mini", "--workers", "2", cwd=tmp_path).stdout
     status = ligbind("status", "mini", cwd=tmp_path).stdout
-    assert "COMPLETED 9" in status
+    assert "COMPLETED 10" in status
     store = tmp_path / "runs" / "mini" / "ligbind.db"
     first = relax_rows(store)
     assert (
@@ -219,7 +219,7 @@ def test_kill_and_resume_matches_uninterrupted_run(tmp_path):
     t_kill = pd.read_csv(kill_dir / "results" / "mini" / "binding.csv").set_index("ligand")
     assert list(t_ref.index) == list(t_kill.index)
     assert (abs(t_ref.eb - t_kill.eb) < 0.02).all(), (t_ref.eb, t_kill.eb)
-    assert "COMPLETED 9" in ligbind("status", "mini", cwd=kill_dir).stdout
+    assert "COMPLETED 10" in ligbind("status", "mini", cwd=kill_dir).stdout
 
 
 # -------------------------------------------------------------------------------------- failing calculation
@@ -241,7 +241,7 @@ def test_failing_calculation_does_not_stop_the_campaign(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "step_config", failing_step)
     engine.screen(path)
     out = engine.run(path, progress=False, workers=1)  # in-process: the patched step is the one that runs
-    assert out["states"] == {"COMPLETED": 8, "FIZZLED": 1}
+    assert out["states"] == {"COMPLETED": 9, "FIZZLED": 1}
     assert out["failed"] == 1 and out["unconverged"] == 0
     (report,) = engine.status(path)
     assert report["failures"] == [

@@ -147,13 +147,14 @@ def test_screen_then_qlaunch_slurm_runs_fireworks_into_the_shared_store(tmp_path
         [str(ligbind), "screen", str(campaign_file), "--launchpad", str(launchpad), "--json"], tmp_path, env
     )
     out = json.loads(proc.stdout)
-    assert out["added"] == 4 and out["already_there"] == 0  # slab, ligand, config 0, binding
+    assert out["added"] == 5 and out["already_there"] == 0  # slab, ligand, config 0, reference, binding
     assert out["store"] == str(store_path)
     fws = _fireworks(fw_store, db)
     assert {name: doc["state"] for name, doc in fws.items()} == {
         "test-hpc:slab": "READY",
         "test-hpc:ligand/methylamine": "READY",
         "test-hpc:config/methylamine/0": "WAITING",
+        "test-hpc:reference": "WAITING",
         "test-hpc:binding/methylamine": "WAITING",
     }
     assert not store_path.exists()  # nothing calculated yet
@@ -222,7 +223,7 @@ def test_screen_then_qlaunch_slurm_runs_fireworks_into_the_shared_store(tmp_path
     )
     (row,) = json.loads(proc.stdout)
     assert row["campaign"] == "test-hpc"
-    assert row["states"] == {"COMPLETED": 1, "READY": 1, "WAITING": 2} and row["failures"] == []
+    assert row["states"] == {"COMPLETED": 1, "READY": 1, "WAITING": 3} and row["failures"] == []
 
 
 def test_launchpad_file_without_mongomock_is_a_real_mongodb_one_line_error(tmp_path):

@@ -3,6 +3,8 @@ of a complex that changed basin when that relaxes lower (real CHGNet + D3 on the
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -74,7 +76,7 @@ def test_framework_lower_than_the_slab_becomes_the_reference(symmetric_slab):
     assert store.get(reference.key).get("label") == "slab-basin:complex:methylamine:neutral:0"
     assert np.array_equal(reference.atoms.numbers, symmetric.atoms.numbers)
     store.put(changed.atoms, changed.key, anomalies="basin-changed")
-    (judged,) = against_reference([changed], reference, store)
+    (judged,) = against_reference([changed], reference, symmetric.protocol, store)
     assert "basin-changed" not in judged.anomalies  # its framework is the reference's basin
     assert store.get(changed.key).get("anomalies") == "none"
 
@@ -91,3 +93,31 @@ def test_complex_whose_framework_relaxes_back_leaves_the_slab_the_reference(symm
     (framework,) = [r for r in store.select() if r.key not in before]  # only the flagged one's framework
     assert framework.get("label").startswith("slab-basin:")
     assert framework.energy == pytest.approx(symmetric.energy, abs=1e-3)
+
+
+def test_complex_on_another_basin_no_lower_bare_counts_once_its_framework_is_relaxed(tmp_path):
+    """Reference: the searched slab. A complex on its mirror image (another basin, as low when bare) keeps
+    ``basin-changed`` until lowest_slab has relaxed that framework; then it is an adsorbed state like any other."""
+    protocol = load_protocol("ml-screen")
+    store = ResultStore(tmp_path / "ligbind.db")
+    searched = relax_slab(build_slab(), protocol, store, tmp_path)
+    mirrored = searched.atoms.copy()
+    mirrored.positions[
+        :, 0
+    ] *= -1  # x -> -x maps the tetragonal slab onto itself, each atom onto another site
+    mirrored.wrap()
+    on_mirror = _complex_on(mirrored, ["basin-changed"])
+    store.put(on_mirror.atoms, on_mirror.key, anomalies="basin-changed")
+    (before,) = against_reference([on_mirror], searched, protocol, store)
+    assert before.anomalies == ["basin-changed"]  # nothing shows yet that its framework holds no gain
+    assert lowest_slab(searched, [on_mirror], protocol, store, tmp_path) is searched
+    (after,) = against_reference([on_mirror], searched, protocol, store)
+    assert after.anomalies == []
+    row = store.get(on_mirror.key)
+    assert row.get("anomalies") == "none"
+    framework = store.get(row.get("basin_framework"))
+    assert framework.get("label") == "slab-basin:complex:methylamine:neutral:0"
+    assert framework.energy == pytest.approx(searched.energy, abs=1e-3)
+    higher = dataclasses.replace(searched, energy=searched.energy + 0.01)  # 10 meV above that framework
+    (kept,) = against_reference([_complex_on(mirrored, ["basin-changed"])], higher, protocol, store)
+    assert kept.anomalies == ["basin-changed"]  # against it, Eb would hold the framework's gain

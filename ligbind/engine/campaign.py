@@ -437,21 +437,40 @@ def step_config(c: dict[str, Any], keys: KeyMap, name: str, k: int) -> Result:
     return relax_configuration(placed[k], slab.atoms, c["protocol"], _store(c), _calcdir(c))
 
 
-# -------------------------------------------------------------------------------------------- analyses
-def step_binding(c: dict[str, Any], keys: KeyMap, name: str):
-    """Eb of ``name`` from the results passed down (configurations that failed are reported as failed)."""
-    from ligbind.analysis.binding import analyse_binding
-
-    spec = ligand_spec(c, name)
+def _configs(c: dict[str, Any], keys: KeyMap, name: str) -> tuple[list[Result], list[int]]:
+    """The relaxed configurations of ``name`` passed down, and the indices of those that failed."""
     configs, missing = [], []
     for k in range(c["configs"]):
         key = keys.get(f"config/{name}/{k}")
         (configs.append(_passed(c, keys, f"config/{name}/{k}")) if key else missing.append(k))
+    return configs, missing
+
+
+def step_reference(c: dict[str, Any], keys: KeyMap) -> Result:
+    """The slab reference of every ligand's Eb: the relaxed slab, or the bare framework of a complex that
+    changed basin, relaxed, when that is lower (:func:`ligbind.recipes.lowest_slab`)."""
+    from ligbind.recipes import lowest_slab
+
+    configs = [r for spec in c["ligands"] for r in _configs(c, keys, spec["name"])[0]]
+    return lowest_slab(_passed(c, keys, "slab"), configs, c["protocol"], _store(c), _calcdir(c))
+
+
+# -------------------------------------------------------------------------------------------- analyses
+def step_binding(c: dict[str, Any], keys: KeyMap, name: str):
+    """Eb of ``name`` from the results passed down (configurations that failed are reported as failed), against
+    the campaign's slab reference (``basin-changed`` judged as :func:`ligbind.recipes.against_reference` does)."""
+    from ligbind.analysis.binding import analyse_binding
+    from ligbind.recipes import against_reference
+
+    spec = ligand_spec(c, name)
+    configs, missing = _configs(c, keys, name)
+    reference = _passed(c, keys, "reference")
+    configs = against_reference(configs, reference, c["protocol"], _store(c))
     return analyse_binding(
         entry_from_spec(spec),
         spec["mode"],
         c["protocol"],
-        _passed(c, keys, "slab"),
+        reference,
         _passed(c, keys, f"ligand/{name}"),
         configs,
         _passed(c, keys, f"byproduct/{name}") if spec["mode"] == "exchange" else None,
@@ -484,7 +503,7 @@ def step_coadsorption(c: dict[str, Any], keys: KeyMap, a: str, b: str):
 
     store, protocol = _store(c), c["protocol"]
     bind_a, bind_b = _binding(c, keys, a), _binding(c, keys, b)
-    slab = _passed(c, keys, "slab")
+    slab = _passed(c, keys, "reference")  # the slab Eb(A) and Eb(B) were computed against
     host = _best_complex(c, keys, a)
     configs = []
     for atoms in coadsorption_configurations(
@@ -597,7 +616,7 @@ def step_verify(c: dict[str, Any], keys: KeyMap, name: str):
     spec = ligand_spec(c, name)
     screen = _binding(c, keys, name)
     reference = _passed(c, keys, "verify-reference")
-    configs = against_reference(_verified_configs(c, keys, [name]), reference, store)
+    configs = against_reference(_verified_configs(c, keys, [name]), reference, dft, store)
     dft_outcome = None
     if configs:
         dft_outcome = analyse_binding(

@@ -37,6 +37,7 @@ from ligbind.engine.campaign import (
     step_frenkel,
     step_frenkel_pair,
     step_ligand,
+    step_reference,
     step_slab,
     step_verify,
     step_verify_config,
@@ -265,6 +266,7 @@ STEPS = {
     "ligand": lambda c, keys, ligand, config, other: step_ligand(c, keys, ligand),
     "byproduct": lambda c, keys, ligand, config, other: step_ligand(c, keys, ligand, byproduct=True),
     "config": lambda c, keys, ligand, config, other: step_config(c, keys, ligand, int(config)),
+    "reference": lambda c, keys, ligand, config, other: step_reference(c, keys),
     "binding": lambda c, keys, ligand, config, other: step_binding(c, keys, ligand),
     "coadsorption": lambda c, keys, ligand, config, other: step_coadsorption(c, keys, ligand, other),
     "frenkel-pair": lambda c, keys, ligand, config, other: step_frenkel_pair(c, keys, ligand, int(config)),
@@ -346,15 +348,23 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
         return name
 
     slab = add("slab", "slab")
-    binding_ids = {}
+    terms = {}
     for spec in c["ligands"]:
         lig = spec["name"]
-        parents = [add("ligand", f"ligand/{lig}", ligand=lig)]
+        terms[lig] = [add("ligand", f"ligand/{lig}", ligand=lig)]
         if spec["mode"] == "exchange":
-            parents.append(add("byproduct", f"byproduct/{lig}", ligand=lig))
+            terms[lig].append(add("byproduct", f"byproduct/{lig}", ligand=lig))
         for k in range(c["configs"]):  # placed on the relaxed slab, from the relaxed ligand
-            parents.append(add("config", f"config/{lig}/{k}", [slab, f"ligand/{lig}"], ligand=lig, config=k))
-        binding_ids[lig] = add("binding", f"binding/{lig}", [slab, *parents], allow_fizzled=True, ligand=lig)
+            terms[lig].append(
+                add("config", f"config/{lig}/{k}", [slab, f"ligand/{lig}"], ligand=lig, config=k)
+            )
+    # the slab reference every Eb shares: the slab, or a lower bare framework of a complex that changed basin
+    every_config = [t for lig in terms for t in terms[lig] if t.startswith("config/")]
+    reference = add("reference", "reference", [slab, *every_config], allow_fizzled=True)
+    binding_ids = {
+        lig: add("binding", f"binding/{lig}", [reference, *parents], allow_fizzled=True, ligand=lig)
+        for lig, parents in terms.items()
+    }
     for a, b in c["compute"]["coadsorption"]:
         add("coadsorption", f"coadsorption/{a}+{b}", [binding_ids[a], binding_ids[b]], ligand=a, other=b)
     frenkel_ids = {}
@@ -542,6 +552,7 @@ CALCULATION_STEPS = frozenset(
         "ligand",
         "byproduct",
         "config",
+        "reference",
         "frenkel-pair",
         "verify-slab",
         "verify-ligand",
