@@ -111,7 +111,7 @@ def test_force_calls_are_counted_and_every_step_is_stored(run):
     assert out.force_calls == sum(r.force_calls for r in terms) + slab[0].force_calls
     assert sum(r.force_calls for r in relax_rows) == counts["calls"]
     assert 20 < out.force_calls < 400
-    assert run["steps"] == ["slab", "ligand", "config 0", "config 1"]
+    assert run["steps"] == ["slab", "ligand", "config 0", "config 1", "slab reference"]
 
 
 def test_complex_geometry_is_chemically_sensible(run, slab):

@@ -41,7 +41,9 @@ def test_changed_settings_give_new_results_and_never_relabel_old_ones(tmp_path):
     path.write_text(path.read_text().replace("fmax: 0.1", "fmax: 0.2"))
     screened = run_ligbind("screen", str(path), cwd=tmp_path)
     assert "settings changed since the last screen: relax.fmax: 0.1 → 0.2" in screened.stdout
-    assert "added 4 Firework(s)" in screened.stdout  # slab, ligand, configuration, binding: all recomputed
+    assert (
+        "added 5 Firework(s)" in screened.stdout
+    )  # slab, ligand, configuration, reference, binding: all recomputed
     assert "added 0 Firework(s)" in run_ligbind("screen", str(path), cwd=tmp_path).stdout
     assert run_ligbind("run", "trust", cwd=tmp_path).returncode == 0
     run_ligbind("results", "trust", cwd=tmp_path)
@@ -67,7 +69,7 @@ def test_changed_counts_rerun_the_analysis_and_going_back_restores_it(tmp_path):
     path.write_text(path.read_text().replace("configs: 1", "configs: 2"))
     screened = run_ligbind("screen", str(path), cwd=tmp_path)
     assert "settings changed since the last screen: configs: 1 → 2" in screened.stdout
-    assert "added 5 Firework(s)" in screened.stdout  # slab, ligand, 2 configurations, binding
+    assert "added 6 Firework(s)" in screened.stdout  # slab, ligand, 2 configurations, reference, binding
     assert run_ligbind("run", "trust", cwd=tmp_path).returncode == 0
     run_ligbind("results", "trust", cwd=tmp_path)
     table = pd.read_csv(tmp_path / "results" / "trust" / "binding.csv")
