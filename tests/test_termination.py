@@ -267,7 +267,7 @@ def test_ax_campaign_through_fireworks_matches_direct_path(tmp_path, monkeypatch
     engine.screen(path)
     out = engine.run(path, progress=False, workers=1)
     assert out["failed"] == 0 and out["states"] == {"COMPLETED": out["ran"]}
-    assert out["ran"] == 5  # slab, ligand, byproduct, 1 configuration, binding
+    assert out["ran"] == 6  # slab, ligand, byproduct, 1 configuration, slab reference, binding
     campaign_results(path)
     table = pd.read_csv(tmp_path / "results" / "ax" / "binding.csv")
     (row,) = table.itertuples()

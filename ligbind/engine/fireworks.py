@@ -360,7 +360,7 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
             )
     # the slab reference every Eb shares: the slab, or a lower bare framework of a complex that changed basin
     every_config = [t for lig in terms for t in terms[lig] if t.startswith("config/")]
-    reference = add("reference", "reference", [slab, *every_config], allow_fizzled=True)
+    reference = add("reference", "reference", [slab, *every_config], allow_fizzled=True) if terms else None
     binding_ids = {
         lig: add("binding", f"binding/{lig}", [reference, *parents], allow_fizzled=True, ligand=lig)
         for lig, parents in terms.items()
