@@ -12,6 +12,7 @@ stayed in its basin is shown by its framework's RMSD from the start. Resumable (
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +28,6 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from ligbind.analysis.anomalies import framework_rmsd
-    from ligbind.errors import LigbindError
     from ligbind.jobs import relax, result_from_row
     from ligbind.protocols import load_protocol
     from ligbind.store import ResultStore
@@ -40,7 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for label in args.labels:
         if label not in rows:
-            raise LigbindError(f"no converged relaxation labelled '{label}' in {args.source}")
+            print(f"error: no converged relaxation labelled '{label}' in {args.source}", file=sys.stderr)
+            return 2
         start = result_from_row(rows[label], protocol).atoms
         start.calc = None
         start.info["label"] = f"basin-check:{label}"
@@ -58,4 +59,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from ligbind.errors import LigbindError
+
+    try:
+        raise SystemExit(main())
+    except LigbindError as exc:  # a missing store: one line, exit 2
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

@@ -106,18 +106,16 @@ def verified(slab, entries, screen: str, dft: dict, n_configs, seed, top_k, stor
     return out
 
 
-def on_reference(outcome, reference, ligand, protocol: dict, store):
+def on_reference(outcome, entry, reference, ligand, protocol: dict, store):
     """``outcome``'s configurations analysed again on the common ``reference`` slab and ``ligand``: flags judged
     as ligbind judges them (:func:`ligbind.recipes.against_reference`), Eb by :func:`analyse_binding` (not
     stored)."""
     from ligbind.analysis.binding import analyse_binding
-    from ligbind.builders.ligands import resolve_ligand
     from ligbind.jobs import result_from_row
     from ligbind.recipes import against_reference
 
     configs = [result_from_row(store.get(c["key"]), protocol) for c in outcome.configs]
     configs = against_reference(configs, reference, protocol, store)
-    entry = resolve_ligand(outcome.ligand)
     return analyse_binding(entry, "neutral", protocol, reference, ligand, configs)
 
 
@@ -191,8 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     for e in entries:
         o_loop = loop[e.name]
         v, o_ver = ver[e.name]
-        p_common = on_reference(o_loop, reference, ligands[e.name], plain, store)
-        v_common = on_reference(o_ver, reference, ligands[e.name], dft, store) if o_ver else None
+        p_common = on_reference(o_loop, e, reference, ligands[e.name], plain, store)
+        v_common = on_reference(o_ver, e, reference, ligands[e.name], dft, store) if o_ver else None
         own, any_, clean = o_loop.eb_including_flagged, p_common.eb_including_flagged, p_common.eb
         b = v_common.eb if v_common else None
         d = b - clean if clean is not None and b is not None else float("nan")

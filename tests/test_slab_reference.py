@@ -102,9 +102,8 @@ def test_complex_on_another_basin_no_lower_bare_counts_once_its_framework_is_rel
     store = ResultStore(tmp_path / "ligbind.db")
     searched = relax_slab(build_slab(), protocol, store, tmp_path)
     mirrored = searched.atoms.copy()
-    mirrored.positions[
-        :, 0
-    ] *= -1  # x -> -x maps the tetragonal slab onto itself, each atom onto another site
+    # x -> -x maps the tetragonal slab onto itself, each atom onto another site
+    mirrored.positions[:, 0] *= -1
     mirrored.wrap()
     on_mirror = _complex_on(mirrored, ["basin-changed"])
     store.put(on_mirror.atoms, on_mirror.key, anomalies="basin-changed")

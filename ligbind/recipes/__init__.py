@@ -373,7 +373,6 @@ def coadsorb(
 
 def stored_complex(store: ResultStore, outcome: BindingOutcome, protocol: dict[str, Any]) -> Result:
     """The relaxed complex that gives ``outcome``'s Eb, from the store."""
-    from ligbind.jobs import result_from_row
 
     key = outcome.best_key()
     if key is None:
@@ -499,7 +498,6 @@ def verification_configuration(
 ) -> Atoms | None:
     """The k-th of the screen's best ``top_k`` configurations rebuilt on the DFT-relaxed slab (None: fewer)."""
     from ligbind.analysis.verification import configurations_to_verify, rebuild_on_slab
-    from ligbind.jobs import result_from_row
 
     chosen = configurations_to_verify(screen, top_k)
     if k >= len(chosen):
@@ -536,7 +534,6 @@ def verify(
         raise LigbindError(f"--top-k must be at least 1, got {top_k}")
     store = store or ResultStore()
     workdir = Path(workdir)
-    from ligbind.jobs import result_from_row
 
     if dft["run"]["dry_run"]:
         raise DryRunWritten(write_verification_inputs(slab, screen, entry, dft, top_k, store, workdir))
@@ -579,7 +576,6 @@ def write_verification_inputs(
     """
     from ligbind.analysis.verification import configurations_to_verify
     from ligbind.calculators import backend_of
-    from ligbind.jobs import result_from_row
     from ligbind.store import calculation_key
 
     backend = backend_of(dft)
