@@ -377,3 +377,31 @@ def test_neb_band_of_an_asymmetric_slab_is_built_in_the_gpaw_frame(tmp_path):
     assert band[0].get_potential_energy() == pytest.approx(ml[0].energy)  # stored endpoint energy kept
     back = _frozen(band[0], shift, ml[0].atoms.pbc)
     assert np.allclose(back.positions, ml[0].atoms.positions) and tuple(back.pbc) == tuple(ml[0].atoms.pbc)
+
+
+def _translation_spread(protocol: dict, tmp_path: Path) -> float:
+    """Energy range of a rigid NH3 moved across one grid spacing (the egg-box effect), eV."""
+    from ligbind.calculators import backend_of, make_calculator
+
+    h = protocol["gpaw"]["h"]
+    energies = []
+    for k, shift in enumerate(np.linspace(0.0, h, 4)[:3]):
+        atoms = molecule("NH3")
+        atoms.center(vacuum=3.5)
+        atoms.translate([shift, 0.7 * shift, 0.4 * shift])
+        work = backend_of(protocol).prepare(atoms, protocol)
+        work.calc = make_calculator(protocol, atoms=work, directory=tmp_path, label=f"nh3-{k}")
+        energies.append(work.get_potential_energy())
+    return max(energies) - min(energies)
+
+
+@pytest.mark.parametrize("preset", ["gpaw-quick", "gpaw-laptop", "gpaw-complex"])
+def test_preset_grid_fine_enough_for_ligand_atoms(preset, tmp_path):
+    """A ligand's energy must not depend on where it sits on the grid: a rigid NH3 moved across one spacing
+    changes by < 30 meV with each GPAW preset's settings (measured ~19 meV at h 0.2). At h 0.25, gpaw-quick's
+    grid until 2026-12-04, it changed by 0.18 eV, the size of the Eb differences users compare."""
+    protocol = load_protocol(preset, {"run": {"cores": 1}})
+    assert _translation_spread(protocol, tmp_path) < 0.03
+    if preset == "gpaw-quick":  # the check sees the old coarse grid
+        coarse = load_protocol(preset, {"gpaw": {"h": 0.25}, "run": {"cores": 1}})
+        assert _translation_spread(coarse, tmp_path) > 0.1
