@@ -222,7 +222,9 @@ def test_dft_preset_hashes_stay_what_the_committed_results_were_computed_with():
     """The calibration database under benchmarks/ is keyed on these hashes: a schema change that alters them
     silently orphans hours of DFT (seen: a new optional setting dumped as null changed every GPAW hash)."""
     assert protocol_hash(load_protocol("gpaw-laptop")) == "75456dedcf7970ae"  # with convergence.forces 0.01
-    assert protocol_hash(load_protocol("gpaw-quick")) == "4f840263b678465a"
+    # h 0.2 since 2026-12-04 (was 4f840263b678465a on h 0.25: the committed dft-savings / dft-barrier runs)
+    assert protocol_hash(load_protocol("gpaw-quick")) == "2145f70dd4984f4e"
+    assert protocol_hash(load_protocol("gpaw-complex")) == "e82361455bdbad44"  # benchmarks/complexes
     assert protocol_hash(load_protocol("ml-screen")) == "c37e4bc4a94fcda2"
 
 
