@@ -30,8 +30,9 @@ from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore
 
 # One SCF per structure: loose enough that every relaxation stops at its first step (fmax < 10 eV/Å), so the
-# test checks the chain of terms, charges and keys with real GPAW in seconds; serial (no MPI job).
-TINY = {"relax": {"fmax": 10.0, "steps": 2}, "run": {"cores": 1}, "gpaw": {"basis": "sz(dzp)"}}
+# test checks the chain of terms, charges and keys with real GPAW in seconds; serial (no MPI job). The coarse
+# grid (h 0.3) is for speed, not accuracy (the preset has h 0.2).
+TINY = {"relax": {"fmax": 10.0, "steps": 2}, "run": {"cores": 1}, "gpaw": {"basis": "sz(dzp)", "h": 0.3}}
 # GPAW PAW setups' valence electrons (gpaw-setups 24.x, PBE): Pb 5d10 6s2 6p2, C, O, H
 GPAW_VALENCE = {"Pb": 14, "C": 4, "O": 6, "H": 1}
 # VASP POTCAR ZVALs of the vasp-pbe-d3 choices (PBE.54): Pb_d, C, O, H
@@ -207,7 +208,7 @@ compute:
   complexes:
     ion: Pb2+
     protocol: gpaw-complex
-    overrides: {relax: {fmax: 10.0, steps: 2}, run: {cores: 1}, gpaw: {basis: sz(dzp)}}
+    overrides: {relax: {fmax: 10.0, steps: 2}, run: {cores: 1}, gpaw: {basis: sz(dzp), h: 0.3}}
     ligands: [acetate]
     configs: 1
 """
