@@ -242,3 +242,15 @@ def test_scf_force_convergence_is_the_preset_default_can_be_changed_and_reaches_
     assert calc.parameters.todict()["convergence"]["forces"] == 0.05
     with pytest.raises(LigbindError, match="forces"):
         load_protocol("gpaw-quick", {"gpaw": {"convergence": {"forces": -1}}})
+
+
+def test_a_gpaw_grid_coarser_than_the_presets_warns():
+    """h > 0.2 Å is allowed (tests and quick trials use it) but never silent: ligands feel the grid there."""
+    import warnings
+
+    with pytest.warns(UserWarning, match=r"gpaw\.h 0\.25 Å is coarser than 0\.2 Å"):
+        load_protocol("gpaw-quick", {"gpaw": {"h": 0.25}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for preset in ("gpaw-quick", "gpaw-laptop", "gpaw-complex"):
+            load_protocol(preset)

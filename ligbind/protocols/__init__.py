@@ -15,6 +15,7 @@ import copy
 import hashlib
 import json
 import math
+import warnings
 from importlib import resources
 from typing import Any, Literal, get_args
 
@@ -25,6 +26,7 @@ from ligbind.errors import LigbindError
 
 # Keys of the resolved protocol that do not change an energy (kept out of the hash).
 NOT_HASHED = ("description", "overrides", "slab", "run", "parent")
+COARSEST_GRID = 0.2  # Å, LCAO: a rigid NH3 moved across the grid, 0.019 eV at h 0.2, 0.18 eV at 0.25
 
 
 def known_protocol(value: str | None) -> str | None:
@@ -222,6 +224,15 @@ def validate_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
         )
     if out["prerelax"] is not None and out["prerelax"] not in available_protocols():
         raise LigbindError(f"protocol '{name}': prerelax names an unknown protocol '{out['prerelax']}'")
+    gpaw = out.get("gpaw") or {}
+    grid = gpaw.get("h") or 0.0
+    if out["backend"] == "gpaw" and gpaw.get("mode") == "lcao" and grid > COARSEST_GRID + 1e-9:
+        warnings.warn(
+            f"protocol '{name}': gpaw.h {grid} Å is coarser than {COARSEST_GRID} Å: a ligand's C, N, O, H feel the "
+            "grid (egg-box error ~0.2 eV per small molecule at h 0.25, measured), so Eb depends on where the "
+            "ligand sits; fine for trying things, not for numbers you report",
+            stacklevel=2,
+        )
     return out
 
 
