@@ -1,9 +1,9 @@
 """Do the lower adsorbed states one DFT protocol found survive at another? (the basin question of issue 10)
 
 The DFT-savings benchmark (gpaw-quick, LCAO sz(dzp), then on an h 0.25 grid) found methylamine 0.09-0.2 eV
-more strongly bound on other tilt basins of the 2x2 CsPbI3 slab than its verified complex. This relaxes those complexes again, each from its
-final geometry, with another protocol (default gpaw-laptop, dzp), and prints their energies against the first
-one's: the complexes have the same atoms, so their energy differences need no slab or ligand term. Whether each
+more strongly bound on other tilt basins of the 2x2 CsPbI3 slab than its verified complex. This relaxes those
+complexes again, each from its final geometry, with another protocol (default gpaw-laptop, dzp), and prints
+their energies against the first one's: the complexes have the same atoms, so their energy differences need no slab or ligand term. Whether each
 stayed in its basin is shown by its framework's RMSD from the start. Resumable (its own store).
 
     python benchmarks/basin_check.py            # verified vs plain configuration 0 of methylamine
