@@ -174,6 +174,10 @@ def main(argv: list[str] | None = None) -> int:
         help="directory keeping the other presets' screens between runs",
     )
     args = parser.parse_args(argv)
+    try:
+        args.screens.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        parser.error(f"--screens {args.screens}: {exc.strerror}")  # one line, exit 2
     from ligbind.engine.campaign import load_campaign
     from ligbind.store import ResultStore
 
@@ -190,7 +194,6 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(c["store"], Path(tmp) / "reference.db")  # the committed database stays untouched
             store = ResultStore(Path(tmp) / "reference.db")
             ref, provisional = dft_reference(c, store)
-            args.screens.mkdir(parents=True, exist_ok=True)
             scratch = ResultStore(args.screens / f"{c['name']}.db")
             for preset in args.presets:
                 source = store if preset == c["protocol"]["name"] else scratch
