@@ -4,6 +4,7 @@ MPI through Debian's OpenMPI (GPAW 26 compiles its C as C++, hence mpic++), FFTW
 Debian's libfftw3-dev and libscalapack-openmpi-dev; libxc, and OpenBLAS linked natively (a siteconfig
 switches off GPAW's own BLAS detection, so it is named here).
 """
+
 # ruff: noqa
 mpi = True
 compiler = "mpic++"
