@@ -6,8 +6,8 @@ Two ways to the DFT binding energy of the same ligands on the same slab, in one 
   configurations on the *unrelaxed* slab from the raw conformer, DFT-relax every one, report the lowest Eb.
   No ML anywhere (the DFT protocol's ``prerelax`` is switched off).
 - verified (ligbind's AdsorbML path): ``bind`` with the screening protocol (K configurations, ML only), then
-  ``verify`` with the DFT protocol on the best ``top_k`` (DFT slab, DFT ligand, ML geometry rebuilt on the DFT
-  slab, ML pre-relaxation of each DFT structure).
+  ``verify`` with the DFT protocol on the best ``top_k`` (DFT slab, DFT ligand, ML pose rebuilt on the DFT
+  slab with the DFT ligand's geometry, ML pre-relaxation of the slab and ligand).
 
 It counts DFT force calls only (ML calls are cheap and counted apart), from the store rows of each path, so an
 interrupted run resumes (the store is ``<workdir>/savings.db``) and still reports every call it made.

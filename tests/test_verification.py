@@ -10,7 +10,7 @@ import yaml
 
 import ligbind.protocols as protocols
 from ligbind.analysis.binding import BindingOutcome
-from ligbind.analysis.verification import configurations_to_verify, rebuild_on_slab
+from ligbind.analysis.verification import configurations_to_verify, rebuild_on_slab, with_ligand_geometry
 from ligbind.builders.ligands import resolve_ligand
 from ligbind.builders.placement import place_ligand
 from ligbind.builders.slab import build_slab
@@ -66,6 +66,48 @@ def test_complex_is_rebuilt_on_the_dft_slab_keeping_its_bonds_to_the_surface():
     tags = rebuilt.get_tags()
     np.testing.assert_allclose(rebuilt.positions[tags == 0], dft_slab.positions)
     np.testing.assert_allclose(rebuilt.positions[tags > 0], complex_.positions[tags > 0] + [0, 0, 0.3])
+
+
+def _methylamine_complex():
+    slab = build_slab(material="CsPbI3", size=(2, 2), layers=3, vacuum=12.0, fix_layers=1)
+    (complex_,) = place_ligand(slab, "methylamine", n_configs=1)
+    return complex_, np.flatnonzero(complex_.get_tags() > 0)
+
+
+def test_the_dft_molecule_takes_the_adsorbates_place_in_the_screens_pose():
+    from ase.geometry import find_mic
+
+    complex_, ads = _methylamine_complex()
+    molecule = complex_[ads]
+    molecule.set_tags(0)
+    molecule.rotate(70, "x", center="COM")  # the DFT molecule comes in its own box and orientation
+    molecule.translate([5.0, -3.0, 20.0])
+    n = next(i for i, z in enumerate(molecule.numbers) if z == 7)
+    c = next(i for i, z in enumerate(molecule.numbers) if z == 6)
+    molecule.set_distance(c, n, 1.40, fix=0.5)  # and its own bond lengths (C–N 1.40 Å)
+    swapped = with_ligand_geometry(complex_, molecule)
+    assert swapped.info["ligand_geometry"] == "dft"
+    assert swapped.get_distance(ads[c], ads[n]) == pytest.approx(1.40)
+    np.testing.assert_allclose(
+        swapped.positions[complex_.get_tags() == 0], complex_.positions[complex_.get_tags() == 0]
+    )
+    # the molecule's shape, in the screen's pose (the placed adsorbate may straddle the cell edge)
+    np.testing.assert_allclose(
+        swapped[ads].get_all_distances(mic=True), molecule.get_all_distances(), atol=1e-8
+    )
+    moved, _ = find_mic(swapped.positions[ads] - complex_.positions[ads], complex_.cell, complex_.pbc)
+    assert np.linalg.norm(moved, axis=1).max() < 0.3
+    assert 0 < swapped.info["ligand_fit_rmsd"] < 0.1
+
+
+def test_the_screen_geometry_stays_when_the_molecule_is_another_conformer_or_not_the_same_atoms():
+    complex_, ads = _methylamine_complex()
+    molecule = complex_[ads]
+    stretched = molecule.copy()
+    stretched.positions *= 1.5  # nothing like the adsorbate
+    assert with_ligand_geometry(complex_, stretched).info["ligand_geometry"] == "screen"
+    np.testing.assert_allclose(with_ligand_geometry(complex_, stretched).positions, complex_.positions)
+    assert with_ligand_geometry(complex_, molecule[:-1]).info["ligand_geometry"] == "screen"
 
 
 def test_verification_needs_a_dft_protocol(tmp_path):

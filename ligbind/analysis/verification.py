@@ -1,8 +1,8 @@
 """DFT verification of a screen (the AdsorbML pattern), defined once for the CLI and the campaign steps.
 
 The screen protocol (an ML potential) relaxes K configurations; the best k of them (lowest, unflagged,
-converged, distinct) are relaxed again with a DFT protocol, each rebuilt on the DFT-relaxed slab from its
-screen geometry; Eb is assembled from DFT terms only. The stored row (kind ``verification``) holds both
+converged, distinct) are relaxed again with a DFT protocol, each rebuilt on the DFT-relaxed slab in its
+screen pose with the DFT-relaxed molecule's geometry; Eb is assembled from DFT terms only. The stored row (kind ``verification``) holds both
 numbers side by side, which protocol produced each, and flags where DFT disagrees with the screen.
 """
 
@@ -20,6 +20,7 @@ from ligbind.store import ResultStore
 
 DISTINCT_EB = 0.005  # eV: two relaxed screen configurations closer than this are taken as the same minimum
 DISAGREEMENT = 0.2  # eV: |Eb_dft − Eb_screen| beyond this is flagged
+LIGAND_SWAP_RMSD = 0.3  # Å: a DFT molecule fitting the screen adsorbate worse than this is another conformer
 
 
 @dataclass
@@ -95,6 +96,39 @@ def rebuild_on_slab(screen_complex: Atoms, screen_slab: Atoms, dft_slab: Atoms) 
     out.positions[screen_complex.get_tags() > 0] += shift
     out.set_constraint(dft_slab.constraints)
     out.info = {**screen_complex.info, "verified_from": screen_complex.info.get("config")}
+    return out
+
+
+def with_ligand_geometry(complex_: Atoms, ligand: Atoms, max_rmsd: float = LIGAND_SWAP_RMSD) -> Atoms:
+    """The complex with its adsorbate's internal geometry taken from ``ligand`` (the DFT-relaxed molecule).
+
+    ``ligand`` is superimposed on the adsorbate (ASE's Kabsch fit) and takes its place, so the DFT relaxation of
+    the complex starts with the molecule at the DFT's bond lengths and angles, in the screen's pose. The ML
+    potential's bond lengths differ from a DFT basis's (gpaw-quick sz(dzp): 5.7 eV/Å on methanethiol at its
+    CHGNet geometry), and a complex started from them spends its first BFGS steps on the molecule's bonds.
+    The complex is returned unchanged (``info['ligand_geometry'] = 'screen'``) when the adsorbate is not the
+    molecule atom for atom (a proton moved, another mode) or does not fit it within ``max_rmsd`` Å (it changed
+    conformation on the surface: the screen's conformer is the one to verify).
+    """
+    from ase.build import minimize_rotation_and_translation
+    from ase.geometry import find_mic
+
+    out = complex_.copy()
+    ads = np.flatnonzero(complex_.get_tags() > 0)
+    out.info["ligand_geometry"] = "screen"
+    if len(ads) != len(ligand) or list(complex_.numbers[ads]) != list(ligand.numbers):
+        return out
+    # the adsorbate's atoms as one molecule (it may straddle the periodic boundary)
+    offsets, _ = find_mic(complex_.positions[ads] - complex_.positions[ads[0]], complex_.cell, complex_.pbc)
+    target = Atoms(complex_.numbers[ads], positions=complex_.positions[ads[0]] + offsets)
+    fitted = Atoms(ligand.numbers, positions=ligand.positions)
+    minimize_rotation_and_translation(target, fitted)
+    rmsd = float(np.sqrt(((fitted.positions - target.positions) ** 2).sum(axis=1).mean()))
+    out.info["ligand_fit_rmsd"] = round(rmsd, 4)
+    if rmsd > max_rmsd:
+        return out
+    out.positions[ads] = fitted.positions + (complex_.positions[ads[0]] - target.positions[0])
+    out.info["ligand_geometry"] = "dft"
     return out
 
 

@@ -579,16 +579,20 @@ def step_verify_ligand(c: dict[str, Any], keys: KeyMap, name: str) -> Result:
 
 
 def step_verify_config(c: dict[str, Any], keys: KeyMap, name: str, k: int) -> Result | None:
-    """DFT relaxation of the screen's k-th best configuration on the DFT slab (None: fewer were usable)."""
-    from ligbind.recipes import relax_configuration, verification_configuration
+    """DFT relaxation of the screen's k-th best configuration on the DFT slab, the DFT ligand's geometry in the
+    screen's pose (None: fewer were usable). A campaign planned before verify-config waited for verify-ligand
+    keeps the screen's molecule geometry."""
+    from ligbind.recipes import relax_verification_configuration, verification_configuration
 
     dft, store = c["verify"]["protocol"], _store(c)
     dft_slab = _passed(c, keys, "verify-slab")
-    atoms = verification_configuration(store, _binding(c, keys, name), k, c["verify"]["top_k"], dft_slab)
+    dft_ligand = _passed(c, keys, f"verify-ligand/{name}") if keys.get(f"verify-ligand/{name}") else None
+    screen = _binding(c, keys, name)
+    atoms = verification_configuration(store, screen, k, c["verify"]["top_k"], dft_slab, dft_ligand)
     if atoms is None:
         return None
     label = f"verify:{name}:{atoms.info['config']}"
-    return relax_configuration(atoms, dft_slab.atoms, dft, store, _calcdir(c), label=label)
+    return relax_verification_configuration(atoms, dft_slab, dft, store, _calcdir(c), label)
 
 
 def _verified_configs(c: dict[str, Any], keys: KeyMap, names: list[str]) -> list[Result]:

@@ -395,7 +395,7 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
                 add(
                     "verify-config",
                     f"verify-config/{lig}/{k}",
-                    [binding_ids[lig], dft_slab],
+                    [binding_ids[lig], dft_slab, ligands[lig]],  # starts from the DFT ligand's geometry
                     ligand=lig,
                     config=k,
                 )

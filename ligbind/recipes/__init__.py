@@ -218,13 +218,17 @@ def relax_configuration(
     store: ResultStore,
     workdir: Path,
     label: str | None = None,
+    prerelax: bool = True,
+    prerelax_info: dict[str, Any] | None = None,
 ) -> Result:
-    """Relax one placed complex and record its anomaly flags in the store."""
+    """Relax one placed complex and record its anomaly flags in the store (``prerelax``: see :func:`relax`)."""
     placed = placed.copy()
     placed.info["label"] = label or (
         f"complex:{placed.info['ligand']}:{placed.info['mode']}:{placed.info['config']}"
     )
-    result = relax(placed, protocol, store=store, workdir=workdir)
+    result = relax(
+        placed, protocol, store=store, workdir=workdir, prerelax=prerelax, prerelax_info=prerelax_info
+    )
     flags = complex_anomalies(
         placed, result.atoms, relaxed_slab if placed.info["mode"] == "neutral" else None
     )
@@ -494,10 +498,21 @@ def dft_ligand_structure(
 
 
 def verification_configuration(
-    store: ResultStore, screen: BindingOutcome, k: int, top_k: int, dft_slab: Result
+    store: ResultStore,
+    screen: BindingOutcome,
+    k: int,
+    top_k: int,
+    dft_slab: Result,
+    dft_ligand: Result | None = None,
 ) -> Atoms | None:
-    """The k-th of the screen's best ``top_k`` configurations rebuilt on the DFT-relaxed slab (None: fewer)."""
-    from ligbind.analysis.verification import configurations_to_verify, rebuild_on_slab
+    """The k-th of the screen's best ``top_k`` configurations rebuilt on the DFT-relaxed slab (None: fewer),
+    with the DFT-relaxed ligand's geometry in the screen's pose when ``dft_ligand`` is given and fits
+    (:func:`ligbind.analysis.verification.with_ligand_geometry`)."""
+    from ligbind.analysis.verification import (
+        configurations_to_verify,
+        rebuild_on_slab,
+        with_ligand_geometry,
+    )
 
     chosen = configurations_to_verify(screen, top_k)
     if k >= len(chosen):
@@ -505,8 +520,28 @@ def verification_configuration(
     complex_ = result_from_row(store.get(chosen[k]["key"]), dft_slab.protocol).atoms
     screen_slab = result_from_row(store.get(screen.slab_key), dft_slab.protocol).atoms
     rebuilt = rebuild_on_slab(complex_, screen_slab, dft_slab.atoms)
+    if dft_ligand is not None:
+        rebuilt = with_ligand_geometry(rebuilt, dft_ligand.atoms)
     rebuilt.calc = None
+    rebuilt.info["screen_key"] = chosen[k]["key"]
     return rebuilt
+
+
+def relax_verification_configuration(
+    atoms: Atoms, dft_slab: Result, protocol: dict[str, Any], store: ResultStore, workdir: Path, label: str
+) -> Result:
+    """DFT relaxation of a configuration from :func:`verification_configuration`.
+
+    With the DFT ligand's geometry swapped in, the protocol's ML pre-relaxation is skipped: it would pull the
+    molecule's bonds back to the ML potential's lengths, and the screen already relaxed the pose.
+    """
+    swapped = atoms.info.get("ligand_geometry") == "dft"
+    info = (
+        {"key": atoms.info["screen_key"], "protocol": "screen", "ligand_geometry": "dft"} if swapped else None
+    )
+    return relax_configuration(
+        atoms, dft_slab.atoms, protocol, store, workdir, label=label, prerelax=not swapped, prerelax_info=info
+    )
 
 
 def verify(
@@ -524,7 +559,8 @@ def verify(
     """DFT verification of a screen's Eb (AdsorbML): the best ``top_k`` configurations relaxed with DFT.
 
     The slab is relaxed with the DFT protocol, the ligand from its screen geometry, and each chosen
-    configuration from its screen geometry rebuilt on the DFT slab; Eb comes from DFT terms only.
+    configuration from its screen pose rebuilt on the DFT slab with the DFT ligand's geometry; Eb comes from
+    DFT terms only.
     """
     from ligbind.analysis.verification import analyse_verification, check_verification
 
@@ -547,12 +583,12 @@ def verify(
     )
     configs = []
     for k in range(top_k):
-        atoms = verification_configuration(store, screen, k, top_k, dft_slab)
+        atoms = verification_configuration(store, screen, k, top_k, dft_slab, dft_ligand)
         if atoms is None:
             break
         progress(f"DFT config {atoms.info['config']}")
         label = f"verify:{entry.name}:{atoms.info['config']}"
-        configs.append(relax_configuration(atoms, dft_slab.atoms, dft, store, workdir, label=label))
+        configs.append(relax_verification_configuration(atoms, dft_slab, dft, store, workdir, label))
     progress("DFT slab reference")
     reference = lowest_slab(dft_slab, configs, dft, store, workdir)
     configs = against_reference(configs, reference, dft, store)
