@@ -328,9 +328,11 @@ def seed_hessian(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
     twofold (unscaled, the methylamine complex oscillated: fmax 1.0 eV/Å after 14 steps against 0.2 with
     alpha·I), so the Hessian is multiplied by ``run.hessian_scale``; eigenvalues below ``run.hessian_floor``
     (rigid-body and soft modes, negative ones away from a minimum) are raised to it. Only the periodic framework
-    (free atoms tagged 0 that bond to their own images, :func:`_framework`) gets it: molecules (tags > 0) keep alpha, because their soft modes are torsions, which are
-    far from harmonic over the 0.2-0.4 Å steps a soft Hessian takes (methylamine's H atoms: BFGS rotated them
-    back and forth; fmax 2.5 eV/Å after 9 steps against 1.4 with alpha·I). A structure without framework (a
+    (free atoms tagged 0 that bond to their own images, :func:`_framework`) gets it: molecules (tags > 0) keep
+    alpha, because their soft modes are torsions, which are far from harmonic over the 0.2-0.4 Å steps a soft
+    Hessian takes (methylamine's H atoms: BFGS rotated them back and forth; fmax 2.5 eV/Å after 9 steps against
+    1.4 with alpha·I), unless ``run.hessian_molecules`` (a DFT verification complex, whose molecule starts at
+    its DFT geometry, turns it on). A structure without framework (a
     ligand, a complex in vacuum) is relaxed from alpha·I. A resumed run continues from the optimizer's own
     restart file instead.
     """
@@ -351,7 +353,10 @@ def seed_hessian(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
         last = None
     if last is not None:
         work.positions = last  # where the relaxation will continue
-    free = np.intersect1d(_free_indices(work), _framework(work))  # molecules keep alpha (see above)
+    framework = _framework(work)
+    free = np.intersect1d(_free_indices(work), framework)  # molecules keep alpha (see above)
+    if protocol["run"].get("hessian_molecules") and len(framework):  # ... unless asked for, on a slab
+        free = _free_indices(work)
     if not len(free):
         return None
     start = time.perf_counter()
@@ -373,6 +378,7 @@ def seed_hessian(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
         "protocol": name,
         "scale": float(protocol["run"]["hessian_scale"]),
         "floor": floor,
+        "atoms": len(free),
         "force_calls": counter[0],
         "seconds": round(time.perf_counter() - start, 3),
         "eigenvalues_below_floor": int((values < floor).sum()),

@@ -473,7 +473,7 @@ def _run_settings(value: Any, where: str = "") -> dict[str, Any]:
 
 
 # run settings that do nothing while another one is off (reported only where that one is on, before or after)
-_INERT_WITHOUT = {"hessian_scale": "hessian", "hessian_floor": "hessian"}
+_INERT_WITHOUT = {"hessian_scale": "hessian", "hessian_floor": "hessian", "hessian_molecules": "hessian"}
 
 
 def _refresh_run_settings(

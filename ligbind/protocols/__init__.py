@@ -106,6 +106,10 @@ class RunSettings(StrictModel):
         le=1000,
         description="eV/Å²; lower eigenvalues of the scaled Hessian are raised to it",
     )
+    hessian_molecules: bool = Field(
+        default=False,
+        description="seed the adsorbed molecules' atoms too (false: only the slab framework; molecules alpha*I)",
+    )
 
     @field_validator("hessian")
     @classmethod

@@ -533,12 +533,22 @@ def relax_verification_configuration(
     """DFT relaxation of a configuration from :func:`verification_configuration`.
 
     With the DFT ligand's geometry swapped in, the protocol's ML pre-relaxation is skipped: it would pull the
-    molecule's bonds back to the ML potential's lengths, and the screen already relaxed the pose.
+    molecule's bonds back to the ML potential's lengths, and the screen already relaxed the pose. And the seeded
+    BFGS Hessian (``run.hessian``) covers the molecule too (``run.hessian_molecules``): started this close,
+    the molecule's soft modes (its tilt and slide on the surface) are what is left to relax, and at BFGS's
+    70 eV/Å² they crawl. Measured (gpaw-quick, methanethiol, same start): slab-only seeding stopped at fmax
+    0.049 after 34 steps at −98.662 eV, still creeping down; seeding the molecule too passed that energy at
+    step 14.
     """
     swapped = atoms.info.get("ligand_geometry") == "dft"
     info = (
         {"key": atoms.info["screen_key"], "protocol": "screen", "ligand_geometry": "dft"} if swapped else None
     )
+    if swapped and protocol["run"].get("hessian"):
+        protocol = {
+            **protocol,
+            "run": {**protocol["run"], "hessian_molecules": True},
+        }  # run settings: same key
     return relax_configuration(
         atoms, dft_slab.atoms, protocol, store, workdir, label=label, prerelax=not swapped, prerelax_info=info
     )
