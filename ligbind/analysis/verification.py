@@ -2,8 +2,9 @@
 
 The screen protocol (an ML potential) relaxes K configurations; the best k of them (lowest, unflagged,
 converged, distinct) are relaxed again with a DFT protocol, each rebuilt on the DFT-relaxed slab in its
-screen pose with the DFT-relaxed molecule's geometry; Eb is assembled from DFT terms only. The stored row (kind ``verification``) holds both
-numbers side by side, which protocol produced each, and flags where DFT disagrees with the screen.
+screen pose with the DFT-relaxed molecule's geometry; Eb is assembled from DFT terms only. The stored row
+(kind ``verification``) holds both numbers side by side, which protocol produced each, and flags where DFT
+disagrees with the screen.
 """
 
 from __future__ import annotations
