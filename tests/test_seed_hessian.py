@@ -73,6 +73,14 @@ def test_molecules_keep_the_default_hessian(slab_2x2, tmp_path):
     hessian = np.load(tmp_path / "relax-complex.hessian.npy")
     alpha = hessian[-1, -1]
     assert alpha == 70.0 and np.count_nonzero(hessian[-3 * len(molecule) :]) == 3 * len(molecule)
+    # run.hessian_molecules (the verification path): the molecule's atoms join the seeded block
+    both = load_protocol("ml-screen", {"run": {"hessian": "ml-screen", "hessian_molecules": True}})
+    info = seed_hessian(complex_, both, "relax-both", tmp_path)
+    assert info["force_calls"] == 1 + 6 * (20 + len(molecule)) and info["atoms"] == 20 + len(molecule)
+    block = np.load(tmp_path / "relax-both.hessian.npy")[-3 * len(molecule) :, -3 * len(molecule) :]
+    assert np.count_nonzero(block - np.diag(np.diag(block))) > 0  # couplings, not alpha·I
+    # ... and only on a slab: a ligand in its box still has nothing to seed
+    assert seed_hessian(ligand, both, "relax-ligand-both", tmp_path) is None
 
 
 @pytest.mark.parametrize(
