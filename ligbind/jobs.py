@@ -287,6 +287,7 @@ def relax(
         start_atoms.info = dict(atoms.info)
         start_atoms.set_constraint(atoms.constraints)
 
+    earlier = earlier_seconds(workdir, key)  # a resumed relaxation: what its interrupted runs took
     hessian_info = seed_hessian(start_atoms, protocol, key, workdir)
     if backend.relaxes_externally(protocol):
         final, energy, fmax, converged, n_steps, calls = backend.relax(start_atoms, protocol, key, workdir)
@@ -298,7 +299,7 @@ def relax(
     for leftover in (f"{key}.hessian.npy", f"{key}.hessian.json"):  # the optimizer's own state took over
         (workdir / leftover).unlink(missing_ok=True)
     result.atoms.info = dict(atoms.info)
-    result.wall_time = time.perf_counter() - start
+    result.wall_time = earlier + time.perf_counter() - start
     _commit(store, result)
     return result
 
@@ -436,12 +437,25 @@ def _last_frame(traj_path: Path) -> tuple[np.ndarray | None, int]:
     return (frames[-1].positions.copy() if len(frames) else None), len(frames)
 
 
+def earlier_seconds(workdir: Path, key: str) -> float:
+    """Wall seconds that earlier, interrupted runs of relaxation ``key`` spent up to their last stored step
+    (0 for a fresh one), so that a resumed relaxation's ``wall_time`` counts every run, as its force calls do."""
+    if not (workdir / f"{key}.traj").exists():
+        return 0.0
+    try:
+        return float((workdir / f"{key}.seconds").read_text())
+    except (OSError, ValueError):
+        return 0.0
+
+
 def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) -> Result:
     """The ASE relaxation itself (no store, no pre-relaxation): trajectory, restart file, SCF retries."""
     settings = protocol["relax"]
     traj_path = workdir / f"{key}.traj"
     restart_path = workdir / f"{key}.opt.json"
     calls_path = workdir / f"{key}.calls"  # force calls of earlier, interrupted runs of this relaxation
+    seconds_path = workdir / f"{key}.seconds"  # and their wall seconds (see earlier_seconds)
+    run_start = time.perf_counter()
     backend = backend_of(protocol)
     work = backend.prepare(atoms, protocol)
     done_steps = 0
@@ -458,6 +472,7 @@ def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: 
         previous_calls = int(calls_path.read_text()) if traj_path.exists() else 0
     except (OSError, ValueError):
         previous_calls = 0
+    previous_seconds = earlier_seconds(workdir, key)
     if restart_path.exists():
         try:
             json.loads(restart_path.read_text())
@@ -483,7 +498,11 @@ def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: 
                     opt.H0 = np.load(seeded)  # see seed_hessian
                 if "restart" in opt_kwargs:
                     opt.dump = _throttled(opt.dump)
-                record = lambda: calls_path.write_text(str(calls + counter[0]))  # noqa: B023, E731
+
+                def record() -> None:
+                    calls_path.write_text(str(calls + counter[0]))  # noqa: B023
+                    seconds_path.write_text(f"{previous_seconds + time.perf_counter() - run_start:.3f}")
+
                 opt.attach(_frame_writer(traj, work, last_frame, record), interval=1)
                 converged = bool(opt.run(fmax=fmax, steps=max(0, max_steps - done_steps)))
             calls += counter[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -196,9 +197,15 @@ def test_killed_relaxation_resumes_from_its_trajectory(ml, reference, tmp_path, 
     frames = Trajectory(str(traj_path))
     assert len(frames) == killed_after  # frames 0..7: one per completed evaluation
     last = frames[-1].positions.copy()
+    killed_seconds = float((runs / f"{reference.key}.seconds").read_text())
+    assert killed_seconds > 0
 
     spy = CalcSpy(monkeypatch)
+    started = time.perf_counter()
     resumed = relax(ethanol(), ml, store=store, workdir=runs)
+    # its wall time counts the killed run's seconds too, as its force calls do
+    assert resumed.wall_time >= killed_seconds
+    assert resumed.wall_time - killed_seconds <= time.perf_counter() - started
     assert np.allclose(spy.positions[0], last)  # the first evaluation is at the last frame, not the start
     assert resumed.converged and resumed.key == reference.key
     assert resumed.energy == pytest.approx(reference.energy, abs=RESUMED_ENERGY_TOL)
