@@ -544,11 +544,8 @@ def relax_verification_configuration(
     info = (
         {"key": atoms.info["screen_key"], "protocol": "screen", "ligand_geometry": "dft"} if swapped else None
     )
-    if swapped and protocol["run"].get("hessian"):
-        protocol = {
-            **protocol,
-            "run": {**protocol["run"], "hessian_molecules": True},
-        }  # run settings: same key
+    if swapped and protocol["run"].get("hessian"):  # a run setting: the same calculation key
+        protocol = {**protocol, "run": {**protocol["run"], "hessian_molecules": True}}
     return relax_configuration(
         atoms, dft_slab.atoms, protocol, store, workdir, label=label, prerelax=not swapped, prerelax_info=info
     )
