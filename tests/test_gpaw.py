@@ -235,7 +235,7 @@ def test_scaled_dipole_layer_gives_gpaw_energy_and_forces(tiny, tmp_path, monkey
     monkeypatch.setattr(gpaw_backend, "dipole_layer", lambda: {"dipolelayer": "xy"})
     plain = energy_and_forces("plain")
     assert abs(scaled[0] - scaled[2]) > 1e-3  # the move changed the energy
-    for a, b in zip(scaled, plain):
+    for a, b in zip(scaled, plain, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-7)
 
 
