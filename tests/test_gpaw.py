@@ -278,6 +278,8 @@ def test_gpaw_relaxation_resumes_from_its_trajectory(tiny, tmp_path, monkeypatch
     assert resumed.atoms.get_distance(0, 1) == pytest.approx(d, abs=0.01)
     # the stored count is the total of both runs (3 before the kill); the resumed run alone continued
     assert resumed.force_calls > 3 and resumed.force_calls - 3 < uninterrupted.force_calls
+    # GPAW's text log of the killed run is kept: the resumed run appends its own after it
+    assert (runs / f"{uninterrupted.key}.txt").read_text().count("Input parameters") == 2
     assert store.get(resumed.key).status == "converged"
 
     # a finished trajectory (row lost) restarts at its last frame: one evaluation, the same energy

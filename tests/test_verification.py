@@ -148,6 +148,10 @@ def test_verified_eb_equals_the_screen_when_dft_is_the_same_potential(tmp_path, 
     assert row.kind == "verification" and row.eb_dft == pytest.approx(out.eb_dft)
     dft_rows = [r for r in store.select(kind="binding") if r.protocol == "fake-dft"]
     assert len(dft_rows) == 1 and dft_rows[0].is_dft  # Eb from DFT terms only, stored as its own analysis
+    # each configuration started from the DFT molecule in the screen's pose; its record names that relaxation
+    verified = [r for r in store.select(kind="relax") if str(r.get("label", "")).startswith("verify:")]
+    assert verified and all(r.data["prerelax"]["ligand_geometry"] == "dft" for r in verified)
+    assert all(r.data["prerelax"]["protocol"] == "ml-screen" for r in verified)
 
 
 @pytest.mark.slow

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import IO, Any, Literal
 
 import numpy as np
 from ase import Atoms
@@ -106,11 +106,21 @@ def check_box(atoms: Atoms) -> None:
         )
 
 
+def text_log(path: Path) -> str | IO[str]:
+    """GPAW's ``txt``: a resumed calculation appends to the log of its earlier runs (GPAW would overwrite it).
+
+    Line-buffered, so a killed run leaves its log complete; ranks other than 0 never write to it (GPAW's Logger).
+    """
+    if path.exists() and path.stat().st_size:
+        return open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115  (GPAW's Logger holds it)
+    return str(path)
+
+
 def dipole_layer() -> Any:
     """GPAW's dipole layer along z (``poissonsolver={'dipolelayer': 'xy'}``) for real-space grids, faster.
 
     GPAW's real-space dipole correction builds the grid coordinates and evaluates an exponential and an error
-    function over the whole fine grid at every Poisson solve, ~35 % of an SCF iteration of a slab + ligand here.
+    function over the whole fine grid at every Poisson solve: 8-16 % of an SCF iteration of a slab + ligand here.
     Its charge and potential corrections are that fixed profile times the density's dipole moment, so this
     subclass keeps GPAW's own result for the first density and rescales it by the moment afterwards (same
     energies; a new grid starts a new profile). Plane-wave mode keeps GPAW's solver, which is already cheap.
@@ -168,7 +178,7 @@ def gpaw_calculator(
         symmetry=p["symmetry"],
         spinpol=bool(p["spinpol"]),
         charge=charge,
-        txt=str(directory / (f"{label}.txt" if attempt == 0 else f"{label}.retry{attempt}.txt")),
+        txt=text_log(directory / (f"{label}.txt" if attempt == 0 else f"{label}.retry{attempt}.txt")),
     )
     if p["mode"] == "lcao":
         kwargs.update(mode="lcao", basis=p["basis"], h=float(p["h"]))

@@ -541,9 +541,11 @@ def relax_verification_configuration(
     step 14.
     """
     swapped = atoms.info.get("ligand_geometry") == "dft"
-    info = (
-        {"key": atoms.info["screen_key"], "protocol": "screen", "ligand_geometry": "dft"} if swapped else None
-    )
+    info = None
+    if swapped:  # the screen's relaxation prepared the pose: name it, as a pre-relaxation record would
+        screen_row = store.get(atoms.info["screen_key"])
+        screen_protocol = screen_row.data["protocol"]["name"] if screen_row is not None else "screen"
+        info = {"key": atoms.info["screen_key"], "protocol": screen_protocol, "ligand_geometry": "dft"}
     if swapped and protocol["run"].get("hessian"):  # a run setting: the same calculation key
         protocol = {**protocol, "run": {**protocol["run"], "hessian_molecules": True}}
     return relax_configuration(
