@@ -109,7 +109,7 @@ def check_box(atoms: Atoms) -> None:
 def text_log(path: Path) -> str | IO[str]:
     """GPAW's ``txt``: a resumed calculation appends to the log of its earlier runs (GPAW would overwrite it).
 
-    Line-buffered, so a killed run leaves its log complete; ranks other than 0 never write to it (GPAW's Logger).
+    The appended log is line-buffered (a killed run leaves it whole); only rank 0 writes to it (GPAW's Logger).
     """
     if path.exists() and path.stat().st_size:
         return open(path, "a", buffering=1, encoding="utf-8")  # noqa: SIM115  (GPAW's Logger holds it)
