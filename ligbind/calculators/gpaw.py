@@ -139,9 +139,9 @@ def dipole_layer() -> Any:
         def fdsolve(self, vHt_g, rhot_g, **kwargs):
             gd = self.poissonsolver.gd
             moment = gd.calculate_dipole_moment(rhot_g)[self.c]
-            if self.profile is None or abs(moment) < 1e-12:
+            if self.profile is None or abs(moment) < 1e-12:  # GPAW's own (zeros for no moment)
                 drhot_g, dvHt_g, self.correction = dipole_correction(self.c, gd, rhot_g)
-                if self.profile is None and abs(moment) >= 1e-12:
+                if abs(moment) >= 1e-12:
                     self.profile = (moment, drhot_g.copy(), dvHt_g.copy(), self.correction)
             else:
                 moment0, drho0_g, dphi0_g, correction0 = self.profile

@@ -546,8 +546,8 @@ def relax_verification_configuration(
         screen_row = store.get(atoms.info["screen_key"])
         screen_protocol = screen_row.data["protocol"]["name"] if screen_row is not None else "screen"
         info = {"key": atoms.info["screen_key"], "protocol": screen_protocol, "ligand_geometry": "dft"}
-    if swapped and protocol["run"].get("hessian"):  # a run setting: the same calculation key
-        protocol = {**protocol, "run": {**protocol["run"], "hessian_molecules": True}}
+        if protocol["run"].get("hessian"):  # a run setting: the same calculation key
+            protocol = {**protocol, "run": {**protocol["run"], "hessian_molecules": True}}
     return relax_configuration(
         atoms, dft_slab.atoms, protocol, store, workdir, label=label, prerelax=not swapped, prerelax_info=info
     )
