@@ -285,7 +285,39 @@ def test_coverage_campaign_through_fireworks_agrees_with_the_direct_path(tmp_pat
     assert rows[("methylamine", 2)].eb_per_ligand == pytest.approx(
         (rows[("methylamine", 1)].eb_differential + rows[("methylamine", 2)].eb_differential) / 2, abs=1e-9
     )
+    # coverage and binding share the campaign's slab reference; a lower one moves Eb per ligand by ΔE_ref / n
+    (binding,) = store.select(kind="binding", ligand="methylamine")
+    assert all(
+        r.e_slab == pytest.approx(binding.e_slab, abs=1e-9) for r in rows.values() if r.ligand != "MAI"
+    )
+    _coverage_follows_a_lower_reference(path, store, rows)
     fr = {r.get("ligand") or "bare": r for r in store.select(kind="frenkel")}
     assert set(fr) == {"bare", "MAI-layer"}
     if fr["MAI-layer"].get("ef") is not None and fr["bare"].get("ef") is not None:
         assert fr["MAI-layer"].delta_ef == pytest.approx(fr["MAI-layer"].ef - fr["bare"].ef, abs=1e-9)
+
+
+def _coverage_follows_a_lower_reference(path, store: ResultStore, rows: dict) -> None:
+    """The coverage step with its Firework's keys, but a reference 0.1 eV below the one it got (a stand-in for
+    a lower framework found by a complex that changed basin): e_slab and Eb per ligand follow it."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from ligbind.engine.campaign import resolve_campaign_ref
+    from ligbind.engine.coverage_steps import step_coverage
+    from ligbind.engine.fireworks import passed_keys, read_launchpad
+
+    c = resolve_campaign_ref(path)
+    lpad = read_launchpad(c)
+    (doc,) = lpad.fireworks.find({"name": f"{c['name']}:coverage/methylamine"}, {"spec": 1})
+    keys = passed_keys(doc["spec"])
+    assert "reference" in keys  # the coverage analysis waits for the reference, as binding does
+    row = store.get(keys["reference"])
+    lower = row.toatoms()
+    lower.positions[0, 2] += 1e-4  # another structure, another key
+    lower.calc = SinglePointCalculator(lower, energy=row.energy - 0.1, forces=np.zeros((len(lower), 3)))
+    store.put(lower, "relax-lower-reference", data=row.data, kind="relax", status="converged", label="slab")
+    out = step_coverage(c, {**keys, "reference": "relax-lower-reference"}, "methylamine")
+    assert out.e_slab == pytest.approx(row.energy - 0.1, abs=1e-9)
+    for level in out.levels:
+        before = rows[("methylamine", level["n"])].eb_per_ligand
+        assert level["eb_per_ligand"] == pytest.approx(before + 0.1 / level["n"], abs=1e-6)

@@ -8,7 +8,8 @@ Campaign keys::
       treatments: [dimethyl-ether, MAI-layer]     # monolayer of a library ligand, or MAI-layer
       frenkel: {pairs: 2}                          # pairs per host, also for the treated surfaces
 
-Fireworks: ``coverage-config/<L>/<n>/<set>`` (a relaxation, parents slab and ligand/<L>) → ``coverage/<L>``;
+Fireworks: ``coverage-config/<L>/<n>/<set>`` (a relaxation, parents slab and ligand/<L>) → ``coverage/<L>`` (also
+under ``reference``, the slab reference binding uses);
 ``treatment-unit/<T>`` → ``treatment/<T>`` (the treated slab) → ``treatment-pair/<T>/<k>`` →
 ``treatment-frenkel/<T>`` (Eb per unit and E_F, ΔE_F against ``frenkel/bare``, which is added when needed).
 """
@@ -120,10 +121,15 @@ def step_coverage_config(c: dict[str, Any], keys: KeyMap, name: str, k: int, n: 
 
 
 def step_coverage(c: dict[str, Any], keys: KeyMap, name: str):
-    """Eb per ligand and differential Eb of ``name`` for every n (site sets that failed are left out)."""
+    """Eb per ligand and differential Eb of ``name`` for every n (site sets that failed are left out), against
+    the campaign's slab reference, the one its binding rows use (``basin-changed`` judged against it as
+    :func:`ligbind.recipes.against_reference` does). A coverage Firework planned before it had that parent
+    keeps the slab."""
     from ligbind.analysis.coverage import analyse_coverage
+    from ligbind.recipes import against_reference
 
     cov = c["compute"]["coverage"]
+    reference = _passed(c, keys, "reference" if keys.get("reference") else "slab")
     levels: dict[int, list[Result]] = {}
     for n in cov["n"]:
         levels[n] = []
@@ -131,10 +137,11 @@ def step_coverage(c: dict[str, Any], keys: KeyMap, name: str):
             step = f"coverage-config/{name}/{n}/{k}"
             if keys.get(step):
                 levels[n].append(_passed(c, keys, step))
+        levels[n] = against_reference(levels[n], reference, c["protocol"], _store(c))
     return analyse_coverage(
         name,
         c["protocol"],
-        _passed(c, keys, "slab"),
+        reference,
         _passed(c, keys, f"ligand/{name}"),
         levels,
         store=_store(c),
@@ -229,8 +236,11 @@ COVERAGE_CALCULATIONS = frozenset({"coverage-config", "treatment-unit", "treatme
 
 
 # ------------------------------------------------------------------------------------------------- plan
-def plan_coverage(c: dict[str, Any], add: Callable, slab: str, frenkel_ids: dict[str, str]) -> None:
-    """Add the coverage and treatment Fireworks to a campaign's plan (``add`` as in planned_fireworks)."""
+def plan_coverage(
+    c: dict[str, Any], add: Callable, slab: str, frenkel_ids: dict[str, str], reference: str | None
+) -> None:
+    """Add the coverage and treatment Fireworks to a campaign's plan (``add`` as in planned_fireworks;
+    ``reference``: the slab reference Firework, a parent of each coverage analysis)."""
     cov = c["compute"].get("coverage") or {"ligands": []}
     for lig in cov["ligands"]:
         configs = [
@@ -244,7 +254,8 @@ def plan_coverage(c: dict[str, Any], add: Callable, slab: str, frenkel_ids: dict
             for n in cov["n"]
             for k in range(cov["sets"])
         ]
-        add("coverage", f"coverage/{lig}", [slab, f"ligand/{lig}", *configs], allow_fizzled=True, ligand=lig)
+        parents = [slab, f"ligand/{lig}", *configs, *([reference] if reference else [])]
+        add("coverage", f"coverage/{lig}", parents, allow_fizzled=True, ligand=lig)
     treatments = c["compute"].get("treatments") or []
     if treatments and "bare" not in frenkel_ids:
         pairs = [

@@ -382,7 +382,7 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
     passivation = plan_passivation(c, add, slab, frenkel_ids)
     from ligbind.engine.coverage_steps import plan_coverage  # compute.coverage, compute.treatments
 
-    plan_coverage(c, add, slab, frenkel_ids)
+    plan_coverage(c, add, slab, frenkel_ids, reference)
     plan_defects(
         c, add, slab, binding_ids, passivation
     )  # vacancies and migration barriers (engine/defect_steps.py)
