@@ -298,12 +298,12 @@ def test_coverage_campaign_through_fireworks_agrees_with_the_direct_path(tmp_pat
 
 
 def _coverage_follows_a_lower_reference(path, store: ResultStore, rows: dict) -> None:
-    """The coverage step with its Firework's keys, but a reference 0.1 eV below the one it got (a stand-in for
-    a lower framework found by a complex that changed basin): e_slab and Eb per ligand follow it."""
+    """The coverage and treatment steps with their Fireworks' keys, but a reference 0.1 eV below the one they
+    got (a stand-in for a lower framework found by a complex that changed basin): e_slab and Eb follow it."""
     from ase.calculators.singlepoint import SinglePointCalculator
 
     from ligbind.engine.campaign import resolve_campaign_ref
-    from ligbind.engine.coverage_steps import step_coverage
+    from ligbind.engine.coverage_steps import step_coverage, step_treatment_frenkel
     from ligbind.engine.fireworks import passed_keys, read_launchpad
 
     c = resolve_campaign_ref(path)
@@ -321,3 +321,10 @@ def _coverage_follows_a_lower_reference(path, store: ResultStore, rows: dict) ->
     for level in out.levels:
         before = rows[("methylamine", level["n"])].eb_per_ligand
         assert level["eb_per_ligand"] == pytest.approx(before + 0.1 / level["n"], abs=1e-6)
+    # the treatment layer's Eb per unit likewise
+    (doc,) = lpad.fireworks.find({"name": f"{c['name']}:treatment-frenkel/MAI-layer"}, {"spec": 1})
+    keys = passed_keys(doc["spec"])
+    step_treatment_frenkel(c, {**keys, "reference": "relax-lower-reference"}, "MAI-layer")
+    (layer,) = [r for r in store.select(kind="coverage", ligand="MAI") if r.e_slab != rows[("MAI", 4)].e_slab]
+    assert layer.e_slab == pytest.approx(row.energy - 0.1, abs=1e-9)
+    assert layer.eb_per_ligand == pytest.approx(rows[("MAI", 4)].eb_per_ligand + 0.1 / 4, abs=1e-6)

@@ -11,7 +11,8 @@ Campaign keys::
 Fireworks: ``coverage-config/<L>/<n>/<set>`` (a relaxation, parents slab and ligand/<L>) → ``coverage/<L>`` (also
 under ``reference``, the slab reference binding uses);
 ``treatment-unit/<T>`` → ``treatment/<T>`` (the treated slab) → ``treatment-pair/<T>/<k>`` →
-``treatment-frenkel/<T>`` (Eb per unit and E_F, ΔE_F against ``frenkel/bare``, which is added when needed).
+``treatment-frenkel/<T>`` (Eb per unit and E_F, ΔE_F against ``frenkel/bare``, which is added when needed; also
+under ``reference`` when the campaign has ligands).
 """
 
 from __future__ import annotations
@@ -186,21 +187,24 @@ def step_treatment_pair(c: dict[str, Any], keys: KeyMap, treatment: str, k: int)
 
 
 def step_treatment_frenkel(c: dict[str, Any], keys: KeyMap, treatment: str):
-    """Eb per unit of the treatment layer, and E_F on it with ΔE_F against the bare slab's Frenkel row."""
+    """Eb per unit of the treatment layer (against the campaign's slab reference, as coverage; the slab in a
+    campaign without ligands), and E_F on it with ΔE_F against the bare slab's Frenkel row."""
     from ligbind.analysis.coverage import analyse_coverage
     from ligbind.analysis.frenkel import analyse_frenkel, frenkel_key, load_frenkel
+    from ligbind.recipes import against_reference
     from ligbind.recipes.coverage import treatment_label
 
     store, protocol = _store(c), c["protocol"]
     slab = _passed(c, keys, "slab")
+    reference = _passed(c, keys, "reference") if keys.get("reference") else slab
     host = _passed(c, keys, f"treatment/{treatment}")
     label = treatment_label(treatment)
     analyse_coverage(
         _unit(treatment).name,
         protocol,
-        slab,
+        reference,
         _passed(c, keys, f"treatment-unit/{treatment}"),
-        {int(host.atoms.info.get("n", 0)): [host]},
+        {int(host.atoms.info.get("n", 0)): against_reference([host], reference, protocol, store)},
         treatment=label,
         store=store,
         campaign=c["name"],
@@ -240,7 +244,7 @@ def plan_coverage(
     c: dict[str, Any], add: Callable, slab: str, frenkel_ids: dict[str, str], reference: str | None
 ) -> None:
     """Add the coverage and treatment Fireworks to a campaign's plan (``add`` as in planned_fireworks;
-    ``reference``: the slab reference Firework, a parent of each coverage analysis)."""
+    ``reference``: the slab reference Firework, a parent of each coverage and treatment analysis)."""
     cov = c["compute"].get("coverage") or {"ligands": []}
     for lig in cov["ligands"]:
         configs = [
@@ -273,7 +277,7 @@ def plan_coverage(
         add(
             "treatment-frenkel",
             f"treatment-frenkel/{t}",
-            [slab, unit, host, *pairs, frenkel_ids["bare"]],
+            [slab, unit, host, *pairs, frenkel_ids["bare"], *([reference] if reference else [])],
             allow_fizzled=True,
             config=t,
         )
