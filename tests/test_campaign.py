@@ -136,6 +136,36 @@ def test_new_run_settings_reach_the_unfinished_fireworks(tmp_path):
     assert seeded and all(h["protocol"] == "ml-screen" for h in seeded.values())  # slab starts, complex
 
 
+def test_run_of_a_yaml_unlike_what_was_screened_is_refused(tmp_path, monkeypatch):
+    """`ligbind run campaign.yaml` finds the Fireworks of what was screened: before any screen, or after the
+    YAML changed, it would run nothing or the old settings. It says so, in one line, and runs nothing."""
+
+    def refused(path: Path, *expected: str) -> None:
+        proc = ligbind("run", str(path), cwd=tmp_path, check=False)
+        assert proc.returncode == 2 and proc.stdout == "", proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and f"ligbind screen {path}" in proc.stderr
+        assert all(text in proc.stderr for text in expected), proc.stderr
+
+    path = write_campaign(tmp_path, ligands=["methylamine"], configs=1)
+    refused(path, "never screened")
+    assert not (tmp_path / "runs" / "mini" / "ligbind.db").exists()
+    ligbind("screen", str(path), cwd=tmp_path)
+    refused(write_campaign(tmp_path, ligands=["methylamine"], configs=2), "configs: 1 → 2")
+    refused(
+        write_campaign(tmp_path, ligands=["methylamine", "methanethiol"], configs=1),
+        "ligands: ['methylamine']",
+    )
+    seeded = {**MINI["overrides"], "run": {"hessian": "ml-screen"}}
+    refused(write_campaign(tmp_path, ligands=["methylamine"], configs=1, overrides=seeded), "run.hessian")
+    assert not (tmp_path / "runs" / "mini" / "ligbind.db").exists()  # nothing ran
+    from ligbind.engine.campaign import resolve_campaign_ref
+    from ligbind.engine.fireworks import check_screened
+
+    monkeypatch.chdir(tmp_path)
+    path = write_campaign(tmp_path, ligands=["methylamine"], configs=1)  # as screened: it may run
+    check_screened(resolve_campaign_ref(path), path)
+
+
 # ------------------------------------------------------------------------------------ second worker refused
 def test_second_worker_is_refused(tmp_path, monkeypatch):
     from ligbind.engine.fireworks import worker_lock

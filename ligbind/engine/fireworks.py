@@ -483,6 +483,19 @@ def _refresh_run_settings(
     unfinished Fireworks; what they compute, and so their ids and keys, stays the same."""
     if old is None:
         return []
+    changes = run_setting_changes(old, c)
+    if changes:
+        waiting = {**campaign_query(c), "state": {"$nin": ["COMPLETED", "RUNNING", "RESERVED"]}}
+        ids = [doc["fw_id"] for doc in lpad.fireworks.find(waiting, {"fw_id": 1})]
+        lpad.update_spec(ids, {"_tasks.0.campaign": c})
+        if not launchpad_file:  # screen holds the worker lock: a RUNNING Firework was left by a killed run
+            lost = {**campaign_query(c), "state": {"$in": ["RUNNING", "RESERVED"]}}
+            lpad.fireworks.update_many(lost, {"$set": {"spec._tasks.0.campaign": c}})
+    return changes
+
+
+def run_setting_changes(old: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    """Run-time settings of ``c``'s protocols that differ from ``old``'s (``path.run.key: old → new``)."""
     previous = _run_settings(old)
     # a campaign saved before a run setting existed ran with its default
     defaults = RunSettings().model_dump(mode="json")
@@ -493,13 +506,6 @@ def _refresh_run_settings(
             switch = _INERT_WITHOUT.get(k)
             if before.get(k) != v and (switch is None or run.get(switch) or before.get(switch)):
                 changes.append(f"{where}.run.{k}: {before.get(k)!r} → {v!r}")
-    if changes:
-        waiting = {**campaign_query(c), "state": {"$nin": ["COMPLETED", "RUNNING", "RESERVED"]}}
-        ids = [doc["fw_id"] for doc in lpad.fireworks.find(waiting, {"fw_id": 1})]
-        lpad.update_spec(ids, {"_tasks.0.campaign": c})
-        if not launchpad_file:  # screen holds the worker lock: a RUNNING Firework was left by a killed run
-            lost = {**campaign_query(c), "state": {"$in": ["RUNNING", "RESERVED"]}}
-            lpad.fireworks.update_many(lost, {"$set": {"spec._tasks.0.campaign": c}})
     return changes
 
 
@@ -528,12 +534,42 @@ def _settings_changed(lpad, c: dict[str, Any], old: dict[str, Any] | None, plann
     for doc in lpad.fireworks.find({**campaign_query(c), "state": "COMPLETED"}, {"fw_id": 1}):
         if lpad.fireworks.find_one({"fw_id": doc["fw_id"], "state": "COMPLETED"}):  # not rerun as a child yet
             lpad.rerun_fw(doc["fw_id"])
+    return settings_changes(old, c)
+
+
+def settings_changes(old: dict[str, Any], c: dict[str, Any]) -> list[str]:
+    """What ``c`` computes differently from ``old`` (``path: old → new``; empty when the same)."""
+    if settings_hash(old) == settings_hash(c):
+        return []
     changes = describe_changes(old.get("protocol") or {}, c["protocol"])
     a, b = campaign_settings(old), campaign_settings(c)
     for d in (a, b):
         d.pop("protocol", None), d.pop("ligands", None)
     changes += [x.removeprefix("campaign.") for x in describe_changes(a, b, "campaign")]
     return changes or ["campaign settings"]
+
+
+def check_screened(c: dict[str, Any], campaign_ref: str | Path) -> None:
+    """Refuse to run a campaign that was never screened, or whose YAML now asks for something else than what
+    was screened (its Fireworks would be those of the old settings, or none: a run that silently does nothing).
+    """
+    old = saved_campaign(c)
+    if old is None:
+        raise LigbindError(
+            f"campaign {c['name']} was never screened: run `ligbind screen {campaign_ref}` first"
+        )
+    changes = settings_changes(old, c) or run_setting_changes(old, c)
+    before, now = ([s["name"] for s in x["ligands"]] for x in (old, c))
+    if not changes and json.dumps(
+        campaign_settings(old)["ligands"], sort_keys=True, default=str
+    ) != json.dumps(campaign_settings(c)["ligands"], sort_keys=True, default=str):
+        changes = [f"ligands: {before} → {now}" if before != now else "ligands"]
+    if changes:
+        shown = ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
+        raise LigbindError(
+            f"campaign {c['name']} changed since it was screened ({shown}): "
+            f"run `ligbind screen {campaign_ref}` again, then run it"
+        )
 
 
 def _append_under(lpad, wf, parent_ids: list[int]) -> None:
@@ -638,6 +674,7 @@ def run(
     from tqdm import tqdm
 
     c = resolve_campaign_ref(campaign_ref)
+    check_screened(c, campaign_ref)
     workers = default_workers(c) if workers is None else int(workers)
     if workers < 1:
         raise LigbindError(f"workers must be at least 1, got {workers}")
