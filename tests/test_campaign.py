@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -163,6 +164,15 @@ def test_run_of_a_yaml_unlike_what_was_screened_is_refused(tmp_path, monkeypatch
 
     monkeypatch.chdir(tmp_path)
     path = write_campaign(tmp_path, ligands=["methylamine"], configs=1)  # as screened: it may run
+    check_screened(resolve_campaign_ref(path), path)
+    # screened by a ligbind that planned campaigns otherwise (before PLAN_VERSION 2): screen again
+    saved = tmp_path / "runs" / "mini" / "campaign.json"
+    old = json.loads(saved.read_text())
+    old.pop("ligbind_plan")
+    saved.write_text(json.dumps(old))
+    refused(path, "ligbind_plan: None → 2")
+    out = ligbind("screen", str(path), "--json", cwd=tmp_path).stdout
+    assert "ligbind_plan" in json.loads(out)["protocol_changes"][0]  # said, and the saved campaign renewed
     check_screened(resolve_campaign_ref(path), path)
 
 

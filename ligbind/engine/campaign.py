@@ -231,6 +231,7 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
             **defect_compute(spec.compute, names, refuse),  # vacancy, migration (engine/defect_steps.py)
         },
         "verify": _verify_settings(spec, path),
+        "ligbind_plan": PLAN_VERSION,
         "workdir": str(root.resolve()),
         "store": str(store.resolve()),
     }
@@ -739,6 +740,12 @@ def missing_reasons(c: dict[str, Any]) -> dict[str, str]:
             reasons[parts[1]] = f"{f['firework']} failed: {f['error']}"
     return reasons
 
+
+# The version of how campaigns are planned and analysed. Bump it when a step's parents or what an analysis
+# writes change: it is a campaign setting, so a campaign screened before is refused by `ligbind run` until it
+# is screened again, which gives it new Fireworks (every calculation is found in the store, every analysis is
+# redone). 2: coverage and treatment rows on the campaign's slab reference (2026-12-04).
+PLAN_VERSION = 2
 
 # campaign fields that name or place a campaign but do not change what it computes
 NOT_SETTINGS = ("name", "file", "description", "workdir", "store")
