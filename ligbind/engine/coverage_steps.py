@@ -124,13 +124,12 @@ def step_coverage_config(c: dict[str, Any], keys: KeyMap, name: str, k: int, n: 
 def step_coverage(c: dict[str, Any], keys: KeyMap, name: str):
     """Eb per ligand and differential Eb of ``name`` for every n (site sets that failed are left out), against
     the campaign's slab reference, the one its binding rows use (``basin-changed`` judged against it as
-    :func:`ligbind.recipes.against_reference` does). A coverage Firework planned before it had that parent
-    keeps the slab."""
+    :func:`ligbind.recipes.against_reference` does)."""
     from ligbind.analysis.coverage import analyse_coverage
     from ligbind.recipes import against_reference
 
     cov = c["compute"]["coverage"]
-    reference = _passed(c, keys, "reference" if keys.get("reference") else "slab")
+    reference = _passed(c, keys, "reference")
     levels: dict[int, list[Result]] = {}
     for n in cov["n"]:
         levels[n] = []
