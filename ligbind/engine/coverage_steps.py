@@ -195,7 +195,7 @@ def step_treatment_frenkel(c: dict[str, Any], keys: KeyMap, treatment: str):
 
     store, protocol = _store(c), c["protocol"]
     slab = _passed(c, keys, "slab")
-    reference = _passed(c, keys, "reference") if keys.get("reference") else slab
+    reference = _passed(c, keys, "reference") if c["ligands"] else slab  # planned as a parent when ligands
     host = _passed(c, keys, f"treatment/{treatment}")
     label = treatment_label(treatment)
     analyse_coverage(
