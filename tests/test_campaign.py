@@ -171,6 +171,10 @@ def test_run_of_a_yaml_unlike_what_was_screened_is_refused(tmp_path, monkeypatch
     old.pop("ligbind_plan")
     saved.write_text(json.dumps(old))
     refused(path, "ligbind_plan: None → 2")
+    proc = ligbind("run", "mini", cwd=tmp_path, check=False)  # by name, i.e. from that screened campaign
+    assert (
+        proc.returncode == 2 and "ligbind_plan: None → 2" in proc.stderr and f"screen {path}" in proc.stderr
+    )
     out = ligbind("screen", str(path), "--json", cwd=tmp_path).stdout
     assert "ligbind_plan" in json.loads(out)["protocol_changes"][0]  # said, and the saved campaign renewed
     check_screened(resolve_campaign_ref(path), path)

@@ -24,6 +24,7 @@ import fireworks.core.rocket  # noqa: E402
 from fireworks import FiretaskBase, Firework, FWAction, FWorker, LaunchPad, Workflow, explicit_serialize  # noqa: E402
 
 from ligbind.engine.campaign import (
+    PLAN_VERSION,
     campaign_settings,
     firework_hash,
     plan_host_verification,
@@ -557,6 +558,12 @@ def check_screened(c: dict[str, Any], campaign_ref: str | Path) -> None:
     if old is None:
         raise LigbindError(
             f"campaign {c['name']} was never screened: run `ligbind screen {campaign_ref}` first"
+        )
+    if old.get("ligbind_plan") != PLAN_VERSION:  # also when run by name, i.e. from the screened campaign
+        raise LigbindError(
+            f"campaign {c['name']} was screened by a ligbind that planned campaigns otherwise (ligbind_plan: "
+            f"{old.get('ligbind_plan')} → {PLAN_VERSION}): run `ligbind screen {c.get('file') or campaign_ref}` "
+            "again, then run it"
         )
     changes = settings_changes(old, c) or run_setting_changes(old, c)
     before, now = ([s["name"] for s in x["ligands"]] for x in (old, c))
