@@ -128,7 +128,7 @@ def step_coverage(c: dict[str, Any], keys: KeyMap, name: str):
     from ligbind.analysis.coverage import analyse_coverage
     from ligbind.recipes import against_reference
 
-    cov = c["compute"]["coverage"]
+    cov, store = c["compute"]["coverage"], _store(c)
     reference = _passed(c, keys, "reference")
     levels: dict[int, list[Result]] = {}
     for n in cov["n"]:
@@ -137,14 +137,14 @@ def step_coverage(c: dict[str, Any], keys: KeyMap, name: str):
             step = f"coverage-config/{name}/{n}/{k}"
             if keys.get(step):
                 levels[n].append(_passed(c, keys, step))
-        levels[n] = against_reference(levels[n], reference, c["protocol"], _store(c))
+        levels[n] = against_reference(levels[n], reference, c["protocol"], store)
     return analyse_coverage(
         name,
         c["protocol"],
         reference,
         _passed(c, keys, f"ligand/{name}"),
         levels,
-        store=_store(c),
+        store=store,
         campaign=c["name"],
     )
 

@@ -25,6 +25,7 @@ from fireworks import FiretaskBase, Firework, FWAction, FWorker, LaunchPad, Work
 
 from ligbind.engine.campaign import (
     PLAN_VERSION,
+    _digest,
     campaign_settings,
     firework_hash,
     plan_host_verification,
@@ -566,10 +567,8 @@ def check_screened(c: dict[str, Any], campaign_ref: str | Path) -> None:
             "again, then run it"
         )
     changes = settings_changes(old, c) or run_setting_changes(old, c)
-    before, now = ([s["name"] for s in x["ligands"]] for x in (old, c))
-    if not changes and json.dumps(
-        campaign_settings(old)["ligands"], sort_keys=True, default=str
-    ) != json.dumps(campaign_settings(c)["ligands"], sort_keys=True, default=str):
+    if not changes and _digest(campaign_settings(old)["ligands"]) != _digest(campaign_settings(c)["ligands"]):
+        before, now = ([s["name"] for s in x["ligands"]] for x in (old, c))  # settings_hash leaves them out
         changes = [f"ligands: {before} → {now}" if before != now else "ligands"]
     if changes:
         shown = ", ".join(changes[:3]) + (f" and {len(changes) - 3} more" if len(changes) > 3 else "")
