@@ -42,9 +42,11 @@ def dft_reference(c: dict, store) -> tuple[dict[str, dict[int, float]], set[str]
     configuration of every ligand is DFT-relaxed); for the other ligands, from the DFT relaxations finished so
     far (:func:`provisional_reference`), so that a campaign still running gives figures too.
     """
+    from ligbind.engine.fireworks import current_rows
+
     dft = c["verify"]["protocol"]["name"]
     out = {}
-    for row in store.select(kind="binding", campaign=c["name"]):
+    for row in store.restricted(current_rows(c)).select(kind="binding", campaign=c["name"]):  # this plan's
         if row.protocol == dft:
             configs = row.data["outcome"]["configs"]
             out[row.ligand] = {

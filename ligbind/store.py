@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ class ResultStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = ase.db.connect(str(self.path), type="db")
         self._fixed: dict[str, Any] = {}
+        self._keep: Callable[[Any], bool] | None = None
 
     @classmethod
     def open_existing(cls, path: str | Path) -> ResultStore:
@@ -122,15 +124,21 @@ class ResultStore:
 
     def select(self, **query: Any):
         """Rows matching key-value pairs."""
-        return self.db.select(**{**self._fixed, **query})
+        rows = self.db.select(**{**self._fixed, **query})
+        return rows if self._keep is None else (row for row in rows if self._keep(row))
 
     def count(self, **query: Any) -> int:
-        return self.db.count(**{**self._fixed, **query})
+        if self._keep is None:
+            return self.db.count(**{**self._fixed, **query})
+        return sum(1 for _ in self.select(include_data=False, **query))
 
-    def restricted(self, **fixed: Any) -> ResultStore:
-        """The same store, whose ``select`` and ``count`` also match ``fixed`` (e.g. one campaign's settings)."""
+    def restricted(self, keep: Callable[[Any], bool] | None = None, **fixed: Any) -> ResultStore:
+        """The same store, whose ``select`` and ``count`` also match ``fixed`` (e.g. one campaign's settings)
+        and, given ``keep``, only rows for which ``keep(row)`` is true."""
         view = copy.copy(self)
         view._fixed = {**self._fixed, **fixed}
+        if keep is not None:
+            view._keep = keep if self._keep is None else (lambda row, a=self._keep: a(row) and keep(row))
         return view
 
 

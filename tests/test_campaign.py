@@ -87,7 +87,8 @@ def test_screen_of_bad_campaign_exits_with_one_line(tmp_path, raw):
 
 # --------------------------------------------------------------------------- FireWorks run and reuse counts
 @pytest.mark.slow
-def test_campaign_runs_through_fireworks_and_reuses(tmp_path):
+def test_campaign_runs_through_fireworks_and_reuses(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the campaign's runs/ as the CLI calls below see it
     path = write_campaign(tmp_path)
     out = ligbind("screen", str(path), "--json", cwd=tmp_path)
     assert '"added": 10' in out.stdout  # slab + 2 ligands + 2x2 configs + the slab reference + 2 analyses
@@ -110,12 +111,66 @@ def test_campaign_runs_through_fireworks_and_reuses(tmp_path):
     # rerun: nothing new; add one ligand: only its 1 + K relaxations
     assert '"added": 0' in ligbind("screen", str(path), "--json", cwd=tmp_path).stdout
     assert '"ran": 0' in ligbind("run", "mini", "--json", cwd=tmp_path).stdout
+    _binding_follows_a_lower_reference(tmp_path, store)
+    first = relax_rows(store)  # and the stand-in reference
     path = write_campaign(tmp_path, ligands=["methylamine", "dimethyl-ether", "methanethiol"])
-    assert '"added": 4' in ligbind("screen", str(path), "--json", cwd=tmp_path).stdout
+    # its ligand and K configurations, and what they join: the slab reference and every Eb against it
+    assert '"added": 7' in ligbind("screen", str(path), "--json", cwd=tmp_path).stdout
     ligbind("run", "mini", cwd=tmp_path)
     second = relax_rows(store)
     assert len(second) == len(first) + 1 + 2
     assert all(second[k] == e for k, e in first.items())  # stored results untouched
+    assert _reference_parents(tmp_path) == {
+        f"config/{lig}/{k}" for lig in ("methylamine", "dimethyl-ether", "methanethiol") for k in (0, 1)
+    }
+    # the ligand dropped again: the first plan's analyses are redone, the tables show only its ligands
+    path = write_campaign(tmp_path)
+    out = json.loads(ligbind("screen", str(path), "--json", cwd=tmp_path).stdout)
+    assert out["added"] == 0 and {"binding/methylamine", "binding/dimethyl-ether"} <= set(out["rerun"])
+    ligbind("run", "mini", cwd=tmp_path)
+    ligbind("results", "mini", cwd=tmp_path)
+    table = pd.read_csv(tmp_path / "results" / "mini" / "binding.csv")
+    assert sorted(table.ligand) == ["dimethyl-ether", "methylamine"]
+    assert len(relax_rows(store)) == len(second)  # nothing recomputed
+
+
+def _reference_parents(tmp_path: Path) -> set[str]:
+    """Step names of the parents of the current plan's slab-reference Firework."""
+    from ligbind.engine.campaign import resolve_campaign_ref
+    from ligbind.engine.fireworks import planned_fireworks
+
+    plan = planned_fireworks(resolve_campaign_ref(tmp_path / "mini.yaml"))
+    names = {fw.spec["_ligbind_id"]: fw.name.split(":", 1)[1] for fw, _ in plan}
+    (parents,) = [p for fw, p in plan if fw.name == "mini:reference"]
+    return {names[p] for p in parents} - {"slab"}
+
+
+def _binding_follows_a_lower_reference(tmp_path: Path, store: Path) -> None:
+    """The binding Firework run again with a reference 0.1 eV lower (a stand-in for a lower framework found
+    later): the table shows the new row only, not the one of the earlier run beside it."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    from ligbind.engine.campaign import resolve_campaign_ref
+    from ligbind.engine.fireworks import LigbindStepTask, read_launchpad
+
+    c = resolve_campaign_ref(tmp_path / "mini.yaml")
+    (doc,) = read_launchpad(c).fireworks.find({"name": "mini:binding/methylamine"}, {"spec": 1})
+    db = ResultStore(store)
+    row = db.get(doc["spec"]["_key:reference"])
+    lower = row.toatoms()
+    lower.positions[0, 2] += 1e-4  # another structure, another key
+    lower.calc = SinglePointCalculator(lower, energy=row.energy - 0.1, forces=np.zeros((len(lower), 3)))
+    db.put(lower, "relax-lower-reference", data=row.data, kind="relax", status="converged", label="slab")
+    before = pd.read_csv(tmp_path / "results" / "mini" / "binding.csv").set_index("ligand")
+    task = LigbindStepTask.from_dict(doc["spec"]["_tasks"][0])
+    task.run_task({**doc["spec"], "_key:reference": "relax-lower-reference"})
+    ligbind("results", "mini", cwd=tmp_path)
+    table = pd.read_csv(tmp_path / "results" / "mini" / "binding.csv").set_index("ligand")
+    assert sorted(table.index) == ["dimethyl-ether", "methylamine"]  # one row each
+    assert table.e_slab["methylamine"] == pytest.approx(row.energy - 0.1, abs=2e-4)  # 4 decimals in the CSV
+    assert table.eb["methylamine"] == pytest.approx(before.eb["methylamine"] + 0.1, abs=2e-4)
+    # put back: the binding Firework run again with its own reference
+    task.run_task(doc["spec"])
 
 
 def test_new_run_settings_reach_the_unfinished_fireworks(tmp_path):
@@ -166,14 +221,18 @@ def test_run_of_a_yaml_unlike_what_was_screened_is_refused(tmp_path, monkeypatch
     path = write_campaign(tmp_path, ligands=["methylamine"], configs=1)  # as screened: it may run
     check_screened(resolve_campaign_ref(path), path)
     # screened by a ligbind that planned campaigns otherwise (before PLAN_VERSION 2): screen again
+    from ligbind.engine.campaign import PLAN_VERSION
+
     saved = tmp_path / "runs" / "mini" / "campaign.json"
     old = json.loads(saved.read_text())
     old.pop("ligbind_plan")
     saved.write_text(json.dumps(old))
-    refused(path, "ligbind_plan: None → 2")
+    refused(path, f"ligbind_plan: None → {PLAN_VERSION}")
     proc = ligbind("run", "mini", cwd=tmp_path, check=False)  # by name, i.e. from that screened campaign
     assert (
-        proc.returncode == 2 and "ligbind_plan: None → 2" in proc.stderr and f"screen {path}" in proc.stderr
+        proc.returncode == 2
+        and f"ligbind_plan: None → {PLAN_VERSION}" in proc.stderr
+        and f"screen {path}" in proc.stderr
     )
     out = ligbind("screen", str(path), "--json", cwd=tmp_path).stdout
     assert "ligbind_plan" in json.loads(out)["protocol_changes"][0]  # said, and the saved campaign renewed

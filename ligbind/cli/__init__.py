@@ -868,6 +868,11 @@ def cmd_screen(args: argparse.Namespace) -> None:
             " them; nothing computed changes)"
             if out["run_changes"]
             else ""
+        )
+        + (
+            f"\nanalyses to redo ({', '.join(out['rerun'])}): a plan screened in between rewrote their rows"
+            if out["rerun"]
+            else ""
         ),
     )
 

@@ -705,7 +705,9 @@ def campaign_results(campaign: str | Path, outdir: str | Path | None = None) -> 
     c = resolve_campaign_ref(campaign)
     if not Path(c["store"]).exists():
         raise LigbindError(f"campaign '{c['name']}' has no results store yet ({c['store']}): run it first")
-    store = ResultStore.open_existing(c["store"]).restricted(settings=settings_hash(c))
+    from ligbind.engine.fireworks import current_rows
+
+    store = ResultStore.open_existing(c["store"]).restricted(current_rows(c), settings=settings_hash(c))
     outdir = Path(outdir) if outdir else RESULTS_ROOT / c["name"]
     return write_tables(
         store,
@@ -744,8 +746,9 @@ def missing_reasons(c: dict[str, Any]) -> dict[str, str]:
 # The version of how campaigns are planned and analysed. Bump it when a step's parents or what an analysis
 # writes change: it is a campaign setting, so a campaign screened before is refused by `ligbind run` until it
 # is screened again, which gives it new Fireworks (every calculation is found in the store, every analysis is
-# redone). 2: coverage and treatment rows on the campaign's slab reference (2026-12-04).
-PLAN_VERSION = 2
+# redone). 2: coverage and treatment rows on the campaign's slab reference (2026-12-04). 3: a Firework's id
+# holds its parents' ids, analysis rows name the Firework that wrote them (2026-12-04).
+PLAN_VERSION = 3
 
 # campaign fields that name or place a campaign but do not change what it computes
 NOT_SETTINGS = ("name", "file", "description", "workdir", "store")

@@ -15,6 +15,7 @@ import json
 import os
 import time
 from collections import Counter
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -231,21 +232,59 @@ class LigbindStepTask(FiretaskBase):
         )
         summary = _summary(r)
         summary["task_time"] = round(time.perf_counter() - start, 4)
-        tag_analysis_rows(self["campaign"], since)
+        tag_analysis_rows(self["campaign"], since, self.get("name"), fw_spec.get("_ligbind_id"))
         passed = {_key_field(k): v for k, v in keys.items()}
         if summary.get("key") and self.get("name"):
             passed[_key_field(self["name"])] = summary["key"]
         return FWAction(stored_data=summary, update_spec=passed, propagate=True)
 
 
-def tag_analysis_rows(c: dict[str, Any], since: float) -> None:
-    """Mark the campaign's analysis rows written since ``since`` (ase.db time) with the settings that produced
-    them (the tables show only those). A step may write several rows (coverage: one per n)."""
+def tag_analysis_rows(
+    c: dict[str, Any], since: float, step: str | None = None, firework: str | None = None
+) -> None:
+    """Mark the campaign's analysis rows written since ``since`` (ase.db time) with the settings, the step and
+    the Firework (ligbind id) that produced them: the tables show only the current plan's rows
+    (:func:`current_rows`). A step may write several rows (coverage: one per n)."""
     store = ResultStore(c["store"])
-    tag = settings_hash(c)
+    tag = {"settings": settings_hash(c)} | ({"step": step, "firework": firework} if firework else {})
     for row in list(store.db.select(campaign=c["name"], include_data=False)):  # every Firework: keep it light
-        if row.ctime >= since and row.get("settings") != tag:
-            store.update(row.key, settings=tag)
+        if row.ctime >= since and any(row.get(k) != v for k, v in tag.items()):
+            store.update(row.key, **tag)
+        elif (
+            firework and row.ctime < since and row.get("step") == step and row.get("firework") != "superseded"
+        ):
+            # written by an earlier run of this step (e.g. on another reference) and not rewritten by this one
+            store.update(row.key, firework="superseded")
+
+
+def current_rows(c: dict[str, Any]) -> Callable[[Any], bool]:
+    """Whether a results-store row was written by a Firework of the campaign's current plan (a ligand added or
+    removed since leaves the rows of the plan before it out of the tables)."""
+    planned = {fw.spec["_ligbind_id"] for fw, _ in planned_fireworks(c)}
+    return lambda row: row.get("firework") in planned
+
+
+def _rerun_overwritten(lpad, c: dict[str, Any], existing: dict[str, int]) -> list[str]:
+    """Rerun the COMPLETED analysis Fireworks of the plan whose rows another Firework of the same step wrote
+    since (a plan with another ligand set, screened in between, whose rows may have replaced theirs): the
+    tables show only rows of the current plan. Returns the steps rerun."""
+    if not Path(c["store"]).exists():
+        return []
+    latest: dict[str, tuple[float, str]] = {}  # step -> (ctime, firework) of its last writing
+    store = ResultStore(c["store"])
+    for row in store.db.select(campaign=c["name"], settings=settings_hash(c), include_data=False):
+        step, fw = row.get("step"), row.get("firework")
+        if step and fw and row.ctime > latest.get(step, (-1.0, ""))[0]:
+            latest[step] = (row.ctime, fw)
+    rerun = []
+    for ligbind_id, fw_id in existing.items():
+        step = ligbind_id.removeprefix(f"{c['name']}/").split("/", 1)[-1]
+        if step in latest and latest[step][1] != ligbind_id:
+            doc = lpad.fireworks.find_one({"fw_id": fw_id}, {"state": 1})
+            if doc and doc["state"] == "COMPLETED":
+                lpad.rerun_fw(fw_id)
+                rerun.append(step)
+    return rerun
 
 
 def run_step(
@@ -311,9 +350,9 @@ def _summary(r) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- workflows
-def _fw(c, step: str, name: str, parents=(), allow_fizzled=False, **params):
+def _fw(c, step: str, name: str, ligbind_id: str, allow_fizzled=False, **params):
     spec = {
-        "_ligbind_id": fw_id_of(c, name),
+        "_ligbind_id": ligbind_id,
         "_campaign": c["name"],
         "_protocol_hash": protocol_hash(c["protocol"]),
         "_settings_hash": settings_hash(c),
@@ -321,18 +360,19 @@ def _fw(c, step: str, name: str, parents=(), allow_fizzled=False, **params):
     if allow_fizzled:
         spec["_allow_fizzled_parents"] = True
     task = LigbindStepTask(step=step, campaign=c, name=name, **params)
-    fw = Firework([task], spec=spec, name=f"{c['name']}:{name}")
-    return fw, list(parents)
+    return Firework([task], spec=spec, name=f"{c['name']}:{name}")
 
 
-def fw_id_of(c: dict[str, Any], name: str) -> str:
-    """A Firework's ligbind id: campaign, settings hash and step.
+def fw_id_of(c: dict[str, Any], name: str, parent_ids: list[str]) -> str:
+    """A Firework's ligbind id: campaign, a digest of its own settings and its parents' ids, and its step.
 
-    Any change of what the campaign computes (protocol, slab, ligands, configs, compute.*, verify) gives new
-    Fireworks, so no analysis is left COMPLETED with the old settings; calculations whose inputs did not change
-    are found in the results store under their unchanged keys and cost nothing.
+    Any change of what the campaign computes (protocol, slab, configs, compute.*, verify) gives new Fireworks,
+    so no analysis is left COMPLETED with the old settings; calculations whose inputs did not change are found
+    in the results store under their unchanged keys and cost nothing. Through the parents' ids a ligand added
+    later also renews everything below the Fireworks it joins (the slab reference, every Eb against it), while
+    the other ligands' calculations keep their ids.
     """
-    return f"{c['name']}/{firework_hash(c, name)}/{name}"
+    return f"{c['name']}/{_digest([firework_hash(c, name), sorted(parent_ids)])}/{name}"
 
 
 def campaign_query(c: dict[str, Any]) -> dict[str, Any]:
@@ -341,12 +381,14 @@ def campaign_query(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
-    """(Firework, parent ids) for everything the campaign computes, in dependency order."""
+    """(Firework, its parents' ligbind ids) for everything the campaign computes, in dependency order."""
     plan: list[tuple[Any, list[str]]] = []
+    ids: dict[str, str] = {}  # step name -> ligbind id, parents before children
 
     def add(step, name, parents=(), allow_fizzled=False, **params):
-        fw, par = _fw(c, step, name, parents, allow_fizzled, **params)
-        plan.append((fw, par))
+        parent_ids = [ids[p] for p in parents]
+        ids[name] = fw_id_of(c, name, parent_ids)
+        plan.append((_fw(c, step, name, ids[name], allow_fizzled, **params), parent_ids))
         return name
 
     slab = add("slab", "slab")
@@ -429,14 +471,15 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
             doc["spec"]["_ligbind_id"]: doc["fw_id"]
             for doc in lpad.fireworks.find(campaign_query(c), {"spec._ligbind_id": 1, "fw_id": 1})
         }
+        planned = {fw.spec["_ligbind_id"] for fw, _ in plan}
+        rerun = _rerun_overwritten(lpad, c, {i: n for i, n in existing.items() if i in planned})
         new = [(fw, parents) for fw, parents in plan if fw.spec["_ligbind_id"] not in existing]
         if new:
             ids = {fw.spec["_ligbind_id"]: fw for fw, _ in new}
             links: dict[Any, list[Any]] = {fw: [] for fw, _ in new}
             outside_parents: set[int] = set()
             for fw, parents in new:
-                for p in parents:
-                    pid = fw_id_of(c, p)
+                for pid in parents:
                     if pid in ids:
                         links[ids[pid]].append(fw)
                     else:
@@ -458,6 +501,7 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
         "already_there": len(existing),
         "protocol_changes": changes,
         "run_changes": run_changes,
+        "rerun": rerun,
         "workdir": c["workdir"],
         "store": c["store"],
     }
