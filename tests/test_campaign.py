@@ -132,6 +132,7 @@ def test_campaign_runs_through_fireworks_and_reuses(tmp_path, monkeypatch):
     table = pd.read_csv(tmp_path / "results" / "mini" / "binding.csv")
     assert sorted(table.ligand) == ["dimethyl-ether", "methylamine"]
     assert len(relax_rows(store)) == len(second)  # nothing recomputed
+    assert "COMPLETED 10" in ligbind("status", "mini", cwd=tmp_path).stdout  # this plan's Fireworks only
 
 
 def _reference_parents(tmp_path: Path) -> set[str]:

@@ -260,7 +260,7 @@ def tag_analysis_rows(
 def current_rows(c: dict[str, Any]) -> Callable[[Any], bool]:
     """Whether a results-store row was written by a Firework of the campaign's current plan (a ligand added or
     removed since leaves the rows of the plan before it out of the tables)."""
-    planned = {fw.spec["_ligbind_id"] for fw, _ in planned_fireworks(c)}
+    planned = set(planned_ids(c))
     return lambda row: row.get("firework") in planned
 
 
@@ -375,9 +375,24 @@ def fw_id_of(c: dict[str, Any], name: str, parent_ids: list[str]) -> str:
     return f"{c['name']}/{_digest([firework_hash(c, name), sorted(parent_ids)])}/{name}"
 
 
+_PLANNED_IDS: dict[str, list[str]] = {}  # campaign digest -> its plan's ligbind ids
+
+
+def planned_ids(c: dict[str, Any]) -> list[str]:
+    """The ligbind ids of the campaign's current plan (:func:`planned_fireworks`, computed once per campaign)."""
+    digest = _digest({k: v for k, v in c.items() if not k.startswith("_")})
+    if digest not in _PLANNED_IDS:
+        _PLANNED_IDS[digest] = [fw.spec["_ligbind_id"] for fw, _ in planned_fireworks(c)]
+    return _PLANNED_IDS[digest]
+
+
 def campaign_query(c: dict[str, Any]) -> dict[str, Any]:
-    """The campaign's Fireworks at its current settings."""
-    return {"spec._campaign": c["name"], "spec._settings_hash": settings_hash(c)}
+    """The campaign's Fireworks of its current plan (not those of an earlier ligand set or settings)."""
+    return {
+        "spec._campaign": c["name"],
+        "spec._settings_hash": settings_hash(c),
+        "spec._ligbind_id": {"$in": planned_ids(c)},
+    }
 
 
 def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
