@@ -274,7 +274,7 @@ def _rerun_overwritten(lpad, c: dict[str, Any], existing: dict[str, int]) -> lis
     store = ResultStore(c["store"])
     for row in store.db.select(campaign=c["name"], settings=settings_hash(c), include_data=False):
         step, fw = row.get("step"), row.get("firework")
-        if step and fw and row.ctime > latest.get(step, (-1.0, ""))[0]:
+        if step and fw not in (None, "superseded") and row.ctime > latest.get(step, (-1.0, ""))[0]:
             latest[step] = (row.ctime, fw)
     rerun = []
     for ligbind_id, fw_id in existing.items():
