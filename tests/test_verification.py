@@ -157,7 +157,7 @@ def test_verified_eb_equals_the_screen_when_dft_is_the_same_potential(tmp_path, 
 @pytest.mark.slow
 def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
     import ligbind.engine.fireworks as engine
-    from ligbind.engine.campaign import campaign_results
+    from ligbind.engine.campaign import campaign_results, load_campaign
 
     monkeypatch.chdir(tmp_path)
     path = tmp_path / "v.yaml"
@@ -167,7 +167,7 @@ def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
                 "name": "v",
                 "protocol": "ml-screen",
                 "overrides": SCREEN,
-                "ligands": ["methylamine"],
+                "ligands": ["methylamine", "methanethiol"],
                 "configs": 2,
                 "verify": {"protocol": "fake-dft", "overrides": SCREEN, "top_k": 1},
             }
@@ -176,10 +176,18 @@ def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
     engine.screen(path)
     out = engine.run(path, progress=False, workers=1)  # the fake backend is registered in this process only
     assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
+    # one worker: every screen Eb is in before the first DFT relaxation of a complex starts (the analyses
+    # become ready with it, and a real one takes hours)
+    lpad = engine.read_launchpad(load_campaign(path))
+    names = {d["fw_id"]: d["name"].split(":")[1] for d in lpad.fireworks.find({}, {"fw_id": 1, "name": 1})}
+    order = [names[d["fw_id"]] for d in lpad.launches.find({}, {"fw_id": 1}).sort("launch_id", 1)]
+    first_dft = min(i for i, n in enumerate(order) if n.startswith("verify-config/"))
+    assert all(order.index(f"binding/{lig}") < first_dft for lig in ("methylamine", "methanethiol")), order
     store = ResultStore(tmp_path / "runs" / "v" / "ligbind.db")
-    (row,) = list(store.select(kind="verification"))
-    screen = next(r for r in store.select(kind="binding") if r.protocol == "ml-screen")
-    assert row.eb_dft == pytest.approx(screen.eb, abs=0.02)
+    rows = {r.ligand: r for r in store.select(kind="verification")}
+    screen = {r.ligand: r for r in store.select(kind="binding") if r.protocol == "ml-screen"}
+    assert set(rows) == set(screen) == {"methylamine", "methanethiol"}
+    assert all(rows[lig].eb_dft == pytest.approx(screen[lig].eb, abs=0.02) for lig in rows)
     paths = campaign_results(path)
     assert "verified_md" in paths and "eb_screen" in paths["verified_md"].read_text()
     assert engine.screen(path)["added"] == 0  # nothing new to do

@@ -757,7 +757,9 @@ def run(
         try:
             os.chdir(launches)
             if workers == 1:
-                while (max_fireworks is None or launcher.ran < max_fireworks) and launcher.launch():
+                while (max_fireworks is None or launcher.ran < max_fireworks) and launcher.launch(
+                    _analysis_first(launcher)
+                ):
                     pass
             else:
                 _run_parallel(launcher, c, workers, max_fireworks)
@@ -868,6 +870,15 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
         finally:
             for future in running:
                 future.cancel()
+
+
+def _analysis_first(launcher: _Launcher) -> int | None:
+    """The first READY analysis Firework (it reads the store: seconds), else None (FireWorks picks the next
+    calculation), so that no table waits behind an hours-long DFT relaxation that became ready with it."""
+    for doc in launcher.ready():
+        if doc["spec"]["_tasks"][0]["step"] not in CALCULATION_STEPS:
+            return doc["fw_id"]
+    return None
 
 
 def _fw_label(lpad, fw_id: int) -> str:
