@@ -264,7 +264,7 @@ def current_rows(c: dict[str, Any]) -> Callable[[Any], bool]:
     return lambda row: row.get("firework") in planned
 
 
-def _rerun_overwritten(lpad, c: dict[str, Any], existing: dict[str, int]) -> list[str]:
+def _rerun_overwritten(lpad, c: dict[str, Any]) -> list[str]:
     """Rerun the COMPLETED analysis Fireworks of the plan whose rows another Firework of the same step wrote
     since (a plan with another ligand set, screened in between, whose rows may have replaced theirs): the
     tables show only rows of the current plan. Returns the steps rerun."""
@@ -277,12 +277,12 @@ def _rerun_overwritten(lpad, c: dict[str, Any], existing: dict[str, int]) -> lis
         if step and fw not in (None, "superseded") and row.ctime > latest.get(step, (-1.0, ""))[0]:
             latest[step] = (row.ctime, fw)
     rerun = []
-    for ligbind_id, fw_id in existing.items():
-        step = ligbind_id.removeprefix(f"{c['name']}/").split("/", 1)[-1]
-        if step in latest and latest[step][1] != ligbind_id:
-            doc = lpad.fireworks.find_one({"fw_id": fw_id}, {"state": 1})
-            if doc and doc["state"] == "COMPLETED":
-                lpad.rerun_fw(fw_id)
+    completed = {**campaign_query(c), "state": "COMPLETED"}
+    for doc in lpad.fireworks.find(completed, {"fw_id": 1, "name": 1, "spec._ligbind_id": 1}):
+        step = doc["name"].split(":", 1)[-1]
+        if step in latest and latest[step][1] != doc["spec"]["_ligbind_id"]:
+            if lpad.fireworks.find_one({"fw_id": doc["fw_id"], "state": "COMPLETED"}):  # not rerun as a child
+                lpad.rerun_fw(doc["fw_id"])
                 rerun.append(step)
     return rerun
 
@@ -486,8 +486,7 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
             doc["spec"]["_ligbind_id"]: doc["fw_id"]
             for doc in lpad.fireworks.find(campaign_query(c), {"spec._ligbind_id": 1, "fw_id": 1})
         }
-        planned = {fw.spec["_ligbind_id"] for fw, _ in plan}
-        rerun = _rerun_overwritten(lpad, c, {i: n for i, n in existing.items() if i in planned})
+        rerun = _rerun_overwritten(lpad, c)
         new = [(fw, parents) for fw, parents in plan if fw.spec["_ligbind_id"] not in existing]
         if new:
             ids = {fw.spec["_ligbind_id"]: fw for fw, _ in new}
@@ -875,10 +874,13 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
 def _analysis_first(launcher: _Launcher) -> int | None:
     """The first READY analysis Firework (it reads the store: seconds), else None (FireWorks picks the next
     calculation), so that no table waits behind an hours-long DFT relaxation that became ready with it."""
-    for doc in launcher.ready():
-        if doc["spec"]["_tasks"][0]["step"] not in CALCULATION_STEPS:
-            return doc["fw_id"]
-    return None
+    analyses = {
+        **campaign_query(launcher.c),
+        "state": "READY",
+        "spec._tasks.0.step": {"$nin": [*CALCULATION_STEPS]},
+    }
+    doc = launcher.lpad.fireworks.find_one(analyses, {"fw_id": 1}, sort=[("fw_id", 1)])
+    return doc["fw_id"] if doc else None
 
 
 def _fw_label(lpad, fw_id: int) -> str:
