@@ -21,7 +21,7 @@ the bulk salts. The energy is the lowest over the relaxed, converged arrangement
     a halide site of the top layer (or an adsorbed X site) now holds the other halide than it was given (the
     Br went back to the I's place, or swapped with a surface I);
 ``reconstructed``
-    the Pb–X bond network of the slab changed (:func:`ligbind.analysis.anomalies.pb_x_bonds`);
+    the Pb–X bond network of the slab changed (:func:`ligbind.analysis.anomalies.pb_x_network_changed`);
 ``unconverged``.
 """
 
@@ -38,7 +38,7 @@ from ase import Atoms
 from ase.build import bulk
 from ase.geometry import find_mic
 
-from ligbind.analysis.anomalies import pb_x_bonds
+from ligbind.analysis.anomalies import pb_x_network_changed
 from ligbind.analysis.energies import EnergyMismatchError, Term, reaction_energy
 from ligbind.builders.slab import HALIDES, find_layers
 from ligbind.calculators import method_label
@@ -157,7 +157,7 @@ def passivation_flags(initial: Atoms, result: Result) -> list[str]:
         flags.append("k-left-surface")
     if swapped_sites(initial, final):
         flags.append("br-i-swapped")
-    if pb_x_bonds(initial) != pb_x_bonds(final):
+    if pb_x_network_changed(initial, final):
         flags.append("reconstructed")
     return flags
 
