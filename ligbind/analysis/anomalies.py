@@ -25,8 +25,10 @@ DESORPTION_MARGIN = 0.6  # Å beyond the Pb–anchor bond length
 # Pb–X bonds of the framework, with a gap between "bonded" and "apart" so that a bond stretching across one
 # distance does not count as a change. Measured over the 46 relaxed structures of the CsPbI3 calibration
 # campaign (CHGNet + D3 and gpaw-laptop, 2026-12-04): first-shell Pb–I up to 3.85 Å (DFT-relaxed surfaces have
-# 3.5-3.85 Å bonds), one adsorbate-stretched bond at 4.14 Å, second shell from 5.1 Å. "Apart" starts 0.3 Å
-# beyond the Pb–I van der Waals contact (Bondi radii 2.02 + 1.98 Å).
+# 3.5-3.85 Å bonds), second shell from 5.1 Å. "Apart" starts 0.3 Å beyond the Pb–I van der Waals contact
+# (Bondi radii 2.02 + 1.98 Å). In between, two DFT complexes hold a Pb–I of 4.14 / 4.2 Å, each trans to the
+# adsorbate's anchor bound to that Pb (AnHI's I at 2.98 Å, methylamine's N at 2.5 Å), the iodide still bridging
+# to its other Pb: an adsorbed state, not a reconstruction.
 PB_X_BONDED = 3.9  # Å: a Pb–X pair this close is bonded
 PB_X_APART = 4.3  # Å: a Pb–X pair this far apart is not (between the two: neither, so no change)
 BASIN_RMSD = 0.35  # Å: framework RMSD to the relaxed bare slab beyond which the basin changed
