@@ -63,13 +63,16 @@ def provisional_reference(c: dict, store, skip: set[str] = frozenset()) -> dict[
     Rows are found by label (``slab``, ``ligand:<name>``, ``verify:<name>:<k>``), the DFT protocol's hash and
     the campaign's cell (a database may hold an earlier campaign's rows on another vacuum). The shared
     reference can still move lower once every configuration is in (``lowest_slab``): provisional figures.
+    A configuration flagged only ``basin-changed`` whose bare framework the campaign has not relaxed yet
+    enters too (the campaign judges it once that framework is relaxed).
     """
     from ligbind.analysis.binding import analyse_binding
     from ligbind.builders.slab import vacuum_thickness
     from ligbind.engine.campaign import campaign_slab, entry_from_spec
     from ligbind.jobs import result_from_row
     from ligbind.protocols import protocol_hash
-    from ligbind.recipes import judged_flags
+    from ligbind.recipes import basin_framework, judged_flags
+    from ligbind.store import calculation_key
 
     dft = c["verify"]["protocol"]
     slab = campaign_slab(c)
@@ -100,6 +103,9 @@ def provisional_reference(c: dict, store, skip: set[str] = frozenset()) -> dict[
             res = result_from_row(r, dft)
             res.atoms.info["config"] = int(str(r.get("label")).rsplit(":", 1)[1])
             res.anomalies = judged_flags(res, slab_r, dft, store)[0]  # read-only: the campaign may be running
+            pending = store.get(calculation_key("relax", basin_framework(res, slab_r), dft)) is None
+            if res.anomalies == ["basin-changed"] and pending:
+                res.anomalies = []
             results.append(res)
         outcome = analyse_binding(
             entry_from_spec(spec), spec["mode"], dft, slab_r, result_from_row(lig, dft), results
