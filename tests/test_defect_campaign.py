@@ -41,7 +41,8 @@ def campaign(tmp_path_factory):
     os.chdir(work)
     try:
         engine.screen(path)
-        out = engine.run(path, progress=False, workers=1)
+        # two workers: the NEB and the vacancy steps run in this process while the workers relax
+        out = engine.run(path, progress=False, workers=2)
         tables = {k: (work / v).resolve() for k, v in campaign_results(path).items()}
     finally:
         os.chdir(cwd)

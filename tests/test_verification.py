@@ -183,6 +183,19 @@ def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
     order = [names[d["fw_id"]] for d in lpad.launches.find({}, {"fw_id": 1}).sort("launch_id", 1)]
     first_dft = min(i for i, n in enumerate(order) if n.startswith("verify-config/"))
     assert all(order.index(f"binding/{lig}") < first_dft for lig in ("methylamine", "methanethiol")), order
+    # and the screen's calculations all before the first DFT one (the DFT slab became ready with them)
+    screen_steps = ("slab", "ligand/", "config/", "reference")
+    last_screen = max(i for i, n in enumerate(order) if n.startswith(screen_steps))
+    assert last_screen < order.index("verify-slab"), order
+    # on DFT, the slab first, then the smaller ligand (methanethiol, 6 atoms; methylamine 7) before the larger
+    dft = [n for n in order if n.startswith(("verify-slab", "verify-ligand/", "verify-config/"))]
+    assert dft == [
+        "verify-slab",
+        "verify-ligand/methanethiol",
+        "verify-ligand/methylamine",
+        "verify-config/methanethiol/0",
+        "verify-config/methylamine/0",
+    ], dft
     store = ResultStore(tmp_path / "runs" / "v" / "ligbind.db")
     rows = {r.ligand: r for r in store.select(kind="verification")}
     screen = {r.ligand: r for r in store.select(kind="binding") if r.protocol == "ml-screen"}

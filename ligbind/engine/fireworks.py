@@ -645,7 +645,7 @@ def _ready_count(lpad, c: dict[str, Any]) -> int:
     return lpad.fireworks.count_documents({**campaign_query(c), "state": {"$in": ["READY", "WAITING"]}})
 
 
-# Steps that calculate (they may run in parallel worker processes); the others only read the results store.
+# Steps that calculate (they may run in parallel worker processes); the others run in the launching process.
 CALCULATION_STEPS = frozenset(
     {
         "slab",
@@ -668,6 +668,12 @@ from ligbind.engine.coverage_steps import COVERAGE_CALCULATIONS, COVERAGE_STEPS 
 
 STEPS.update(COVERAGE_STEPS)  # coverage and treatments (ligbind/engine/coverage_steps.py)
 CALCULATION_STEPS = CALCULATION_STEPS | COVERAGE_CALCULATIONS
+# Steps that calculate inside the launching process (an NEB, rerun in a worker, would evaluate its last band
+# again; the others relax inside their analysis): never sent to a worker, but not seconds-long analyses either.
+# The verification protocol's (DFT) ones take hours.
+IN_PROCESS_CALCULATIONS = frozenset(
+    {"coadsorption", "vacancy", "migration", "verify-frenkel", "verify-vacancy", "verify-migration"}
+)
 
 
 def default_workers(c: dict[str, Any]) -> int:
@@ -756,10 +762,10 @@ def run(
         try:
             os.chdir(launches)
             if workers == 1:
-                while (max_fireworks is None or launcher.ran < max_fireworks) and launcher.launch(
-                    _analysis_first(launcher)
-                ):
-                    pass
+                while max_fireworks is None or launcher.ran < max_fireworks:
+                    fw_id = _next_on_one_worker(launcher)
+                    if fw_id is None or not launcher.launch(fw_id):
+                        break
             else:
                 _run_parallel(launcher, c, workers, max_fireworks)
         finally:
@@ -837,7 +843,9 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                 ready_keys = {d["fw_id"]: passed_keys(d["spec"]) for d in ready}
                 # Rockets whose work is done (or that only analyse) run here, one at a time
                 launchable = [
-                    i for i, p in params.items() if p["step"] not in CALCULATION_STEPS or i in calculated
+                    i
+                    for i, p in params.items()
+                    if p["step"] not in CALCULATION_STEPS | IN_PROCESS_CALCULATIONS or i in calculated
                 ]
                 if launchable:
                     launcher.launch(launchable[0])
@@ -858,6 +866,10 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                         p.get("other"),
                     )
                     running[future] = (i, ready_ids[i])
+                in_process = [i for i, p in params.items() if p["step"] in IN_PROCESS_CALCULATIONS]
+                if in_process:  # here, while the workers go on with what was just submitted
+                    launcher.launch(in_process[0])
+                    continue
                 if not running:
                     return
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
@@ -871,16 +883,24 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                 future.cancel()
 
 
-def _analysis_first(launcher: _Launcher) -> int | None:
-    """The first READY analysis Firework (it reads the store: seconds), else None (FireWorks picks the next
-    calculation), so that no table waits behind an hours-long DFT relaxation that became ready with it."""
-    analyses = {
-        **campaign_query(launcher.c),
-        "state": "READY",
-        "spec._tasks.0.step": {"$nin": [*CALCULATION_STEPS]},
-    }
-    doc = launcher.lpad.fireworks.find_one(analyses, {"fw_id": 1}, sort=[("fw_id", 1)])
-    return doc["fw_id"] if doc else None
+def _one_worker_rank(c: dict[str, Any], params: dict[str, Any]) -> tuple:
+    """Order of ready work on one worker (ascending): analyses first (they read the store: seconds), then the
+    screen protocol's calculations before the verification protocol's (DFT: minutes to hours each); within each,
+    the slab first (everything waits for it), then the smallest first. So every screen table is written
+    before the first DFT relaxation starts, and the verified rows of small ligands come first."""
+    step = params["step"]
+    calculates = step in CALCULATION_STEPS or step in IN_PROCESS_CALCULATIONS
+    return calculates, step.startswith("verify"), step not in ("slab", "verify-slab"), _step_cost(c, params)
+
+
+def _next_on_one_worker(launcher: _Launcher) -> int | None:
+    """The READY Firework to launch next on one worker (:func:`_one_worker_rank`), None when none is ready."""
+    ready = launcher.lpad.fireworks.find(
+        {**campaign_query(launcher.c), "state": "READY"},
+        {"fw_id": 1, "spec._tasks.step": 1, "spec._tasks.ligand": 1},  # not the campaign each task holds
+    )
+    ranked = [(_one_worker_rank(launcher.c, d["spec"]["_tasks"][0]), d["fw_id"]) for d in ready]
+    return min(ranked)[1] if ranked else None
 
 
 def _fw_label(lpad, fw_id: int) -> str:
