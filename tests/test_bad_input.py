@@ -418,7 +418,7 @@ def _cases() -> list[Case]:
         ("bind", "--dry-run", (*bind, "--dry-run"), "use it with a vasp protocol"),
         ("bind", "--verify", (*bind, "--verify", "ml-screen"), "--verify needs a DFT protocol"),
         ("bind", "--verify", (*bind, "--verify", "nope"), "unknown protocol 'nope'"),
-        ("bind", "--verify", (*bind, "--verify", "gpaw-laptop", "--mode", "exchange"), "not supported yet"),
+        ("bind", "--verify", (*bind, "--verify", "gpaw-laptop", "--mode", "exchange"), "no exchange anion"),
         ("bind", "--top-k", (*bind, "--verify", "gpaw-laptop", "--top-k", "0"), "--top-k"),
         ("bind", "--top-k", (*bind, "--top-k", "nan"), "--top-k"),
         ("bind", "--include-flagged", (*bind, "--include-flagged=1"), "ignored explicit"),

@@ -238,6 +238,15 @@ def test_run_of_a_yaml_unlike_what_was_screened_is_refused(tmp_path, monkeypatch
     out = ligbind("screen", str(path), "--json", cwd=tmp_path).stdout
     assert "ligbind_plan" in json.loads(out)["protocol_changes"][0]  # said, and the saved campaign renewed
     check_screened(resolve_campaign_ref(path), path)
+    # this ligbind plans a step the last screen did not add (a new step type): screen again, nothing runs
+    import ligbind.engine.fireworks as engine
+
+    c = resolve_campaign_ref(path)
+    planned = engine.planned_ids(c)
+    monkeypatch.setattr(engine, "planned_ids", lambda c: [*planned, "a-step-of-a-newer-ligbind"])
+    with pytest.raises(LigbindError, match=r"1 Fireworks of its plan are not on the LaunchPad.*screen"):
+        engine.run(path, progress=False, workers=1)
+    assert not (tmp_path / "runs" / "mini" / "ligbind.db").exists()
 
 
 # ------------------------------------------------------------------------------------ second worker refused

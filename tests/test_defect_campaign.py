@@ -68,6 +68,12 @@ def test_campaign_vacancy_and_migration_rows_and_tables(campaign):
     assert mig.loc[0, "ea_forward"] > 0 and mig.loc[0, "converged"]
     (row,) = list(store.select(kind="barrier"))
     assert row.campaign == "defects"
+    # each row tagged by the Firework that wrote it (two workers: the NEB ran here, never in a worker too)
+    assert row.get("step") == "migration/bare"
+    assert {(r.get("ligand") or "bare", r.get("step")) for r in store.select(kind="vacancy")} == {
+        ("bare", "vacancy/bare"),
+        ("methylamine", "vacancy/methylamine"),
+    }
 
 
 @pytest.mark.slow

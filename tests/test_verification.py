@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -66,6 +67,30 @@ def test_complex_is_rebuilt_on_the_dft_slab_keeping_its_bonds_to_the_surface():
     tags = rebuilt.get_tags()
     np.testing.assert_allclose(rebuilt.positions[tags == 0], dft_slab.positions)
     np.testing.assert_allclose(rebuilt.positions[tags > 0], complex_.positions[tags > 0] + [0, 0, 0.3])
+
+
+def test_an_exchange_complex_is_rebuilt_on_the_dft_slab_less_the_exchanged_halide():
+    """X-site exchange (TMSBr: Br- onto a surface I site): the slab part is the DFT slab without that I."""
+    slab = build_slab(material="CsPbI3", size=(2, 2), layers=3, vacuum=12.0, fix_layers=1)
+    (complex_,) = place_ligand(slab, "TMSBr", n_configs=1, mode="exchange")
+    (removed,) = json.loads(complex_.info["exchanged_indices"])
+    assert slab[removed].symbol == "I" and len(complex_) == len(slab)  # the I out, the Br (tag 1) in
+    dft_slab = slab.copy()
+    dft_slab.positions += [0.0, 0.0, 0.3]
+    dft_slab.positions[removed] += [0.2, 0.0, 0.0]  # the exchanged I moved too: it leaves with its index
+    rebuilt = rebuild_on_slab(complex_, slab, dft_slab)
+    tags = rebuilt.get_tags()
+    np.testing.assert_allclose(rebuilt.positions[tags == 0], np.delete(dft_slab.positions, removed, axis=0))
+    np.testing.assert_allclose(rebuilt.positions[tags > 0], complex_.positions[tags > 0] + [0, 0, 0.3])
+    fixed = rebuilt.constraints[0].index
+    assert len(fixed) == len(dft_slab.constraints[0].index) - (removed in dft_slab.constraints[0].index)
+    # placed before exchanged_indices was recorded: the exchanged atom is found at its recorded position
+    older = complex_.copy()
+    del older.info["exchanged_indices"]
+    np.testing.assert_allclose(rebuild_on_slab(older, slab, dft_slab).positions, rebuilt.positions)
+    older.info["exchanged_position"] = json.dumps([0.0, 0.0, -50.0])
+    with pytest.raises(ValueError, match="cannot tell which slab atoms"):
+        rebuild_on_slab(older, slab, dft_slab)
 
 
 def _methylamine_complex():
@@ -318,6 +343,53 @@ def test_campaign_verifies_vacancy_and_frenkel_energies_with_the_dft_protocol(
     )
 
 
+@pytest.mark.slow
+def test_campaign_verifies_the_vacancy_of_the_passivated_slab(tmp_path, fake_dft, monkeypatch):
+    """verify: + compute.passivation + vacancy on the passivated slab: the screen's best K–Br arrangement is
+    relaxed again with the DFT protocol (verify-passivated) and hosts the DFT vacancy; with the same potential
+    under both labels E_vac must come out the same, and ΔE_vac comes from DFT rows only."""
+    import pandas as pd
+
+    import ligbind.engine.fireworks as engine
+    from ligbind.engine.campaign import campaign_results, load_campaign
+
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "vp.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "vp",
+                "protocol": "ml-screen",
+                "overrides": SCREEN,
+                "slab": {"br_fraction": 0.17, "seed": 7},
+                "ligands": ["methylamine"],
+                "configs": 1,
+                "verify": {"protocol": "fake-dft", "overrides": SCREEN, "top_k": 1},
+                "compute": {
+                    "passivation": {"mode": "hollow", "arrangements": 1},
+                    "vacancy": {"bare": True, "passivated": True, "sites": 1},
+                },
+            }
+        )
+    )
+    engine.screen(path)
+    out = engine.run(path, progress=False, workers=1)
+    assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
+    names = {fw.name.removeprefix("vp:") for fw, _ in engine.planned_fireworks(load_campaign(path))}
+    assert {"verify-passivated", "verify-vacancy/KBr-passivated"} <= names
+    store = ResultStore(tmp_path / "runs" / "vp" / "ligbind.db")
+    (host,) = [r for r in store.select(kind="relax") if r.get("label") == "verify:passivated"]
+    assert host.protocol == "fake-dft" and "K" in host.formula
+    by = pd.read_csv(campaign_results(path)["defects_csv"]).set_index(["host", "protocol"])
+    dft, screen = by.loc[("KBr-passivated", "fake-dft")], by.loc[("KBr-passivated", "ml-screen")]
+    assert dft["method"] == "DFT" and dft["e_vac"] == pytest.approx(screen["e_vac"], abs=0.03)
+    assert dft["delta_e_vac"] == pytest.approx(
+        dft["e_vac"] - by.loc[("(bare)", "fake-dft"), "e_vac"], abs=1e-3
+    )
+    (row,) = [r for r in store.select(kind="vacancy", protocol="fake-dft") if r.ligand == "KBr-passivated"]
+    assert row.data["outcome"]["host_key"] == host.key  # on the DFT-relaxed passivated slab
+
+
 @pytest.mark.parametrize("what", ["vacancy", "migration"])
 def test_vacancy_verification_with_a_spin_paired_dft_protocol_is_refused_at_load(tmp_path, what):
     from ligbind.engine.campaign import load_campaign
@@ -340,11 +412,10 @@ def test_vacancy_verification_with_a_spin_paired_dft_protocol_is_refused_at_load
 
 
 @pytest.mark.slow
-def test_exchange_ligands_stay_at_the_screen_value_and_the_bare_host_is_verified(
-    tmp_path, fake_dft, monkeypatch
-):
-    """A campaign whose ligand binds by exchange (not verifiable yet) still verifies the bare slab's E_F; the
-    ligand's row in verified.csv keeps the screen's Eb and says why it was not verified."""
+def test_exchange_ligands_are_verified_with_their_byproduct(tmp_path, fake_dft, monkeypatch):
+    """A ligand that binds by exchange (TMSBr: Br- onto a surface I site, TMS-I released) is verified like a
+    neutral one, its byproduct relaxed with DFT too; with the same potential under both labels the DFT Eb
+    must equal the screen's. Its complex, DFT-relaxed, hosts the DFT Frenkel pair as well."""
     import pandas as pd
 
     import ligbind.engine.fireworks as engine
@@ -369,37 +440,19 @@ def test_exchange_ligands_stay_at_the_screen_value_and_the_bare_host_is_verified
     out = engine.run(path, progress=False, workers=1)
     assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
     names = {fw.name.removeprefix("x:") for fw, _ in engine.planned_fireworks(load_campaign(path))}
+    assert {"verify-byproduct/TMSBr", "verify/TMSBr", "verify-frenkel/TMSBr"} <= names
     paths = campaign_results(path)
-    verified = pd.read_csv(paths["verified_csv"])
-    (row,) = verified.to_dict("records")
-    binding = pd.read_csv(paths["csv"])
-    assert row["ligand"] == "TMSBr" and row["flags"].startswith("not verified: DFT verification of exchange")
-    assert row["eb"] == pytest.approx(binding.set_index("ligand").loc["TMSBr", "eb"], abs=1e-4)
+    (row,) = pd.read_csv(paths["verified_csv"]).to_dict("records")
+    binding = pd.read_csv(paths["csv"]).set_index("ligand")
+    assert row["ligand"] == "TMSBr" and row["mode"] == "exchange" and row["source"] == "fake-dft"
+    assert row["eb_dft"] == pytest.approx(binding.loc["TMSBr", "eb"], abs=0.02)
+    store = ResultStore(tmp_path / "runs" / "x" / "ligbind.db")
+    (dft_binding,) = [r for r in store.select(kind="binding") if r.protocol == "fake-dft"]
+    byproduct = store.get(dft_binding.data["outcome"]["byproduct_key"])
+    assert byproduct is not None and byproduct.formula == "C3H9ISi"  # TMS-I, relaxed with the DFT protocol
     frenkel = pd.read_csv(paths["frenkel_csv"]).set_index(["host", "protocol"])
-    assert frenkel.loc[("(bare)", "fake-dft"), "method"] == "DFT"  # the bare host is verified
-    assert ("TMSBr", "fake-dft") not in frenkel.index
-    assert "verify-frenkel/bare" in names and not any(
-        n.startswith(("verify/", "verify-ligand")) for n in names
-    )
-
-
-def test_verification_with_nothing_to_verify_is_refused_at_load(tmp_path):
-    from ligbind.engine.campaign import load_campaign
-
-    path = tmp_path / "none.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "ligands": [{"name": "TMSBr", "mode": "exchange"}],
-                "verify": {"protocol": "gpaw-quick", "top_k": 1},
-            }
-        )
-    )
-    with pytest.raises(LigbindError, match=r"verify: nothing to verify: DFT verification of exchange-mode"):
-        load_campaign(path)
-    text = path.read_text().replace("top_k: 1", "top_k: 1\n  overrides: {gpaw: {spinpol: true}}")
-    path.write_text(text + "compute: {migration: {bare: true}}\n")  # the bare slab's barrier is verified
-    assert load_campaign(path)["verify"] is not None
+    assert frenkel.loc[("(bare)", "fake-dft"), "method"] == "DFT"
+    assert frenkel.loc[("TMSBr", "fake-dft"), "method"] == "DFT"
 
 
 @pytest.mark.slow

@@ -119,8 +119,11 @@ def basin_flags(flags: list[str], final: Atoms, reference: Atoms) -> list[str]:
 
     ``reconstructed`` is judged again only when the framework matches ``reference`` atom for atom; otherwise
     the flag given at relaxation (against the complex's own start) stands. Judging it again here also applies
-    today's criterion to results stored under an earlier one.
+    today's criterion to results stored under an earlier one. An exchange-mode complex (its slab part one
+    halide or cation short) is not judged against a bare slab, as at relaxation.
     """
+    if final.info.get("mode") == "exchange":
+        return list(flags)
     rmsd = framework_rmsd(final, reference)
     judged = np.isfinite(rmsd)
     out = [f for f in flags if f != "basin-changed" and not (judged and f == "reconstructed")]

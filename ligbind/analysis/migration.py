@@ -143,6 +143,15 @@ def barrier_flags(run: NebRun, migrating: int, z_top: float) -> list[str]:
     return flags
 
 
+def in_bare_numbering(info: dict[str, Any], index: int) -> int:
+    """An atom index of a host in the bare slab's numbering: past the atoms an exchange took out
+    (``info['exchanged_indices']``), the same otherwise."""
+    for removed in sorted(json.loads(info.get("exchanged_indices", "[]"))):
+        if removed <= index:
+            index += 1
+    return index
+
+
 def barrier_energies(energies: list[float]) -> tuple[float, float]:
     """(Ea forward, Ea backward) from a profile whose first and last entries are the endpoints."""
     top = max(energies)
@@ -195,7 +204,10 @@ def analyse_barrier(
         campaign=campaign,
         preconverge=preconverge,
     )
-    if ligand is not None and bare is not None and (bare.site, bare.hopper) == (out.site, out.hopper):
+    same_hop = bare is not None and (bare.site, bare.hopper) == tuple(
+        in_bare_numbering(info, i) for i in (out.site, out.hopper)
+    )
+    if ligand is not None and same_hop:
         out.ea_bare = bare.ea_forward
         if not flags and not bare.flags and bare.ea_forward is not None:
             out.delta_ea = forward - bare.ea_forward

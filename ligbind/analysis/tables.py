@@ -178,17 +178,8 @@ VERIFICATION_COLUMNS = [
 ]
 
 
-def verification_table(
-    store: ResultStore,
-    campaign: str | None = None,
-    unverified: dict[str, str] | None = None,
-    screen: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """One row per verified ligand: Eb from DFT and from the screen side by side; ``eb`` is the DFT value.
-
-    ``unverified`` maps ligands that verification leaves out to the reason: each gets a row with the screen's
-    Eb (from the binding table ``screen``) and the reason in ``flags``.
-    """
+def verification_table(store: ResultStore, campaign: str | None = None) -> pd.DataFrame:
+    """One row per verified ligand: Eb from DFT and from the screen side by side; ``eb`` is the DFT value."""
     rows = []
     query = {"kind": "verification", **({"campaign": campaign} if campaign else {})}
     for row in store.select(**query):
@@ -210,21 +201,6 @@ def verification_table(
                 "verified_configs": ",".join(str(k) for k in o.get("verified_configs", [])),
                 "flags": row.get("flags", "none"),
                 "campaign": row.get("campaign", ""),
-            }
-        )
-    for ligand, reason in (unverified or {}).items():
-        found = screen[screen["ligand"] == ligand] if screen is not None else pd.DataFrame()
-        first = found.iloc[0].to_dict() if len(found) else {}
-        rows.append(
-            {
-                "ligand": ligand,
-                "mode": first.get("mode"),
-                "eb": first.get("eb"),
-                "eb_screen": first.get("eb"),
-                "source": first.get("protocol"),
-                "screen_protocol": first.get("protocol"),
-                "flags": f"not verified: {reason}",
-                "campaign": campaign or "",
             }
         )
     df = pd.DataFrame(rows, columns=VERIFICATION_COLUMNS)
@@ -250,12 +226,10 @@ def write_tables(
     protocol_hash: str | None = None,
     missing: dict[str, str] | None = None,
     dft_protocol_hash: str | None = None,
-    unverified: dict[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write every analysis the store holds: binding.{csv,md,png}, and coadsorption.*, frenkel.* when present.
 
-    ``dft_protocol_hash``: the campaign's verification protocol (its DFT rows join the defect table);
-    ``unverified``: ligands the verification leaves at the screen's Eb, with the reason.
+    ``dft_protocol_hash``: the campaign's verification protocol (its DFT rows join the defect table).
     """
     outdir = Path(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -283,7 +257,7 @@ def write_tables(
             "# Coadsorption (eV): Eb(A+B) = E(A+B@slab) − E(A) − E(B) − E(slab); "
             "ΔE_inter = Eb(A+B) − Eb(A) − Eb(B)\n\n",
         )
-    ve = verification_table(store, campaign, unverified, df)
+    ve = verification_table(store, campaign)
     if len(ve):
         csv, md = outdir / "verified.csv", outdir / "verified.md"
         ve.to_csv(csv, index=False, float_format="%.4f")

@@ -52,16 +52,12 @@ class VerificationOutcome:
         return {**asdict(self), "eb": self.eb}
 
 
-def check_verification(
-    dft: dict[str, Any], modes: list[str] | tuple[str, ...], where: str = "verification"
-) -> None:
-    """Refuse a verification that cannot be done: a protocol that is not DFT, or exchange-mode binding."""
+def check_verification(dft: dict[str, Any], where: str = "verification") -> None:
+    """Refuse a verification that cannot be done: a protocol that is not DFT."""
     from ligbind.errors import LigbindError
 
     if not dft["is_dft"]:
         raise LigbindError(f"{where} needs a DFT protocol; '{dft['name']}' is not DFT")
-    if "exchange" in modes:
-        raise LigbindError(f"{where} of exchange-mode binding is not supported yet: use mode neutral")
 
 
 def configurations_to_verify(screen: BindingOutcome, top_k: int) -> list[dict[str, Any]]:
@@ -78,18 +74,40 @@ def configurations_to_verify(screen: BindingOutcome, top_k: int) -> list[dict[st
     return chosen
 
 
+def exchanged_atoms(complex_: Atoms, slab: Atoms) -> list[int]:
+    """Indices in ``slab`` of the atoms an exchange-mode placement took out (the halide of an X-site exchange,
+    the cation of an A-site one); empty for a neutral complex.
+
+    From ``info['exchanged_indices']``; complexes placed before it was recorded name only the position of the
+    removed atom (``exchanged_position``), which is exact for a single atom (a halide, a Cs).
+    """
+    if "exchanged_indices" in complex_.info:
+        return [int(i) for i in json.loads(complex_.info["exchanged_indices"])]
+    if "exchanged_position" not in complex_.info:
+        return []
+    position = np.array(json.loads(complex_.info["exchanged_position"]))
+    distance = np.linalg.norm(slab.positions - position, axis=1)
+    if distance.min() > 1e-3:
+        raise ValueError("cannot tell which slab atoms the exchange took out (placed by an older ligbind)")
+    return [int(distance.argmin())]
+
+
 def rebuild_on_slab(screen_complex: Atoms, screen_slab: Atoms, dft_slab: Atoms) -> Atoms:
     """The screen's relaxed complex rebuilt on the DFT-relaxed slab.
 
     Slab atoms (tags 0) take the DFT slab's positions; the adsorbate (tags ≥ 1) keeps its screen geometry,
     shifted by the mean displacement of the top-layer slab atoms under it (so its bonds to the surface keep
-    their length). The slab part must be the same atoms in the same order as both bare slabs.
+    their length). The slab part must be the same atoms in the same order as both bare slabs, less the atoms an
+    exchange took out (:func:`exchanged_atoms`), which leave the DFT slab too.
     """
+    removed = exchanged_atoms(screen_complex, screen_slab)
+    if removed:
+        screen_slab, dft_slab = screen_slab.copy(), dft_slab.copy()
+        del screen_slab[removed]  # ASE renumbers the FixAtoms indices
+        del dft_slab[removed]
     slab_atoms = np.where(screen_complex.get_tags() == 0)[0]
     if len(slab_atoms) != len(dft_slab) or list(screen_complex.numbers[slab_atoms]) != list(dft_slab.numbers):
-        raise ValueError(
-            "the complex's slab part is not the bare slab (X-site exchange is rebuilt by placement)"
-        )
+        raise ValueError("the complex's slab part is not the bare slab")
     out = screen_complex.copy()
     top = screen_slab.positions[:, 2] > screen_slab.positions[:, 2].max() - 1.5
     shift = (dft_slab.positions[top] - screen_slab.positions[top]).mean(axis=0)

@@ -488,6 +488,7 @@ def _complex(
     }
     if site.removed is not None:
         complex_.info["exchanged_halide"] = slab[site.removed].symbol
+        complex_.info["exchanged_indices"] = json.dumps([int(site.removed)])  # in ``slab``
         complex_.info["exchanged_position"] = json.dumps(
             [round(float(v), 4) for v in slab.positions[site.removed]]
         )

@@ -322,7 +322,8 @@ def place_a_site(slab: Atoms, entry, n_configs: int = 3, seed: int = 0, n_confor
     list of ase.Atoms
         Slab without the A cation (tags 0, constraints kept) + cation (tags 1). ``info``: as for X-site
         exchange (mode ``exchange``, ``anchor_sites`` empty: no Pb bond) plus ``exchange_site`` "A",
-        ``exchanged_cation``, ``exchanged_position``, ``anchor`` (the N), ``byproduct_smiles``.
+        ``exchanged_cation``, ``exchanged_position``, ``exchanged_indices`` (the cation's atoms in ``slab``),
+        ``anchor`` (the N), ``byproduct_smiles``.
     """
     from ligbind.builders.conformers import ligand_conformers
     from ligbind.builders.placement import Candidate, _same_configuration
@@ -364,6 +365,7 @@ def place_a_site(slab: Atoms, entry, n_configs: int = 3, seed: int = 0, n_confor
         "exchange_site": "A",
         "exchanged_cation": a_cation,
         "exchanged_position": json.dumps([round(float(v), 4) for v in site]),
+        "exchanged_indices": json.dumps([int(i) for i in group]),  # in ``slab``
         "byproduct_smiles": byproduct.smiles,
     }
     return [

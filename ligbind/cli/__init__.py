@@ -674,7 +674,7 @@ def _verify_protocol(args: argparse.Namespace) -> dict | None:
     from ligbind.protocols import load_protocol, with_run_settings
 
     dft = load_protocol(args.verify)
-    check_verification(dft, [args.mode], "--verify")
+    check_verification(dft, "--verify")
     if args.dry_run:
         if not backend_of(dft).writes_inputs:
             raise LigbindError(f"--dry-run writes input files; the {dft['backend']} backend has none")

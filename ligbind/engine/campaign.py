@@ -276,27 +276,13 @@ def _complexes_settings(spec: CampaignSpec, path: Path, specs: list[dict[str, An
     return complexes_settings(spec, path, specs)
 
 
-UNVERIFIED_EXCHANGE = "DFT verification of exchange-mode binding is not supported yet"
-
-
 def verified_ligands(c: dict[str, Any]) -> list[str]:
-    """The ligands a campaign's ``verify:`` recomputes with DFT: those binding in neutral mode."""
-    return [s["name"] for s in c["ligands"] if s["mode"] != "exchange"] if c.get("verify") else []
-
-
-def unverified_ligands(c: dict[str, Any]) -> dict[str, str]:
-    """Ligands a campaign's ``verify:`` leaves at the screen's value, with the reason."""
-    if not c.get("verify"):
-        return {}
-    return {s["name"]: UNVERIFIED_EXCHANGE for s in c["ligands"] if s["mode"] == "exchange"}
+    """The ligands a campaign's ``verify:`` recomputes with DFT: every one (neutral and exchange mode)."""
+    return [s["name"] for s in c["ligands"]] if c.get("verify") else []
 
 
 def _verify_settings(spec: CampaignSpec, path: Path) -> dict[str, Any] | None:
-    """The resolved DFT protocol and settings of ``verify:`` (refused unless DFT and something to verify).
-
-    Exchange-mode ligands stay at the screen's Eb (:func:`unverified_ligands`); refused when they are all
-    there is and no bare-slab defect energy is computed either.
-    """
+    """The resolved DFT protocol and settings of ``verify:`` (refused unless DFT)."""
     if spec.verify is None:
         return None
     try:
@@ -309,16 +295,6 @@ def _verify_settings(spec: CampaignSpec, path: Path) -> dict[str, Any] | None:
         raise LigbindError(f"campaign {path}: verify.overrides: {exc}") from None
     if not dft["is_dft"]:
         raise LigbindError(f"campaign {path}: verify.protocol '{dft['name']}' is not a DFT protocol")
-    exchange = (
-        all(item.mode == "exchange" for item in spec.ligands) if spec.ligands else spec.mode == "exchange"
-    )
-    defects = (spec.compute.frenkel, spec.compute.vacancy, spec.compute.migration)
-    hosts = any(d.bare or d.ligands for d in defects)  # then the bare slab's E_F / E_vac / Ea is verified
-    if exchange and not hosts:
-        raise LigbindError(
-            f"campaign {path}: verify: nothing to verify: {UNVERIFIED_EXCHANGE} and no bare-slab E_F, E_vac "
-            "or Ea is computed"
-        )
     return {"protocol": dft, "top_k": spec.verify.top_k, "threshold": spec.verify.threshold}
 
 
@@ -568,14 +544,16 @@ def step_verify_slab(c: dict[str, Any], keys: KeyMap) -> Result:
     return relax_slab(campaign_slab(c), dft, _store(c), _calcdir(c)).require_converged("DFT slab relaxation")
 
 
-def step_verify_ligand(c: dict[str, Any], keys: KeyMap, name: str) -> Result:
-    """Relax the isolated ligand with DFT, starting from its screen geometry."""
+def step_verify_ligand(c: dict[str, Any], keys: KeyMap, name: str, byproduct: bool = False) -> Result:
+    """Relax the isolated ligand (or, with ``byproduct``, the exchange byproduct) with DFT, starting from its
+    screen geometry."""
     from ligbind.jobs import relax
     from ligbind.recipes import dft_ligand_structure
 
-    dft = c["verify"]["protocol"]
-    screen = _passed(c, keys, f"ligand/{name}")
-    mol = dft_ligand_structure(screen, entry_from_spec(ligand_spec(c, name)), campaign_slab(c), dft)
+    dft, spec, slab = c["verify"]["protocol"], ligand_spec(c, name), campaign_slab(c)
+    entry = _byproduct(spec, slab) if byproduct else entry_from_spec(spec)
+    screen = _passed(c, keys, f"{'byproduct' if byproduct else 'ligand'}/{name}")
+    mol = dft_ligand_structure(screen, entry, slab, dft)
     return relax(mol, dft, store=_store(c), workdir=_calcdir(c))
 
 
@@ -631,6 +609,7 @@ def step_verify(c: dict[str, Any], keys: KeyMap, name: str):
             reference,
             _passed(c, keys, f"verify-ligand/{name}"),
             configs,
+            _passed(c, keys, f"verify-byproduct/{name}") if spec["mode"] == "exchange" else None,
             store=store,
             campaign=c["name"],
         )
@@ -648,13 +627,17 @@ def best_usable(items: list[dict[str, Any]], energy: str, what: str) -> dict[str
 
 
 def dft_host(c: dict[str, Any], keys: KeyMap, ligand: str | None) -> Result:
-    """The DFT-relaxed host of a verified defect: the verification slab, or the ligand's best verified complex."""
+    """The DFT-relaxed host of a verified defect: the verification slab, the ligand's best verified complex, or
+    the passivated slab relaxed with DFT."""
     from ligbind.analysis.binding import load_binding
+    from ligbind.engine.defect_steps import PASSIVATED
     from ligbind.recipes import stored_complex
 
     dft, store = c["verify"]["protocol"], _store(c)
     if ligand is None:
         return _passed(c, keys, "verify-reference")
+    if ligand == PASSIVATED:
+        return _passed(c, keys, "verify-passivated")
     row = store.get(keys.get(f"verify/{ligand}", ""))
     dft_key = row.data["outcome"].get("dft_key") if row is not None else None
     if not dft_key:
@@ -688,12 +671,16 @@ def step_verify_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
 
 def plan_host_verification(add, step: str, hosts: list[str | None], dft_slab: str) -> None:
     """``<step>/<host>`` Fireworks (verify-frenkel, -vacancy, -migration) after the screen's analysis of the host
-    (``frenkel/<host>``, ``vacancy/<host>``), the DFT slab, the ligand's verification and the bare one."""
+    (``frenkel/<host>``, ``vacancy/<host>``), the DFT slab, the host's DFT relaxation (the ligand's
+    verification, or ``verify-passivated``) and the bare one."""
+    from ligbind.engine.defect_steps import PASSIVATED
+
     for host in hosts:
         tag = host or "bare"
         parents = [f"{step.removeprefix('verify-')}/{tag}", dft_slab]
         if host is not None:
-            parents += [f"verify/{host}"] + ([f"{step}/bare"] if None in hosts else [])
+            host_step = "verify-passivated" if host == PASSIVATED else f"verify/{host}"
+            parents += [host_step] + ([f"{step}/bare"] if None in hosts else [])
         add(step, f"{step}/{tag}", parents, ligand=host)
 
 
@@ -716,7 +703,6 @@ def campaign_results(campaign: str | Path, outdir: str | Path | None = None) -> 
         protocol_hash=protocol_hash(c["protocol"]),
         missing=missing_reasons(c),
         dft_protocol_hash=protocol_hash(c["verify"]["protocol"]) if c.get("verify") else None,
-        unverified=unverified_ligands(c),
     )
 
 

@@ -26,7 +26,6 @@ from ligbind.engine.campaign import (
     campaign_slab,
     dft_host,
     frenkel_host,
-    verified_ligands,
 )
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
@@ -159,15 +158,17 @@ def _endpoints(c: dict[str, Any], keys: KeyMap, host: Result):
     ``compute.migration`` or chosen on the relaxed bare slab, so that ΔEa compares the same hop."""
     from ligbind.builders.vacancies import migration_endpoints
 
-    return migration_endpoints(host.atoms, *_hop(c, keys))
+    return migration_endpoints(host.atoms, *_hop(c, keys, host))
 
 
-def _hop(c: dict[str, Any], keys: KeyMap) -> tuple[int, int]:
-    """(vacancy site, hopping halide) of the campaign's hop: given, or chosen on the relaxed bare slab."""
-    from ligbind.recipes.defects import choose_hop
+def _hop(c: dict[str, Any], keys: KeyMap, host: Result) -> tuple[int, int]:
+    """(vacancy site, hopping halide) of the campaign's hop on ``host``: given, or chosen on the relaxed bare
+    slab, in the host's atom numbering (an exchange complex lacks the atoms the exchange took out)."""
+    from ligbind.recipes.defects import choose_hop, on_host
 
     spec = c["compute"]["migration"]
-    return choose_hop(_passed(c, keys, "slab").atoms, spec.get("site"), spec.get("hopper"))
+    bare = _passed(c, keys, "slab").atoms
+    return on_host(host.atoms, bare, choose_hop(bare, spec.get("site"), spec.get("hopper")))
 
 
 def step_migration_end(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: int) -> Result:
@@ -203,12 +204,9 @@ def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
 
 def verified_hosts(c: dict[str, Any], what: str = "vacancy") -> list[str | None]:
     """Hosts of ``compute.<what>`` (frenkel, vacancy, migration) that a campaign's ``verify:`` recomputes with
-    DFT: the bare slab and the verified ligands' complexes (not the K–Br-passivated slab: it would need its
-    own DFT passivation first)."""
+    DFT: all of them (the bare slab, the ligands' complexes, the passivated slab)."""
     spec = c["compute"].get(what) or {}
-    if not (c.get("verify") and spec):
-        return []
-    return [h for h in defect_hosts(spec) if h is None or h in verified_ligands(c)]
+    return defect_hosts(spec) if c.get("verify") and spec else []
 
 
 def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
@@ -246,7 +244,7 @@ def step_verify_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
 
     dft, tag, store, workdir = c["verify"]["protocol"], ligand or "bare", _store(c), _calcdir(c)
     host = dft_host(c, keys, ligand)
-    ends = relax_endpoints(host, *_hop(c, keys), dft, store, workdir, f"verify:{tag}")
+    ends = relax_endpoints(host, *_hop(c, keys, host), dft, store, workdir, f"verify:{tag}")
     bare = (
         load_barrier(store, keys["verify-migration/bare"])
         if ligand and keys.get("verify-migration/bare")

@@ -29,6 +29,7 @@ from ligbind.engine.campaign import (
     _digest,
     campaign_settings,
     firework_hash,
+    ligand_spec,
     plan_host_verification,
     resolve_campaign_ref,
     save_campaign,
@@ -54,6 +55,7 @@ from ligbind.engine.complexes_steps import COMPLEX_CALCULATION_STEPS, COMPLEX_ST
 from ligbind.engine.defect_steps import (
     DEFECT_CALCULATION_STEPS,
     DEFECT_STEPS,
+    PASSIVATED,
     defect_hosts,
     plan_defects,
     verified_hosts,
@@ -314,6 +316,9 @@ STEPS = {
     "frenkel": lambda c, keys, ligand, config, other: step_frenkel(c, keys, ligand),
     "verify-slab": lambda c, keys, ligand, config, other: step_verify_slab(c, keys),
     "verify-ligand": lambda c, keys, ligand, config, other: step_verify_ligand(c, keys, ligand),
+    "verify-byproduct": lambda c, keys, ligand, config, other: step_verify_ligand(
+        c, keys, ligand, byproduct=True
+    ),
     "verify-config": lambda c, keys, ligand, config, other: step_verify_config(c, keys, ligand, int(config)),
     "verify-reference": lambda c, keys, ligand, config, other: step_verify_reference(c, keys),
     "verify": lambda c, keys, ligand, config, other: step_verify(c, keys, ligand),
@@ -447,9 +452,13 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
     )  # vacancies and migration barriers (engine/defect_steps.py)
     if c.get("verify"):
         dft_slab = add("verify-slab", "verify-slab", [slab])
-        ligands, configs = {}, {}
-        for lig in verified_ligands(c):  # exchange-mode ligands stay at the screen's Eb
+        ligands, configs, byproducts = {}, {}, {}
+        for lig in verified_ligands(c):
             ligands[lig] = add("verify-ligand", f"verify-ligand/{lig}", [f"ligand/{lig}"], ligand=lig)
+            if ligand_spec(c, lig)["mode"] == "exchange":
+                byproducts[lig] = [
+                    add("verify-byproduct", f"verify-byproduct/{lig}", [f"byproduct/{lig}"], ligand=lig)
+                ]
             configs[lig] = [
                 add(
                     "verify-config",
@@ -464,10 +473,13 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
         every_config = [k for lig in configs for k in configs[lig]]
         reference = add("verify-reference", "verify-reference", [dft_slab, *every_config], allow_fizzled=True)
         for lig in configs:
-            parents = [binding_ids[lig], reference, ligands[lig], *configs[lig]]
+            parents = [binding_ids[lig], reference, ligands[lig], *byproducts.get(lig, []), *configs[lig]]
             add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
-        for what in ("frenkel", "vacancy", "migration"):  # E_F, E_vac, Ea of the bare and verified hosts
-            plan_host_verification(add, f"verify-{what}", verified_hosts(c, what), reference)
+        hosts = {what: verified_hosts(c, what) for what in ("frenkel", "vacancy", "migration")}
+        if passivation and any(PASSIVATED in h for h in hosts.values()):
+            add("verify-passivated", "verify-passivated", [passivation])
+        for what, verified in hosts.items():  # E_F, E_vac, Ea of the bare and verified hosts
+            plan_host_verification(add, f"verify-{what}", verified, reference)
     plan_complexes(c, add)
     return plan
 
@@ -656,6 +668,7 @@ CALCULATION_STEPS = frozenset(
         "frenkel-pair",
         "verify-slab",
         "verify-ligand",
+        "verify-byproduct",
         "verify-config",
         "verify-reference",
     }
@@ -718,7 +731,7 @@ def _step_cost(c: dict[str, Any], params: dict[str, Any]) -> float:
         return 1e9  # everything waits for it
     lig = params.get("ligand")
     size = 0
-    if lig:
+    if lig in {s["name"] for s in c["ligands"]}:  # a defect host may be the passivated slab (no ligand)
         from ligbind.builders.ligands import smiles_atom_count
         from ligbind.engine.campaign import entry_from_spec, ligand_spec
 
@@ -752,6 +765,7 @@ def run(
     launches.mkdir(parents=True, exist_ok=True)
     with worker_lock(c, launchpad_file):
         lpad = get_launchpad(c, launchpad_file)
+        _check_plan_on_launchpad(lpad, c, campaign_ref)
         _reset_interrupted(lpad, c, launchpad_file)
         ping = fireworks.core.rocket.start_ping_launch
         if not launchpad_file:  # one in-process worker: no heartbeat thread (mongomock is not thread-safe)
@@ -784,6 +798,19 @@ def run(
         **problems,
         "engine_overhead_s": (sum(overhead) / len(overhead)) if overhead else None,
     }
+
+
+def _check_plan_on_launchpad(lpad, c: dict[str, Any], campaign_ref: str | Path) -> None:
+    """Refuse to run when the LaunchPad lacks Fireworks of the campaign's plan: this ligbind plans steps the
+    last screen did not add (run would skip them and everything below them without a word)."""
+    held = {d["spec"]["_ligbind_id"] for d in lpad.fireworks.find(campaign_query(c), {"spec._ligbind_id": 1})}
+    missing = len(set(planned_ids(c)) - held)
+    if missing:
+        raise LigbindError(
+            f"campaign {c['name']}: {missing} Fireworks of its plan are not on the LaunchPad (this ligbind plans "
+            f"steps the last screen did not add): run `ligbind screen {c.get('file') or campaign_ref}` again, "
+            "then run it"
+        )
 
 
 class _Launcher:
@@ -851,7 +878,11 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                     launcher.launch(launchable[0])
                     continue
                 busy = {fw_id for fw_id, _ in running.values()}
-                waiting = [i for i in params if i not in busy and i not in calculated]
+                waiting = [
+                    i
+                    for i, p in params.items()
+                    if p["step"] in CALCULATION_STEPS and i not in busy and i not in calculated
+                ]
                 for i in waiting:
                     costs.setdefault(i, _step_cost(c, params[i]))
                 for i in sorted(waiting, key=lambda i: -costs[i])[: max(0, workers - len(running))]:

@@ -15,7 +15,9 @@ from ligbind.engine.campaign import KeyMap, _calcdir, _passed, _store, campaign_
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
 
-CALCULATION_STEPS = frozenset({"passivation-ref", "passivation-config", "passivation-frenkel-pair"})
+CALCULATION_STEPS = frozenset(
+    {"passivation-ref", "passivation-config", "passivation-frenkel-pair", "verify-passivated"}
+)
 
 
 def spec_of(c: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +119,18 @@ def passivated_host(c: dict[str, Any], keys: KeyMap) -> Result:
     return host_of(_store(c), _outcome(c, keys), c["protocol"])
 
 
+def step_verify_passivated(c: dict[str, Any], keys: KeyMap) -> Result:
+    """The screen's best passivated slab relaxed again with the verification (DFT) protocol, from its screen
+    geometry: the DFT host of the vacancies and barriers on the passivated surface (E_pass itself stays the
+    screen's: it would need DFT bulk references, KBr among them)."""
+    from ligbind.jobs import relax
+
+    start = passivated_host(c, keys).atoms
+    start.calc = None
+    start.info["label"] = "verify:passivated"
+    return relax(start, c["verify"]["protocol"], store=_store(c), workdir=_calcdir(c))
+
+
 def step_passivation_frenkel_pair(c: dict[str, Any], keys: KeyMap, k: int) -> Result:
     """Relax Frenkel pair ``k`` on the best passivated slab."""
     from ligbind.jobs import relax
@@ -167,6 +181,7 @@ STEPS = {
         c, keys, int(config)
     ),
     "passivation-frenkel": lambda c, keys, ligand, config, other: step_passivation_frenkel(c, keys),
+    "verify-passivated": lambda c, keys, ligand, config, other: step_verify_passivated(c, keys),
 }
 
 

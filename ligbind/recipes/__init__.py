@@ -574,7 +574,7 @@ def verify(
     from ligbind.analysis.verification import analyse_verification, check_verification
 
     dft = _resolve(protocol, overrides)
-    check_verification(dft, [screen.mode])
+    check_verification(dft)
     if top_k < 1:
         raise LigbindError(f"--top-k must be at least 1, got {top_k}")
     store = store or ResultStore()
@@ -590,6 +590,14 @@ def verify(
     dft_ligand = relax(
         dft_ligand_structure(screen_ligand, entry, slab, dft), dft, store=store, workdir=workdir
     )
+    dft_byproduct = None
+    if screen.mode == "exchange":
+        progress("DFT byproduct")
+        screen_byproduct = result_from_row(store.get(screen.byproduct_key), dft)
+        by_entry = byproduct_entry(entry, slab)
+        dft_byproduct = relax(
+            dft_ligand_structure(screen_byproduct, by_entry, slab, dft), dft, store=store, workdir=workdir
+        )
     configs = []
     for k in range(top_k):
         atoms = verification_configuration(store, screen, k, top_k, dft_slab, dft_ligand)
@@ -601,7 +609,9 @@ def verify(
     progress("DFT slab reference")
     reference = lowest_slab(dft_slab, configs, dft, store, workdir)
     configs = against_reference(configs, reference, dft, store)
-    dft_outcome = analyse_binding(entry, screen.mode, dft, reference, dft_ligand, configs, store=store)
+    dft_outcome = analyse_binding(
+        entry, screen.mode, dft, reference, dft_ligand, configs, dft_byproduct, store=store
+    )
     return analyse_verification(screen, dft_outcome, store=store)
 
 
@@ -614,7 +624,8 @@ def write_verification_inputs(
     store,
     workdir: Path,
 ) -> list[Path]:
-    """``--verify P --dry-run``: input directories of the DFT slab, ligand and best ``top_k`` configurations.
+    """``--verify P --dry-run``: input directories of the DFT slab, ligand (and exchange byproduct) and best
+    ``top_k`` configurations.
 
     The configurations are written at their screen geometry (the DFT slab does not exist yet; the real run
     rebuilds them on it), so an HPC user can check the inputs before submitting the campaign.
@@ -626,6 +637,9 @@ def write_verification_inputs(
     backend = backend_of(dft)
     ligand = dft_ligand_structure(result_from_row(store.get(screen.ligand_key), dft), entry, slab, dft)
     structures = [slab.copy(), ligand]
+    if screen.mode == "exchange":
+        by = result_from_row(store.get(screen.byproduct_key), dft)
+        structures.append(dft_ligand_structure(by, byproduct_entry(entry, slab), slab, dft))
     for c in configurations_to_verify(screen, top_k):
         atoms = result_from_row(store.get(c["key"]), dft).atoms
         atoms.calc = None

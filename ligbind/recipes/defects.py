@@ -265,6 +265,22 @@ def choose_hop(
     )
 
 
+def on_host(host: Atoms, bare: Atoms, indices: tuple[int, ...]) -> tuple[int, ...]:
+    """Atom ``indices`` of the bare slab in ``host``'s numbering: the same on a ligand complex or a passivated
+    slab (their atoms follow the slab's), shifted past the atoms an exchange took out (before, a hop on TMSBr's
+    exchange complex moved other atoms than the bare slab's). Refused when the exchange took one of them out."""
+    from ligbind.analysis.verification import exchanged_atoms
+
+    removed = exchanged_atoms(host, bare)
+    taken = [i for i in indices if i in removed]
+    if taken:
+        raise LigbindError(
+            f"atom {taken[0]} of the hop is the slab atom {host.info.get('ligand', 'the ligand')}'s exchange "
+            "replaced: give compute.migration a site and hopper away from it"
+        )
+    return tuple(i - sum(r < i for r in removed) for i in indices)
+
+
 def relax_endpoints(
     host: Result, site: int, hopper: int, protocol: dict[str, Any], store, workdir: Path, tag: str
 ) -> tuple[Result, Result]:
