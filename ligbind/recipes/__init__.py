@@ -497,6 +497,19 @@ def dft_ligand_structure(
     return mol
 
 
+def dft_molecule_structures(
+    store: ResultStore, screen: BindingOutcome, entry: LigandEntry, slab: Atoms, protocol: dict[str, Any]
+) -> tuple[Atoms, Atoms | None]:
+    """The screen's relaxed ligand, and its exchange byproduct (None in neutral mode), each in the DFT
+    protocol's cell (:func:`dft_ligand_structure`): where a verification's DFT molecules start."""
+    ligand = result_from_row(store.get(screen.ligand_key), protocol)
+    byproduct = None
+    if screen.mode == "exchange":
+        screen_byproduct = result_from_row(store.get(screen.byproduct_key), protocol)
+        byproduct = dft_ligand_structure(screen_byproduct, byproduct_entry(entry, slab), slab, protocol)
+    return dft_ligand_structure(ligand, entry, slab, protocol), byproduct
+
+
 def verification_configuration(
     store: ResultStore,
     screen: BindingOutcome,
@@ -586,18 +599,12 @@ def verify(
     progress("DFT slab")
     dft_slab = relax_slab(slab, dft, store, workdir).require_converged("DFT slab relaxation")
     progress("DFT ligand")
-    screen_ligand = result_from_row(store.get(screen.ligand_key), dft)
-    dft_ligand = relax(
-        dft_ligand_structure(screen_ligand, entry, slab, dft), dft, store=store, workdir=workdir
-    )
+    ligand, byproduct = dft_molecule_structures(store, screen, entry, slab, dft)
+    dft_ligand = relax(ligand, dft, store=store, workdir=workdir)
     dft_byproduct = None
-    if screen.mode == "exchange":
+    if byproduct is not None:
         progress("DFT byproduct")
-        screen_byproduct = result_from_row(store.get(screen.byproduct_key), dft)
-        by_entry = byproduct_entry(entry, slab)
-        dft_byproduct = relax(
-            dft_ligand_structure(screen_byproduct, by_entry, slab, dft), dft, store=store, workdir=workdir
-        )
+        dft_byproduct = relax(byproduct, dft, store=store, workdir=workdir)
     configs = []
     for k in range(top_k):
         atoms = verification_configuration(store, screen, k, top_k, dft_slab, dft_ligand)
@@ -635,11 +642,8 @@ def write_verification_inputs(
     from ligbind.store import calculation_key
 
     backend = backend_of(dft)
-    ligand = dft_ligand_structure(result_from_row(store.get(screen.ligand_key), dft), entry, slab, dft)
-    structures = [slab.copy(), ligand]
-    if screen.mode == "exchange":
-        by = result_from_row(store.get(screen.byproduct_key), dft)
-        structures.append(dft_ligand_structure(by, byproduct_entry(entry, slab), slab, dft))
+    molecules = dft_molecule_structures(store, screen, entry, slab, dft)
+    structures = [slab.copy(), *(m for m in molecules if m is not None)]
     for c in configurations_to_verify(screen, top_k):
         atoms = result_from_row(store.get(c["key"]), dft).atoms
         atoms.calc = None
