@@ -22,7 +22,8 @@ from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.constraints import FixAtoms
 
-from ligbind.protocols import protocol_hash
+from ligbind.calculators import is_bulk
+from ligbind.protocols import bulk_settings, protocol_hash
 
 DEFAULT_DB = "ligbind.db"
 
@@ -48,8 +49,13 @@ def structure_hash(atoms: Atoms) -> str:
 
 
 def calculation_key(kind: str, atoms: Atoms, protocol: dict[str, Any]) -> str:
-    """Unique key of a calculation: ``kind-structurehash-protocolhash``."""
-    return f"{kind}-{structure_hash(atoms)}-{protocol_hash(protocol)}"
+    """Unique key of a calculation: ``kind-structurehash-protocolhash``, and for a bulk crystal ``-k`` and a hash
+    of the protocol's k-point settings for bulk cells (kept out of the protocol hash: see ``BULK_ONLY``)."""
+    key = f"{kind}-{structure_hash(atoms)}-{protocol_hash(protocol)}"
+    if is_bulk(atoms) and (bulk := bulk_settings(protocol)):
+        text = json.dumps(bulk, sort_keys=True, default=str)
+        key += f"-k{hashlib.sha256(text.encode()).hexdigest()[:8]}"
+    return key
 
 
 def _clean(value: Any) -> Any:

@@ -99,6 +99,43 @@ def test_molecules_get_no_periodicity_and_no_dipole_layer(tiny, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------- spin
+def kbr(repeat: int = 1) -> Atoms:
+    from ligbind.analysis.passivation import reference_structure
+
+    atoms = reference_structure("KBr").repeat(repeat)
+    atoms.info["label"] = f"KBr x{repeat}"
+    return atoms
+
+
+def test_a_crystal_stays_periodic_on_k_points_and_its_supercell_agrees(tiny, tmp_path):
+    """A bulk salt (a passivation reference) is computed periodic on the k-point mesh of gpaw.bulk_kpt_density,
+    with the point group reducing it, not as a cluster in a box: its 2x2x2 supercell, on half the mesh along
+    each axis (the same sampling), gives eight times the primitive cell's energy."""
+    protocol = load_protocol(tiny, {"gpaw": {"bulk_kpt_density": 2.0}})
+    prepared = prepare_atoms(kbr(), protocol)
+    assert prepared.pbc.all() and np.allclose(prepared.positions, kbr().positions)
+    params = gpaw_backend.gpaw_calculator(protocol, prepared, tmp_path, "x").parameters.todict()
+    assert params["kpts"] == {"density": 2.0, "gamma": True} and params["symmetry"] != "off"  # GPAW default
+    store = ResultStore(tmp_path / "s.db")
+    cell = single_point(kbr(), protocol, store=store, workdir=tmp_path / "runs")
+    supercell = single_point(kbr(2), protocol, store=store, workdir=tmp_path / "runs")
+    meshes = [
+        re.findall(r"Number of BZ points: (\d+)", (tmp_path / "runs" / f"{r.key}.txt").read_text())[-1]
+        for r in (cell, supercell)
+    ]
+    assert meshes == ["64", "8"]  # 4x4x4 on the primitive cell, 2x2x2 on the supercell
+    assert supercell.energy / 8 == pytest.approx(cell.energy, abs=0.005)
+    gamma = single_point(kbr(), load_protocol(tiny, {"gpaw": {"bulk_kpt_density": 0.1}}), workdir=tmp_path)
+    assert abs(gamma.energy - cell.energy) > 0.1  # Γ alone: what the slab setting would have given, far off
+
+
+def test_a_crystal_without_bulk_k_points_is_refused_before_any_work(tiny, tmp_path):
+    store = ResultStore(tmp_path / "s.db")
+    with pytest.raises(LigbindError, match=r"KBr x1 is a bulk crystal.*gpaw\.bulk_kpt_density"):
+        relax(kbr(), load_protocol(tiny, {"gpaw": {"bulk_kpt_density": None}}), store=store, workdir=tmp_path)
+    assert not list(store.select()) and not list(tmp_path.glob("**/*.txt"))
+
+
 def test_odd_electron_count_without_spin_is_refused_before_any_work(tmp_path, monkeypatch):
     made = []
     monkeypatch.setattr(ligbind.jobs, "make_calculator", lambda *a, **k: made.append(1))

@@ -254,3 +254,27 @@ def test_a_gpaw_grid_coarser_than_the_presets_warns():
         warnings.simplefilter("error")
         for preset in ("gpaw-quick", "gpaw-laptop", "gpaw-complex"):
             load_protocol(preset)
+
+
+def test_bulk_k_points_stay_out_of_the_hash_and_go_into_a_crystals_key():
+    """Bulk k-points change only a crystal's energy: setting them keeps every slab and molecule result (the
+    protocol hash), while the key of a bulk calculation follows them (another mesh is another calculation)."""
+    from ase.build import bulk, molecule
+
+    from ligbind.store import calculation_key
+
+    base = load_protocol("gpaw-laptop", {"gpaw": {"bulk_kpt_density": None}})
+    dense = load_protocol("gpaw-laptop", {"gpaw": {"bulk_kpt_density": 6.0}})
+    coarse = load_protocol("gpaw-laptop", {"gpaw": {"bulk_kpt_density": 3.0}})
+    assert protocol_hash(base) == protocol_hash(dense) == protocol_hash(coarse)
+    salt = bulk("KBr", "rocksalt", a=6.6)
+    water = molecule("H2O")
+    water.center(vacuum=4.0)
+    assert calculation_key("relax", salt, dense) != calculation_key("relax", salt, coarse)
+    assert calculation_key("relax", water, dense) == calculation_key("relax", water, coarse)
+    ml = load_protocol("ml-screen")  # no k-points at all: the key of a crystal is the plain one
+    assert calculation_key("relax", salt, ml).count("-") == 2
+    vasp = load_protocol("vasp-pbe-d3")
+    meshed = load_protocol("vasp-pbe-d3", {"vasp": {"bulk_kpoints": [6, 6, 6]}})
+    assert protocol_hash(vasp) == protocol_hash(meshed)
+    assert calculation_key("relax", salt, vasp) != calculation_key("relax", salt, meshed)

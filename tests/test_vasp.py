@@ -210,6 +210,15 @@ def test_input_set_is_a_pymatgen_set(protocol: dict[str, Any]) -> None:
     # is_slab=False on a slab geometry means periodic bulk settings, which need bulk_kpoints
     with pytest.raises(LigbindError, match="bulk_kpoints"):
         vasp_input_set(perovskite_slab(), protocol, is_slab=False)
+    # a crystal (a passivation reference) is refused before any work by the check every calculation passes
+    from ligbind.analysis.passivation import reference_structure
+    from ligbind.calculators.vasp import BACKEND
+
+    with pytest.raises(
+        LigbindError, match=r"reference:KBr\(rocksalt\) is a bulk crystal.*vasp\.bulk_kpoints"
+    ):
+        BACKEND.check_input(reference_structure("KBr"), protocol)
+    BACKEND.check_input(perovskite_slab(), protocol)  # a slab passes
 
 
 def test_molecule_in_a_box(tmp_path: Path, protocol: dict[str, Any]) -> None:

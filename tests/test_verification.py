@@ -89,8 +89,19 @@ def test_an_exchange_complex_is_rebuilt_on_the_dft_slab_less_the_exchanged_halid
     del older.info["exchanged_indices"]
     np.testing.assert_allclose(rebuild_on_slab(older, slab, dft_slab).positions, rebuilt.positions)
     older.info["exchanged_position"] = json.dumps([0.0, 0.0, -50.0])
-    with pytest.raises(ValueError, match="cannot tell which slab atoms"):
+    with pytest.raises(LigbindError, match="cannot tell which slab atoms"):
         rebuild_on_slab(older, slab, dft_slab)
+
+
+def test_host_and_bare_numbering_are_inverse_around_the_exchanged_atoms():
+    from ligbind.builders.exchange import to_bare_numbering, to_host_numbering
+
+    removed = [3, 7]  # e.g. an A-site exchange taking out two atoms
+    kept = [i for i in range(12) if i not in removed]
+    host = to_host_numbering(kept, removed)
+    assert host == tuple(range(10))  # the host's atoms, in order, without gaps
+    assert [to_bare_numbering(i, removed) for i in host] == kept
+    assert to_host_numbering([5], []) == (5,) and to_bare_numbering(5, []) == 5
 
 
 def _methylamine_complex():
@@ -346,8 +357,9 @@ def test_campaign_verifies_vacancy_and_frenkel_energies_with_the_dft_protocol(
 @pytest.mark.slow
 def test_campaign_verifies_the_vacancy_of_the_passivated_slab(tmp_path, fake_dft, monkeypatch):
     """verify: + compute.passivation + vacancy on the passivated slab: the screen's best K–Br arrangement is
-    relaxed again with the DFT protocol (verify-passivated) and hosts the DFT vacancy; with the same potential
-    under both labels E_vac must come out the same, and ΔE_vac comes from DFT rows only."""
+    relaxed again with the DFT protocol (verify-passivated), hosts the DFT vacancy and Frenkel pair and gives
+    the DFT E_pass against the DFT bulk salt; with the same potential under both labels E_vac, E_pass and E_F
+    must come out the same, and ΔE_vac, ΔE_F come from DFT rows only."""
     import pandas as pd
 
     import ligbind.engine.fireworks as engine
@@ -366,7 +378,8 @@ def test_campaign_verifies_the_vacancy_of_the_passivated_slab(tmp_path, fake_dft
                 "configs": 1,
                 "verify": {"protocol": "fake-dft", "overrides": SCREEN, "top_k": 1},
                 "compute": {
-                    "passivation": {"mode": "hollow", "arrangements": 1},
+                    "passivation": {"mode": "hollow", "arrangements": 1, "frenkel": True},
+                    "frenkel": {"pairs": 1},
                     "vacancy": {"bare": True, "passivated": True, "sites": 1},
                 },
             }
@@ -388,6 +401,26 @@ def test_campaign_verifies_the_vacancy_of_the_passivated_slab(tmp_path, fake_dft
     )
     (row,) = [r for r in store.select(kind="vacancy", protocol="fake-dft") if r.ligand == "KBr-passivated"]
     assert row.data["outcome"]["host_key"] == host.key  # on the DFT-relaxed passivated slab
+    # E_pass from DFT terms only: the DFT passivated slab, the DFT slab, KBr relaxed with the DFT protocol
+    assert {"verify-passivation", "verify-passivation-ref/KBr"} <= names
+    (row,) = store.select(kind="passivation", protocol="fake-dft")
+    out = row.data["outcome"]
+    assert out["best_key"] == host.key and out["reaction"] == "slab + KBr → slab[KBr-hollow]"
+    assert (
+        store.get(out["slab_key"]).protocol
+        == store.get(out["references"]["KBr"]["key"]).protocol
+        == "fake-dft"
+    )
+    table = pd.read_csv(tmp_path / "results" / "vp" / "passivation.csv").set_index("protocol")
+    dft, screen = table.loc["fake-dft"], table.loc["ml-screen"]
+    assert dft["method"] == "DFT" and dft["e_pass"] == pytest.approx(screen["e_pass"], abs=0.03)
+    # E_F on the DFT passivated slab (the screen's best pair relaxed with DFT), ΔE_F against the DFT bare slab
+    assert {"verify-passivation-frenkel", "verify-frenkel/bare"} <= names
+    assert dft["ef_passivated"] == pytest.approx(screen["ef_passivated"], abs=0.03)
+    assert dft["ef_bare"] == pytest.approx(screen["ef_bare"], abs=0.03)
+    assert dft["delta_ef"] == pytest.approx(dft["ef_passivated"] - dft["ef_bare"], abs=1e-3)
+    (pair,) = [r for r in store.select(kind="frenkel", protocol="fake-dft") if r.ligand == "KBr-hollow"]
+    assert pair.data["outcome"]["host_key"] == host.key
 
 
 @pytest.mark.parametrize("what", ["vacancy", "migration"])
@@ -409,6 +442,27 @@ def test_vacancy_verification_with_a_spin_paired_dft_protocol_is_refused_at_load
     text = path.read_text().replace("top_k: 1", "top_k: 1\n  overrides: {gpaw: {spinpol: true}}")
     path.write_text(text)
     assert load_campaign(path)["verify"]["protocol"]["gpaw"]["spinpol"] is True
+
+
+def test_passivation_verified_by_a_protocol_without_bulk_k_points_is_refused_at_load(tmp_path):
+    """E_pass needs bulk KBr with the verification protocol: one without k-points for crystals is refused before
+    anything is planned (the slab's Γ point alone would give a bulk energy far off)."""
+    from ligbind.engine.campaign import load_campaign
+
+    path = tmp_path / "kp.yaml"
+    spec = {
+        "ligands": ["methylamine"],
+        "verify": {"protocol": "gpaw-quick", "top_k": 1, "overrides": {"gpaw": {"bulk_kpt_density": None}}},
+        "compute": {"passivation": {"mode": "hollow"}},
+    }
+    path.write_text(yaml.safe_dump(spec))
+    with pytest.raises(
+        LigbindError, match=r"compute\.passivation.*KBr.*bulk crystal.*gpaw\.bulk_kpt_density"
+    ):
+        load_campaign(path)
+    del spec["verify"]["overrides"]
+    path.write_text(yaml.safe_dump(spec))
+    assert load_campaign(path)["verify"]["protocol"]["gpaw"]["bulk_kpt_density"] == 3.0
 
 
 @pytest.mark.slow

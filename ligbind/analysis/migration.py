@@ -146,10 +146,9 @@ def barrier_flags(run: NebRun, migrating: int, z_top: float) -> list[str]:
 def in_bare_numbering(info: dict[str, Any], index: int) -> int:
     """An atom index of a host in the bare slab's numbering: past the atoms an exchange took out
     (``info['exchanged_indices']``), the same otherwise."""
-    for removed in sorted(json.loads(info.get("exchanged_indices", "[]"))):
-        if removed <= index:
-            index += 1
-    return index
+    from ligbind.builders.exchange import recorded_exchange, to_bare_numbering
+
+    return to_bare_numbering(index, recorded_exchange(info))
 
 
 def barrier_energies(energies: list[float]) -> tuple[float, float]:

@@ -42,6 +42,7 @@ from ligbind.analysis.anomalies import pb_x_network_changed
 from ligbind.analysis.energies import EnergyMismatchError, Term, reaction_energy
 from ligbind.builders.slab import HALIDES, find_layers
 from ligbind.calculators import method_label
+from ligbind.errors import LigbindError
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
 from ligbind.store import ResultStore, structure_hash
@@ -233,6 +234,16 @@ def evaluate_arrangements(
     return (usable[best] if best else None), best, rows, reaction
 
 
+def best_arrangement(screen: PassivationOutcome, built: list[Atoms]) -> Atoms:
+    """The arrangement (as built) of the screen's lowest usable one: what a verification relaxes with DFT."""
+
+    label = next((r["arrangement"] for r in screen.arrangements if r.get("key") == screen.best_key), None)
+    match = [a for a in built if label is not None and a.info.get("arrangement") == label]
+    if not match:
+        raise LigbindError(f"the screen found no usable {screen.treatment} arrangement to verify")
+    return match[0]
+
+
 def analyse_passivation(
     slab: Result,
     references: dict[str, Result],
@@ -383,12 +394,22 @@ def passivation_table(store: ResultStore, campaign: str | None = None, protocol_
 
 
 def write_passivation_table(
-    store: ResultStore, outdir, campaign: str | None = None, protocol_hash: str | None = None
+    store: ResultStore,
+    outdir,
+    campaign: str | None = None,
+    protocol_hash: str | None = None,
+    dft_protocol_hash: str | None = None,
 ) -> dict[str, Any]:
-    """passivation.csv and passivation.md in ``outdir`` when the store holds passivation rows."""
+    """passivation.csv and passivation.md in ``outdir`` when the store holds passivation rows (the verification
+    protocol's rows, ``dft_protocol_hash``, after the screen's)."""
+    import pandas as pd
+
     from ligbind.analysis.tables import _write
 
     df = passivation_table(store, campaign, protocol_hash)
+    if dft_protocol_hash and protocol_hash:
+        dft = passivation_table(store, campaign, dft_protocol_hash)
+        df = pd.concat([df, dft], ignore_index=True) if len(dft) else df
     if not len(df):
         return {}
     header = (
@@ -396,6 +417,8 @@ def write_passivation_table(
         "references bulk salts per formula unit (`references`; the reaction in `reaction`), lowest usable "
         "arrangement (negative = favourable); E_F on the bare and on the passivated slab, "
         "ΔE_F = E_F(passivated) − E_F(bare). Flagged arrangements (k-left-site, k-left-surface, br-i-swapped, "
-        "reconstructed, unconverged) are listed in `arrangements` and not used.\n\n"
+        "reconstructed, unconverged) are listed in `arrangements` and not used. Rows whose method is DFT relax "
+        "the screen's lowest usable arrangement again with the campaign's verification protocol, against the "
+        "DFT slab and the bulk salts computed with that protocol's bulk k-points.\n\n"
     )
     return _write(df, Path(outdir), "passivation", header)

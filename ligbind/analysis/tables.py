@@ -290,7 +290,7 @@ def write_tables(
         )
     from ligbind.analysis.passivation import write_passivation_table  # passivation.csv|md when present
 
-    paths |= write_passivation_table(store, outdir, campaign, protocol_hash)
+    paths |= write_passivation_table(store, outdir, campaign, protocol_hash, dft_protocol_hash)
     from ligbind.analysis.complexes import write_complexation_table  # ion–ligand complexes
 
     paths |= write_complexation_table(store, outdir, campaign)

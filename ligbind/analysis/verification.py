@@ -17,6 +17,7 @@ import numpy as np
 from ase import Atoms
 
 from ligbind.analysis.binding import BindingOutcome
+from ligbind.builders.exchange import exchanged_atoms
 from ligbind.store import ResultStore
 
 DISTINCT_EB = 0.005  # eV: two relaxed screen configurations closer than this are taken as the same minimum
@@ -72,24 +73,6 @@ def configurations_to_verify(screen: BindingOutcome, top_k: int) -> list[dict[st
         if len(chosen) == top_k:
             break
     return chosen
-
-
-def exchanged_atoms(complex_: Atoms, slab: Atoms) -> list[int]:
-    """Indices in ``slab`` of the atoms an exchange-mode placement took out (the halide of an X-site exchange,
-    the cation of an A-site one); empty for a neutral complex.
-
-    From ``info['exchanged_indices']``; complexes placed before it was recorded name only the position of the
-    removed atom (``exchanged_position``), which is exact for a single atom (a halide, a Cs).
-    """
-    if "exchanged_indices" in complex_.info:
-        return [int(i) for i in json.loads(complex_.info["exchanged_indices"])]
-    if "exchanged_position" not in complex_.info:
-        return []
-    position = np.array(json.loads(complex_.info["exchanged_position"]))
-    distance = np.linalg.norm(slab.positions - position, axis=1)
-    if distance.min() > 1e-3:
-        raise ValueError("cannot tell which slab atoms the exchange took out (placed by an older ligbind)")
-    return [int(distance.argmin())]
 
 
 def rebuild_on_slab(screen_complex: Atoms, screen_slab: Atoms, dft_slab: Atoms) -> Atoms:

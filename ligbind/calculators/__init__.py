@@ -13,6 +13,7 @@ from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, ClassVar
 
+import numpy as np
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 from ase.calculators.mixing import SumCalculator
@@ -31,6 +32,42 @@ BACKENDS: dict[str, str] = {
 
 ORIGIN_SHIFT = "_origin_shift"  # info key: translation a backend's prepare() applied (undone for the caller)
 ML_LABEL = "ML potential (not DFT)"  # every table and CLI line that shows a non-DFT number says so
+
+
+VACUUM_THRESHOLD = 5.0
+"""Minimum empty gap (Å) between atomic planes along a cell vector for it to count as vacuum."""
+
+
+def vacuum_axes(atoms: Atoms) -> list[bool]:
+    """For each cell vector: is there a gap > :data:`VACUUM_THRESHOLD` (or no periodicity) along it."""
+    cell = np.asarray(atoms.cell)
+    volume = abs(np.linalg.det(cell))
+    frac = atoms.cell.scaled_positions(atoms.positions) % 1.0
+    vacuum = []
+    for axis in range(3):
+        if not atoms.pbc[axis]:
+            vacuum.append(True)
+            continue
+        other = [cell[i] for i in range(3) if i != axis]
+        spacing = volume / np.linalg.norm(np.cross(*other))  # distance between lattice planes along axis
+        coords = np.sort(frac[:, axis])
+        gaps = np.append(np.diff(coords), coords[0] + 1.0 - coords[-1])
+        vacuum.append(bool(gaps.max() * spacing > VACUUM_THRESHOLD))
+    return vacuum
+
+
+def is_bulk(atoms: Atoms) -> bool:
+    """A crystal: periodic along all three cell vectors with no vacuum along any (a bulk reference salt).
+
+    Its energy needs a k-point mesh, which slab and molecule protocols do not have (``bulk_kpt_density``,
+    ``bulk_kpoints``: see :data:`ligbind.protocols.BULK_ONLY`).
+    """
+    return (
+        len(atoms) > 0
+        and bool(atoms.pbc.all())
+        and abs(atoms.cell.volume) > 1e-6
+        and not any(vacuum_axes(atoms))
+    )
 
 
 def method_label(is_dft: bool) -> str:

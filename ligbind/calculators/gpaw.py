@@ -11,7 +11,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 from pydantic import Field, model_serializer
 
-from ligbind.calculators import ORIGIN_SHIFT, Backend
+from ligbind.calculators import ORIGIN_SHIFT, Backend, is_bulk
 from ligbind.errors import LigbindError
 from ligbind.protocols import StrictModel
 
@@ -50,6 +50,9 @@ class GpawSettings(StrictModel):
     h: float = Field(gt=0.05, le=0.5, description="grid spacing, Å")
     xc: str = Field(min_length=1)
     kpts: tuple[int, int, int]
+    bulk_kpt_density: float | None = Field(
+        None, gt=0, description="k-points per Å⁻¹ (Γ-centred) for bulk crystals; None: bulk cells refused"
+    )
     occupations: OccupationSettings
     convergence: ConvergenceSettings
     mixer: MixerSettings
@@ -103,6 +106,16 @@ def check_box(atoms: Atoms) -> None:
         raise LigbindError(
             f"{atoms.info.get('label', atoms.get_chemical_formula())}: only {vacuum:.1f} Å of vacuum along z "
             f"between the atoms and the slab's periodic image (need ≥ {MIN_VACUUM:.0f} Å): raise slab.vacuum"
+        )
+
+
+def check_bulk(atoms: Atoms, protocol: dict[str, Any]) -> None:
+    """Refuse a crystal (periodic, no vacuum) when the protocol has no k-points for one: its Γ-point slab
+    setting would give a bulk energy off by eV for a small cell."""
+    if is_bulk(atoms) and protocol["gpaw"].get("bulk_kpt_density") is None:
+        raise LigbindError(
+            f"{atoms.info.get('label', atoms.get_chemical_formula())} is a bulk crystal and protocol "
+            f"'{protocol['name']}' has no k-points for one: set gpaw.bulk_kpt_density (k-points per Å⁻¹)"
         )
 
 
@@ -168,14 +181,22 @@ def gpaw_calculator(
     if atoms is not None:
         check_spin(atoms, charge, bool(p["spinpol"]))
     mixer = p["mixer"] if attempt == 0 else p["scf_retries"][attempt - 1]
+    kpts: Any = tuple(p["kpts"])
+    symmetry: Any = p["symmetry"]
+    if atoms is not None and is_bulk(
+        atoms
+    ):  # a reference crystal at its fixed, symmetric cell: k-points, and
+        check_bulk(atoms, protocol)  # the point group to reduce them (GPAW's default symmetry)
+        kpts = {"density": float(p["bulk_kpt_density"]), "gamma": True}
+        symmetry = {"point_group": True, "time_reversal": True}
     kwargs: dict[str, Any] = dict(
         xc=p["xc"],
-        kpts=tuple(p["kpts"]),
+        kpts=kpts,
         occupations=FermiDirac(p["occupations"]["width"]),
         convergence={k: v for k, v in p["convergence"].items() if v is not None},
         mixer=Mixer(**mixer),
         maxiter=int(p["maxiter"]),
-        symmetry=p["symmetry"],
+        symmetry=symmetry,
         spinpol=bool(p["spinpol"]),
         charge=charge,
         txt=text_log(directory / (f"{label}.txt" if attempt == 0 else f"{label}.retry{attempt}.txt")),
@@ -191,7 +212,8 @@ def gpaw_calculator(
 
 
 def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
-    """GPAW wants a non-periodic z for the dipole layer and pbc=False for molecules in a box.
+    """GPAW wants a non-periodic z for the dipole layer and pbc=False for molecules in a box (crystals stay
+    periodic).
 
     With ``spinpol`` and an odd electron count, atoms without initial magnetic moments get 1 μB in total.
     """
@@ -200,6 +222,8 @@ def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
         n = electron_count(atoms, int(atoms.info.get("charge", 0) or 0))
         if n % 2:  # from zero moments the SCF stays spin-paired (moment 0): start from 1 μB in total
             atoms.set_initial_magnetic_moments(np.full(len(atoms), 1.0 / len(atoms)))
+    if is_bulk(atoms):
+        return atoms  # a crystal: periodic in all three directions, k-points from gpaw.bulk_kpt_density
     if is_slab(atoms):
         atoms.pbc = (
             True,
@@ -236,6 +260,7 @@ class GpawBackend(Backend):
     def check_input(self, atoms: Atoms, protocol: dict[str, Any]) -> None:
         check_spin(atoms, int(atoms.info.get("charge", 0) or 0), bool(protocol["gpaw"]["spinpol"]))
         check_box(atoms)
+        check_bulk(atoms, protocol)
 
     def treats_spin(self, protocol: dict[str, Any]) -> bool:
         return bool(protocol["gpaw"]["spinpol"])

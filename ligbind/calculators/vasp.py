@@ -58,12 +58,9 @@ from pymatgen.io.vasp.inputs import Incar, Kpoints
 from pymatgen.io.vasp.sets import VaspInputSet
 
 from ligbind import __version__
-from ligbind.calculators import Backend
+from ligbind.calculators import Backend, is_bulk, vacuum_axes
 from ligbind.errors import LigbindError, NonFiniteEnergyError
 from ligbind.protocols import StrictModel
-
-VACUUM_THRESHOLD = 5.0
-"""Minimum empty gap (Å) between atomic planes along a cell vector for it to count as vacuum."""
 
 RECORD_FILE = "ligbind_protocol.json"
 VASPRUN_NAMES = ("vasprun.xml", "vasprun.xml.gz", "vasprun.xml.bz2", "vasprun.xml.xz")
@@ -126,24 +123,6 @@ class _Prepared:
 # geometry
 
 
-def _vacuum_axes(atoms: Atoms) -> list[bool]:
-    """For each cell vector: is there a gap > VACUUM_THRESHOLD (or no periodicity) along it."""
-    cell = np.asarray(atoms.cell)
-    volume = abs(np.linalg.det(cell))
-    frac = atoms.cell.scaled_positions(atoms.positions) % 1.0
-    vacuum = []
-    for axis in range(3):
-        if not atoms.pbc[axis]:
-            vacuum.append(True)
-            continue
-        other = [cell[i] for i in range(3) if i != axis]
-        spacing = volume / np.linalg.norm(np.cross(*other))  # distance between lattice planes along axis
-        coords = np.sort(frac[:, axis])
-        gaps = np.append(np.diff(coords), coords[0] + 1.0 - coords[-1])
-        vacuum.append(bool(gaps.max() * spacing > VACUUM_THRESHOLD))
-    return vacuum
-
-
 def classify_structure(atoms: Atoms) -> StructureKind:
     """Say whether ``atoms`` is a slab (vacuum along c only), a molecule in a box, or bulk.
 
@@ -156,7 +135,7 @@ def classify_structure(atoms: Atoms) -> StructureKind:
         raise LigbindError("cannot set up VASP for an empty structure")
     if abs(atoms.cell.volume) < 1e-6:
         raise LigbindError("VASP needs a 3D cell: put the molecule in a box (atoms.center(vacuum=...))")
-    vacuum = _vacuum_axes(atoms)
+    vacuum = vacuum_axes(atoms)
     if all(vacuum):
         return "molecule"
     if vacuum == [False, False, True]:
@@ -708,7 +687,12 @@ class VaspBackend(Backend):
         return int(protocol["vasp"]["incar"].get("ISPIN", 1)) == 2
 
     def check_input(self, atoms: Atoms, protocol: dict[str, Any]) -> None:
-        return None  # NELECT follows the charge (from the POTCARs' ZVAL, checked when the inputs are made)
+        # NELECT follows the charge (from the POTCARs' ZVAL, checked when the inputs are made)
+        if is_bulk(atoms) and _vasp_section(protocol).get("bulk_kpoints") is None:
+            raise LigbindError(
+                f"{atoms.info.get('label', atoms.get_chemical_formula())} is a bulk crystal and protocol "
+                f"'{protocol['name']}' has no k-points for one: set vasp.bulk_kpoints"
+            )
 
     def relax(self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path):
         out = run_vasp(atoms, protocol, workdir / key)

@@ -648,25 +648,33 @@ def dft_host(c: dict[str, Any], keys: KeyMap, ligand: str | None) -> Result:
 def step_verify_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     """E_F with the verification (DFT) protocol: the screen's lowest usable pair, its ML-relaxed geometry
     relaxed again with DFT, against the DFT host (ΔE_F against the DFT bare row)."""
-    from ligbind.analysis.frenkel import analyse_frenkel, load_frenkel
-    from ligbind.jobs import relax, result_from_row
+    from ligbind.analysis.frenkel import load_frenkel
 
-    dft, tag, store = c["verify"]["protocol"], ligand or "bare", _store(c)
-    screen = load_frenkel(store, keys.get(f"frenkel/{tag}", ""))
-    pair = best_usable(screen.pairs if screen is not None else [], "ef", f"Frenkel pair on the {tag} host")
-    start = result_from_row(store.get(pair["key"]), c["protocol"]).atoms
-    start.calc = None
-    start.info["label"] = f"verify:frenkel:{tag}:{pair['pair']}"
-    relaxed = relax(start, dft, store=store, workdir=_calcdir(c))
+    tag, store = ligand or "bare", _store(c)
     bare = (
         load_frenkel(store, keys["verify-frenkel/bare"])
         if ligand and keys.get("verify-frenkel/bare")
         else None
     )
+    screen = load_frenkel(store, keys.get(f"frenkel/{tag}", ""))
+    return verify_frenkel(c, screen, dft_host(c, keys, ligand), ligand, bare)
+
+
+def verify_frenkel(c: dict[str, Any], screen, host: Result, ligand: str | None, bare):
+    """The screen's lowest usable Frenkel pair on a host (``screen``: its FrenkelOutcome), its ML-relaxed geometry
+    relaxed again with DFT and judged against the DFT ``host``; ΔE_F against ``bare`` (the DFT bare E_F)."""
+    from ligbind.analysis.frenkel import analyse_frenkel
+    from ligbind.jobs import relax, result_from_row
+
+    dft, tag, store = c["verify"]["protocol"], ligand or "bare", _store(c)
+    pair = best_usable(screen.pairs if screen is not None else [], "ef", f"Frenkel pair on the {tag} host")
+    start = result_from_row(store.get(pair["key"]), c["protocol"]).atoms
+    start.calc = None
+    start.info["label"] = f"verify:frenkel:{tag}:{pair['pair']}"
+    relaxed = relax(start, dft, store=store, workdir=_calcdir(c))
     return analyse_frenkel(
-        dft_host(c, keys, ligand), [(dict(start.info), relaxed)], dft, ligand=ligand, bare=bare, store=store,
-        campaign=c["name"],
-    )  # fmt: skip
+        host, [(dict(start.info), relaxed)], dft, ligand=ligand, bare=bare, store=store, campaign=c["name"]
+    )
 
 
 def plan_host_verification(add, step: str, hosts: list[str | None], dft_slab: str) -> None:

@@ -55,7 +55,6 @@ from ligbind.engine.complexes_steps import COMPLEX_CALCULATION_STEPS, COMPLEX_ST
 from ligbind.engine.defect_steps import (
     DEFECT_CALCULATION_STEPS,
     DEFECT_STEPS,
-    PASSIVATED,
     defect_hosts,
     plan_defects,
     verified_hosts,
@@ -327,9 +326,20 @@ STEPS = {
 }
 STEPS.update(COMPLEX_STEPS)  # ion–ligand complexes (ligbind.engine.complexes_steps)
 
-from ligbind.engine.passivation_steps import CALCULATION_STEPS as _PASSIVATION_CALCULATIONS  # noqa: E402
-from ligbind.engine.passivation_steps import STEPS as _PASSIVATION_STEPS  # noqa: E402
-from ligbind.engine.passivation_steps import plan_passivation  # noqa: E402
+from ligbind.engine.passivation_steps import (  # noqa: E402
+    CALCULATION_STEPS as _PASSIVATION_CALCULATIONS,
+)
+from ligbind.engine.passivation_steps import (  # noqa: E402
+    IN_PROCESS as _PASSIVATION_IN_PROCESS,
+)
+from ligbind.engine.passivation_steps import (  # noqa: E402
+    STEPS as _PASSIVATION_STEPS,
+)
+from ligbind.engine.passivation_steps import (  # noqa: E402
+    plan_passivation,
+    plan_passivation_frenkel_verification,
+    plan_passivation_verification,
+)
 
 STEPS.update(_PASSIVATION_STEPS)  # passivation: ligbind/engine/passivation_steps.py
 
@@ -476,10 +486,10 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
             parents = [binding_ids[lig], reference, ligands[lig], *byproducts.get(lig, []), *configs[lig]]
             add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
         hosts = {what: verified_hosts(c, what) for what in ("frenkel", "vacancy", "migration")}
-        if passivation and any(PASSIVATED in h for h in hosts.values()):
-            add("verify-passivated", "verify-passivated", [passivation])
+        plan_passivation_verification(c, add, passivation, reference)  # E_pass, and the DFT passivated host
         for what, verified in hosts.items():  # E_F, E_vac, Ea of the bare and verified hosts
             plan_host_verification(add, f"verify-{what}", verified, reference)
+        plan_passivation_frenkel_verification(c, add, reference, ids)  # E_F on the DFT passivated slab
     plan_complexes(c, add)
     return plan
 
@@ -684,8 +694,11 @@ CALCULATION_STEPS = CALCULATION_STEPS | COVERAGE_CALCULATIONS
 # Steps that calculate inside the launching process (an NEB, rerun in a worker, would evaluate its last band
 # again; the others relax inside their analysis): never sent to a worker, but not seconds-long analyses either.
 # The verification protocol's (DFT) ones take hours.
-IN_PROCESS_CALCULATIONS = frozenset(
-    {"coadsorption", "vacancy", "migration", "verify-frenkel", "verify-vacancy", "verify-migration"}
+IN_PROCESS_CALCULATIONS = (
+    frozenset(
+        {"coadsorption", "vacancy", "migration", "verify-frenkel", "verify-vacancy", "verify-migration"}
+    )
+    | _PASSIVATION_IN_PROCESS
 )
 
 

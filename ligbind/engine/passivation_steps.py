@@ -3,7 +3,9 @@
 Fireworks (names): ``passivation-ref/<salt>`` (bulk KBr, CsI, KI as the reaction needs), ``passivation-config/<k>``
 (arrangement k built on the relaxed slab), ``passivation`` (E_pass), and with ``frenkel: true``
 ``passivation-frenkel-pair/<k>`` on the best passivated slab and ``passivation-frenkel`` (E_F, ΔE_F against the
-bare slab's ``frenkel/bare``, which is planned too). The science is in :mod:`ligbind.recipes.passivation` and
+bare slab's ``frenkel/bare``, which is planned too). With ``verify:``, ``verify-passivated`` (the screen's best
+arrangement DFT-relaxed), ``verify-passivation-ref/<salt>`` (the bulk salts with DFT, on the protocol's bulk
+k-points) and ``verify-passivation`` (E_pass from DFT terms only). The science is in :mod:`ligbind.recipes.passivation` and
 :mod:`ligbind.analysis.passivation`; these steps only fetch what their ancestors stored.
 """
 
@@ -16,8 +18,16 @@ from ligbind.errors import LigbindError
 from ligbind.jobs import Result
 
 CALCULATION_STEPS = frozenset(
-    {"passivation-ref", "passivation-config", "passivation-frenkel-pair", "verify-passivated"}
+    {
+        "passivation-ref",
+        "passivation-config",
+        "passivation-frenkel-pair",
+        "verify-passivated",
+        "verify-passivation-ref",
+    }
 )
+# calculates inside the launching process (a DFT relaxation, hours): ranked with the calculations, never pooled
+IN_PROCESS = frozenset({"verify-passivation-frenkel"})
 
 
 def spec_of(c: dict[str, Any]) -> dict[str, Any]:
@@ -31,11 +41,15 @@ def spec_of(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_campaign_passivation(c: dict[str, Any]) -> None:
-    """Refuse (LigbindError) a treatment that cannot be built on the campaign's slab."""
-    from ligbind.recipes.passivation import check_passivation
+    """Refuse (LigbindError) a treatment that cannot be built on the campaign's slab, or whose bulk salts a
+    protocol of the campaign (screen, verification) cannot compute."""
+    from ligbind.recipes.passivation import check_passivation, check_references
 
     p = spec_of(c)
     check_passivation(campaign_slab(c), p["mode"], p["n"], p["exchange"], p["arrangements"])
+    check_references(
+        references_needed(c), [c["protocol"], *([c["verify"]["protocol"]] if c.get("verify") else [])]
+    )
 
 
 def references_needed(c: dict[str, Any]) -> list[str]:
@@ -131,6 +145,51 @@ def step_verify_passivated(c: dict[str, Any], keys: KeyMap) -> Result:
     return relax(start, c["verify"]["protocol"], store=_store(c), workdir=_calcdir(c))
 
 
+def step_verify_passivation_ref(c: dict[str, Any], keys: KeyMap, name: str) -> Result:
+    """Relax one bulk reference salt with the verification (DFT) protocol."""
+    from ligbind.recipes.passivation import relax_reference
+
+    dft = c["verify"]["protocol"]
+    return relax_reference(name, dft, _store(c), _calcdir(c)).require_converged(f"{name} DFT reference")
+
+
+def step_verify_passivation(c: dict[str, Any], keys: KeyMap):
+    """E_pass with the verification (DFT) protocol (AdsorbML pattern): the screen's best arrangement relaxed
+    with DFT (``verify-passivated``) against the DFT slab reference and the DFT bulk salts; its flags judge the
+    DFT geometry against the arrangement as built."""
+    from ligbind.analysis.passivation import analyse_passivation, best_arrangement
+
+    screen, p = _outcome(c, keys), spec_of(c)
+    built = best_arrangement(screen, _structures(c, _passed(c, keys, "slab")))
+    references = {name: _passed(c, keys, f"verify-passivation-ref/{name}") for name in references_needed(c)}
+    return analyse_passivation(
+        _passed(c, keys, "verify-reference"), references, [(built, _passed(c, keys, "verify-passivated"))],
+        c["verify"]["protocol"], treatment=screen.treatment, mode=p["mode"], n_k=p["n"], exchange=p["exchange"],
+        seed=c["seed"], store=_store(c), campaign=c["name"],
+    )  # fmt: skip
+
+
+def step_verify_passivation_frenkel(c: dict[str, Any], keys: KeyMap):
+    """E_F with the verification (DFT) protocol on the DFT-relaxed passivated slab (the screen's lowest usable
+    pair there relaxed again with DFT), ΔE_F against the DFT bare slab's; both added to the DFT E_pass row."""
+    from ligbind.analysis.frenkel import load_frenkel
+    from ligbind.analysis.passivation import load_passivation, store_passivation
+    from ligbind.engine.campaign import verify_frenkel
+
+    store = _store(c)
+    out = load_passivation(store, keys.get("verify-passivation", ""))
+    if out is None:
+        raise LigbindError("the DFT passivation analysis has not finished (or failed)")
+    bare = load_frenkel(store, keys.get("verify-frenkel/bare", ""))
+    screen = load_frenkel(store, keys.get("passivation-frenkel", ""))
+    host = _passed(c, keys, "verify-passivated")
+    treated = verify_frenkel(c, screen, host, out.treatment, bare)
+    out.ef_bare = bare.ef if bare is not None else None
+    out.ef_passivated, out.delta_ef = treated.ef, treated.delta_ef
+    store_passivation(store, _passed(c, keys, "verify-reference"), out, c["verify"]["protocol"])
+    return treated
+
+
 def step_passivation_frenkel_pair(c: dict[str, Any], keys: KeyMap, k: int) -> Result:
     """Relax Frenkel pair ``k`` on the best passivated slab."""
     from ligbind.jobs import relax
@@ -182,6 +241,13 @@ STEPS = {
     ),
     "passivation-frenkel": lambda c, keys, ligand, config, other: step_passivation_frenkel(c, keys),
     "verify-passivated": lambda c, keys, ligand, config, other: step_verify_passivated(c, keys),
+    "verify-passivation-ref": lambda c, keys, ligand, config, other: step_verify_passivation_ref(
+        c, keys, config
+    ),
+    "verify-passivation": lambda c, keys, ligand, config, other: step_verify_passivation(c, keys),
+    "verify-passivation-frenkel": lambda c, keys, ligand, config, other: step_verify_passivation_frenkel(
+        c, keys
+    ),
 }
 
 
@@ -225,3 +291,28 @@ def plan_passivation(c: dict[str, Any], add, slab: str, frenkel_ids: dict[str, s
         allow_fizzled=True,
     )
     return analysis
+
+
+def plan_passivation_verification(c: dict[str, Any], add, passivation: str | None, reference: str) -> None:
+    """With ``verify:``, the DFT Fireworks of the treatment (``reference``: the DFT slab reference's Firework):
+    the best arrangement and the bulk salts relaxed with DFT, and E_pass from them."""
+    if not passivation or not c.get("verify"):
+        return
+    host = add("verify-passivated", "verify-passivated", [passivation])
+    refs = [
+        add("verify-passivation-ref", f"verify-passivation-ref/{name}", [], config=name)
+        for name in references_needed(c)
+    ]
+    add("verify-passivation", "verify-passivation", [passivation, reference, host, *refs])
+
+
+def plan_passivation_frenkel_verification(c: dict[str, Any], add, reference: str, planned) -> None:
+    """With ``verify:`` and ``frenkel: true``, E_F on the DFT passivated slab, and on the DFT bare slab unless
+    ``planned`` (the names planned so far) holds it; after :func:`plan_passivation_verification`."""
+    if not c["compute"].get("passivation") or not c.get("verify") or not spec_of(c)["frenkel"]:
+        return
+    bare = "verify-frenkel/bare"
+    if bare not in planned:  # ΔE_F needs the DFT bare E_F: the Firework a verified Frenkel campaign plans
+        add("verify-frenkel", bare, ["frenkel/bare", reference], ligand=None)
+    parents = ["verify-passivation", "passivation-frenkel", "verify-passivated", bare, reference]
+    add("verify-passivation-frenkel", "verify-passivation-frenkel", parents)

@@ -26,6 +26,10 @@ from ligbind.errors import LigbindError
 
 # Keys of the resolved protocol that do not change an energy (kept out of the hash).
 NOT_HASHED = ("description", "overrides", "slab", "run", "parent")
+# Backend settings that change only a bulk crystal's energy (its k-point mesh: slabs and molecules have their own):
+# outside the protocol hash, so that setting them leaves every slab and molecule result of the protocol valid;
+# the key of a bulk calculation holds them instead (:func:`ligbind.store.calculation_key`).
+BULK_ONLY: dict[str, tuple[str, ...]] = {"gpaw": ("bulk_kpt_density",), "vasp": ("bulk_kpoints",)}
 COARSEST_GRID = 0.2  # Å, LCAO: a rigid NH3 moved across the grid, 0.019 eV at h 0.2, 0.18 eV at 0.25
 
 
@@ -282,8 +286,18 @@ def with_run_settings(protocol: dict[str, Any], **settings: Any) -> dict[str, An
 def protocol_hash(protocol: dict[str, Any]) -> str:
     """Stable hash of the resolved parameters that change energies (description and run settings excluded)."""
     relevant = {k: v for k, v in protocol.items() if k not in NOT_HASHED}
+    for section, keys in BULK_ONLY.items():
+        if isinstance(relevant.get(section), dict):
+            relevant[section] = {k: v for k, v in relevant[section].items() if k not in keys}
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def bulk_settings(protocol: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's bulk-only settings that are set (:data:`BULK_ONLY`; empty for ML protocols)."""
+    section = protocol.get(protocol.get("backend", "")) or {}
+    keys = BULK_ONLY.get(protocol.get("backend", ""), ())
+    return {k: section[k] for k in keys if section.get(k) is not None}
 
 
 def describe_changes(old: dict[str, Any], new: dict[str, Any], where: str = "") -> list[str]:

@@ -269,7 +269,7 @@ def on_host(host: Atoms, bare: Atoms, indices: tuple[int, ...]) -> tuple[int, ..
     """Atom ``indices`` of the bare slab in ``host``'s numbering: the same on a ligand complex or a passivated
     slab (their atoms follow the slab's), shifted past the atoms an exchange took out (before, a hop on TMSBr's
     exchange complex moved other atoms than the bare slab's). Refused when the exchange took one of them out."""
-    from ligbind.analysis.verification import exchanged_atoms
+    from ligbind.builders.exchange import exchanged_atoms, to_host_numbering
 
     removed = exchanged_atoms(host, bare)
     taken = [i for i in indices if i in removed]
@@ -278,7 +278,7 @@ def on_host(host: Atoms, bare: Atoms, indices: tuple[int, ...]) -> tuple[int, ..
             f"atom {taken[0]} of the hop is the slab atom {host.info.get('ligand', 'the ligand')}'s exchange "
             "replaced: give compute.migration a site and hopper away from it"
         )
-    return tuple(i - sum(r < i for r in removed) for i in indices)
+    return to_host_numbering(indices, removed)
 
 
 def relax_endpoints(

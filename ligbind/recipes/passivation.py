@@ -38,6 +38,16 @@ def check_passivation(slab: Atoms, mode: str, n: int, exchange: int | None, max_
     distinct_arrangements(slab, mode, n, exchange)
 
 
+def check_references(names: list[str], protocols: list[dict[str, Any]]) -> None:
+    """Refuse a protocol that cannot compute a bulk salt of the reaction (a DFT protocol without k-points for
+    crystals), before any work."""
+    from ligbind.calculators import backend_of
+
+    for protocol in protocols:
+        for name in names:
+            backend_of(protocol).check_input(reference_structure(name), protocol)
+
+
 def relax_reference(name: str, protocol: dict[str, Any], store: ResultStore, workdir: Path) -> Result:
     """Relax one bulk reference salt (KBr, KI, CsI) per formula unit, at its experimental lattice constant."""
     return relax(reference_structure(name), protocol, store=store, workdir=workdir)
@@ -84,6 +94,7 @@ def passivation(
     if frenkel and max_pairs < 1:
         raise LigbindError(f"bad number of Frenkel pairs {max_pairs}: need at least 1")
     exchange = default_exchange(mode, n) if exchange is None else exchange
+    check_references(needed_references(slab, passivate(slab, mode, n, exchange, seed, 1)), [protocol])
     store = store or ResultStore()
     workdir = Path(workdir)
     progress("slab")
