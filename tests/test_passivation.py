@@ -297,3 +297,40 @@ def test_campaign_passivation_on_the_embedded_store(tmp_path, monkeypatch):
         table.loc[0, "treatment"] == "KBr-hollow"
         and "KBr (rocksalt, a=6.600 Å)" in table.loc[0, "references"]
     )
+
+
+@pytest.mark.slow
+def test_gpaw_e_pass_on_a_tiny_slab_against_periodic_bulk_kbr(tmp_path):
+    """Real GPAW (LCAO sz, h 0.35) on a one-layer Pb4I8 slab, each structure at its built geometry (fmax 10 eV/Å:
+    single points), bulk KBr periodic on the protocol's bulk k-points. E_pass is assembled here from GPAW's own
+    log energies plus D3 computed separately, not from the energies ligbind stored."""
+    import re
+
+    from dftd3.ase import DFTD3
+
+    from ligbind.calculators import backend_of
+    from ligbind.recipes.passivation import passivation
+
+    slab = build_slab("CsPbI3", "tetragonal", "2x2", layers=1, vacuum=9.0, fix_layers=0)
+    over = {
+        "gpaw": {"basis": "sz(dzp)", "h": 0.35, "bulk_kpt_density": 2.0},
+        "prerelax": None,
+        "run": {"cores": 1},
+        "relax": {"fmax": 10.0, "steps": 1},
+    }
+    protocol = load_protocol("gpaw-quick", over)
+    store = ResultStore(tmp_path / "g.db")
+    out = passivation(slab, protocol, mode="hollow", max_arrangements=1, store=store, workdir=tmp_path / "runs")
+    assert out.reaction == "slab + KBr → slab[KBr-hollow]" and out.best_key is not None
+
+    def energy(key: str) -> float:
+        log = (tmp_path / "runs" / f"{key}.txt").read_text()
+        e_gpaw = float(re.findall(r"Extrapolated:\s+(-?\d+\.\d+)", log)[-1])
+        atoms = backend_of(protocol).prepare(store.get(key).toatoms(), protocol)
+        atoms.calc = DFTD3(method="pbe", damping="d3bj")
+        return e_gpaw + float(atoms.get_potential_energy())
+
+    kbr = out.references["KBr"]["key"]
+    assert "Number of BZ points: 64" in (tmp_path / "runs" / f"{kbr}.txt").read_text()  # 4x4x4, periodic
+    assert out.e_pass == pytest.approx(energy(out.best_key) - energy(out.slab_key) - energy(kbr), abs=2e-3)
+    assert -5.0 < out.e_pass < 1.0
