@@ -320,7 +320,9 @@ def test_gpaw_e_pass_on_a_tiny_slab_against_periodic_bulk_kbr(tmp_path):
     }
     protocol = load_protocol("gpaw-quick", over)
     store = ResultStore(tmp_path / "g.db")
-    out = passivation(slab, protocol, mode="hollow", max_arrangements=1, store=store, workdir=tmp_path / "runs")
+    out = passivation(
+        slab, protocol, mode="hollow", max_arrangements=1, store=store, workdir=tmp_path / "runs"
+    )
     assert out.reaction == "slab + KBr → slab[KBr-hollow]" and out.best_key is not None
 
     def energy(key: str) -> float:
