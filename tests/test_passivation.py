@@ -336,3 +336,18 @@ def test_gpaw_e_pass_on_a_tiny_slab_against_periodic_bulk_kbr(tmp_path):
     assert "Number of BZ points: 64" in (tmp_path / "runs" / f"{kbr}.txt").read_text()  # 4x4x4, periodic
     assert out.e_pass == pytest.approx(energy(out.best_key) - energy(out.slab_key) - energy(kbr), abs=2e-3)
     assert -5.0 < out.e_pass < 1.0
+
+
+def test_an_arrangement_the_protocol_cannot_compute_is_refused_before_any_work(tmp_path):
+    """The K–Br on a slab with too little vacuum for GPAW's box: refused before the slab is relaxed (it used to be
+    found after the slab and the bulk salt had been computed)."""
+    from ligbind.recipes.passivation import passivation
+
+    slab = build_slab("CsPbI3", "tetragonal", "2x2", layers=1, vacuum=6.0, fix_layers=0)
+    protocol = load_protocol("gpaw-quick", {"prerelax": None, "run": {"cores": 1}})
+    store = ResultStore(tmp_path / "g.db")
+    with pytest.raises(
+        LigbindError, match=r"passivation:KBr-hollow.*only 3\.\d Å of vacuum.*raise slab\.vacuum"
+    ):
+        passivation(slab, protocol, mode="hollow", max_arrangements=1, store=store, workdir=tmp_path / "runs")
+    assert not list(store.select()) and not (tmp_path / "runs").exists()

@@ -41,15 +41,14 @@ def spec_of(c: dict[str, Any]) -> dict[str, Any]:
 
 
 def check_campaign_passivation(c: dict[str, Any]) -> None:
-    """Refuse (LigbindError) a treatment that cannot be built on the campaign's slab, or whose bulk salts a
-    protocol of the campaign (screen, verification) cannot compute."""
-    from ligbind.recipes.passivation import check_passivation, check_references
+    """Refuse (LigbindError) a treatment that cannot be built on the campaign's slab, or whose arrangements or
+    bulk salts a protocol of the campaign (screen, verification) cannot compute."""
+    from ligbind.recipes.passivation import check_inputs, check_passivation
 
-    p = spec_of(c)
-    check_passivation(campaign_slab(c), p["mode"], p["n"], p["exchange"], p["arrangements"])
-    check_references(
-        references_needed(c), [c["protocol"], *([c["verify"]["protocol"]] if c.get("verify") else [])]
-    )
+    p, slab = spec_of(c), campaign_slab(c)
+    check_passivation(slab, p["mode"], p["n"], p["exchange"], p["arrangements"])
+    protocols = [c["protocol"], *([c["verify"]["protocol"]] if c.get("verify") else [])]
+    check_inputs(slab, p["mode"], p["n"], p["exchange"], c["seed"], p["arrangements"], protocols)
 
 
 def references_needed(c: dict[str, Any]) -> list[str]:

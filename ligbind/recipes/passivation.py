@@ -38,14 +38,25 @@ def check_passivation(slab: Atoms, mode: str, n: int, exchange: int | None, max_
     distinct_arrangements(slab, mode, n, exchange)
 
 
-def check_references(names: list[str], protocols: list[dict[str, Any]]) -> None:
-    """Refuse a protocol that cannot compute a bulk salt of the reaction (a DFT protocol without k-points for
-    crystals), before any work."""
+def check_inputs(
+    slab: Atoms,
+    mode: str,
+    n: int,
+    exchange: int,
+    seed: int,
+    max_arrangements: int,
+    protocols: list[dict[str, Any]],
+) -> None:
+    """Refuse, before any work, what a protocol cannot compute: an arrangement (built here on the unrelaxed slab,
+    as it will be on the relaxed one: e.g. too little vacuum above the K–Br for GPAW's box) or a bulk salt of the
+    reaction (a DFT protocol without k-points for crystals)."""
     from ligbind.calculators import backend_of
 
+    built = passivate(slab, mode, n, exchange, seed=seed, max_arrangements=max_arrangements)
+    salts = [reference_structure(name) for name in needed_references(slab, built)]
     for protocol in protocols:
-        for name in names:
-            backend_of(protocol).check_input(reference_structure(name), protocol)
+        for atoms in [*built, *salts]:
+            backend_of(protocol).check_input(atoms, protocol)
 
 
 def relax_reference(name: str, protocol: dict[str, Any], store: ResultStore, workdir: Path) -> Result:
@@ -94,7 +105,7 @@ def passivation(
     if frenkel and max_pairs < 1:
         raise LigbindError(f"bad number of Frenkel pairs {max_pairs}: need at least 1")
     exchange = default_exchange(mode, n) if exchange is None else exchange
-    check_references(needed_references(slab, passivate(slab, mode, n, exchange, seed, 1)), [protocol])
+    check_inputs(slab, mode, n, exchange, seed, max_arrangements, [protocol])
     store = store or ResultStore()
     workdir = Path(workdir)
     progress("slab")
