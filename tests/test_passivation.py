@@ -304,11 +304,8 @@ def test_gpaw_e_pass_on_a_tiny_slab_against_periodic_bulk_kbr(tmp_path):
     """Real GPAW (LCAO sz, h 0.35) on a one-layer Pb4I8 slab, each structure at its built geometry (fmax 10 eV/Å:
     single points), bulk KBr periodic on the protocol's bulk k-points. E_pass is assembled here from GPAW's own
     log energies plus D3 computed separately, not from the energies ligbind stored."""
-    import re
+    from gpaw_checks import log_energy_plus_d3
 
-    from dftd3.ase import DFTD3
-
-    from ligbind.calculators import backend_of
     from ligbind.recipes.passivation import passivation
 
     slab = build_slab("CsPbI3", "tetragonal", "2x2", layers=1, vacuum=9.0, fix_layers=0)
@@ -326,11 +323,7 @@ def test_gpaw_e_pass_on_a_tiny_slab_against_periodic_bulk_kbr(tmp_path):
     assert out.reaction == "slab + KBr → slab[KBr-hollow]" and out.best_key is not None
 
     def energy(key: str) -> float:
-        log = (tmp_path / "runs" / f"{key}.txt").read_text()
-        e_gpaw = float(re.findall(r"Extrapolated:\s+(-?\d+\.\d+)", log)[-1])
-        atoms = backend_of(protocol).prepare(store.get(key).toatoms(), protocol)
-        atoms.calc = DFTD3(method="pbe", damping="d3bj")
-        return e_gpaw + float(atoms.get_potential_energy())
+        return log_energy_plus_d3(tmp_path / "runs", store, key, protocol)
 
     kbr = out.references["KBr"]["key"]
     assert "Number of BZ points: 64" in (tmp_path / "runs" / f"{kbr}.txt").read_text()  # 4x4x4, periodic

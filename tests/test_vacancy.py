@@ -198,12 +198,9 @@ def test_gpaw_vacancy_energy_on_a_tiny_slab(tmp_path):
     """Real GPAW (LCAO sz, h 0.35, spin-polarised for every term) on a one-layer Pb4I8 slab, each structure at
     its built geometry (fmax 10 eV/Å: a single-point relaxation). E_vac is assembled here from GPAW's own
     log energies plus D3 computed separately, not from the energies ligbind stored."""
-    import re
-
-    from dftd3.ase import DFTD3
+    from gpaw_checks import log_energy_plus_d3
 
     from ligbind.builders.slab import build_slab
-    from ligbind.calculators import backend_of
     from ligbind.recipes.defects import vacancy
 
     slab = build_slab("CsPbI3", "tetragonal", "2x2", layers=1, vacuum=6.0, fix_layers=0)
@@ -217,11 +214,7 @@ def test_gpaw_vacancy_energy_on_a_tiny_slab(tmp_path):
     assert site["status"] == "converged" and site["flags"] == []
 
     def energy(key: str) -> float:
-        log = (tmp_path / "runs" / f"{key}.txt").read_text()
-        e_gpaw = float(re.findall(r"Extrapolated:\s+(-?\d+\.\d+)", log)[-1])
-        atoms = backend_of(protocol).prepare(store.get(key).toatoms(), protocol)
-        atoms.calc = DFTD3(method="pbe", damping="d3bj")
-        return e_gpaw + float(atoms.get_potential_energy())
+        return log_energy_plus_d3(tmp_path / "runs", store, key, protocol)
 
     e_vac = (
         energy(site["key"]) + 0.5 * energy(out.bare["references"]["I"]["key"]) - energy(out.bare["host_key"])
