@@ -5,8 +5,10 @@ Fireworks (names): ``passivation-ref/<salt>`` (bulk KBr, CsI, KI as the reaction
 ``passivation-frenkel-pair/<k>`` on the best passivated slab and ``passivation-frenkel`` (E_F, ΔE_F against the
 bare slab's ``frenkel/bare``, which is planned too). With ``verify:``, ``verify-passivated`` (the screen's best
 arrangement DFT-relaxed), ``verify-passivation-ref/<salt>`` (the bulk salts with DFT, on the protocol's bulk
-k-points) and ``verify-passivation`` (E_pass from DFT terms only). The science is in :mod:`ligbind.recipes.passivation` and
-:mod:`ligbind.analysis.passivation`; these steps only fetch what their ancestors stored.
+k-points), ``verify-passivation`` (E_pass from DFT terms only) and, with ``frenkel: true``,
+``verify-passivation-frenkel`` (E_F on the DFT passivated slab). The science is in
+:mod:`ligbind.recipes.passivation` and :mod:`ligbind.analysis.passivation`; these steps only fetch what their
+ancestors stored.
 """
 
 from __future__ import annotations
