@@ -236,7 +236,6 @@ def evaluate_arrangements(
 
 def best_arrangement(screen: PassivationOutcome, built: list[Atoms]) -> Atoms:
     """The arrangement (as built) of the screen's lowest usable one: what a verification relaxes with DFT."""
-
     label = next((r["arrangement"] for r in screen.arrangements if r.get("key") == screen.best_key), None)
     match = [a for a in built if label is not None and a.info.get("arrangement") == label]
     if not match:
