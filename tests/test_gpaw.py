@@ -116,6 +116,7 @@ def test_a_crystal_stays_periodic_on_k_points_and_its_supercell_agrees(tiny, tmp
     assert prepared.pbc.all() and np.allclose(prepared.positions, kbr().positions)
     params = gpaw_backend.gpaw_calculator(protocol, prepared, tmp_path, "x").parameters.todict()
     assert params["kpts"] == {"density": 2.0, "gamma": True} and params["symmetry"] != "off"  # GPAW default
+    assert "forces" not in params["convergence"]  # on symmetry-fixed sites: no SCF force criterion
     store = ResultStore(tmp_path / "s.db")
     cell = single_point(kbr(), protocol, store=store, workdir=tmp_path / "runs")
     supercell = single_point(kbr(2), protocol, store=store, workdir=tmp_path / "runs")

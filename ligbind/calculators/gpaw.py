@@ -183,16 +183,20 @@ def gpaw_calculator(
     mixer = p["mixer"] if attempt == 0 else p["scf_retries"][attempt - 1]
     kpts: Any = tuple(p["kpts"])
     symmetry: Any = p["symmetry"]
-    # a crystal (a reference salt at its fixed, symmetric cell): k-points, and the point group to reduce them
+    convergence = {k: v for k, v in p["convergence"].items() if v is not None}
+    # a crystal (a reference salt at its fixed, symmetric cell): k-points, and the point group to reduce them;
+    # its atoms sit on symmetry-fixed sites, so the SCF's force criterion (there to give BFGS converged forces)
+    # would only add a force evaluation (KBr, gpaw-quick: 2 of its 8 SCF iterations' time for forces of 0)
     if atoms is not None and is_bulk(atoms):
         check_bulk(atoms, protocol)
         kpts = {"density": float(p["bulk_kpt_density"]), "gamma": True}
         symmetry = {"point_group": True, "time_reversal": True}
+        convergence.pop("forces", None)
     kwargs: dict[str, Any] = dict(
         xc=p["xc"],
         kpts=kpts,
         occupations=FermiDirac(p["occupations"]["width"]),
-        convergence={k: v for k, v in p["convergence"].items() if v is not None},
+        convergence=convergence,
         mixer=Mixer(**mixer),
         maxiter=int(p["maxiter"]),
         symmetry=symmetry,
