@@ -871,6 +871,9 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
     # One OpenMP/BLAS thread per worker, set before the worker starts: dftd3's OpenMP threads otherwise spin
     # against the other workers (measured: 0.88 instead of 0.58 s per force call on a 131-atom complex).
     context = multiprocessing.get_context("spawn")
+    # the results database's tables are created here, once: a worker and this process opening a new database
+    # together raced in ase.db's initialisation ("no such table: information", a FIZZLED first step; seen once)
+    ResultStore(c["store"]).db.count()
     with (
         patch.dict(os.environ, SINGLE_THREAD_ENV),
         ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_init) as pool,
