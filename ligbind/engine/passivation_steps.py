@@ -136,8 +136,8 @@ def passivated_host(c: dict[str, Any], keys: KeyMap) -> Result:
 
 def step_verify_passivated(c: dict[str, Any], keys: KeyMap) -> Result:
     """The screen's best passivated slab relaxed again with the verification (DFT) protocol, from its screen
-    geometry: the DFT host of the vacancies and barriers on the passivated surface (E_pass itself stays the
-    screen's: it would need DFT bulk references, KBr among them)."""
+    geometry: the DFT host of the vacancies, barriers and Frenkel pair on the passivated surface, and the
+    passivated term of the DFT E_pass (``verify-passivation``)."""
     from ligbind.jobs import relax
 
     start = passivated_host(c, keys).atoms
