@@ -114,6 +114,15 @@ def check_database_file(path: str | Path, *, must_exist: bool, what: str = "resu
     return p
 
 
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Replace ``path``'s content with ``text`` atomically: a process killed mid-write leaves the old content,
+    never an empty or cut file (a resumed relaxation reads its earlier force calls and seconds from such files)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
 def write_structure(path: str | Path, atoms: Atoms) -> Path:
     """Write ``atoms`` to ``path`` atomically (a temporary file renamed into place: no partial files)."""
     path = Path(path)

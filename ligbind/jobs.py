@@ -24,6 +24,7 @@ from ase.io import Trajectory
 
 from ligbind.calculators import ORIGIN_SHIFT, backend_of, make_calculator
 from ligbind.errors import NonFiniteEnergyError, UnconvergedError
+from ligbind.io import write_text_atomic
 from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore, atoms_from_row, calculation_key
 
@@ -500,8 +501,10 @@ def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: 
                     opt.dump = _throttled(opt.dump)
 
                 def record() -> None:
-                    calls_path.write_text(str(calls + counter[0]))  # noqa: B023
-                    seconds_path.write_text(f"{previous_seconds + time.perf_counter() - run_start:.3f}")
+                    write_text_atomic(calls_path, str(calls + counter[0]))  # noqa: B023
+                    write_text_atomic(
+                        seconds_path, f"{previous_seconds + time.perf_counter() - run_start:.3f}"
+                    )
 
                 opt.attach(_frame_writer(traj, work, last_frame, record), interval=1)
                 converged = bool(opt.run(fmax=fmax, steps=max(0, max_steps - done_steps)))

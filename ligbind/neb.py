@@ -23,6 +23,7 @@ from ase.mep import NEB
 from ase.optimize import FIRE
 
 from ligbind.calculators import ORIGIN_SHIFT, backend_of, make_calculator
+from ligbind.io import write_text_atomic
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
 from ligbind.store import structure_hash
@@ -190,7 +191,10 @@ def run_neb(
     traj_path = workdir / f"{key}.band.traj"
     calls_path = workdir / f"{key}.calls"
     saved, done = _last_band(traj_path, images + 2)
-    previous_calls = int(calls_path.read_text()) if saved is not None and calls_path.exists() else 0
+    try:
+        previous_calls = int(calls_path.read_text()) if saved is not None else 0
+    except (OSError, ValueError):  # no count, or one cut by a kill before writes were atomic
+        previous_calls = 0
     if saved is not None:  # converged, or stopped at its step limit: nothing to optimise or recompute
         as_saved = _saved_run(traj_path, key, initial, images, fmax, done, previous_calls)
         if as_saved.converged or done >= steps:
@@ -241,7 +245,7 @@ def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, ste
         with Trajectory(str(traj_path), "a") as traj:
             for image in band:
                 traj.write(image)
-        calls_path.write_text(str(previous_calls + counter["bands"] * images))
+        write_text_atomic(calls_path, str(previous_calls + counter["bands"] * images))
 
     opt = FIRE(neb, logfile=str(workdir / f"{key}.neb.log"))
     opt.attach(write_band, interval=1)

@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -216,6 +217,32 @@ def test_killed_relaxation_resumes_from_its_trajectory(ml, reference, tmp_path, 
     assert resumed.force_calls <= reference.force_calls + 1
     assert resumed.n_steps == reference.n_steps
     assert store.get(resumed.key).status == "converged"
+
+
+def test_kill_while_writing_the_call_count_keeps_the_earlier_count(ml, tmp_path, monkeypatch):
+    store = ResultStore(tmp_path / "s.db")
+    runs = tmp_path / "runs"
+    real_write = Path.write_text
+    counts: list[str] = []
+
+    def write_text(self, data, *args, **kwargs):
+        if ".calls" in self.name:
+            counts.append(data)
+            if len(counts) == 6:  # the file opened (so truncated), the process killed before its content
+                real_write(self, "")
+                raise KeyboardInterrupt("killed mid-write")
+        return real_write(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", write_text)
+    with pytest.raises(KeyboardInterrupt):
+        relax(ethanol(), ml, store=store, workdir=runs)
+    monkeypatch.setattr(Path, "write_text", real_write)
+    (calls_file,) = runs.glob("*.calls")
+    assert calls_file.read_text() == counts[4]  # the last count written whole, not an empty file
+
+    spy = CalcSpy(monkeypatch)
+    resumed = relax(ethanol(), ml, store=store, workdir=runs)
+    assert resumed.force_calls == int(counts[4]) + spy.calls
 
 
 def test_twice_killed_relaxation_counts_steps_once(ml, reference, tmp_path, monkeypatch):
