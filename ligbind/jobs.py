@@ -386,7 +386,7 @@ def seed_hessian(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
         "eigenvalues_below_floor": int((values < floor).sum()),
         "max_eigenvalue": round(float(values.max()), 3),
     }
-    record.write_text(json.dumps(info))
+    write_text_atomic(record, json.dumps(info))
     return info
 
 

@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PATH="$PWD/.venv/bin:$PATH"
-exec python -m pytest -q -rs -p no:cacheprovider "$@"
+exec python -m pytest -q -rs -p no:cacheprovider --durations=15 "$@"
