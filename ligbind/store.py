@@ -121,6 +121,31 @@ class ResultStore:
                 del self.db[old.id]
             return self.db.write(atoms, key=key, data=data or {}, **clean)
 
+    def put_analysis(
+        self,
+        atoms: Atoms,
+        key: str,
+        kind: str,
+        outcome: dict[str, Any],
+        protocol: dict[str, Any],
+        flags: list[str] | set[str] | tuple[str, ...],
+        **columns: Any,
+    ) -> int:
+        """Commit one analysis row (Eb, E_vac, Ea, ...): the outcome and its protocol in ``data``, the protocol's
+        name, hash and ``is_dft`` and the ``flags`` ("none" when empty) as columns beside ``columns``."""
+        data = {"outcome": json.loads(json.dumps(outcome, default=float)), "protocol": protocol}
+        return self.put(
+            atoms,
+            key,
+            data=data,
+            kind=kind,
+            protocol=protocol["name"],
+            protocol_hash=protocol_hash(protocol),
+            is_dft=bool(protocol["is_dft"]),
+            flags=",".join(flags) or "none",
+            **columns,
+        )
+
     def update(self, key: str, **pairs: Any) -> None:
         """Add or change key-value pairs of the row with ``key``."""
         row = self.get(key)

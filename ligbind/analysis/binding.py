@@ -6,7 +6,6 @@ slab, ligand (and exchange byproduct) and configurations as :class:`~ligbind.job
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -174,17 +173,17 @@ def store_binding(
     chosen = next(
         (r for r in configs if r.atoms.info["config"] == outcome.best_config), configs[0] if configs else None
     )
-    store.put(
+    store.put_analysis(
         chosen.atoms if chosen is not None else Atoms(),
         outcome.key,
-        data={"outcome": json.loads(json.dumps(outcome.as_dict(), default=float)), "protocol": protocol},
-        kind="binding",
+        "binding",
+        outcome.as_dict(),
+        protocol,
+        outcome.flags,
         status="ok" if outcome.eb is not None else "no-usable-configuration",
         ligand=outcome.ligand,
         mode=outcome.mode,
-        protocol=outcome.protocol,
         backend=outcome.backend,
-        protocol_hash=protocol_hash(protocol),
         eb=outcome.eb,
         eb_including_flagged=outcome.eb_including_flagged,
         e_complex=outcome.e_complex,
@@ -192,10 +191,8 @@ def store_binding(
         e_slab=outcome.e_slab,
         e_byproduct=outcome.e_byproduct,
         configs_tried=outcome.configs_tried,
-        flags=",".join(outcome.flags) or "none",
         converged=outcome.converged,
         truncated_from=outcome.truncated_from,
-        is_dft=outcome.is_dft,
         campaign=outcome.campaign,
     )
 

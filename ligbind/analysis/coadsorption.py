@@ -7,7 +7,6 @@ Eb(B) are the binding analyses of the same slab and protocol, passed in, never l
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -97,21 +96,19 @@ def analyse_coadsorption(
     )
     if store is not None:
         chosen = next((r for r in configs if r.atoms.info["config"] == best), configs[0] if configs else None)
-        store.put(
+        store.put_analysis(
             chosen.atoms if chosen is not None else slab.atoms,
             out.key,
-            data={"outcome": json.loads(json.dumps(out.as_dict(), default=float)), "protocol": protocol},
-            kind="coadsorption",
+            "coadsorption",
+            out.as_dict(),
+            protocol,
+            out.flags,
             status="ok" if eb_ab is not None else "no-usable-configuration",
-            protocol=protocol["name"],
-            protocol_hash=p,
-            is_dft=out.is_dft,
             ligand=f"{out.a}+{out.b}",
             eb_ab=eb_ab,
             eb_a=out.eb_a,
             eb_b=out.eb_b,
             delta_e_inter=inter,
-            flags=",".join(out.flags) or "none",
             campaign=campaign,
         )
     return out

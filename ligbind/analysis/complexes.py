@@ -14,7 +14,6 @@ relaxation (``denticity_built`` / ``denticity``) is reported, not flagged.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -182,20 +181,18 @@ def analyse_complexation(
 def _store_outcome(
     store: ResultStore, out: ComplexationOutcome, ion: Result, protocol: dict[str, Any]
 ) -> None:
-    store.put(
+    store.put_analysis(
         ion.atoms,
         out.key,
-        data={"outcome": json.loads(json.dumps(out.as_dict(), default=float)), "protocol": protocol},
-        kind="complexation",
+        "complexation",
+        out.as_dict(),
+        protocol,
+        out.flags,
         status="ok" if out.delta_e is not None else "no-usable-complex",
-        protocol=out.protocol,
-        protocol_hash=protocol_hash(protocol),
-        is_dft=out.is_dft,
         ion=out.ion,
         ligand=out.ligand,
         charge=out.charge,
         delta_e=out.delta_e,
-        flags=",".join(out.flags) or "none",
         campaign=out.campaign,
     )
 

@@ -276,28 +276,22 @@ def _store_level(
     store: ResultStore, out: CoverageOutcome, level: dict, chosen: Result | None, protocol: dict[str, Any]
 ) -> None:
     """One analysis row (kind ``coverage``) per n: the reported structure with its energies and terms."""
-    data = {
-        "outcome": json.loads(json.dumps({**out.as_dict(), "levels": [level]}, default=float)),
-        "protocol": protocol,
-    }
-    store.put(
+    store.put_analysis(
         chosen.atoms if chosen is not None else Atoms(),
         level["key"],
-        data=data,
-        kind="coverage",
+        "coverage",
+        {**out.as_dict(), "levels": [level]},
+        protocol,
+        level["flags"],
         status="ok" if level["eb_per_ligand"] is not None else "no-usable-structure",
         ligand=out.ligand,
         treatment=out.treatment or "",
         n_ligands=level["n"],
-        protocol=out.protocol,
-        protocol_hash=protocol_hash(protocol),
-        is_dft=out.is_dft,
         eb_per_ligand=level["eb_per_ligand"],
         eb_differential=level["eb_differential"],
         e_covered=level["e_covered"],
         e_ligand=out.e_ligand,
         e_slab=out.e_slab,
-        flags=",".join(level["flags"]) or "none",
         campaign=out.campaign,
     )
 

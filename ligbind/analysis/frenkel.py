@@ -12,7 +12,6 @@ defect); ``ligand-binds-interstitial`` (the ligand moved to bind the interstitia
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -123,20 +122,18 @@ def analyse_frenkel(
             out.delta_ef = delta_frenkel(ef, bare.ef)
     out.key = frenkel_key(host, ligand)
     if store is not None:
-        store.put(
+        store.put_analysis(
             host.atoms,
             out.key,
-            data={"outcome": json.loads(json.dumps(out.as_dict(), default=float)), "protocol": protocol},
-            kind="frenkel",
+            "frenkel",
+            out.as_dict(),
+            protocol,
+            sorted({f for r in rows for f in r["flags"]}),
             status="ok" if ef is not None else "no-usable-pair",
-            protocol=protocol["name"],
-            protocol_hash=protocol_hash(protocol),
-            is_dft=bool(protocol["is_dft"]),
             ligand=ligand or "",
             ef=ef,
             ef_bare=out.ef_bare,
             delta_ef=out.delta_ef,
-            flags=",".join(sorted({f for r in rows for f in r["flags"]})) or "none",
             campaign=campaign,
         )
     return out

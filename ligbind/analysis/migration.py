@@ -19,7 +19,6 @@ if that did not help).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,6 @@ from ase.geometry import find_mic
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
 from ligbind.neb import NebRun
-from ligbind.protocols import protocol_hash
 from ligbind.store import ResultStore
 
 LEAVES_HEIGHT = 3.0  # Å above the top layer's mean height
@@ -212,15 +210,14 @@ def analyse_barrier(
             out.delta_ea = forward - bare.ea_forward
     if store is not None:
         top = run.band[int(np.argmax(energies))]
-        store.put(
+        store.put_analysis(
             top,
             out.key,
-            data={"outcome": json.loads(json.dumps(out.as_dict(), default=float)), "protocol": protocol},
-            kind="barrier",
+            "barrier",
+            out.as_dict(),
+            protocol,
+            flags,
             status="converged" if run.converged else "unconverged",
-            protocol=protocol["name"],
-            protocol_hash=protocol_hash(protocol),
-            is_dft=bool(protocol["is_dft"]),
             ligand=ligand or "",
             ea_forward=forward,
             ea_backward=backward,
@@ -228,7 +225,6 @@ def analyse_barrier(
             delta_ea=out.delta_ea,
             images=out.images,
             n_steps=run.n_steps,
-            flags=",".join(flags) or "none",
             campaign=campaign,
         )
     return out

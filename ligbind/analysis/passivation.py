@@ -27,7 +27,6 @@ the bulk salts. The energy is the lowest over the relaxed, converged arrangement
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -295,15 +294,14 @@ def store_passivation(
 ) -> None:
     """(Re)write the passivation row of ``out`` (also after E_F was added to it)."""
     flags = sorted({f for r in out.arrangements for f in r["flags"]})
-    store.put(
+    store.put_analysis(
         slab.atoms,
         out.key,
-        data={"outcome": json.loads(json.dumps(out.as_dict(), default=float)), "protocol": protocol},
-        kind="passivation",
+        "passivation",
+        out.as_dict(),
+        protocol,
+        flags,
         status="ok" if out.e_pass is not None else "no-usable-arrangement",
-        protocol=protocol["name"],
-        protocol_hash=protocol_hash(protocol),
-        is_dft=bool(protocol["is_dft"]),
         treatment=out.treatment,
         e_pass=out.e_pass,
         e_pass_per_k=out.e_pass_per_k,
@@ -312,7 +310,6 @@ def store_passivation(
         ef_bare=out.ef_bare,
         ef_passivated=out.ef_passivated,
         delta_ef=out.delta_ef,
-        flags=",".join(flags) or "none",
         campaign=out.campaign,
     )
 

@@ -200,15 +200,14 @@ def analyse_vacancy(
             out.delta_e_vac = delta_vacancy(e_vac, out.e_vac_bare)
     out.key = vacancy_key(host, ligand, delta_mu_x, charge)
     if store is not None:
-        store.put(
+        store.put_analysis(
             host.atoms,
             out.key,
-            data={"outcome": json.loads(json.dumps(out.as_dict(), default=float)), "protocol": protocol},
-            kind="vacancy",
+            "vacancy",
+            out.as_dict(),
+            protocol,
+            sorted({f for r in rows for f in r["flags"]}),
             status="ok" if e_vac is not None else "no-usable-site",
-            protocol=protocol["name"],
-            protocol_hash=protocol_hash(protocol),
-            is_dft=bool(protocol["is_dft"]),
             ligand=ligand or "",
             e_vac=e_vac,
             element=out.element,
@@ -217,7 +216,6 @@ def analyse_vacancy(
             delta_mu_x=delta_mu_x,
             charge=charge,
             mu_x=";".join(f"{el}:{v['mu_x']:.4f}" for el, v in refs.items()),
-            flags=",".join(sorted({f for r in rows for f in r["flags"]})) or "none",
             campaign=campaign,
         )
     return out

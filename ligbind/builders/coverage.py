@@ -474,7 +474,7 @@ def layer_frenkel_pairs(atoms: Atoms, max_pairs: int = 2) -> list[Atoms]:
     """
     from ase.geometry import find_mic
 
-    from ligbind.builders.defects import MIN_SEPARATION, _distinct_pairs
+    from ligbind.builders.defects import MIN_SEPARATION, _distinct_pairs, pair_structures
 
     if max_pairs < 1:
         raise LigbindError(f"bad number of Frenkel pairs {max_pairs}: need at least 1")
@@ -491,22 +491,8 @@ def layer_frenkel_pairs(atoms: Atoms, max_pairs: int = 2) -> list[Atoms]:
     if not candidates:
         raise LigbindError("no vacancy–interstitial pair fits on this treatment layer")
     candidates.sort(key=lambda c: (-round(c[0], 1), c[1]))
-    out = []
-    for k, (dist, v, kind, site) in enumerate(_distinct_pairs(atoms, candidates, max_pairs)):
-        defect = atoms.copy()
-        defect.positions[v] = site
-        defect.set_tags(0)  # the layer is this surface: no adsorbate to bind (or be) the interstitial
-        defect.info = {
-            **atoms.info,
-            "kind": "defect",
-            "defect": "frenkel",
-            "pair": k,
-            "vacancy_atom": v,
-            "interstitial": kind,
-            "separation": round(dist, 3),
-        }
-        out.append(defect)
-    return out
+    # the layer is this surface: no adsorbate to bind (or be) the interstitial
+    return pair_structures(atoms, _distinct_pairs(atoms, candidates, max_pairs), untag=True)
 
 
 __all__ = [

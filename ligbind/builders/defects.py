@@ -93,11 +93,20 @@ def frenkel_pairs(atoms: Atoms, max_pairs: int = 4) -> list[Atoms]:
         raise LigbindError("no vacancy–interstitial pair fits on this surface")
     # farthest pairs first (near ones relax back into the vacancy), alternating interstitial kinds
     candidates.sort(key=lambda c: (-round(c[0], 1), c[1]))
-    chosen = _distinct_pairs(atoms, candidates, max_pairs)
+    return pair_structures(atoms, _distinct_pairs(atoms, candidates, max_pairs)[:max_pairs])
+
+
+def pair_structures(
+    atoms: Atoms, pairs: list[tuple[float, int, str, np.ndarray]], *, untag: bool = False
+) -> list[Atoms]:
+    """One copy of ``atoms`` per (separation, vacancy atom, interstitial kind, site) pair, the atom moved to the
+    site, with the pair recorded in ``info``; ``untag``: every atom tagged 0 (a treatment layer as surface)."""
     out = []
-    for k, (dist, v, kind, site) in enumerate(chosen[:max_pairs]):
+    for k, (dist, v, kind, site) in enumerate(pairs):
         defect = atoms.copy()
         defect.positions[v] = site
+        if untag:
+            defect.set_tags(0)
         defect.info = {
             **atoms.info,
             "kind": "defect",

@@ -16,6 +16,7 @@ import os
 import sys
 import traceback
 import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -242,7 +243,7 @@ def read_slab(path: str, *, pbx2: bool = False):
     atoms = read_structure(path)
     messages = check_slab(atoms, f"slab {path}")
     if pbx2:
-        check_pbi2_terminated(atoms)
+        check_pbi2_terminated(atoms, f"slab {path}")
     for message in messages:
         _warn(message)
     return atoms
@@ -545,7 +546,10 @@ _EXTRA_COMMANDS: list = []
 
 
 # ---------------------------------------------------------------------------------------- calculations
-def _progress_bar(disable: bool):
+@contextmanager
+def _progress(disable: bool) -> Iterator[Callable[[str], None]]:
+    """A progress bar on stderr (none when ``disable``) for the ``with`` block; yields the recipes' ``progress``
+    callback, which names the calculation under way and counts it."""
     from tqdm import tqdm
 
     bar = tqdm(total=None, unit="calc", disable=disable, file=sys.stderr, leave=False)
@@ -554,7 +558,10 @@ def _progress_bar(disable: bool):
         bar.set_description(what)
         bar.update(1)
 
-    return bar, step
+    try:
+        yield step
+    finally:
+        bar.close()
 
 
 def cmd_bind(args: argparse.Namespace) -> None:
@@ -591,8 +598,7 @@ def cmd_bind(args: argparse.Namespace) -> None:
         return
     store = ResultStore(args.db)
     start = time.perf_counter()
-    bar, step = _progress_bar(args.json or args.quiet)
-    try:
+    with _progress(args.json or args.quiet) as step:
         out = bind(
             slab,
             args.ligand,
@@ -602,24 +608,22 @@ def cmd_bind(args: argparse.Namespace) -> None:
             progress=step,
             **common,
         )
-    finally:
-        bar.close()
     verified = None
     if verify_protocol is not None:
         from ligbind.recipes import verify
 
-        bar, step = _progress_bar(args.json or args.quiet)
         try:
-            verified = verify(
-                slab,
-                out,
-                entry,
-                verify_protocol,
-                top_k=args.top_k,
-                store=store,
-                workdir=args.workdir,
-                progress=step,
-            )
+            with _progress(args.json or args.quiet) as step:
+                verified = verify(
+                    slab,
+                    out,
+                    entry,
+                    verify_protocol,
+                    top_k=args.top_k,
+                    store=store,
+                    workdir=args.workdir,
+                    progress=step,
+                )
         except DryRunWritten as written:
             dirs = [str(d) for d in written.args[0]]
             _print(
@@ -629,8 +633,6 @@ def cmd_bind(args: argparse.Namespace) -> None:
                 + "\n  ".join(dirs),
             )
             return
-        finally:
-            bar.close()
     payload = {**out.as_dict(), "wall_time": round(time.perf_counter() - start, 2), "db": str(store.path)}
     if verified is not None:
         payload["verification"] = verified.as_dict()
@@ -682,37 +684,57 @@ def _verify_protocol(args: argparse.Namespace) -> dict | None:
     return dft
 
 
-def cmd_frenkel(args: argparse.Namespace) -> None:
-    from ligbind.protocols import load_protocol
-    from ligbind.recipes import frenkel
-    from ligbind.store import ResultStore
+def _host_arguments(p: argparse.ArgumentParser, what: str) -> None:
+    """--slab, and the optional ligand whose best complex is the second host of a defect energy ``what``."""
+    p.add_argument(
+        "--slab", required=True, type=input_file("structure file"), help="PbX2-terminated slab file"
+    )
+    p.add_argument("--ligand", help=f"library name (adds {what} on its best complex and the difference)")
+    p.add_argument("--mode", choices=MODES, help="the ligand's binding mode (default neutral)")
+    p.add_argument(
+        "--configs",
+        type=int_in("number of configurations", 1, MAX_CONFIGS),
+        help="ligand configurations (default 3)",
+    )
 
+
+def _ligand_options(args: argparse.Namespace) -> tuple[str, int]:
+    """The ligand's binding mode and number of configurations (refused without --ligand)."""
     if args.ligand is None and (args.mode is not None or args.configs is not None):
         raise LigbindError("--mode and --configs choose the ligand's configurations: give --ligand too")
-    mode = args.mode or "neutral"
+    return args.mode or "neutral", args.configs or 3
+
+
+def _host_inputs(args: argparse.Namespace) -> tuple[str, int, dict[str, Any], Any]:
+    """(mode, configurations, protocol, slab) of a defect command: the ligand checked against the protocol, the
+    slab read and refused unless PbX2-terminated."""
+    from ligbind.protocols import load_protocol
+
+    mode, configs = _ligand_options(args)
     protocol = load_protocol(args.protocol, args.set)
     if args.ligand is not None:
         resolve_checked_ligand(args.ligand, mode, protocol)
-    slab = read_slab(args.slab)
-    from ligbind.builders.slab import check_pbi2_terminated
+    return mode, configs, protocol, read_slab(args.slab, pbx2=True)
 
-    check_pbi2_terminated(slab, f"slab {args.slab}")  # Frenkel pairs need surface Pb (not an AX surface)
+
+def cmd_frenkel(args: argparse.Namespace) -> None:
+    from ligbind.recipes import frenkel
+    from ligbind.store import ResultStore
+
+    mode, configs, protocol, slab = _host_inputs(args)  # Frenkel pairs need surface Pb (not an AX surface)
     store = ResultStore(args.db)
-    bar, step = _progress_bar(args.json)
-    try:
+    with _progress(args.json) as step:
         out = frenkel(
             slab,
             protocol,
             ligand=args.ligand,
             mode=mode,
-            n_configs=args.configs or 3,
+            n_configs=configs,
             max_pairs=args.pairs,
             store=store,
             workdir=args.workdir,
             progress=step,
         )
-    finally:
-        bar.close()
     fmt = lambda v: "n/a" if v is None else f"{v:+.3f} eV"  # noqa: E731
     lines = [f"E_F(bare) = {fmt(out.ef_bare)} (lowest of {len(out.pairs_bare)} pairs)"]
     if args.ligand:
@@ -788,16 +810,7 @@ def register_calculation_commands(sub) -> None:
     p.set_defaults(func=cmd_bind)
 
     p = sub.add_parser("frenkel", help="iodine Frenkel pair energy, bare and with a ligand")
-    p.add_argument(
-        "--slab", required=True, type=input_file("structure file"), help="PbI2-terminated slab file"
-    )
-    p.add_argument("--ligand", help="library name (adds E_F with the ligand and ΔE_F)")
-    p.add_argument("--mode", choices=MODES, help="the ligand's binding mode (default neutral)")
-    p.add_argument(
-        "--configs",
-        type=int_in("number of configurations", 1, MAX_CONFIGS),
-        help="ligand configurations (default 3)",
-    )
+    _host_arguments(p, "E_F")
     p.add_argument(
         "--pairs",
         type=int_in("number of Frenkel pairs", 1, MAX_PAIRS),

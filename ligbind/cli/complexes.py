@@ -12,7 +12,7 @@ from ligbind.cli import (
     MAX_CONFIGS,
     MAX_SEED,
     _print,
-    _progress_bar,
+    _progress,
     int_in,
     json_object,
     output_db,
@@ -48,8 +48,7 @@ def cmd_complex_ion(args: argparse.Namespace) -> None:
             _print({"written": dirs}, args.json, "\n".join(f"wrote {d}" for d in dirs))
         return
     store = ResultStore(args.db)
-    bar, step = _progress_bar(args.json or args.quiet)
-    try:
+    with _progress(args.json or args.quiet) as step:
         out = complex_ion(
             ion.name,
             entry,
@@ -61,8 +60,6 @@ def cmd_complex_ion(args: argparse.Namespace) -> None:
             seed=args.seed,
             progress=step,
         )
-    finally:
-        bar.close()
     value = "n/a (no usable complex)" if out.delta_e is None else f"{out.delta_e:+.3f} eV"
     text = (
         f"ΔE({out.ion} + {out.ligand}) = {value}  [complex charge {out.charge:+d}, "

@@ -16,7 +16,7 @@ from ligbind.cli import (
     _add_calc_options,
     _argtype,
     _print,
-    _progress_bar,
+    _progress,
     input_file,
     int_in,
     read_slab,
@@ -63,14 +63,11 @@ def cmd_coverage(args: argparse.Namespace) -> None:
     check_coverage_fits(slab, entry, counts, args.sets, args.seed)  # before anything is written
     store = ResultStore(args.db)
     start = time.perf_counter()
-    bar, step = _progress_bar(args.json or args.quiet)
-    try:
+    with _progress(args.json or args.quiet) as step:
         out = coverage(
             slab, entry, protocol, ns=counts, sets=args.sets, store=store, workdir=args.workdir, seed=args.seed,
             progress=step,
         )  # fmt: skip
-    finally:
-        bar.close()
     payload = {**out.as_dict(), "wall_time": round(time.perf_counter() - start, 2), "db": str(store.path)}
     label = "" if out.is_dft else f"  [{ML_LABEL}]"
     lines = [f"{out.ligand} coverage on {slab.get_chemical_formula()} with {out.protocol}{label}"]
@@ -101,14 +98,11 @@ def cmd_treat(args: argparse.Namespace) -> None:
     treatment_structure(slab, treatment, args.seed, None)  # a monolayer that does not fit: refused here
     store = ResultStore(args.db)
     start = time.perf_counter()
-    bar, step = _progress_bar(args.json or args.quiet)
-    try:
+    with _progress(args.json or args.quiet) as step:
         out = treatment_frenkel(
             slab, treatment, protocol, max_pairs=args.pairs, store=store, workdir=args.workdir, seed=args.seed,
             progress=step,
         )  # fmt: skip
-    finally:
-        bar.close()
     payload = {**out.as_dict(), "wall_time": round(time.perf_counter() - start, 2), "db": str(store.path)}
     level = out.coverage["levels"][0]
     lines = [

@@ -10,19 +10,15 @@ import argparse
 from pathlib import Path
 
 from ligbind.cli import (
-    MAX_CONFIGS,
-    MODES,
     _add_calc_options,
+    _host_arguments,
+    _host_inputs,
     _print,
-    _progress_bar,
+    _progress,
     float_in,
-    input_file,
     int_in,
     protocol_name,
-    read_slab,
-    resolve_checked_ligand,
 )
-from ligbind.errors import LigbindError
 
 MAX_SITES = 20
 MAX_ATOM_INDEX = 100000
@@ -30,12 +26,6 @@ MAX_ATOM_INDEX = 100000
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:+.3f} eV"
-
-
-def _ligand_options(args: argparse.Namespace) -> tuple[str, int]:
-    if args.ligand is None and (args.mode is not None or args.configs is not None):
-        raise LigbindError("--mode and --configs choose the ligand's configurations: give --ligand too")
-    return args.mode or "neutral", args.configs or 3
 
 
 def _vacancy_lines(host: dict) -> list[str]:
@@ -62,19 +52,13 @@ def _vacancy_lines(host: dict) -> list[str]:
 
 
 def cmd_vacancy(args: argparse.Namespace) -> None:
-    from ligbind.protocols import load_protocol
     from ligbind.recipes.defects import vacancy
     from ligbind.store import ResultStore
 
-    mode, configs = _ligand_options(args)
-    protocol = load_protocol(args.protocol, args.set)
-    if args.ligand is not None:
-        resolve_checked_ligand(args.ligand, mode, protocol)
-    slab = read_slab(args.slab, pbx2=True)
+    mode, configs, protocol, slab = _host_inputs(args)
     _precheck_vacancy(slab, protocol, args)
     store = ResultStore(args.db)
-    bar, step = _progress_bar(args.json)
-    try:
+    with _progress(args.json) as step:
         out = vacancy(
             slab,
             protocol,
@@ -90,8 +74,6 @@ def cmd_vacancy(args: argparse.Namespace) -> None:
             workdir=args.workdir,
             progress=step,
         )
-    finally:
-        bar.close()
     lines = _vacancy_lines(out.bare)
     if out.with_ligand is not None:
         lines += _vacancy_lines(out.with_ligand)
@@ -135,20 +117,14 @@ def _barrier_lines(host: dict) -> list[str]:
 
 def cmd_barrier(args: argparse.Namespace) -> None:
     from ligbind.analysis.migration import BarrierOutcome, plot_profiles
-    from ligbind.protocols import load_protocol
     from ligbind.recipes.defects import barrier, check_barrier_input, check_preconverge
     from ligbind.store import ResultStore
 
-    mode, configs = _ligand_options(args)
-    protocol = load_protocol(args.protocol, args.set)
-    if args.ligand is not None:
-        resolve_checked_ligand(args.ligand, mode, protocol)
-    slab = read_slab(args.slab, pbx2=True)
+    mode, configs, protocol, slab = _host_inputs(args)
     check_barrier_input(slab, protocol, args.images, args.site, args.hopper)
     check_preconverge(args.preconverge, protocol)
     store = ResultStore(args.db)
-    bar, step = _progress_bar(args.json)
-    try:
+    with _progress(args.json) as step:
         out = barrier(
             slab,
             protocol,
@@ -164,8 +140,6 @@ def cmd_barrier(args: argparse.Namespace) -> None:
             workdir=args.workdir,
             progress=step,
         )
-    finally:
-        bar.close()
     hosts = [out.bare] + ([out.with_ligand] if out.with_ligand else [])
     png = plot_profiles([BarrierOutcome(**h) for h in hosts], Path(args.workdir) / f"{hosts[-1]['key']}.png")
     payload = {**out.as_dict(), "png": str(png)}
@@ -177,16 +151,7 @@ def cmd_barrier(args: argparse.Namespace) -> None:
 
 
 def _ligand_arguments(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument(
-        "--slab", required=True, type=input_file("structure file"), help="PbX2-terminated slab file"
-    )
-    p.add_argument("--ligand", help=f"library name (adds {what} on its best complex and the difference)")
-    p.add_argument("--mode", choices=MODES, help="the ligand's binding mode (default neutral)")
-    p.add_argument(
-        "--configs",
-        type=int_in("number of configurations", 1, MAX_CONFIGS),
-        help="ligand configurations (default 3)",
-    )
+    _host_arguments(p, what)
     p.add_argument(
         "--site",
         type=int_in("site index", 0, MAX_ATOM_INDEX),

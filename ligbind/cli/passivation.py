@@ -17,7 +17,7 @@ from ligbind.cli import (
     _materials,
     _phases,
     _print,
-    _progress_bar,
+    _progress,
     _warn,
     float_in,
     input_file,
@@ -88,8 +88,7 @@ def cmd_passivate(args: argparse.Namespace) -> None:
     slab = _slab(args)
     check_passivation(slab, args.mode, args.n, args.exchange, args.arrangements)  # before anything is written
     store = ResultStore(args.db)
-    bar, step = _progress_bar(args.json or args.quiet)
-    try:
+    with _progress(args.json or args.quiet) as step:
         out = passivation(
             slab,
             protocol,
@@ -104,8 +103,6 @@ def cmd_passivate(args: argparse.Namespace) -> None:
             workdir=args.workdir,
             progress=step,
         )
-    finally:
-        bar.close()
     _print({**out.as_dict(), "e_pass_per_k": out.e_pass_per_k}, args.json, _text(out))
 
 
