@@ -116,9 +116,10 @@ def check_database_file(path: str | Path, *, must_exist: bool, what: str = "resu
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Replace ``path``'s content with ``text`` atomically: a process killed mid-write leaves the old content,
-    never an empty or cut file (a resumed relaxation reads its earlier force calls and seconds from such files)."""
+    never an empty or cut file (a resumed relaxation reads its earlier force calls and seconds from such files).
+    Every process writes its own temporary file: all ranks of a GPAW MPI job record the same count."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.partial")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
     tmp.write_text(text)
     os.replace(tmp, path)
 

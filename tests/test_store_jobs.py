@@ -245,6 +245,20 @@ def test_kill_while_writing_the_call_count_keeps_the_earlier_count(ml, tmp_path,
     assert resumed.force_calls == int(counts[4]) + spy.calls
 
 
+def test_ranks_writing_the_same_count_at_once_do_not_collide(tmp_path):
+    # every rank of a GPAW MPI job runs the relaxation and records the same count (a shared temporary file
+    # made one rank's rename fail once the other had moved it)
+    script = (
+        "import sys; from ligbind.io import write_text_atomic\n"
+        "for k in range(300): write_text_atomic(sys.argv[1], str(k))\n"
+    )
+    target = tmp_path / "relax.calls"
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(target)]) for _ in range(2)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    assert target.read_text() == "299"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["relax.calls"]  # no temporary file left behind
+
+
 def test_twice_killed_relaxation_counts_steps_once(ml, reference, tmp_path, monkeypatch):
     store = ResultStore(tmp_path / "s.db")
     runs = tmp_path / "runs"
