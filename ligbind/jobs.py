@@ -464,7 +464,7 @@ def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: 
         last_frame, n_frames = _last_frame(traj_path)
     except Exception:  # a trajectory cut mid-write is unreadable: start afresh, optimizer state included
         last_frame, n_frames = None, 0
-        traj_path.unlink()
+        traj_path.unlink(missing_ok=True)  # every rank of an MPI job gets here: one removes the files
         restart_path.unlink(missing_ok=True)
     if last_frame is not None:
         work.positions = last_frame  # resume where the killed run stopped
@@ -478,7 +478,7 @@ def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: 
         try:
             json.loads(restart_path.read_text())
         except ValueError:  # optimizer state cut mid-write: the optimizer would fail on it at every rerun
-            restart_path.unlink()
+            restart_path.unlink(missing_ok=True)
     optimizer_cls = getattr(ase.optimize, settings["optimizer"])
     max_steps = int(settings["steps"])
     fmax = float(settings["fmax"])

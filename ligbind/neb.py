@@ -81,10 +81,10 @@ def _last_band(path: Path, n_total: int) -> tuple[list[np.ndarray] | None, int]:
         frames = Trajectory(str(path))
         n_bands = len(frames) // n_total
     except Exception:  # cut mid-write: unreadable, start afresh
-        path.unlink()
+        path.unlink(missing_ok=True)
         return None, 0
     if n_bands == 0:
-        path.unlink()
+        path.unlink(missing_ok=True)
         return None, 0
     if len(frames) % n_total:  # killed while writing a band: keep the complete ones only
         complete = [frames[k] for k in range(n_bands * n_total)]

@@ -293,6 +293,25 @@ def test_truncated_trajectory_is_not_fatal(ml, reference, tmp_path, monkeypatch)
     assert spy.calls == r.force_calls == reference.force_calls and r.n_steps == reference.n_steps
 
 
+def test_cut_trajectory_that_another_rank_removed_first_is_not_fatal(ml, reference, tmp_path, monkeypatch):
+    """Every rank of a GPAW MPI job runs the relaxation: each reads the cut trajectory, one removes it first."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    real = ligbind.jobs._last_frame
+    seen: list[Path] = []
+
+    def last_frame(path):
+        if not seen:  # this rank read the cut file; the other rank has removed it since
+            seen.append(path)
+            raise ValueError("trajectory cut mid-write")
+        return real(path)
+
+    monkeypatch.setattr(ligbind.jobs, "_last_frame", last_frame)
+    r = ligbind.jobs.relax_in_process(ethanol(), ml, reference.key, runs)
+    assert seen  # the fault was injected
+    assert r.converged and r.energy == pytest.approx(reference.energy, abs=ML_ENERGY_TOL)
+
+
 def test_cut_optimizer_restart_file_is_not_fatal(ml, reference, tmp_path, monkeypatch):
     """A kill while BFGS wrote its restart file must not make every rerun fail (ASE raises RestartError)."""
     runs = tmp_path / "runs"
