@@ -375,6 +375,17 @@ def test_failing_calculation_does_not_stop_the_campaign(tmp_path, monkeypatch):
     assert table.loc["methylamine", "eb"] < 0  # the configuration that finished still gives Eb
     assert table.loc["dimethyl-ether", "flags"] == "none"
 
+    # the cause fixed: a plain run leaves the failure as it is, --retry-failed runs it and what waits on it
+    monkeypatch.setattr(engine, "step_config", real_step)
+    again = engine.run(path, progress=False, workers=1)
+    assert again["ran"] == 0 and again["states"] == {"COMPLETED": 9, "FIZZLED": 1} and again["retried"] == []
+    retried = engine.run(path, progress=False, workers=1, retry_failed=True)
+    assert retried["retried"] == ["config/methylamine/1"]
+    assert retried["states"] == {"COMPLETED": 10} and retried["failed"] == 0
+    assert retried["ran"] == 4  # the configuration, the slab reference over every configuration, both Eb
+    table = binding_table(ResultStore(tmp_path / "runs" / "mini" / "ligbind.db")).set_index("ligand")
+    assert "failed-config-1" not in table.loc["methylamine", "flags"]
+
 
 def test_failure_in_a_parallel_worker_is_reported_not_recomputed(tmp_path, monkeypatch):
     """A step that fails in a worker process fizzles its Firework with the worker's error; the rest go on."""

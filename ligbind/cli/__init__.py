@@ -899,12 +899,14 @@ def cmd_run(args: argparse.Namespace) -> None:
         max_fireworks=args.max,
         progress=not args.json,
         workers=args.workers,
+        retry_failed=args.retry_failed,
     )
     states = ", ".join(f"{k} {v}" for k, v in sorted(out["states"].items()))
+    retried = f"retried {len(out['retried'])} failed: {', '.join(out['retried'])}; " if out["retried"] else ""
     _print(
         out,
         args.json,
-        f"campaign {out['campaign']}: ran {out['ran']} Firework(s) with {out['workers']} "
+        f"campaign {out['campaign']}: {retried}ran {out['ran']} Firework(s) with {out['workers']} "
         f"worker(s); now {states}" + _problems(out),
     )
     return UNFINISHED_WORK if out["failed"] or out["unconverged"] else 0
@@ -919,7 +921,8 @@ def _problems(out: dict) -> str:
         return ""
     return (
         f"\nwarning: {out.get('failed', 0)} failed, {out.get('unconverged', 0)} unconverged "
-        "(`ligbind status` lists them; the tables mark them)"
+        "(`ligbind status` lists them; the tables mark them; `ligbind run --retry-failed` runs the failed "
+        "ones again, each calculation resuming where it stopped)"
     )
 
 
@@ -933,6 +936,10 @@ def cmd_status(args: argparse.Namespace) -> None:
         counts = f"; {r['failed']} failed, {r['unconverged']} unconverged" if "failed" in r else ""
         lines.append(f"{r['campaign']}: {states}{counts}")
         lines += [f"  FIZZLED {f['firework']}: {f['error']}" for f in r["failures"]]
+        if r["failures"]:
+            lines.append(
+                f"  (`ligbind run --retry-failed {r['campaign']}` runs them again once the cause is fixed)"
+            )
     _print(rows, args.json, "\n".join(lines) or "no campaigns screened yet (ligbind screen CAMPAIGN.yaml)")
     return UNFINISHED_WORK if any(r.get("failed") or r.get("unconverged") for r in rows) else 0
 
@@ -958,6 +965,11 @@ def register_campaign_commands(sub) -> None:
         "--workers",
         type=int_in("number of workers", 1, 1024),
         help="calculations run in this many processes at once (default: one per core; 1 for VASP)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run the failed (FIZZLED) Fireworks again, and what waits on them; calculations resume",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_run)

@@ -759,8 +759,13 @@ def run(
     max_fireworks: int | None = None,
     progress: bool = True,
     workers: int | None = None,
+    retry_failed: bool = False,
 ) -> dict[str, Any]:
     """Launch the campaign's ready Fireworks in this process until none is left.
+
+    ``retry_failed``: the campaign's failed (FIZZLED) Fireworks, and what waits on them, are made ready again
+    first (after a crash, a killed MPI job, or a cause the user fixed); each calculation resumes from its
+    trajectory.
 
     With ``workers`` > 1 (default: one per core, see :func:`default_workers`) the calculations of ready
     Fireworks run in that many worker processes, largest first; each result lands in the results store, and
@@ -780,6 +785,7 @@ def run(
         lpad = get_launchpad(c, launchpad_file)
         _check_plan_on_launchpad(lpad, c, campaign_ref)
         _reset_interrupted(lpad, c, launchpad_file)
+        retried = _retry_failed(lpad, c) if retry_failed else []
         ping = fireworks.core.rocket.start_ping_launch
         if not launchpad_file:  # one in-process worker: no heartbeat thread (mongomock is not thread-safe)
             fireworks.core.rocket.start_ping_launch = lambda *args: None
@@ -806,6 +812,7 @@ def run(
     return {
         "campaign": c["name"],
         "ran": launcher.ran,
+        "retried": retried,
         "workers": workers,
         "states": counts,
         **problems,
@@ -961,6 +968,15 @@ def _reset_interrupted(lpad, c: dict[str, Any], launchpad_file) -> None:
         return
     for doc in lpad.fireworks.find({**campaign_query(c), "state": "RUNNING"}, {"fw_id": 1}):
         lpad.rerun_fw(doc["fw_id"])
+
+
+def _retry_failed(lpad, c: dict[str, Any]) -> list[str]:
+    """Make the campaign's FIZZLED Fireworks (and their children) ready again; returns their step names."""
+    retried = []
+    for doc in lpad.fireworks.find({**campaign_query(c), "state": "FIZZLED"}, {"fw_id": 1, "name": 1}):
+        lpad.rerun_fw(doc["fw_id"])
+        retried.append(doc["name"].split(":", 1)[-1])
+    return sorted(retried)
 
 
 def state_counts(lpad, c: dict[str, Any]) -> dict[str, int]:
