@@ -470,6 +470,7 @@ def _cases() -> list[Case]:
         ("run", "--workers", ("run", "nope", "--workers", "0"), "bad number of workers 0"),
         ("run", "--workers", ("run", "nope", "--workers", "two"), "not an integer"),
         ("run", "--json", ("run", "nope", "--json=1"), "ignored explicit"),
+        ("run", "--retry-failed", ("run", "nope", "--retry-failed=yes"), "ignored explicit"),
         ("status", "campaign", ("status", "a/b/c"), "campaign file not found"),
         ("status", "--launchpad", ("status", "--launchpad", "adir"), "is not a file"),
         ("status", "--launchpad", ("status", "--launchpad", "afile"), "must be a YAML mapping"),
