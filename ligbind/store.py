@@ -128,11 +128,12 @@ class ResultStore:
         kind: str,
         outcome: dict[str, Any],
         protocol: dict[str, Any],
-        flags: list[str] | set[str] | tuple[str, ...],
+        flags: list[str] | tuple[str, ...],
         **columns: Any,
     ) -> int:
         """Commit one analysis row (Eb, E_vac, Ea, ...): the outcome and its protocol in ``data``, the protocol's
-        name, hash and ``is_dft`` and the ``flags`` ("none" when empty) as columns beside ``columns``."""
+        name, hash and ``is_dft`` and the ``flags`` (in their order; "none" when empty) as columns beside
+        ``columns``."""
         data = {"outcome": json.loads(json.dumps(outcome, default=float)), "protocol": protocol}
         return self.put(
             atoms,
