@@ -124,6 +124,15 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def read_saved_number(path: str | Path) -> float:
+    """The number :func:`write_text_atomic` last wrote to ``path``; 0 when there is none, or when the file is
+    unreadable (cut by a kill before these writes were atomic)."""
+    try:
+        return float(Path(path).read_text())
+    except (OSError, ValueError):
+        return 0.0
+
+
 def write_structure(path: str | Path, atoms: Atoms) -> Path:
     """Write ``atoms`` to ``path`` atomically (a temporary file renamed into place: no partial files)."""
     path = Path(path)

@@ -24,7 +24,7 @@ from ase.io import Trajectory
 
 from ligbind.calculators import ORIGIN_SHIFT, backend_of, make_calculator
 from ligbind.errors import NonFiniteEnergyError, UnconvergedError
-from ligbind.io import write_text_atomic
+from ligbind.io import read_saved_number, write_text_atomic
 from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore, atoms_from_row, calculation_key
 
@@ -443,10 +443,7 @@ def earlier_seconds(workdir: Path, key: str) -> float:
     (0 for a fresh one), so that a resumed relaxation's ``wall_time`` counts every run, as its force calls do."""
     if not (workdir / f"{key}.traj").exists():
         return 0.0
-    try:
-        return float((workdir / f"{key}.seconds").read_text())
-    except (OSError, ValueError):
-        return 0.0
+    return read_saved_number(workdir / f"{key}.seconds")
 
 
 def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) -> Result:
@@ -469,10 +466,7 @@ def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: 
     if last_frame is not None:
         work.positions = last_frame  # resume where the killed run stopped
         done_steps = n_frames - 1
-    try:
-        previous_calls = int(calls_path.read_text()) if traj_path.exists() else 0
-    except (OSError, ValueError):
-        previous_calls = 0
+    previous_calls = int(read_saved_number(calls_path)) if traj_path.exists() else 0
     previous_seconds = earlier_seconds(workdir, key)
     if restart_path.exists():
         try:

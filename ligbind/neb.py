@@ -23,7 +23,7 @@ from ase.mep import NEB
 from ase.optimize import FIRE
 
 from ligbind.calculators import ORIGIN_SHIFT, backend_of, make_calculator
-from ligbind.io import write_text_atomic
+from ligbind.io import read_saved_number, write_text_atomic
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
 from ligbind.store import structure_hash
@@ -191,10 +191,7 @@ def run_neb(
     traj_path = workdir / f"{key}.band.traj"
     calls_path = workdir / f"{key}.calls"
     saved, done = _last_band(traj_path, images + 2)
-    try:
-        previous_calls = int(calls_path.read_text()) if saved is not None else 0
-    except (OSError, ValueError):  # no count, or one cut by a kill before writes were atomic
-        previous_calls = 0
+    previous_calls = int(read_saved_number(calls_path)) if saved is not None else 0
     if saved is not None:  # converged, or stopped at its step limit: nothing to optimise or recompute
         as_saved = _saved_run(traj_path, key, initial, images, fmax, done, previous_calls)
         if as_saved.converged or done >= steps:

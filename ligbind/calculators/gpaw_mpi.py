@@ -26,6 +26,7 @@ from ase.calculators.subprocesscalculator import MPICommand, PackedCalculator, P
 from ase.io import read, write
 
 from ligbind.errors import LigbindError
+from ligbind.io import write_text_atomic
 
 MPI_ENV = {
     "OMPI_ALLOW_RUN_AS_ROOT": "1",  # containers and CI run as root; OpenMPI refuses that without these two
@@ -122,9 +123,7 @@ def _main(job: Path, key: str, workdir: Path) -> None:
     except Error as exc:
         data = {"error": str(exc), "error_type": type(exc).__name__}
     if world.rank == 0:
-        tmp = job / "outcome.partial"
-        tmp.write_text(json.dumps(data))
-        tmp.replace(job / "outcome.json")
+        write_text_atomic(job / "outcome.json", json.dumps(data))
 
 
 class PackedLigbindCalculator(PackedCalculator):

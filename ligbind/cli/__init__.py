@@ -698,19 +698,14 @@ def _host_arguments(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
-def _ligand_options(args: argparse.Namespace) -> tuple[str, int]:
-    """The ligand's binding mode and number of configurations (refused without --ligand)."""
-    if args.ligand is None and (args.mode is not None or args.configs is not None):
-        raise LigbindError("--mode and --configs choose the ligand's configurations: give --ligand too")
-    return args.mode or "neutral", args.configs or 3
-
-
 def _host_inputs(args: argparse.Namespace) -> tuple[str, int, dict[str, Any], Any]:
     """(mode, configurations, protocol, slab) of a defect command: the ligand checked against the protocol, the
     slab read and refused unless PbX2-terminated."""
     from ligbind.protocols import load_protocol
 
-    mode, configs = _ligand_options(args)
+    if args.ligand is None and (args.mode is not None or args.configs is not None):
+        raise LigbindError("--mode and --configs choose the ligand's configurations: give --ligand too")
+    mode, configs = args.mode or "neutral", args.configs or 3
     protocol = load_protocol(args.protocol, args.set)
     if args.ligand is not None:
         resolve_checked_ligand(args.ligand, mode, protocol)

@@ -21,6 +21,7 @@ from ligbind.builders.slab import build_slab
 from ligbind.builders.termination import check_mode_for_surface, parse_termination
 from ligbind.engine.schema import CampaignSpec, check_campaign_name, check_ligand_label, parse_campaign
 from ligbind.errors import LigbindError
+from ligbind.io import write_text_atomic
 from ligbind.jobs import Result
 from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore
@@ -811,7 +812,5 @@ def save_campaign(c: dict[str, Any]) -> Path:
     """Write the resolved campaign next to its store (what `run`, `status` and `results` read)."""
     path = Path(c["workdir"]) / "campaign.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".partial")
-    tmp.write_text(json.dumps(c, indent=1, default=str))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(c, indent=1, default=str))
     return path

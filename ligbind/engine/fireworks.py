@@ -60,6 +60,7 @@ from ligbind.engine.defect_steps import (
     verified_hosts,
 )
 from ligbind.errors import LigbindError
+from ligbind.io import write_text_atomic
 from ligbind.protocols import RunSettings, describe_changes, protocol_hash
 from ligbind.store import ResultStore
 
@@ -159,9 +160,7 @@ def save_store(lpad) -> None:
         return
     import bson.json_util
 
-    tmp = Path(filename).with_suffix(".partial")
-    tmp.write_text(bson.json_util.dumps(server.to_dict()))
-    os.replace(tmp, filename)
+    write_text_atomic(filename, bson.json_util.dumps(server.to_dict()))
 
 
 @contextmanager
