@@ -1,4 +1,5 @@
-"""Calculations as small typed functions: :func:`relax` and :func:`single_point` → :class:`Result`.
+"""Calculations as small typed functions: :func:`relax` and :func:`single_point` → :class:`Result`, and
+:func:`counterpoise` → :class:`Counterpoise`.
 
 Every finished calculation is committed to the results store at once and reused when its key comes back.
 Relaxations write an ASE trajectory (and the optimizer's restart file) under ``workdir`` and continue from
@@ -23,7 +24,7 @@ from ase.constraints import FixAtoms
 from ase.io import Trajectory
 
 from ligbind.calculators import ORIGIN_SHIFT, backend_of, make_calculator
-from ligbind.errors import NonFiniteEnergyError, UnconvergedError
+from ligbind.errors import LigbindError, NonFiniteEnergyError, UnconvergedError
 from ligbind.io import read_saved_number, write_text_atomic
 from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore, atoms_from_row, calculation_key
@@ -223,6 +224,89 @@ def single_point(
         wall_time=time.perf_counter() - start,
     )
     _commit(store, result)
+    return result
+
+
+@dataclass
+class Counterpoise:
+    """Basis-set superposition error of one relaxed complex (eV) and the energies it comes from."""
+
+    key: str
+    complex_key: str
+    energies: dict[str, float]
+    bsse: float
+    protocol: str
+    wall_time: float = 0.0
+    reused: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "bsse": self.bsse, "complex_key": self.complex_key}
+
+
+def counterpoise(
+    complex_: Result,
+    protocol: str | dict[str, Any],
+    *,
+    store: ResultStore | None = None,
+    workdir: str | Path = "runs",
+) -> Counterpoise:
+    """Counterpoise correction of a relaxed complex (adsorbate: tags > 0, slab: tags 0) at its geometry.
+
+    Four electronic single points (:func:`ligbind.calculators.gpaw.counterpoise_energies`), reused from
+    ``store`` when the key exists; a killed run keeps the terms it finished. Refused, before any work, for a
+    protocol without an atom-centred basis, a charged complex (the fragments' charges are not defined) and a
+    structure that is not adsorbate + slab.
+    """
+    from ligbind.analysis.energies import counterpoise_bsse
+
+    protocol = _resolve(protocol)
+    atoms = complex_.atoms
+    key = calculation_key("counterpoise", atoms, protocol)
+    if store is not None and (row := store.get(key)) is not None:
+        energies = row.data["energies"]
+        return Counterpoise(
+            key, complex_.key, energies, counterpoise_bsse(energies), protocol["name"], 0.0, True
+        )
+    backend = backend_of(protocol)
+    label = atoms.info.get("label") or complex_.key
+    if not backend.superposes_basis_sets(protocol):
+        backend.counterpoise_energies(atoms, protocol, key, Path(workdir))  # raises: says why
+    tags = atoms.get_tags()
+    if not np.any(tags > 0) or not np.any(tags == 0):
+        raise LigbindError(f"counterpoise of {label}: needs an adsorbate (tags > 0) on a slab (tags 0)")
+    if int(atoms.info.get("charge", 0) or 0):
+        raise LigbindError(
+            f"counterpoise of {label}: a charged complex ({int(atoms.info['charge']):+d}) has no defined "
+            "fragment charges"
+        )
+    start = time.perf_counter()
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    energies = backend.counterpoise_energies(atoms, protocol, key, workdir)
+    result = Counterpoise(
+        key,
+        complex_.key,
+        energies,
+        counterpoise_bsse(energies),
+        protocol["name"],
+        time.perf_counter() - start,
+    )
+    if store is not None:
+        bare = atoms.copy()
+        bare.calc = None
+        store.put(
+            bare,
+            key,
+            data={"energies": energies, "protocol": protocol, "complex_key": complex_.key},
+            kind="counterpoise",
+            status="ok",
+            protocol=protocol["name"],
+            backend=protocol["backend"],
+            bsse=result.bsse,
+            complex_key=complex_.key,
+            label=label,
+            wall_time=round(result.wall_time, 3),
+        )
     return result
 
 

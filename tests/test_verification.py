@@ -242,6 +242,55 @@ def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
     assert engine.screen(path)["added"] == 0  # nothing new to do
 
 
+def test_campaign_corrects_verified_eb_for_basis_set_superposition(tmp_path, fake_dft, monkeypatch):
+    """The counterpoise steps through FireWorks: the stand-in DFT backend made an LCAO one whose four
+    counterpoise terms are real GPAW single points (sz(dzp), h 0.3) at each verified complex's geometry."""
+    from fake_backends import FakeDFTBackend
+
+    import ligbind.engine.fireworks as engine
+    from ligbind.calculators.gpaw import counterpoise_energies
+    from ligbind.engine.campaign import campaign_results, load_campaign
+    from ligbind.protocols import load_protocol
+
+    with pytest.warns(UserWarning, match="coarser"):
+        tiny = load_protocol("gpaw-laptop", {"gpaw": {"basis": "sz(dzp)", "h": 0.3}, "run": {"cores": 1}})
+    monkeypatch.setattr(FakeDFTBackend, "wants_counterpoise", lambda self, protocol: True)
+    monkeypatch.setattr(
+        FakeDFTBackend,
+        "counterpoise_energies",
+        lambda self, atoms, protocol, key, workdir: counterpoise_energies(atoms, tiny, key, workdir),
+    )
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "cp.yaml"
+    spec = {
+        "name": "cp",
+        "protocol": "ml-screen",
+        "overrides": SCREEN,
+        "ligands": ["methanethiol"],
+        "configs": 2,
+        "verify": {"protocol": "fake-dft", "overrides": SCREEN, "top_k": 1},
+    }
+    path.write_text(yaml.safe_dump(spec))
+    engine.screen(path)
+    out = engine.run(path, progress=False, workers=1)
+    assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
+    lpad = engine.read_launchpad(load_campaign(path))
+    names = {d["name"].split(":")[1] for d in lpad.fireworks.find({}, {"name": 1})}
+    assert "verify-counterpoise/methanethiol/0" in names
+    assert not any(n.startswith("counterpoise/") for n in names)  # the ML screen has no basis to superpose
+    store = ResultStore(tmp_path / "runs" / "cp" / "ligbind.db")
+    (cp,) = store.select(kind="counterpoise")
+    row = next(store.select(kind="verification"))
+    o = row.data["outcome"]
+    assert o["bsse"] == pytest.approx(cp.bsse) and cp.bsse < 0
+    assert row.eb_dft == pytest.approx(o["eb_dft_uncorrected"] - cp.bsse)
+    screen = next(r for r in store.select(kind="binding") if r.protocol == "ml-screen")
+    assert o["eb_dft_uncorrected"] == pytest.approx(screen.eb, abs=0.02)  # the same potential
+    table = campaign_results(path)["verified_csv"].read_text().splitlines()
+    header, values = table[0].split(","), table[1].split(",")
+    assert float(values[header.index("bsse")]) == pytest.approx(cp.bsse, abs=1e-4)
+
+
 def test_cli_refuses_a_non_dft_verification_before_any_work(tmp_path, run_cli):
     slab = tmp_path / "slab.extxyz"
     assert run_cli("build", "slab", "-o", str(slab), cwd=tmp_path).returncode == 0

@@ -49,6 +49,11 @@ class BindingOutcome:
     byproduct_key: str | None = None
     campaign: str | None = None
     termination: str = ""  # top layer of the slab (PbI2, CsI, MAI, ...); "" in rows stored before it existed
+    # counterpoise (LCAO protocols): the lowest Eb − BSSE over the usable configurations, that one's BSSE and
+    # number; None without the correction. ``eb`` stays uncorrected, like every other energy of the protocol.
+    eb_cp: float | None = None
+    bsse: float | None = None
+    cp_config: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,6 +92,7 @@ def analyse_binding(
     *,
     include_flagged: bool = False,
     missing: list[int] = (),
+    bsse: dict[str, float] | None = None,
     store: ResultStore | None = None,
     campaign: str | None = None,
 ) -> BindingOutcome:
@@ -102,6 +108,9 @@ def analyse_binding(
         Relaxed complexes, each with ``anomalies`` set by :func:`ligbind.recipes.relax_configuration`.
     missing
         Configuration numbers whose relaxation failed (flagged ``failed-config-k``).
+    bsse
+        Counterpoise BSSE (eV) by configuration key (:func:`ligbind.jobs.counterpoise`): gives ``eb_cp``, the
+        lowest Eb − BSSE, when every usable configuration has one (else the flag ``counterpoise-missing``).
     store, campaign
         Where the analysis row (kind ``binding``) is written, and the campaign it belongs to.
     """
@@ -129,12 +138,26 @@ def analyse_binding(
             converged[k] = eb
             if include_flagged or not flags:
                 usable[k] = eb
+    corrected: dict[int, float] = {}
+    if bsse is not None:
+        for row in rows:
+            if row["key"] in bsse:
+                row["bsse"] = bsse[row["key"]]
+                row["eb_cp"] = row["eb"] - bsse[row["key"]]
+        by_config = {row["config"]: row for row in rows}
+        if usable and all("eb_cp" in by_config[k] for k in usable):
+            corrected = {k: by_config[k]["eb_cp"] for k in usable}
+    cp_config = min(corrected, key=corrected.get) if corrected else None
     best = min(usable, key=usable.get) if usable else None
     best_row = next((row for row in rows if row["config"] == best), None)
     flags = best_row["flags"] if best_row else sorted({f for row in rows for f in row["flags"]})
     if not configs:
         flags = ["no-configuration-finished"]
-    flags = sorted(set(flags) | {f"failed-config-{m}" for m in missing})
+    flags = sorted(
+        set(flags)
+        | {f"failed-config-{m}" for m in missing}
+        | ({"counterpoise-missing"} if bsse is not None and usable and not corrected else set())
+    )
     outcome = BindingOutcome(
         ligand=ligand.name,
         mode=mode,
@@ -160,6 +183,11 @@ def analyse_binding(
         byproduct_key=byproduct.key if byproduct else None,
         campaign=campaign,
         termination=termination_label(slab.atoms),
+        eb_cp=corrected.get(cp_config),
+        bsse=bsse[next(r["key"] for r in rows if r["config"] == cp_config)]
+        if cp_config is not None
+        else None,
+        cp_config=cp_config,
     )
     if store is not None:
         store_binding(store, outcome, configs, protocol)
@@ -185,6 +213,8 @@ def store_binding(
         mode=outcome.mode,
         backend=outcome.backend,
         eb=outcome.eb,
+        eb_cp=outcome.eb_cp,
+        bsse=outcome.bsse,
         eb_including_flagged=outcome.eb_including_flagged,
         e_complex=outcome.e_complex,
         e_ligand=outcome.e_ligand,

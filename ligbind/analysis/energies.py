@@ -3,6 +3,8 @@
 - Binding energy      Eb = E(ligand@slab) − E(ligand) − E(slab)
 - Exchange binding    Eb = E(slab with anion on an X site) + E(byproduct) − E(slab) − E(ligand)
 - Coadsorption        Eb(A+B) = E(A+B@slab) − E(A) − E(B) − E(slab);  ΔE_inter = Eb(A+B) − Eb(A) − Eb(B)
+- Counterpoise        BSSE = [E(L, complex basis) − E(L)] + [E(slab, complex basis) − E(slab)] at the complex's
+                      geometry; Eb_CP = Eb − BSSE (LCAO only: :func:`counterpoise_bsse`)
 - Frenkel pair        E_F = E(slab with one surface iodide moved to an interstitial) − E(pristine slab)
                       ΔE_F = E_F(ligand@slab) − E_F(bare slab)
 
@@ -123,6 +125,26 @@ def binding_energy(complex_: Term, ligand: Term, slab: Term) -> float:
 def exchange_binding_energy(complex_: Term, byproduct: Term, ligand: Term, slab: Term) -> float:
     """Eb(exchange) = E(slab with anion on X site) + E(byproduct) − E(slab) − E(ligand)."""
     return reaction_energy([complex_, byproduct], [ligand, slab])[0]
+
+
+COUNTERPOISE_TERMS = ("adsorbate", "adsorbate+slab ghosts", "slab", "slab+adsorbate ghosts")
+
+
+def counterpoise_bsse(energies: dict[str, float]) -> float:
+    """Boys–Bernardi basis-set superposition error of a complex (eV, ≤ 0 for a variational basis).
+
+    ``energies`` holds the electronic energies of :data:`COUNTERPOISE_TERMS`, all at the complex's geometry: each
+    fragment alone, and with the other fragment's atoms as ghosts (basis functions only). The dispersion
+    correction (D3) is left out of all four: it depends on the real atoms' positions only, the same in both
+    members of a pair, so it cancels. The fragments' deformation is already in Eb (its terms are relaxed), so
+    Eb_CP = Eb − BSSE.
+    """
+    missing = [t for t in COUNTERPOISE_TERMS if t not in energies]
+    if missing:
+        raise EnergyMismatchError(f"counterpoise needs the energies of {', '.join(missing)}")
+    return (energies["adsorbate+slab ghosts"] - energies["adsorbate"]) + (
+        energies["slab+adsorbate ghosts"] - energies["slab"]
+    )
 
 
 def coadsorption_energy(complex_ab: Term, ligand_a: Term, ligand_b: Term, slab: Term) -> float:

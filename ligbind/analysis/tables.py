@@ -14,6 +14,8 @@ BINDING_COLUMNS = [
     "mode",
     "termination",
     "eb",
+    "eb_cp",
+    "bsse",
     "eb_including_flagged",
     "flagged_configs",
     "e_complex",
@@ -65,6 +67,8 @@ def binding_table(
                 "mode": row.mode,
                 "termination": outcome.get("termination", ""),
                 "eb": row.get("eb"),
+                "eb_cp": outcome.get("eb_cp"),
+                "bsse": outcome.get("bsse"),
                 "eb_including_flagged": row.get("eb_including_flagged"),
                 "e_complex": row.get("e_complex"),
                 "e_ligand": row.get("e_ligand"),
@@ -167,6 +171,7 @@ VERIFICATION_COLUMNS = [
     "eb",
     "eb_dft",
     "eb_screen",
+    "bsse",
     "source",
     "dft_protocol",
     "screen_protocol",
@@ -191,6 +196,7 @@ def verification_table(store: ResultStore, campaign: str | None = None) -> pd.Da
                 "eb": row.get("eb"),
                 "eb_dft": row.get("eb_dft"),
                 "eb_screen": row.get("eb_screen"),
+                "bsse": o.get("bsse"),
                 "source": o.get("dft_protocol")
                 if row.get("eb_dft") is not None
                 else o.get("screen_protocol"),
@@ -242,7 +248,9 @@ def write_tables(
         "# Binding energies (eV; negative = binding)\n\n"
         "`eb` is the lowest converged configuration without anomaly flags; `eb_including_flagged` also counts "
         "flagged ones (desorbed, dissociated, reconstructed, basin-changed, image-contact), for information only; "
-        "`flagged_configs` lists each flagged configuration with its flags and Eb.\n\n",
+        "`flagged_configs` lists each flagged configuration with its flags and Eb. With an LCAO protocol that asks "
+        "for it, `eb_cp` is the lowest Eb − BSSE (counterpoise-corrected; `bsse`, its basis-set superposition "
+        "error), the number to compare with plane-wave studies.\n\n",
         note if (df["truncated_from"].fillna("") != "").any() else "",
     )
     paths["csv"], paths["md"] = paths.pop("binding_csv"), paths.pop("binding_md")
@@ -266,7 +274,9 @@ def write_tables(
             "`eb` is the DFT value where one exists (`source` names the protocol that produced it), else the "
             "screen's; `eb_screen` is the machine-learned screen's. The best configurations of the screen were "
             "relaxed again with DFT on the DFT-relaxed slab (`verified_configs`). Flags: DFT preferring another "
-            "configuration, a screen off by more than the threshold, DFT results that are unusable.\n\n"
+            "configuration, a screen off by more than the threshold, DFT results that are unusable. `bsse`: the "
+            "counterpoise basis-set superposition error of an LCAO protocol's configuration, already taken out "
+            "of `eb_dft` (Eb_dft = E(complex) − E(ligand) − E(slab) − BSSE; empty: not corrected).\n\n"
             + ve.to_markdown(index=False, floatfmt=".3f")
             + "\n"
         )

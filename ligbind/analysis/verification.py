@@ -2,7 +2,8 @@
 
 The screen protocol (an ML potential) relaxes K configurations; the best k of them (lowest, unflagged,
 converged, distinct) are relaxed again with a DFT protocol, each rebuilt on the DFT-relaxed slab in its
-screen pose with the DFT-relaxed molecule's geometry; Eb is assembled from DFT terms only. The stored row
+screen pose with the DFT-relaxed molecule's geometry; Eb is assembled from DFT terms only, and with an LCAO
+protocol that asks for it (``gpaw.counterpoise``) corrected for its basis-set superposition error. The stored row
 (kind ``verification``) holds both numbers side by side, which protocol produced each, and flags where DFT
 disagrees with the screen.
 """
@@ -43,6 +44,8 @@ class VerificationOutcome:
     dft_key: str = ""
     key: str = ""
     campaign: str | None = None
+    bsse: float | None = None  # counterpoise BSSE of the DFT configuration (None: not corrected)
+    eb_dft_uncorrected: float | None = None  # Eb_dft + BSSE, the plain sum of DFT terms
 
     @property
     def eb(self) -> float | None:
@@ -144,32 +147,41 @@ def analyse_verification(
 ) -> VerificationOutcome:
     """Compare the screen's Eb with the DFT one and store the row (kind ``verification``)."""
     flags: list[str] = []
+    eb_dft = dft_config = None
+    if dft is not None:
+        corrected = dft.eb_cp is not None
+        eb_dft = dft.eb_cp if corrected else dft.eb
+        dft_config = dft.cp_config if corrected else dft.best_config
     if dft is None or not dft.configs:
         flags.append("not-verified")
-    elif dft.eb is None:
+    elif eb_dft is None:
         flags.append("dft-unusable:" + "+".join(dft.flags or ["none"]))
     else:
-        if screen.best_config is not None and dft.best_config != screen.best_config:
+        if screen.best_config is not None and dft_config != screen.best_config:
             flags.append("dft-prefers-another-configuration")
-        if screen.eb is not None and abs(dft.eb - screen.eb) > threshold:
+        if screen.eb is not None and abs(eb_dft - screen.eb) > threshold:
             flags.append(f"screen-off-by-more-than-{threshold:g}-eV")
     if dft is not None:
-        flags += [f for f in dft.flags if f.startswith("basin-changed") or f.startswith("failed")]
+        flags += [
+            f for f in dft.flags if f.startswith(("basin-changed", "failed")) or f == "counterpoise-missing"
+        ]
     out = VerificationOutcome(
         ligand=screen.ligand,
         mode=screen.mode,
         screen_protocol=screen.protocol,
         dft_protocol=dft.protocol if dft is not None else "",
         eb_screen=screen.eb,
-        eb_dft=dft.eb if dft is not None else None,
+        eb_dft=eb_dft,
         screen_config=screen.best_config,
-        dft_config=dft.best_config if dft is not None else None,
+        dft_config=dft_config,
         verified_configs=[c["config"] for c in dft.configs] if dft is not None else [],
         flags=sorted(set(flags)),
         screen_key=screen.key,
         dft_key=dft.key if dft is not None else "",
         key=f"verification-{screen.key.removeprefix('binding-')}-{dft.protocol if dft else 'none'}",
         campaign=campaign,
+        bsse=dft.bsse if dft is not None else None,
+        eb_dft_uncorrected=dft.eb_cp + dft.bsse if dft is not None and dft.eb_cp is not None else None,
     )
     if store is not None:
         store.put(
@@ -185,6 +197,7 @@ def analyse_verification(
             eb=out.eb,
             eb_screen=out.eb_screen,
             eb_dft=out.eb_dft,
+            bsse=out.bsse,
             flags=",".join(out.flags) or "none",
             campaign=campaign,
         )

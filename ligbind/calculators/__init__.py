@@ -149,6 +149,26 @@ class Backend:
         """
         return nullcontext(make_calculator(protocol, atoms=atoms, directory=directory, label=label))
 
+    def superposes_basis_sets(self, protocol: dict[str, Any]) -> bool:
+        """Whether this protocol's basis moves with the atoms (LCAO), so that a complex borrows its partner's
+        basis functions (basis-set superposition error; plane waves and ML potentials have none)."""
+        return False
+
+    def wants_counterpoise(self, protocol: dict[str, Any]) -> bool:
+        """Whether Eb with this protocol gets the counterpoise correction: its section asks for it
+        (``counterpoise: true``) and its basis superposes."""
+        section = protocol.get(self.section) if self.section else None
+        return bool((section or {}).get("counterpoise")) and self.superposes_basis_sets(protocol)
+
+    def counterpoise_energies(
+        self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
+    ) -> dict[str, float]:
+        """Energies of the counterpoise terms of a complex (see :func:`ligbind.jobs.counterpoise`)."""
+        raise LigbindError(
+            f"counterpoise: the {self.name} backend ('{protocol['name']}') has no atom-centred basis, so no "
+            "basis-set superposition error to correct"
+        )
+
     writes_inputs: ClassVar[bool] = False  # supports --dry-run (input files written, nothing run)
 
     def write_inputs(self, atoms: Atoms, protocol: dict[str, Any], directory: Path) -> Path:

@@ -61,6 +61,10 @@ class GpawSettings(StrictModel):
     symmetry: Literal["off"]
     dipole_correction: Literal["auto"] | bool
     scf_retries: list[MixerSettings]
+    counterpoise: bool = Field(
+        False,
+        description="LCAO: binding energies get the Boys-Bernardi counterpoise correction of their BSSE",
+    )
 
 
 def is_slab(atoms: Atoms) -> bool:
@@ -170,11 +174,11 @@ def dipole_layer() -> Any:
     return ScaledDipoleCorrection(FastPoissonSolver(), "xy")
 
 
-def gpaw_calculator(
+def gpaw_parameters(
     protocol: dict[str, Any], atoms: Atoms | None, directory: Path, label: str, attempt: int = 0
-) -> Calculator:
-    """GPAW calculator from ``protocol['gpaw']``; ``attempt`` ≥ 1 uses the n-th softer mixer."""
-    from gpaw import GPAW, PW, FermiDirac, Mixer
+) -> dict[str, Any]:
+    """Keyword arguments of GPAW from ``protocol['gpaw']``; ``attempt`` ≥ 1 uses the n-th softer mixer."""
+    from gpaw import PW, FermiDirac, Mixer
 
     p = protocol["gpaw"]
     charge = int(atoms.info.get("charge", 0)) if atoms is not None else 0
@@ -211,7 +215,16 @@ def gpaw_calculator(
     if atoms is not None and needs_dipole_correction(atoms, p["dipole_correction"]):
         kwargs["poissonsolver"] = dipole_layer() if p["mode"] == "lcao" else {"dipolelayer": "xy"}
     directory.mkdir(parents=True, exist_ok=True)
-    return GPAW(**kwargs)
+    return kwargs
+
+
+def gpaw_calculator(
+    protocol: dict[str, Any], atoms: Atoms | None, directory: Path, label: str, attempt: int = 0
+) -> Calculator:
+    """GPAW calculator from ``protocol['gpaw']``; ``attempt`` ≥ 1 uses the n-th softer mixer."""
+    from gpaw import GPAW
+
+    return GPAW(**gpaw_parameters(protocol, atoms, directory, label, attempt))
 
 
 def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
@@ -221,10 +234,7 @@ def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
     With ``spinpol`` and an odd electron count, atoms without initial magnetic moments get 1 μB in total.
     """
     atoms = atoms.copy()
-    if protocol["gpaw"]["spinpol"] and not np.any(atoms.get_initial_magnetic_moments()):
-        n = electron_count(atoms, int(atoms.info.get("charge", 0) or 0))
-        if n % 2:  # from zero moments the SCF stays spin-paired (moment 0): start from 1 μB in total
-            atoms.set_initial_magnetic_moments(np.full(len(atoms), 1.0 / len(atoms)))
+    _start_moments(atoms, protocol)
     if is_bulk(atoms):
         return atoms  # a crystal: periodic in all three directions, k-points from gpaw.bulk_kpt_density
     if is_slab(atoms):
@@ -243,6 +253,76 @@ def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
         atoms.center(axis=2)
         atoms.info[ORIGIN_SHIFT] = (atoms.positions[0] - before[0]).tolist()
     return atoms
+
+
+def _start_moments(atoms: Atoms, protocol: dict[str, Any]) -> None:
+    """With ``spinpol`` and an odd electron count, 1 μB in total on atoms that start without moments (from zero
+    moments the SCF stays spin-paired)."""
+    if protocol["gpaw"]["spinpol"] and not np.any(atoms.get_initial_magnetic_moments()):
+        if electron_count(atoms, int(atoms.info.get("charge", 0) or 0)) % 2:
+            atoms.set_initial_magnetic_moments(np.full(len(atoms), 1.0 / len(atoms)))
+
+
+def counterpoise_energies(
+    atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
+) -> dict[str, float]:
+    """GPAW energies (no dispersion) of the four counterpoise terms of a complex, at the complex's geometry.
+
+    The adsorbate (tags > 0) and the slab (tags 0) each alone, and each with the other's atoms as ghosts (GPAW's
+    ``ghost`` setups: their basis functions, no nuclei, no electrons), all in the complex's cell, boundary
+    conditions, grid and Poisson solver, so that only the basis differs within a pair. Term names:
+    :data:`ligbind.analysis.energies.COUNTERPOISE_TERMS`. Each finished energy is saved to ``<key>.json`` at
+    once: a killed run computes only the terms it had not finished.
+    """
+    import json
+
+    from gpaw import GPAW, KohnShamConvergenceError
+
+    from ligbind.errors import NonFiniteEnergyError, UnconvergedError
+    from ligbind.io import write_text_atomic
+
+    complex_ = prepare_atoms(atoms, protocol)
+    complex_.set_constraint()
+    complex_.set_initial_magnetic_moments(None)
+    adsorbate = np.flatnonzero(complex_.get_tags() > 0)
+    slab = np.flatnonzero(complex_.get_tags() == 0)
+    record = workdir / f"{key}.json"
+    try:
+        energies = json.loads(record.read_text())
+    except (OSError, ValueError):
+        energies = {}
+    terms = {
+        "adsorbate": (adsorbate, []),
+        "adsorbate+slab ghosts": (np.arange(len(complex_)), slab),
+        "slab": (slab, []),
+        "slab+adsorbate ghosts": (np.arange(len(complex_)), adsorbate),
+    }
+    for name, (indices, ghosts) in terms.items():
+        if name in energies:
+            continue
+        real = ~np.isin(indices, ghosts)
+        check_spin(complex_[indices[real]], 0, bool(protocol["gpaw"]["spinpol"]))
+        work = complex_[indices]
+        if protocol["gpaw"]["spinpol"] and electron_count(complex_[indices[real]]) % 2:
+            work.set_initial_magnetic_moments(np.where(real, 1.0 / real.sum(), 0.0))
+        label = f"{key}.{name.replace(' ', '-').replace('+', '-with-')}"
+        for attempt in range(1 + len(protocol["gpaw"]["scf_retries"])):
+            kwargs = gpaw_parameters(protocol, complex_, workdir, label, attempt)
+            if len(ghosts):
+                kwargs["setups"] = {int(i): "ghost" for i in ghosts}
+            work.calc = GPAW(**kwargs)
+            try:
+                energy = float(work.get_potential_energy())
+                break
+            except KohnShamConvergenceError as exc:
+                error = exc
+        else:
+            raise UnconvergedError(f"counterpoise term '{name}' of {key}: SCF did not converge ({error})")
+        if not np.isfinite(energy):
+            raise NonFiniteEnergyError(f"counterpoise term '{name}' of {key}: non-finite energy {energy}")
+        energies[name] = energy
+        write_text_atomic(record, json.dumps(energies))
+    return energies
 
 
 class GpawBackend(Backend):
@@ -298,6 +378,12 @@ class GpawBackend(Backend):
     def default_workers(self, protocol: dict[str, Any]) -> int:
         """As many campaign workers as MPI jobs fit the cores (one on a laptop; one per core when serial)."""
         return max(1, len(os.sched_getaffinity(0)) // self.cores(protocol))
+
+    def superposes_basis_sets(self, protocol: dict[str, Any]) -> bool:
+        return protocol["gpaw"]["mode"] == "lcao"
+
+    def counterpoise_energies(self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path):
+        return counterpoise_energies(atoms, protocol, key, workdir)
 
     def scf_failures(self, protocol: dict[str, Any]) -> tuple[type[Exception], ...]:
         from gpaw import KohnShamConvergenceError

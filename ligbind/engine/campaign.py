@@ -453,6 +453,7 @@ def step_binding(c: dict[str, Any], keys: KeyMap, name: str):
         configs,
         _passed(c, keys, f"byproduct/{name}") if spec["mode"] == "exchange" else None,
         missing=missing,
+        bsse=_bsse(c, keys, name, verify=False),
         store=_store(c),
         campaign=c["name"],
     )
@@ -590,6 +591,48 @@ def step_verify_reference(c: dict[str, Any], keys: KeyMap) -> Result:
     return lowest_slab(dft_slab, configs, c["verify"]["protocol"], _store(c), _calcdir(c))
 
 
+def wants_counterpoise(protocol: dict[str, Any]) -> bool:
+    """Whether Eb with a resolved protocol gets the counterpoise correction (``gpaw.counterpoise``, LCAO)."""
+    from ligbind.calculators import backend_of
+
+    return backend_of(protocol).wants_counterpoise(protocol)
+
+
+def _counterpoise_steps(c: dict[str, Any], verify: bool) -> tuple[dict[str, Any], str, str, int]:
+    """Protocol, configuration and reference step names, and configuration count, of the screen or the
+    verification."""
+    if verify:
+        return c["verify"]["protocol"], "verify-config", "verify-reference", c["verify"]["top_k"]
+    return c["protocol"], "config", "reference", c["configs"]
+
+
+def step_counterpoise(c: dict[str, Any], keys: KeyMap, name: str, k: int, verify: bool):
+    """Counterpoise BSSE of the k-th (verified) configuration of ``name`` (None: that configuration was not
+    relaxed, did not converge, or is flagged against the slab reference, so it gives no Eb)."""
+    from ligbind.jobs import counterpoise
+    from ligbind.recipes import against_reference
+
+    protocol, config_step, reference_step, _ = _counterpoise_steps(c, verify)
+    step = f"{config_step}/{name}/{k}"
+    if not keys.get(step):
+        return None
+    store = _store(c)
+    config = against_reference([_passed(c, keys, step)], _passed(c, keys, reference_step), protocol, store)[0]
+    if not config.converged or config.anomalies:
+        return None
+    return counterpoise(config, protocol, store=store, workdir=_calcdir(c))
+
+
+def _bsse(c: dict[str, Any], keys: KeyMap, name: str, verify: bool) -> dict[str, float] | None:
+    """BSSE by configuration key from the ligand's counterpoise steps (None: the protocol does not ask)."""
+    protocol, _, _, n = _counterpoise_steps(c, verify)
+    if not wants_counterpoise(protocol):
+        return None
+    step = "verify-counterpoise" if verify else "counterpoise"
+    rows = (_store(c).get(key) for k in range(n) if (key := keys.get(f"{step}/{name}/{k}")))
+    return {row.complex_key: float(row.bsse) for row in rows if row is not None}
+
+
 def step_verify(c: dict[str, Any], keys: KeyMap, name: str):
     """Eb from DFT terms only for ``name``, side by side with the screen's (:mod:`ligbind.analysis.verification`)."""
     from ligbind.analysis.binding import analyse_binding
@@ -611,6 +654,7 @@ def step_verify(c: dict[str, Any], keys: KeyMap, name: str):
             _passed(c, keys, f"verify-ligand/{name}"),
             configs,
             _passed(c, keys, f"verify-byproduct/{name}") if spec["mode"] == "exchange" else None,
+            bsse=_bsse(c, keys, name, verify=True),
             store=store,
             campaign=c["name"],
         )
@@ -750,12 +794,14 @@ NOT_SETTINGS = ("name", "file", "description", "workdir", "store")
 
 
 def _science(value: Any) -> Any:
-    """``value`` with every resolved protocol replaced by its hash (its run settings do not change results)."""
-    from ligbind.protocols import protocol_hash
+    """``value`` with every resolved protocol replaced by its hash (its run settings do not change results),
+    and the analysis-only settings it has on (e.g. ``gpaw.counterpoise``: more steps, other Eb)."""
+    from ligbind.protocols import analysis_settings, protocol_hash
 
     if isinstance(value, dict):
         if "backend" in value and "name" in value:
-            return protocol_hash(value)
+            extra = analysis_settings(value)
+            return [protocol_hash(value), extra] if extra else protocol_hash(value)
         return {k: _science(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_science(v) for v in value]

@@ -38,6 +38,7 @@ from ligbind.engine.campaign import (
     step_binding,
     step_coadsorption,
     step_config,
+    step_counterpoise,
     step_frenkel,
     step_frenkel_pair,
     step_ligand,
@@ -50,6 +51,7 @@ from ligbind.engine.campaign import (
     step_verify_reference,
     step_verify_slab,
     verified_ligands,
+    wants_counterpoise,
 )
 from ligbind.engine.complexes_steps import COMPLEX_CALCULATION_STEPS, COMPLEX_STEPS, plan_complexes
 from ligbind.engine.defect_steps import (
@@ -319,6 +321,12 @@ STEPS = {
     ),
     "verify-config": lambda c, keys, ligand, config, other: step_verify_config(c, keys, ligand, int(config)),
     "verify-reference": lambda c, keys, ligand, config, other: step_verify_reference(c, keys),
+    "counterpoise": lambda c, keys, ligand, config, other: step_counterpoise(
+        c, keys, ligand, int(config), False
+    ),
+    "verify-counterpoise": lambda c, keys, ligand, config, other: step_counterpoise(
+        c, keys, ligand, int(config), True
+    ),
     "verify": lambda c, keys, ligand, config, other: step_verify(c, keys, ligand),
     "verify-frenkel": lambda c, keys, ligand, config, other: step_verify_frenkel(c, keys, ligand),
     **DEFECT_STEPS,  # vacancy-site, vacancy, migration-end, migration (ligbind/engine/defect_steps.py)
@@ -434,6 +442,21 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
     # the slab reference every Eb shares: the slab, or a lower bare framework of a complex that changed basin
     every_config = [t for lig in terms for t in terms[lig] if t.startswith("config/")]
     reference = add("reference", "reference", [slab, *every_config], allow_fizzled=True) if terms else None
+    if wants_counterpoise(
+        c["protocol"]
+    ):  # each configuration's BSSE (LCAO), once judged against the reference
+        for lig, parents in terms.items():
+            parents += [
+                add(
+                    "counterpoise",
+                    f"counterpoise/{lig}/{k}",
+                    [reference, f"config/{lig}/{k}"],
+                    True,
+                    ligand=lig,
+                    config=k,
+                )
+                for k in range(c["configs"])
+            ]
     binding_ids = {
         lig: add("binding", f"binding/{lig}", [reference, *parents], allow_fizzled=True, ligand=lig)
         for lig, parents in terms.items()
@@ -483,6 +506,18 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
         reference = add("verify-reference", "verify-reference", [dft_slab, *every_config], allow_fizzled=True)
         for lig in configs:
             parents = [binding_ids[lig], reference, ligands[lig], *byproducts.get(lig, []), *configs[lig]]
+            if wants_counterpoise(c["verify"]["protocol"]):  # each verified configuration's BSSE (LCAO)
+                parents += [
+                    add(
+                        "verify-counterpoise",
+                        f"verify-counterpoise/{lig}/{k}",
+                        [reference, config],
+                        allow_fizzled=True,
+                        ligand=lig,
+                        config=k,
+                    )
+                    for k, config in enumerate(configs[lig])
+                ]
             add("verify", f"verify/{lig}", parents, allow_fizzled=True, ligand=lig)
         hosts = {what: verified_hosts(c, what) for what in ("frenkel", "vacancy", "migration")}
         plan_passivation_verification(c, add, passivation, reference)  # E_pass, and the DFT passivated host
@@ -680,6 +715,8 @@ CALCULATION_STEPS = frozenset(
         "verify-byproduct",
         "verify-config",
         "verify-reference",
+        "verify-counterpoise",
+        "counterpoise",
     }
 )
 CALCULATION_STEPS |= _PASSIVATION_CALCULATIONS

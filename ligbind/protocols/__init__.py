@@ -30,6 +30,9 @@ NOT_HASHED = ("description", "overrides", "slab", "run", "parent")
 # outside the protocol hash, so that setting them leaves every slab and molecule result of the protocol valid;
 # the key of a bulk calculation holds them instead (:func:`ligbind.store.calculation_key`).
 BULK_ONLY: dict[str, tuple[str, ...]] = {"gpaw": ("bulk_kpt_density",), "vasp": ("bulk_kpoints",)}
+# Backend settings that change how an energy is assembled from stored calculations, not any calculation (the
+# counterpoise correction adds its own single points, stored under their own keys): outside the protocol hash too.
+ANALYSIS_ONLY: dict[str, tuple[str, ...]] = {"gpaw": ("counterpoise",)}
 COARSEST_GRID = 0.2  # Å, LCAO: a rigid NH3 moved across the grid, 0.019 eV at h 0.2, 0.18 eV at 0.25
 
 
@@ -286,11 +289,19 @@ def with_run_settings(protocol: dict[str, Any], **settings: Any) -> dict[str, An
 def protocol_hash(protocol: dict[str, Any]) -> str:
     """Stable hash of the resolved parameters that change energies (description and run settings excluded)."""
     relevant = {k: v for k, v in protocol.items() if k not in NOT_HASHED}
-    for section, keys in BULK_ONLY.items():
+    for section, keys in [*BULK_ONLY.items(), *ANALYSIS_ONLY.items()]:
         if isinstance(relevant.get(section), dict):
             relevant[section] = {k: v for k, v in relevant[section].items() if k not in keys}
     text = json.dumps(relevant, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def analysis_settings(protocol: dict[str, Any]) -> dict[str, Any]:
+    """The protocol's analysis-only settings that are on (:data:`ANALYSIS_ONLY`): a campaign's plan and its
+    analyses depend on them, its calculations do not."""
+    section = protocol.get(protocol.get("backend", "")) or {}
+    keys = ANALYSIS_ONLY.get(protocol.get("backend", ""), ())
+    return {k: section[k] for k in keys if section.get(k)}
 
 
 def bulk_settings(protocol: dict[str, Any]) -> dict[str, Any]:

@@ -239,6 +239,30 @@ def relax_configuration(
     return result
 
 
+def counterpoise_corrections(
+    configs: list[Result],
+    protocol: dict[str, Any],
+    store: ResultStore,
+    workdir: Path,
+    include_flagged: bool = False,
+    progress: Progress = _noop,
+) -> dict[str, float] | None:
+    """BSSE (eV) by configuration key of the converged configurations (unflagged ones unless
+    ``include_flagged``), when the protocol asks for the counterpoise correction (``gpaw.counterpoise``, LCAO);
+    None when it does not."""
+    from ligbind.calculators import backend_of
+    from ligbind.jobs import counterpoise
+
+    if not backend_of(protocol).wants_counterpoise(protocol):
+        return None
+    out = {}
+    for r in configs:
+        if r.converged and (include_flagged or not r.anomalies):
+            progress(f"counterpoise {r.atoms.info.get('config')}")
+            out[r.key] = counterpoise(r, protocol, store=store, workdir=workdir).bsse
+    return out
+
+
 def _resolve(protocol: str | dict[str, Any], overrides: dict[str, Any] | None) -> dict[str, Any]:
     """A validated protocol from a preset name or a dict, with ``overrides`` merged in either case."""
     return load_protocol(protocol, overrides)
@@ -290,6 +314,7 @@ def bind(
     progress("slab reference")  # a complex's bare framework, when it relaxes lower than the slab
     reference = lowest_slab(slab_result, configs, protocol, store, workdir)
     configs = against_reference(configs, reference, protocol, store)
+    bsse = counterpoise_corrections(configs, protocol, store, workdir, include_flagged, progress)
     return analyse_binding(
         entry,
         mode,
@@ -298,6 +323,7 @@ def bind(
         lig_result,
         configs,
         byproduct,
+        bsse=bsse,
         include_flagged=include_flagged,
         store=store,
     )
@@ -616,8 +642,9 @@ def verify(
     progress("DFT slab reference")
     reference = lowest_slab(dft_slab, configs, dft, store, workdir)
     configs = against_reference(configs, reference, dft, store)
+    bsse = counterpoise_corrections(configs, dft, store, workdir, progress=progress)
     dft_outcome = analyse_binding(
-        entry, screen.mode, dft, reference, dft_ligand, configs, dft_byproduct, store=store
+        entry, screen.mode, dft, reference, dft_ligand, configs, dft_byproduct, bsse=bsse, store=store
     )
     return analyse_verification(screen, dft_outcome, store=store)
 
