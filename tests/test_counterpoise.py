@@ -93,6 +93,15 @@ def test_fragment_alone_is_the_molecule_alone(dimer_bsse, tiny, tmp_path):
     assert alone.get_potential_energy() == pytest.approx(dimer_bsse.energies["adsorbate"], abs=1e-5)
 
 
+def test_counterpoise_over_two_mpi_ranks_matches_the_serial_terms(tiny, tmp_path, dimer_bsse):
+    from ligbind.protocols import with_run_settings
+
+    two = with_run_settings(tiny, cores=2)
+    parallel = counterpoise(_complex(water_dimer(), two), two, workdir=tmp_path)
+    for term, energy in dimer_bsse.energies.items():
+        assert parallel.energies[term] == pytest.approx(energy, abs=1e-4), term
+
+
 def test_stored_counterpoise_is_reused_without_a_calculation(tiny, tmp_path, counting_gpaw):
     store = ResultStore(tmp_path / "s.db")
     first = counterpoise(_complex(water_dimer(), tiny), tiny, store=store, workdir=tmp_path / "a")

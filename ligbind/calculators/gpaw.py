@@ -383,6 +383,10 @@ class GpawBackend(Backend):
         return protocol["gpaw"]["mode"] == "lcao"
 
     def counterpoise_energies(self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path):
+        if self.cores(protocol) > 1:  # an MPI job over that many ranks, like a relaxation
+            from ligbind.calculators.gpaw_mpi import counterpoise_under_mpi
+
+            return counterpoise_under_mpi(atoms, protocol, key, workdir, self.cores(protocol))
         return counterpoise_energies(atoms, protocol, key, workdir)
 
     def scf_failures(self, protocol: dict[str, Any]) -> tuple[type[Exception], ...]:

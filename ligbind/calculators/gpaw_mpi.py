@@ -1,4 +1,5 @@
-"""GPAW over several MPI ranks: one relaxation run as ``mpiexec -n N python -m ligbind.calculators.gpaw_mpi``.
+"""GPAW over several MPI ranks: one relaxation (or counterpoise) run as ``mpiexec -n N python -m
+ligbind.calculators.gpaw_mpi``.
 
 ligbind relaxes in its own (possibly worker) process; GPAW parallelises over the ranks of the MPI job it runs
 in. So a GPAW protocol with ``run.cores`` > 1 hands each relaxation to a short MPI job that runs the same ASE
@@ -64,8 +65,8 @@ def dies_with_parent(command: list[str]) -> list[str]:
     return [setpriv, "--pdeathsig", "TERM", "--", *command]
 
 
-def relax_under_mpi(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path, cores: int):
-    """Relax ``atoms`` in an MPI job of ``cores`` ranks; returns (atoms, energy, fmax, converged, steps, calls)."""
+def _mpi_job(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path, cores: int, task: str) -> dict:
+    """Run ``task`` (relax, counterpoise) of ``atoms`` in an MPI job of ``cores`` ranks; its outcome record."""
     job = workdir / f"{key}.mpi"
     job.mkdir(parents=True, exist_ok=True)
     write(job / "input.traj", atoms)  # exact positions, constraints, tags, info
@@ -74,7 +75,7 @@ def relax_under_mpi(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: P
     log = job / "mpi.log"
     with open(log, "w") as out:
         proc = subprocess.run(
-            [*mpi_command(cores), str(job), key, str(workdir)],
+            [*mpi_command(cores), str(job), key, str(workdir), task],
             stdout=out,
             stderr=subprocess.STDOUT,
             env={**os.environ, **MPI_ENV},
@@ -88,7 +89,13 @@ def relax_under_mpi(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: P
         from ligbind import errors
 
         raise getattr(errors, data["error_type"], LigbindError)(data["error"])
-    relaxed = read(job / "final.traj")
+    return data
+
+
+def relax_under_mpi(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path, cores: int):
+    """Relax ``atoms`` in an MPI job of ``cores`` ranks; returns (atoms, energy, fmax, converged, steps, calls)."""
+    data = _mpi_job(atoms, protocol, key, workdir, cores, "relax")
+    relaxed = read(workdir / f"{key}.mpi" / "final.traj")
     final = atoms.copy()
     final.positions = relaxed.positions
     # the stored row needs the energy and forces with the structure (the traj frame carries both)
@@ -98,11 +105,20 @@ def relax_under_mpi(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: P
     return final, data["energy"], data["fmax"], data["converged"], data["n_steps"], data["force_calls"]
 
 
-def _main(job: Path, key: str, workdir: Path) -> None:
-    """Inside the MPI job: the ASE relaxation with GPAW over all ranks; rank 0 writes the outcome."""
+def counterpoise_under_mpi(
+    atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path, cores: int
+) -> dict[str, float]:
+    """:func:`ligbind.calculators.gpaw.counterpoise_energies` in an MPI job of ``cores`` ranks."""
+    return _mpi_job(atoms, protocol, key, workdir, cores, "counterpoise")["energies"]
+
+
+def _main(job: Path, key: str, workdir: Path, task: str = "relax") -> None:
+    """Inside the MPI job: the ASE relaxation (or the counterpoise terms) with GPAW over all ranks; rank 0
+    writes the outcome."""
     import gpaw.mpi  # noqa: F401  (MPI first, so that ASE's world is GPAW's communicator)
     from ase.parallel import world
 
+    from ligbind.calculators.gpaw import counterpoise_energies
     from ligbind.errors import LigbindError as Error
     from ligbind.jobs import relax_in_process
     from ligbind.protocols import with_run_settings
@@ -110,16 +126,19 @@ def _main(job: Path, key: str, workdir: Path) -> None:
     atoms = read(job / "input.traj")
     protocol = with_run_settings(json.loads((job / "protocol.json").read_text()), cores=1)
     try:
-        r = relax_in_process(atoms, protocol, key, workdir)
-        data = {
-            "energy": r.energy,
-            "fmax": r.fmax,
-            "converged": r.converged,
-            "n_steps": r.n_steps,
-            "force_calls": r.force_calls,
-        }
-        if world.rank == 0:
-            write(job / "final.traj", r.atoms)
+        if task == "counterpoise":
+            data = {"energies": counterpoise_energies(atoms, protocol, key, workdir)}
+        else:
+            r = relax_in_process(atoms, protocol, key, workdir)
+            data = {
+                "energy": r.energy,
+                "fmax": r.fmax,
+                "converged": r.converged,
+                "n_steps": r.n_steps,
+                "force_calls": r.force_calls,
+            }
+            if world.rank == 0:
+                write(job / "final.traj", r.atoms)
     except Error as exc:
         data = {"error": str(exc), "error_type": type(exc).__name__}
     if world.rank == 0:
@@ -194,4 +213,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--serve"]:
         _serve()
     else:
-        _main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]))
+        _main(Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), *sys.argv[4:5])
