@@ -270,7 +270,10 @@ def counterpoise(
     backend = backend_of(protocol)
     label = atoms.info.get("label") or complex_.key
     if not backend.superposes_basis_sets(protocol):
-        backend.counterpoise_energies(atoms, protocol, key, Path(workdir))  # raises: says why
+        raise LigbindError(
+            f"counterpoise: the {backend.name} backend ('{protocol['name']}') has no atom-centred basis, so no "
+            "basis-set superposition error to correct"
+        )
     tags = atoms.get_tags()
     if not np.any(tags > 0) or not np.any(tags == 0):
         raise LigbindError(f"counterpoise of {label}: needs an adsorbate (tags > 0) on a slab (tags 0)")

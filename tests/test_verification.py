@@ -244,7 +244,7 @@ def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
 
 def test_campaign_corrects_verified_eb_for_basis_set_superposition(tmp_path, fake_dft, monkeypatch):
     """The counterpoise steps through FireWorks: the stand-in DFT backend made an LCAO one whose four
-    counterpoise terms are real GPAW single points (sz(dzp), h 0.3) at each verified complex's geometry."""
+    counterpoise terms are real GPAW single points (sz(dzp), h 0.4) at each verified complex's geometry."""
     from fake_backends import FakeDFTBackend
 
     import ligbind.engine.fireworks as engine
@@ -253,8 +253,9 @@ def test_campaign_corrects_verified_eb_for_basis_set_superposition(tmp_path, fak
     from ligbind.protocols import load_protocol
 
     with pytest.warns(UserWarning, match="coarser"):
-        tiny = load_protocol("gpaw-laptop", {"gpaw": {"basis": "sz(dzp)", "h": 0.3}, "run": {"cores": 1}})
+        tiny = load_protocol("gpaw-laptop", {"gpaw": {"basis": "sz(dzp)", "h": 0.4}, "run": {"cores": 1}})
     monkeypatch.setattr(FakeDFTBackend, "wants_counterpoise", lambda self, protocol: True)
+    monkeypatch.setattr(FakeDFTBackend, "superposes_basis_sets", lambda self, protocol: True)
     monkeypatch.setattr(
         FakeDFTBackend,
         "counterpoise_energies",

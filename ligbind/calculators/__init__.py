@@ -163,11 +163,9 @@ class Backend:
     def counterpoise_energies(
         self, atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
     ) -> dict[str, float]:
-        """Energies of the counterpoise terms of a complex (see :func:`ligbind.jobs.counterpoise`)."""
-        raise LigbindError(
-            f"counterpoise: the {self.name} backend ('{protocol['name']}') has no atom-centred basis, so no "
-            "basis-set superposition error to correct"
-        )
+        """Energies of the counterpoise terms of a complex (see :func:`ligbind.jobs.counterpoise`), for a backend
+        whose basis superposes (:meth:`superposes_basis_sets`)."""
+        raise NotImplementedError
 
     writes_inputs: ClassVar[bool] = False  # supports --dry-run (input files written, nothing run)
 

@@ -308,6 +308,8 @@ def counterpoise_energies(
         label = f"{key}.{name.replace(' ', '-').replace('+', '-with-')}"
         for attempt in range(1 + len(protocol["gpaw"]["scf_retries"])):
             kwargs = gpaw_parameters(protocol, complex_, workdir, label, attempt)
+            # energies only: the SCF's force criterion (there for BFGS) would add a force evaluation per check
+            kwargs["convergence"] = {k: v for k, v in kwargs["convergence"].items() if k != "forces"}
             if len(ghosts):
                 kwargs["setups"] = {int(i): "ghost" for i in ghosts}
             work.calc = GPAW(**kwargs)

@@ -656,10 +656,15 @@ def cmd_bind(args: argparse.Namespace) -> None:
         if out.e_byproduct is not None:
             terms += f" + E(byproduct) {out.e_byproduct:.4f}"
         lines.append(f"Eb = {out.eb:+.3f} eV  (config {out.best_config}: {terms} eV)")
+        if out.eb_cp is not None:
+            lines.append(
+                f"Eb_CP = {out.eb_cp:+.3f} eV  (config {out.cp_config}: Eb − BSSE {out.bsse:+.3f} eV, counterpoise)"
+            )
     if verified is not None:
         fmt = lambda v: "n/a" if v is None else f"{v:+.3f} eV"  # noqa: E731
+        bsse = "" if verified.bsse is None else f", counterpoise-corrected (BSSE {verified.bsse:+.3f} eV)"
         lines.append(
-            f"verified with {verified.dft_protocol} (DFT, best {args.top_k}): Eb = {fmt(verified.eb_dft)} "
+            f"verified with {verified.dft_protocol} (DFT, best {args.top_k}): Eb = {fmt(verified.eb_dft)}{bsse} "
             f"(screen {fmt(verified.eb_screen)}; DFT config {verified.dft_config}); "
             f"flags: {','.join(verified.flags) or 'none'}"
         )
