@@ -21,7 +21,7 @@ import tempfile
 import time
 
 from ligbind.jobs import counterpoise, result_from_row
-from ligbind.protocols import load_protocol
+from ligbind.protocols import load_protocol, with_run_settings
 from ligbind.store import ResultStore
 
 DEFAULT_DB = "benchmarks/calibration/cspbi3.db"
@@ -32,11 +32,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", default=DEFAULT_DB)
     parser.add_argument("--key", default=DEFAULT_KEY, help="a DFT relaxation of a ligand on a slab")
+    parser.add_argument(
+        "--cores", type=int, default=None, help="MPI ranks (default: the protocol's run.cores)"
+    )
     args = parser.parse_args()
     row = ResultStore.open_existing(args.db).get(args.key)
     if row is None:
         raise SystemExit(f"no row {args.key} in {args.db}")
     protocol = load_protocol(row.protocol)
+    if args.cores is not None:
+        protocol = with_run_settings(protocol, cores=args.cores)
     complex_ = result_from_row(row, protocol)
     print(f"{row.get('label')} ({row.protocol}, {len(complex_.atoms)} atoms)", flush=True)
     with tempfile.TemporaryDirectory() as tmp:  # the database stays untouched

@@ -63,7 +63,8 @@ class GpawSettings(StrictModel):
     scf_retries: list[MixerSettings]
     counterpoise: bool = Field(
         False,
-        description="LCAO: binding energies get the Boys-Bernardi counterpoise correction of their BSSE",
+        description="binding energies get the Boys-Bernardi counterpoise correction of their basis-set "
+        "superposition error (LCAO; plane waves have none, so pw mode ignores it)",
     )
 
 
