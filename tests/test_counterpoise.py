@@ -221,3 +221,21 @@ def test_campaign_plans_a_counterpoise_step_per_verified_configuration(tmp_path,
     )
     # switching it changes what the campaign computes (its analyses run again), not its calculations' keys
     assert (settings_hash(c) == settings_hash(campaign())) is counterpoise
+
+
+def test_a_dft_campaign_plans_the_counterpoise_of_each_configuration_before_its_eb(tmp_path):
+    import yaml
+
+    from ligbind.engine.campaign import load_campaign
+    from ligbind.engine.fireworks import planned_fireworks
+
+    path = tmp_path / "d.yaml"
+    path.write_text(
+        yaml.safe_dump({"name": "d", "protocol": "gpaw-quick", "configs": 2, "ligands": ["methylamine"]})
+    )
+    plan = {fw.name.split(":")[1]: (fw, parents) for fw, parents in planned_fireworks(load_campaign(path))}
+    steps = ["counterpoise/methylamine/0", "counterpoise/methylamine/1"]
+    assert [n for n in plan if "counterpoise" in n] == steps
+    ids = {n: fw.spec["_ligbind_id"] for n, (fw, _) in plan.items()}
+    assert {ids[s] for s in steps} <= set(plan["binding/methylamine"][1])  # Eb waits for both
+    assert ids["reference"] in plan[steps[0]][1]  # judged against the slab reference first
