@@ -254,8 +254,8 @@ def counterpoise(
 
     Four electronic single points (:func:`ligbind.calculators.gpaw.counterpoise_energies`), reused from
     ``store`` when the key exists; a killed run keeps the terms it finished. Refused, before any work, for a
-    protocol without an atom-centred basis, a charged complex (the fragments' charges are not defined) and a
-    structure that is not adsorbate + slab.
+    protocol without an atom-centred basis, a charged complex (the fragments' charges are not defined), an
+    exchange complex and a structure that is not adsorbate + slab.
     """
     from ligbind.analysis.energies import counterpoise_bsse
 
@@ -277,6 +277,11 @@ def counterpoise(
     tags = atoms.get_tags()
     if not np.any(tags > 0) or not np.any(tags == 0):
         raise LigbindError(f"counterpoise of {label}: needs an adsorbate (tags > 0) on a slab (tags 0)")
+    if atoms.info.get("exchanged_indices") or atoms.info.get("exchanged_position") is not None:
+        raise LigbindError(
+            f"counterpoise of {label}: an exchange complex (its anion sits on a lattice site) has no molecule to "
+            "split off"
+        )
     if int(atoms.info.get("charge", 0) or 0):
         raise LigbindError(
             f"counterpoise of {label}: a charged complex ({int(atoms.info['charge']):+d}) has no defined "

@@ -133,6 +133,10 @@ def test_counterpoise_refuses_what_it_cannot_correct(tiny, tmp_path):
     charged.info["charge"] = 1
     with pytest.raises(LigbindError, match=r"charged complex \(\+1\)"):
         counterpoise(_complex(charged, tiny), tiny, store=store, workdir=tmp_path)
+    exchanged = water_dimer()
+    exchanged.info["exchanged_indices"] = "[7]"
+    with pytest.raises(LigbindError, match="exchange complex"):
+        counterpoise(_complex(exchanged, tiny), tiny, store=store, workdir=tmp_path)
     alone = water_dimer()
     alone.set_tags(0)
     with pytest.raises(LigbindError, match="needs an adsorbate"):
@@ -230,12 +234,16 @@ def test_a_dft_campaign_plans_the_counterpoise_of_each_configuration_before_its_
     from ligbind.engine.fireworks import planned_fireworks
 
     path = tmp_path / "d.yaml"
-    path.write_text(
-        yaml.safe_dump({"name": "d", "protocol": "gpaw-quick", "configs": 2, "ligands": ["methylamine"]})
-    )
+    ligands = [
+        "methylamine",
+        {"name": "TMSBr", "mode": "exchange"},
+    ]  # Br- onto an I site: no molecule to split
+    spec = {"name": "d", "protocol": "gpaw-quick", "configs": 2, "ligands": ligands}
+    spec["verify"] = {"protocol": "gpaw-laptop", "top_k": 1}
+    path.write_text(yaml.safe_dump(spec))
     plan = {fw.name.split(":")[1]: (fw, parents) for fw, parents in planned_fireworks(load_campaign(path))}
-    steps = ["counterpoise/methylamine/0", "counterpoise/methylamine/1"]
+    steps = ["counterpoise/methylamine/0", "counterpoise/methylamine/1", "verify-counterpoise/methylamine/0"]
     assert [n for n in plan if "counterpoise" in n] == steps
     ids = {n: fw.spec["_ligbind_id"] for n, (fw, _) in plan.items()}
-    assert {ids[s] for s in steps} <= set(plan["binding/methylamine"][1])  # Eb waits for both
+    assert {ids[s] for s in steps[:2]} <= set(plan["binding/methylamine"][1])  # Eb waits for both
     assert ids["reference"] in plan[steps[0]][1]  # judged against the slab reference first

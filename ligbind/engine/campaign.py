@@ -626,7 +626,7 @@ def step_counterpoise(c: dict[str, Any], keys: KeyMap, name: str, k: int, verify
 def _bsse(c: dict[str, Any], keys: KeyMap, name: str, verify: bool) -> dict[str, float] | None:
     """BSSE by configuration key from the ligand's counterpoise steps (None: the protocol does not ask)."""
     protocol, _, _, n = _counterpoise_steps(c, verify)
-    if not wants_counterpoise(protocol):
+    if not wants_counterpoise(protocol) or ligand_spec(c, name)["mode"] != "neutral":
         return None
     step = "verify-counterpoise" if verify else "counterpoise"
     rows = (_store(c).get(key) for k in range(n) if (key := keys.get(f"{step}/{name}/{k}")))

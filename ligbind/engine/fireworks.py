@@ -442,21 +442,21 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
     # the slab reference every Eb shares: the slab, or a lower bare framework of a complex that changed basin
     every_config = [t for lig in terms for t in terms[lig] if t.startswith("config/")]
     reference = add("reference", "reference", [slab, *every_config], allow_fizzled=True) if terms else None
-    if wants_counterpoise(
-        c["protocol"]
-    ):  # each configuration's BSSE (LCAO), once judged against the reference
-        for lig, parents in terms.items():
-            parents += [
-                add(
-                    "counterpoise",
-                    f"counterpoise/{lig}/{k}",
-                    [reference, f"config/{lig}/{k}"],
-                    True,
-                    ligand=lig,
-                    config=k,
-                )
-                for k in range(c["configs"])
-            ]
+    # each configuration's BSSE (LCAO), once judged against the reference; an exchanged anion sits in the
+    # lattice (no molecule to split off)
+    neutral = [lig for lig in terms if ligand_spec(c, lig)["mode"] == "neutral"]
+    for lig in neutral if wants_counterpoise(c["protocol"]) else []:
+        terms[lig] += [
+            add(
+                "counterpoise",
+                f"counterpoise/{lig}/{k}",
+                [reference, f"config/{lig}/{k}"],
+                True,
+                ligand=lig,
+                config=k,
+            )
+            for k in range(c["configs"])
+        ]
     binding_ids = {
         lig: add("binding", f"binding/{lig}", [reference, *parents], allow_fizzled=True, ligand=lig)
         for lig, parents in terms.items()
@@ -506,7 +506,7 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
         reference = add("verify-reference", "verify-reference", [dft_slab, *every_config], allow_fizzled=True)
         for lig in configs:
             parents = [binding_ids[lig], reference, ligands[lig], *byproducts.get(lig, []), *configs[lig]]
-            if wants_counterpoise(c["verify"]["protocol"]):  # each verified configuration's BSSE (LCAO)
+            if wants_counterpoise(c["verify"]["protocol"]) and lig in neutral:  # each one's BSSE (LCAO)
                 parents += [
                     add(
                         "verify-counterpoise",

@@ -246,14 +246,15 @@ def counterpoise_corrections(
     workdir: Path,
     include_flagged: bool = False,
     progress: Progress = _noop,
+    mode: str = "neutral",
 ) -> dict[str, float] | None:
     """BSSE (eV) by configuration key of the converged configurations (unflagged ones unless
     ``include_flagged``), when the protocol asks for the counterpoise correction (``gpaw.counterpoise``, LCAO);
-    None when it does not."""
+    None when it does not, and in exchange mode (the anion sits in the lattice: no molecule to split off)."""
     from ligbind.calculators import backend_of
     from ligbind.jobs import counterpoise
 
-    if not backend_of(protocol).wants_counterpoise(protocol):
+    if mode != "neutral" or not backend_of(protocol).wants_counterpoise(protocol):
         return None
     out = {}
     for r in configs:
@@ -314,7 +315,7 @@ def bind(
     progress("slab reference")  # a complex's bare framework, when it relaxes lower than the slab
     reference = lowest_slab(slab_result, configs, protocol, store, workdir)
     configs = against_reference(configs, reference, protocol, store)
-    bsse = counterpoise_corrections(configs, protocol, store, workdir, include_flagged, progress)
+    bsse = counterpoise_corrections(configs, protocol, store, workdir, include_flagged, progress, mode)
     return analyse_binding(
         entry,
         mode,
@@ -642,7 +643,7 @@ def verify(
     progress("DFT slab reference")
     reference = lowest_slab(dft_slab, configs, dft, store, workdir)
     configs = against_reference(configs, reference, dft, store)
-    bsse = counterpoise_corrections(configs, dft, store, workdir, progress=progress)
+    bsse = counterpoise_corrections(configs, dft, store, workdir, progress=progress, mode=screen.mode)
     dft_outcome = analyse_binding(
         entry, screen.mode, dft, reference, dft_ligand, configs, dft_byproduct, bsse=bsse, store=store
     )
