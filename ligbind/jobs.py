@@ -249,19 +249,25 @@ def counterpoise(
     *,
     store: ResultStore | None = None,
     workdir: str | Path = "runs",
+    charges: tuple[int, int] | None = None,
 ) -> Counterpoise:
-    """Counterpoise correction of a relaxed complex (adsorbate: tags > 0, slab: tags 0) at its geometry.
+    """Counterpoise correction of a relaxed complex (adsorbate: tags > 0; slab, or ion: tags 0) at its geometry.
 
     Four electronic single points (:func:`ligbind.calculators.gpaw.counterpoise_energies`), reused from
-    ``store`` when the key exists; a killed run keeps the terms it finished. Refused, before any work, for a
-    protocol without an atom-centred basis, a charged complex (the fragments' charges are not defined), an
-    exchange complex and a structure that is not adsorbate + slab.
+    ``store`` when the key exists; a killed run keeps the terms it finished. ``charges``: those of the
+    adsorbate and of the rest (an ion–ligand complex: the ligand's and the ion's), which must add up to the
+    complex's. Refused, before any work, for a protocol without an atom-centred basis, a charged complex without
+    its fragments' charges, an exchange complex and a structure that is not adsorbate + slab.
     """
     from ligbind.analysis.energies import counterpoise_bsse
 
     protocol = _resolve(protocol)
-    atoms = complex_.atoms
+    atoms = complex_.atoms.copy()
+    total = int(atoms.info.get("charge", 0) or 0)
     key = calculation_key("counterpoise", atoms, protocol)
+    if charges is not None:
+        atoms.info["fragment_charges"] = [int(q) for q in charges]
+        key += "-q{:+d}{:+d}".format(*charges)
     if store is not None and (row := store.get(key)) is not None:
         energies = row.data["energies"]
         return Counterpoise(
@@ -282,10 +288,14 @@ def counterpoise(
             f"counterpoise of {label}: an exchange complex (its anion sits on a lattice site) has no molecule to "
             "split off"
         )
-    if int(atoms.info.get("charge", 0) or 0):
+    if charges is None and total:
         raise LigbindError(
-            f"counterpoise of {label}: a charged complex ({int(atoms.info['charge']):+d}) has no defined "
-            "fragment charges"
+            f"counterpoise of {label}: a charged complex ({total:+d}) needs its fragments' charges"
+        )
+    if charges is not None and sum(charges) != total:
+        raise LigbindError(
+            f"counterpoise of {label}: fragment charges {charges[0]:+d} and {charges[1]:+d} do not add up to "
+            f"the complex's {total:+d}"
         )
     start = time.perf_counter()
     workdir = Path(workdir)

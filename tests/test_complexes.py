@@ -129,6 +129,14 @@ def test_pb_acetate_gpaw(tmp_path):
     neutral.info["charge"] = 0
     neutral.calc = make_calculator(protocol, atoms=neutral, directory=tmp_path / "sp", label="pb0")
     assert 15.0 < ion.energy - neutral.get_potential_energy() < 30.0
+    # counterpoise (gpaw-complex is LCAO): ligand −1 and ion +2 as the fragments, each with the other's ghosts
+    assert out.bsse < 0 and out.cp_config == out.best_config
+    assert out.delta_e_cp == pytest.approx(out.delta_e - out.bsse)
+    (cp,) = store.select(kind="counterpoise")
+    assert cp.complex_key == out.configs[0]["key"] and cp.bsse == pytest.approx(out.bsse)
+    runs = tmp_path / "runs"
+    for term, charge in (("adsorbate-with-slab-ghosts", -1), ("slab-with-adsorbate-ghosts", 2)):
+        assert re.search(rf"^\s*Charge: {charge}\.0", (runs / f"{cp.key}.{term}.txt").read_text(), re.M), term
 
 
 def test_ml_refuses_charged_complex(tmp_path, run_cli):
@@ -238,6 +246,10 @@ def test_campaign_fireworks_complexes(tmp_path, monkeypatch):
     e_cx = store.get(outcome["configs"][0]["key"]).energy
     assert df["delta_e"][0] == pytest.approx(e_cx - sum(terms), abs=1e-3)
     assert "charge" in paths["complexes_md"].read_text()
+    # each complex's counterpoise ran as its own step and corrects ΔE in the table
+    (cp,) = store.select(kind="counterpoise")
+    assert cp.bsse < 0 and df["bsse"][0] == pytest.approx(cp.bsse, abs=1e-4)
+    assert df["delta_e_cp"][0] == pytest.approx(df["delta_e"][0] - cp.bsse, abs=1e-3)
 
 
 def test_campaign_refuses_ml_complexes(tmp_path):

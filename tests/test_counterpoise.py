@@ -131,8 +131,12 @@ def test_counterpoise_refuses_what_it_cannot_correct(tiny, tmp_path):
         counterpoise(_complex(water_dimer(), ml), ml, store=store, workdir=tmp_path)
     charged = water_dimer()
     charged.info["charge"] = 1
-    with pytest.raises(LigbindError, match=r"charged complex \(\+1\)"):
+    with pytest.raises(LigbindError, match=r"charged complex \(\+1\) needs its fragments' charges"):
         counterpoise(_complex(charged, tiny), tiny, store=store, workdir=tmp_path)
+    with pytest.raises(
+        LigbindError, match=r"fragment charges \+1 and \+1 do not add up to the complex's \+1"
+    ):
+        counterpoise(_complex(charged, tiny), tiny, store=store, workdir=tmp_path, charges=(1, 1))
     exchanged = water_dimer()
     exchanged.info["exchanged_indices"] = "[7]"
     with pytest.raises(LigbindError, match="exchange complex"):

@@ -2,7 +2,9 @@
 
 ΔE = E(ML^q) − E(M^z) − E(L^(q−z)), all three molecules in vacuum (a box with the same vacuum on each side),
 relaxed with one protocol, the charges carried by the DFT code; negative = the complex is bound. The complex's
-charge must equal the ion's plus the ligand's (checked).
+charge must equal the ion's plus the ligand's (checked). With an LCAO protocol that asks for it
+(``gpaw.counterpoise``), ΔE_CP = ΔE − BSSE as for Eb (:func:`ligbind.analysis.energies.counterpoise_bsse`; the
+ion and the ligand are the two fragments, each with its own charge).
 
 Flags (a flagged complex stays in the table and is left out of ΔE unless asked):
 ``unconverged``; ``failed`` (its campaign step failed); ``ion-left-box`` (the relaxation stopped when the ion reached the box edge: the ligand
@@ -70,6 +72,10 @@ class ComplexationOutcome:
     ion_key: str = ""
     ligand_key: str = ""
     campaign: str | None = None
+    # counterpoise (LCAO): the lowest ΔE − BSSE over the usable complexes, its BSSE and configuration
+    delta_e_cp: float | None = None
+    bsse: float | None = None
+    cp_config: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -115,13 +121,15 @@ def analyse_complexation(
     protocol: dict[str, Any],
     *,
     include_flagged: bool = False,
+    bsse: dict[str, float] | None = None,
     store: ResultStore | None = None,
     campaign: str | None = None,
 ) -> ComplexationOutcome:
     """ΔE over the relaxed complexes: the lowest converged, unflagged one (flagged ones only if asked).
 
     ``configs`` holds (built complex, relaxed result or None if the ion left the box) pairs; the ion and
-    ligand terms must be converged.
+    ligand terms must be converged. ``bsse``: counterpoise BSSE by complex key (gives ``delta_e_cp`` when every
+    usable complex has one, else the flag ``counterpoise-missing``).
     """
     for label, r in (("ion", ion), ("ligand", ligand)):
         if not r.converged:
@@ -145,11 +153,17 @@ def analyse_complexation(
         if abs(delta_e) > IMPLAUSIBLE_COMPLEXATION:
             flags.append("implausible-energy")
         row = _config_row(initial, r, delta_e, flags)
+        if bsse is not None and r.key in bsse:
+            row["bsse"], row["delta_e_cp"] = bsse[r.key], delta_e - bsse[r.key]
         rows.append(row)
         if r.converged and (not flags or (include_flagged and "unconverged" not in flags)):
             usable[str(row["config"])] = delta_e
             denticity[str(row["config"])] = row["denticity"]
     best, delta = lowest(usable) if usable else (None, None)
+    by_config = {str(row["config"]): row for row in rows}
+    corrected = {k: by_config[k]["delta_e_cp"] for k in usable if "delta_e_cp" in by_config[k]}
+    cp_best, cp_delta = lowest(corrected) if usable and len(corrected) == len(usable) else (None, None)
+    missing_cp = ["counterpoise-missing"] if bsse is not None and usable and cp_best is None else []
     out = ComplexationOutcome(
         ion=str(ion.atoms.info.get("ion", ion.atoms.get_chemical_formula())),
         ligand=str(ligand.atoms.info.get("ligand", "")),
@@ -167,11 +181,14 @@ def analyse_complexation(
         denticity=denticity.get(best) if best is not None else None,
         configs_tried=len(rows),
         configs=rows,
-        flags=sorted({f for r in rows for f in r["flags"]}),
+        flags=sorted({f for r in rows for f in r["flags"]} | set(missing_cp)),
         key=complexation_key(ion, ligand, protocol),
         ion_key=ion.key,
         ligand_key=ligand.key,
         campaign=campaign,
+        delta_e_cp=cp_delta,
+        bsse=by_config[cp_best]["bsse"] if cp_best is not None else None,
+        cp_config=int(cp_best) if cp_best is not None else None,
     )
     if store is not None:
         _store_outcome(store, out, ion, protocol)
@@ -193,6 +210,8 @@ def _store_outcome(
         ligand=out.ligand,
         charge=out.charge,
         delta_e=out.delta_e,
+        delta_e_cp=out.delta_e_cp,
+        bsse=out.bsse,
         campaign=out.campaign,
     )
 
@@ -212,6 +231,8 @@ def complexation_row(out: ComplexationOutcome) -> dict[str, Any]:
         "charge": out.charge,
         "ligand_charge": out.ligand_charge,
         "delta_e": out.delta_e,
+        "delta_e_cp": out.delta_e_cp,
+        "bsse": out.bsse,
         "e_complex": out.e_complex,
         "e_ion": out.e_ion,
         "e_ligand": out.e_ligand,
@@ -253,5 +274,7 @@ def write_complexation_table(store: ResultStore, outdir, campaign: str | None = 
         "side and the same protocol; the charges are carried by the DFT code (`charge` = ion + ligand, the "
         "ligand's charge as in the library: EDTA and GL as their neutral acids). `denticity` counts the anchor "
         "atoms within bonding distance of the ion after relaxation. Flagged complexes (ion-released, "
-        "dissociated, bonds-changed, unconverged) are not used.\n\n",
+        "dissociated, bonds-changed, unconverged) are not used. `delta_e_cp` (LCAO protocols): the lowest ΔE − "
+        "BSSE, the counterpoise correction of the basis-set superposition error (`bsse`, ion and ligand as the "
+        "two fragments), the value to compare with plane-wave studies.\n\n",
     )

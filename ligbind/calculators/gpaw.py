@@ -271,7 +271,8 @@ def counterpoise_energies(
 
     The adsorbate (tags > 0) and the slab (tags 0) each alone, and each with the other's atoms as ghosts (GPAW's
     ``ghost`` setups: their basis functions, no nuclei, no electrons), all in the complex's cell, boundary
-    conditions, grid and Poisson solver, so that only the basis differs within a pair. Term names:
+    conditions, grid and Poisson solver, so that only the basis differs within a pair. A charged complex
+    carries its fragments' charges (adsorbate, rest) in ``info['fragment_charges']``. Term names:
     :data:`ligbind.analysis.energies.COUNTERPOISE_TERMS`. Each finished energy is saved to ``<key>.json`` at
     once: a killed run computes only the terms it had not finished.
     """
@@ -287,30 +288,32 @@ def counterpoise_energies(
     complex_.set_initial_magnetic_moments(None)
     adsorbate = np.flatnonzero(complex_.get_tags() > 0)
     slab = np.flatnonzero(complex_.get_tags() == 0)
+    q_adsorbate, q_slab = atoms.info.get("fragment_charges") or (0, 0)
     record = workdir / f"{key}.json"
     try:
         energies = json.loads(record.read_text())
     except (OSError, ValueError):
         energies = {}
     terms = {
-        "adsorbate": (adsorbate, []),
-        "adsorbate+slab ghosts": (np.arange(len(complex_)), slab),
-        "slab": (slab, []),
-        "slab+adsorbate ghosts": (np.arange(len(complex_)), adsorbate),
+        "adsorbate": (adsorbate, [], q_adsorbate),
+        "adsorbate+slab ghosts": (np.arange(len(complex_)), slab, q_adsorbate),
+        "slab": (slab, [], q_slab),
+        "slab+adsorbate ghosts": (np.arange(len(complex_)), adsorbate, q_slab),
     }
-    for name, (indices, ghosts) in terms.items():
+    for name, (indices, ghosts, charge) in terms.items():
         if name in energies:
             continue
         real = ~np.isin(indices, ghosts)
-        check_spin(complex_[indices[real]], 0, bool(protocol["gpaw"]["spinpol"]))
+        check_spin(complex_[indices[real]], charge, bool(protocol["gpaw"]["spinpol"]))
         work = complex_[indices]
-        if protocol["gpaw"]["spinpol"] and electron_count(complex_[indices[real]]) % 2:
+        if protocol["gpaw"]["spinpol"] and electron_count(complex_[indices[real]], charge) % 2:
             work.set_initial_magnetic_moments(np.where(real, 1.0 / real.sum(), 0.0))
         label = f"{key}.{name.replace(' ', '-').replace('+', '-with-')}"
         for attempt in range(1 + len(protocol["gpaw"]["scf_retries"])):
             kwargs = gpaw_parameters(protocol, complex_, workdir, label, attempt)
             # energies only: the SCF's force criterion (there for BFGS) would add a force evaluation per check
             kwargs["convergence"] = {k: v for k, v in kwargs["convergence"].items() if k != "forces"}
+            kwargs["charge"] = charge
             if len(ghosts):
                 kwargs["setups"] = {int(i): "ghost" for i in ghosts}
             work.calc = GPAW(**kwargs)

@@ -18,6 +18,7 @@ from typing import Any
 
 from ase import Atoms
 
+from ligbind.calculators import backend_of
 from ligbind.engine.campaign import KeyMap, _calcdir, _passed, _store, entry_from_spec
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
@@ -145,6 +146,23 @@ def step_complex_config(c: dict[str, Any], keys: KeyMap, name: str, k: int) -> R
     return result
 
 
+def step_complex_counterpoise(c: dict[str, Any], keys: KeyMap, name: str, k: int):
+    """Counterpoise BSSE of complex ``k`` of ``name`` (None: not relaxed, unconverged or flagged)."""
+    from ligbind.jobs import result_from_row
+    from ligbind.recipes.complexes import complex_counterpoise
+
+    protocol = _settings(c)["protocol"]
+    key = keys.get(step_name(c, "complex-config", name, k))
+    row = _store(c).get(key) if key else None
+    if row is None:
+        return None
+    ion = _passed(c, keys, step_name(c, "complex-ion"))
+    ligand = _passed(c, keys, step_name(c, "complex-ligand", name))
+    initial = built_complexes(c, name)[k]
+    result = result_from_row(row, protocol)
+    return complex_counterpoise(initial, result, ion, ligand, protocol, _store(c), _calcdir(c))
+
+
 def step_complexation(c: dict[str, Any], keys: KeyMap, name: str):
     """ΔE of the ion with ``name`` from the results passed down (failed complexes are left out)."""
     from ligbind.analysis.complexes import analyse_complexation
@@ -164,15 +182,27 @@ def step_complexation(c: dict[str, Any], keys: KeyMap, name: str):
             configs.append((atoms, None))
     ion = _passed(c, keys, step_name(c, "complex-ion"))
     ligand = _passed(c, keys, step_name(c, "complex-ligand", name))
-    return analyse_complexation(ion, ligand, configs, protocol, store=_store(c), campaign=c["name"])
+    bsse = None
+    if backend_of(protocol).wants_counterpoise(protocol):
+        steps = (keys.get(step_name(c, "complex-counterpoise", name, k)) for k in range(len(built)))
+        rows = [_store(c).get(key) for key in steps if key]
+        bsse = {row.complex_key: float(row.bsse) for row in rows if row is not None}
+    return analyse_complexation(
+        ion, ligand, configs, protocol, bsse=bsse, store=_store(c), campaign=c["name"]
+    )
 
 
-COMPLEX_CALCULATION_STEPS = frozenset({"complex-ion", "complex-ligand", "complex-config"})
+COMPLEX_CALCULATION_STEPS = frozenset(
+    {"complex-ion", "complex-ligand", "complex-config", "complex-counterpoise"}
+)
 
 COMPLEX_STEPS: dict[str, Callable] = {
     "complex-ion": lambda c, keys, ligand, config, other: step_complex_ion(c, keys),
     "complex-ligand": lambda c, keys, ligand, config, other: step_complex_ligand(c, keys, ligand),
     "complex-config": lambda c, keys, ligand, config, other: step_complex_config(
+        c, keys, ligand, int(config)
+    ),
+    "complex-counterpoise": lambda c, keys, ligand, config, other: step_complex_counterpoise(
         c, keys, ligand, int(config)
     ),
     "complexation": lambda c, keys, ligand, config, other: step_complexation(c, keys, ligand),
@@ -201,5 +231,17 @@ def plan_complexes(c: dict[str, Any], add: Callable) -> None:
             add("complex-config", step_name(c, "complex-config", lig, k), ligand=lig, config=k)
             for k in range(cx["configs"])
         ]
+        if backend_of(cx["protocol"]).wants_counterpoise(cx["protocol"]):  # each complex's BSSE (LCAO)
+            configs += [
+                add(
+                    "complex-counterpoise",
+                    step_name(c, "complex-counterpoise", lig, k),
+                    [ion, ligand, config],
+                    allow_fizzled=True,
+                    ligand=lig,
+                    config=k,
+                )
+                for k, config in enumerate(configs)
+            ]
         name = step_name(c, "complexation", lig)
         add("complexation", name, [ion, ligand, *configs], allow_fizzled=True, ligand=lig)

@@ -84,6 +84,30 @@ def relax_complex(atoms: Atoms, protocol: dict[str, Any], store: ResultStore, wo
         raise
 
 
+def complex_counterpoise(
+    initial: Atoms,
+    complex_: Result | None,
+    ion: Result,
+    ligand: Result,
+    protocol: dict[str, Any],
+    store: ResultStore,
+    workdir: Path,
+    include_flagged: bool = False,
+):
+    """Counterpoise BSSE job of one relaxed complex, the ligand and the ion as fragments with their own charges
+    (:func:`ligbind.jobs.counterpoise`); None when the protocol does not ask for it, or the complex gives no ΔE
+    (missing, unconverged, flagged unless ``include_flagged``)."""
+    from ligbind.analysis.complexes import complex_flags
+    from ligbind.jobs import counterpoise
+
+    if complex_ is None or not complex_.converged or not backend_of(protocol).wants_counterpoise(protocol):
+        return None
+    if complex_flags(initial, complex_) and not include_flagged:
+        return None
+    charges = (int(ligand.atoms.info.get("charge", 0)), int(ion.atoms.info.get("charge", 0)))
+    return counterpoise(complex_, protocol, store=store, workdir=workdir, charges=charges)
+
+
 def _ion_left_box(exc: Exception) -> bool:
     """GPAW's GridBoundsError, in process or reported by a failed MPI job (its last log line)."""
     return type(exc).__name__ == "GridBoundsError" or (
@@ -132,8 +156,16 @@ def complex_ion(
     for atoms in built:
         progress(f"complex {atoms.info['config']}")
         configs.append((atoms, relax_complex(atoms, protocol, store, workdir)))
+    bsse = None
+    if backend_of(protocol).wants_counterpoise(protocol):
+        bsse = {}
+        for atoms, r in configs:
+            progress(f"counterpoise {atoms.info['config']}")
+            args = (ion_result, lig_result, protocol, store, workdir, include_flagged)
+            if (cp := complex_counterpoise(atoms, r, *args)) is not None:
+                bsse[r.key] = cp.bsse
     return analyse_complexation(
-        ion_result, lig_result, configs, protocol, include_flagged=include_flagged, store=store
+        ion_result, lig_result, configs, protocol, include_flagged=include_flagged, bsse=bsse, store=store
     )
 
 
