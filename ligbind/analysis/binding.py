@@ -12,7 +12,7 @@ from typing import Any
 from ase import Atoms
 
 from ligbind.analysis.anomalies import energy_anomalies
-from ligbind.analysis.energies import Term, binding_energy, exchange_binding_energy
+from ligbind.analysis.energies import Term, binding_energy, exchange_binding_energy, lowest_corrected
 from ligbind.builders.ligands import LigandEntry
 from ligbind.builders.termination import termination_label
 from ligbind.errors import LigbindError
@@ -138,16 +138,11 @@ def analyse_binding(
             converged[k] = eb
             if include_flagged or not flags:
                 usable[k] = eb
-    corrected: dict[int, float] = {}
-    if bsse is not None:
-        for row in rows:
-            if row["key"] in bsse:
-                row["bsse"] = bsse[row["key"]]
-                row["eb_cp"] = row["eb"] - bsse[row["key"]]
-        by_config = {row["config"]: row for row in rows}
-        if usable and all("eb_cp" in by_config[k] for k in usable):
-            corrected = {k: by_config[k]["eb_cp"] for k in usable}
-    cp_config = min(corrected, key=corrected.get) if corrected else None
+    for row in rows:
+        if bsse is not None and row["key"] in bsse:
+            row["bsse"], row["eb_cp"] = bsse[row["key"]], row["eb"] - bsse[row["key"]]
+    cp_bsse = {row["config"]: row["bsse"] for row in rows if "bsse" in row}
+    cp_config, eb_cp = lowest_corrected(usable, cp_bsse)
     best = min(usable, key=usable.get) if usable else None
     best_row = next((row for row in rows if row["config"] == best), None)
     flags = best_row["flags"] if best_row else sorted({f for row in rows for f in row["flags"]})
@@ -156,7 +151,7 @@ def analyse_binding(
     flags = sorted(
         set(flags)
         | {f"failed-config-{m}" for m in missing}
-        | ({"counterpoise-missing"} if bsse is not None and usable and not corrected else set())
+        | ({"counterpoise-missing"} if bsse is not None and usable and cp_config is None else set())
     )
     outcome = BindingOutcome(
         ligand=ligand.name,
@@ -183,10 +178,8 @@ def analyse_binding(
         byproduct_key=byproduct.key if byproduct else None,
         campaign=campaign,
         termination=termination_label(slab.atoms),
-        eb_cp=corrected.get(cp_config),
-        bsse=bsse[next(r["key"] for r in rows if r["config"] == cp_config)]
-        if cp_config is not None
-        else None,
+        eb_cp=eb_cp,
+        bsse=cp_bsse.get(cp_config),
         cp_config=cp_config,
     )
     if store is not None:

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ligbind.analysis.anomalies import DESORPTION_MARGIN, ligand_bonds, n_fragments
-from ligbind.analysis.energies import EnergyMismatchError, Term, lowest, reaction_energy
+from ligbind.analysis.energies import EnergyMismatchError, Term, lowest, lowest_corrected, reaction_energy
 from ligbind.builders.complexes import coordinating_anchors
 from ligbind.calculators import method_label
 from ligbind.errors import LigbindError
@@ -160,9 +160,8 @@ def analyse_complexation(
             usable[str(row["config"])] = delta_e
             denticity[str(row["config"])] = row["denticity"]
     best, delta = lowest(usable) if usable else (None, None)
-    by_config = {str(row["config"]): row for row in rows}
-    corrected = {k: by_config[k]["delta_e_cp"] for k in usable if "delta_e_cp" in by_config[k]}
-    cp_best, cp_delta = lowest(corrected) if usable and len(corrected) == len(usable) else (None, None)
+    cp_bsse = {str(row["config"]): row["bsse"] for row in rows if "bsse" in row}
+    cp_best, cp_delta = lowest_corrected(usable, cp_bsse)
     missing_cp = ["counterpoise-missing"] if bsse is not None and usable and cp_best is None else []
     out = ComplexationOutcome(
         ion=str(ion.atoms.info.get("ion", ion.atoms.get_chemical_formula())),
@@ -187,7 +186,7 @@ def analyse_complexation(
         ligand_key=ligand.key,
         campaign=campaign,
         delta_e_cp=cp_delta,
-        bsse=by_config[cp_best]["bsse"] if cp_best is not None else None,
+        bsse=cp_bsse.get(cp_best),
         cp_config=int(cp_best) if cp_best is not None else None,
     )
     if store is not None:

@@ -175,6 +175,14 @@ def lowest(values: dict[str, float]) -> tuple[str, float]:
     return label, values[label]
 
 
+def lowest_corrected(usable: dict, bsse: dict) -> tuple:
+    """Label and value of the lowest E − BSSE over the ``usable`` energies, when every one of them has its BSSE
+    (an incomplete set could hide the lowest); (None, None) otherwise, and when nothing is usable."""
+    if not usable or any(k not in bsse for k in usable):
+        return None, None
+    return lowest({k: e - bsse[k] for k, e in usable.items()})
+
+
 # ---------------------------------------------------------------------------------------------- coverage
 def _times(term: Term, n: int) -> Term:
     """``n`` copies of a molecular term (energy and composition × n)."""

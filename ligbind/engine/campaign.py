@@ -629,7 +629,13 @@ def _bsse(c: dict[str, Any], keys: KeyMap, name: str, verify: bool) -> dict[str,
     if not wants_counterpoise(protocol) or ligand_spec(c, name)["mode"] != "neutral":
         return None
     step = "verify-counterpoise" if verify else "counterpoise"
-    rows = (_store(c).get(key) for k in range(n) if (key := keys.get(f"{step}/{name}/{k}")))
+    return stored_bsse(_store(c), [keys.get(f"{step}/{name}/{k}") for k in range(n)])
+
+
+def stored_bsse(store: ResultStore, keys: list[str | None]) -> dict[str, float]:
+    """BSSE by complex key of the counterpoise rows that counterpoise steps passed down (missing ones left out:
+    the analysis flags them)."""
+    rows = (store.get(key) for key in keys if key)
     return {row.complex_key: float(row.bsse) for row in rows if row is not None}
 
 

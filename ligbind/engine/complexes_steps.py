@@ -18,8 +18,15 @@ from typing import Any
 
 from ase import Atoms
 
-from ligbind.calculators import backend_of
-from ligbind.engine.campaign import KeyMap, _calcdir, _passed, _store, entry_from_spec
+from ligbind.engine.campaign import (
+    KeyMap,
+    _calcdir,
+    _passed,
+    _store,
+    entry_from_spec,
+    stored_bsse,
+    wants_counterpoise,
+)
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
 from ligbind.protocols import load_protocol, protocol_hash
@@ -183,10 +190,9 @@ def step_complexation(c: dict[str, Any], keys: KeyMap, name: str):
     ion = _passed(c, keys, step_name(c, "complex-ion"))
     ligand = _passed(c, keys, step_name(c, "complex-ligand", name))
     bsse = None
-    if backend_of(protocol).wants_counterpoise(protocol):
-        steps = (keys.get(step_name(c, "complex-counterpoise", name, k)) for k in range(len(built)))
-        rows = [_store(c).get(key) for key in steps if key]
-        bsse = {row.complex_key: float(row.bsse) for row in rows if row is not None}
+    if wants_counterpoise(protocol):
+        steps = [keys.get(step_name(c, "complex-counterpoise", name, k)) for k in range(len(built))]
+        bsse = stored_bsse(_store(c), steps)
     return analyse_complexation(
         ion, ligand, configs, protocol, bsse=bsse, store=_store(c), campaign=c["name"]
     )
@@ -231,7 +237,7 @@ def plan_complexes(c: dict[str, Any], add: Callable) -> None:
             add("complex-config", step_name(c, "complex-config", lig, k), ligand=lig, config=k)
             for k in range(cx["configs"])
         ]
-        if backend_of(cx["protocol"]).wants_counterpoise(cx["protocol"]):  # each complex's BSSE (LCAO)
+        if wants_counterpoise(cx["protocol"]):  # each complex's BSSE (LCAO)
             configs += [
                 add(
                     "complex-counterpoise",
