@@ -3,6 +3,8 @@ flagged Frenkel pairs stay out of E_F, and the direct and campaign paths give th
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -154,3 +156,48 @@ def test_placements_read_back_give_the_same_store_keys(tmp_path):
     again = list(Trajectory(str(tmp_path / "placed.traj")))
     for a, b in zip(placed, again, strict=True):
         assert calculation_key("relax", a, protocol) == calculation_key("relax", b, protocol)
+
+
+@pytest.mark.slow
+def test_status_shows_what_a_live_run_is_computing(tmp_path, monkeypatch):
+    """The embedded store is saved between Fireworks: status names the running one and how long it has run,
+    and forgets it when the run ends or its process is gone."""
+    import contextlib
+    import subprocess
+
+    import fireworks.core.rocket_launcher
+
+    from ligbind.engine.fireworks import RunningRecord, run, screen, status
+
+    monkeypatch.chdir(tmp_path)
+    path = campaign(tmp_path)
+    screen(path)
+    seen = []
+    real = fireworks.core.rocket_launcher.launch_rocket
+
+    def launch_and_look(lpad, fworker, fw_id=None, **kwargs):
+        name = lpad.fireworks.find_one({"fw_id": fw_id}, {"name": 1})["name"].split(":", 1)[-1]
+        with contextlib.chdir(tmp_path):  # where the user types `ligbind status` (run works in launches/)
+            (report,) = status("trust")
+        seen.append((name, report.get("running"), report.get("worker")))
+        return real(lpad, fworker, fw_id=fw_id, **kwargs)
+
+    monkeypatch.setattr(fireworks.core.rocket_launcher, "launch_rocket", launch_and_look)
+    assert run(path, progress=False, workers=1)["failed"] == 0
+    assert len(seen) >= 4
+    for name, running, worker in seen:
+        assert [r["firework"] for r in running] == [name] and worker == f"pid {os.getpid()}"
+    (report,) = status("trust")
+    assert "running" not in report and not (tmp_path / "runs" / "trust" / "running.json").exists()
+    # the command line, while this process (alive) holds a record
+    record = RunningRecord(tmp_path / "runs" / "trust")
+    record.start("relax-slab")
+    shown = run_ligbind("status", "trust", cwd=tmp_path).stdout
+    assert f"a run is working on it (pid {os.getpid()})" in shown and "RUNNING relax-slab: for 0 min" in shown
+    # a record left behind by a killed run names a process that is gone: nothing is shown as running
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    path = tmp_path / "runs" / "trust" / "running.json"
+    path.write_text(path.read_text().replace(str(os.getpid()), str(gone.pid)))
+    assert "running" not in status("trust")[0]
+    assert "RUNNING" not in run_ligbind("status", "trust", cwd=tmp_path).stdout

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import sys
+import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterator
@@ -926,6 +927,11 @@ def _problems(out: dict) -> str:
     )
 
 
+def _duration(seconds: float) -> str:
+    minutes = int(max(seconds, 0) // 60)
+    return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     from ligbind.engine.fireworks import status
 
@@ -935,6 +941,13 @@ def cmd_status(args: argparse.Namespace) -> None:
         states = ", ".join(f"{k} {v}" for k, v in sorted(r["states"].items())) or r.get("note", "empty")
         counts = f"; {r['failed']} failed, {r['unconverged']} unconverged" if "failed" in r else ""
         lines.append(f"{r['campaign']}: {states}{counts}")
+        if r.get("running") is not None:
+            lines.append(
+                f"  a run is working on it ({r['worker']}); the counts are as of its last finished Firework"
+            )
+            lines += [
+                f"  RUNNING {f['firework']}: for {_duration(time.time() - f['since'])}" for f in r["running"]
+            ]
         lines += [f"  FIZZLED {f['firework']}: {f['error']}" for f in r["failures"]]
         if r["failures"]:
             lines.append(

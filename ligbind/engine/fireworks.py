@@ -70,6 +70,7 @@ fireworks.core.rocket.ROCKET_STREAM_LOGLEVEL = "CRITICAL"  # the progress bar re
 
 STORE_FILE = "fireworks_store.json"
 LOCK_FILE = "worker.lock"
+RUNNING_FILE = "running.json"  # what the worker holding the lock is computing now (for `ligbind status`)
 
 
 # ------------------------------------------------------------------------------------------ the store
@@ -841,6 +842,7 @@ def run(
             fireworks.core.rocket.start_ping_launch = ping
             os.chdir(cwd)
             bar.close()
+            launcher.record.close()
             save_store(lpad)
         counts = state_counts(lpad, c)
         problems = problem_counts(lpad, c)
@@ -869,6 +871,46 @@ def _check_plan_on_launchpad(lpad, c: dict[str, Any], campaign_ref: str | Path) 
         )
 
 
+class RunningRecord:
+    """``running.json`` in the campaign's working directory: the Fireworks this worker is computing now and
+    since when. The embedded store is saved between Fireworks, so `ligbind status` would otherwise show a
+    running Firework as READY (and say nothing of a DFT relaxation that has been running for an hour)."""
+
+    def __init__(self, workdir: str | Path):
+        self.path = Path(workdir) / RUNNING_FILE
+        self.since: dict[str, float] = {}
+
+    def start(self, name: str) -> None:
+        self.since.setdefault(name, time.time())
+        self._write()
+
+    def stop(self, name: str) -> None:
+        self.since.pop(name, None)
+        self._write()
+
+    def close(self) -> None:
+        self.since.clear()
+        self.path.unlink(missing_ok=True)
+
+    def _write(self) -> None:
+        running = [{"firework": n, "since": t} for n, t in sorted(self.since.items(), key=lambda kv: kv[1])]
+        write_text_atomic(self.path, json.dumps({"pid": os.getpid(), "running": running}))
+
+
+def running_now(c: dict[str, Any]) -> dict[str, Any] | None:
+    """What a live ``ligbind run`` of campaign ``c`` is computing (``RunningRecord``), None when no run is
+    alive (a record left by a killed run names a process that is gone)."""
+    path = Path(c["workdir"]) / RUNNING_FILE
+    try:
+        record = json.loads(path.read_text())
+        os.kill(int(record["pid"]), 0)
+    except PermissionError:  # alive, owned by another user
+        pass
+    except (OSError, ValueError, KeyError, TypeError):  # no record, a cut one, or its process is gone
+        return None
+    return record
+
+
 class _Launcher:
     """Launches one Rocket at a time on the campaign's LaunchPad and saves the store after each."""
 
@@ -876,15 +918,23 @@ class _Launcher:
         self.lpad, self.c, self.launches, self.bar = lpad, c, launches, bar
         self.fworker = FWorker(name="ligbind-embedded", query=campaign_query(c))
         self.ran, self.overhead = 0, []
+        self.record = RunningRecord(c["workdir"])
 
     def launch(self, fw_id: int | None = None) -> bool:
         from fireworks.core.rocket_launcher import launch_rocket
 
         start = time.perf_counter()
-        with open(self.launches / "tracebacks.log", "a") as err_file:  # `ligbind status` shows one line
-            launched = launch_rocket(
-                self.lpad, self.fworker, fw_id=fw_id, strm_lvl="CRITICAL", err_file=err_file
-            )
+        label = _fw_label(self.lpad, fw_id) if fw_id is not None else None
+        if label:
+            self.record.start(label)
+        try:
+            with open(self.launches / "tracebacks.log", "a") as err_file:  # `ligbind status` shows one line
+                launched = launch_rocket(
+                    self.lpad, self.fworker, fw_id=fw_id, strm_lvl="CRITICAL", err_file=err_file
+                )
+        finally:
+            if label:
+                self.record.stop(label)
         if not launched:
             return False
         elapsed = time.perf_counter() - start
@@ -956,6 +1006,7 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                         p.get("other"),
                     )
                     running[future] = (i, ready_ids[i])
+                    launcher.record.start(_fw_label(launcher.lpad, i))
                 in_process = [i for i, p in params.items() if p["step"] in IN_PROCESS_CALCULATIONS]
                 if in_process:  # here, while the workers go on with what was just submitted
                     launcher.launch(in_process[0])
@@ -966,6 +1017,7 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                 for future in done:
                     fw_id, ligbind_id = running.pop(future)
                     calculated.add(fw_id)
+                    launcher.record.stop(_fw_label(launcher.lpad, fw_id))
                     if future.exception() is not None:
                         _PREFETCH_ERRORS[ligbind_id] = future.exception()
         finally:
@@ -1062,14 +1114,17 @@ def status(
         if lpad is None:
             out.append({"campaign": c["name"], "states": {}, "failures": [], "note": "not screened yet"})
             continue
-        out.append(
-            {
-                "campaign": c["name"],
-                "states": state_counts(lpad, c),
-                **problem_counts(lpad, c),
-                "failures": failures(lpad, c),
-            }
-        )
+        row = {
+            "campaign": c["name"],
+            "states": state_counts(lpad, c),
+            **problem_counts(lpad, c),
+            "failures": failures(lpad, c),
+        }
+        live = None if launchpad_file else running_now(c)
+        if live is not None:  # the embedded store was saved after the last finished Firework
+            row["running"] = live["running"]
+            row["worker"] = f"pid {live['pid']}"
+        out.append(row)
     return out
 
 
