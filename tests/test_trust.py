@@ -163,6 +163,8 @@ def test_status_shows_what_a_live_run_is_computing(tmp_path, monkeypatch):
     """The embedded store is saved between Fireworks: status names the running one and how long it has run,
     and forgets it when the run ends or its process is gone."""
     import contextlib
+    import json
+    import socket
     import subprocess
 
     import fireworks.core.rocket_launcher
@@ -194,10 +196,14 @@ def test_status_shows_what_a_live_run_is_computing(tmp_path, monkeypatch):
     record.start("relax-slab")
     shown = run_ligbind("status", "trust", cwd=tmp_path).stdout
     assert f"a run is working on it (pid {os.getpid()})" in shown and "RUNNING relax-slab: for 0 min" in shown
-    # a record left behind by a killed run names a process that is gone: nothing is shown as running
+    # a record left behind by a killed run names a process that is gone, and one copied from another machine
+    # names that machine: nothing is shown as running
+    path = tmp_path / "runs" / "trust" / "running.json"
+    alive = path.read_text()
+    path.write_text(alive.replace(json.dumps(socket.gethostname()), '"elsewhere"'))
+    assert "running" not in status("trust")[0]
     gone = subprocess.Popen(["true"])
     gone.wait()
-    path = tmp_path / "runs" / "trust" / "running.json"
-    path.write_text(path.read_text().replace(str(os.getpid()), str(gone.pid)))
+    path.write_text(alive.replace(str(os.getpid()), str(gone.pid)))
     assert "running" not in status("trust")[0]
     assert "RUNNING" not in run_ligbind("status", "trust", cwd=tmp_path).stdout

@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -894,15 +895,18 @@ class RunningRecord:
 
     def _write(self) -> None:
         running = [{"firework": n, "since": t} for n, t in sorted(self.since.items(), key=lambda kv: kv[1])]
-        write_text_atomic(self.path, json.dumps({"pid": os.getpid(), "running": running}))
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "running": running}
+        write_text_atomic(self.path, json.dumps(record))
 
 
 def running_now(c: dict[str, Any]) -> dict[str, Any] | None:
     """What a live ``ligbind run`` of campaign ``c`` is computing (``RunningRecord``), None when no run is
-    alive (a record left by a killed run names a process that is gone)."""
+    alive (a record left by a killed run names a process that is gone, or one on another machine)."""
     path = Path(c["workdir"]) / RUNNING_FILE
     try:
         record = json.loads(path.read_text())
+        if record["host"] != socket.gethostname():
+            return None
         os.kill(int(record["pid"]), 0)
     except PermissionError:  # alive, owned by another user
         pass
