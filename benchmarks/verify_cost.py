@@ -5,7 +5,8 @@ for every DFT relaxation (slab, ligand, verified configuration): atoms, steps, f
 per step, as they were measured when the campaign ran them (wall time includes the ML pre-relaxation). Then:
 
 - one more verified ligand in an existing campaign (slab already relaxed, top 1): DFT ligand + one DFT
-  configuration, per calibration ligand (issue 10's target: <= 20 min on 2 cores);
+  configuration + its counterpoise correction (the four single points, where the store has them), per
+  calibration ligand (issue 10's target: <= 20 min on 2 cores);
 - the north star: the demo's ligands (workflows/demo.yaml) DFT-verified with the same protocol, projected from
   the measured steps per relaxation and a power-law fit of seconds per step against the number of atoms.
 
@@ -49,11 +50,17 @@ def role(row) -> tuple[str, str]:
     return "complex", label.split(":")[1] if ":" in label else label
 
 
+def counterpoise_rows(store) -> list:
+    """Counterpoise corrections (four single points each) with their wall time."""
+    return [r for r in store.select(kind="counterpoise") if r.get("wall_time")]
+
+
 def per_step_fit(rows) -> tuple[float, float]:
     """Seconds per step = a * natoms**b, least squares in log-log; b = 1 through the mean when the sizes span
-    less than 1.5x (a demo's complexes of 38-41 atoms: a slope fitted there is noise, e.g. N^24)."""
+    less than 1.5x (a demo's complexes of 38-41 atoms: a slope fitted there is noise, e.g. N^24). A row without
+    steps (a counterpoise correction) counts as one."""
     n = np.array([r.natoms for r in rows], float)
-    t = np.array([r.wall_time / r.n_steps for r in rows], float)
+    t = np.array([r.wall_time / max(r.get("n_steps", 1), 1) for r in rows], float)
     if n.max() < 1.5 * n.min():
         return float(t.mean() / n.mean()), 1.0
     b, log_a = np.polyfit(np.log(n), np.log(t), 1)
@@ -82,7 +89,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from ligbind.store import ResultStore
 
-    rows = dft_rows(ResultStore.open_existing(args.store))
+    store = ResultStore.open_existing(args.store)
+    rows = dft_rows(store)
+    corrections = counterpoise_rows(store)
     if not rows:
         print(f"{args.store}: no converged DFT relaxation yet")
         return 1
@@ -96,6 +105,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{r.wall_time / r.n_steps:>8.1f}  {r.protocol}"
         )
 
+    labels = {r.key: role(r)[1] for r in by_role["complex"]}
+    cp_by_ligand: dict[str, list[float]] = defaultdict(list)
+    for r in corrections:
+        name = labels.get(r.get("complex_key"), "?")
+        cp_by_ligand[name].append(r.wall_time)
+        print(
+            f"{'counterpoise ' + name:<28}{r.natoms:>6}{'4 SP':>6}{'':>6}{r.wall_time:>9.0f}{'':>8}  {r.protocol}"
+        )
     ligands = {role(r)[1]: r for r in by_role["ligand"]}
     complexes = defaultdict(list)
     for r in by_role["complex"]:
@@ -103,11 +120,13 @@ def main(argv: list[str] | None = None) -> int:
     one_more = []
     for name, lig in ligands.items():
         if complexes[name]:
-            cost = lig.wall_time + args.top_k * statistics.mean(c.wall_time for c in complexes[name])
+            cp = statistics.mean(cp_by_ligand[name]) if cp_by_ligand[name] else 0.0
+            cost = lig.wall_time + args.top_k * (statistics.mean(c.wall_time for c in complexes[name]) + cp)
             one_more.append(cost)
-            print(
-                f"one more verified ligand, {name}: {cost / 60:.1f} min (ligand + {args.top_k} configuration)"
+            what = f"ligand + {args.top_k} configuration" + (
+                " + counterpoise" if cp else ", no counterpoise yet"
             )
+            print(f"one more verified ligand, {name}: {cost / 60:.1f} min ({what})")
     if one_more:
         print(
             f"  median {statistics.median(one_more) / 60:.1f} min, max {max(one_more) / 60:.1f} min (target 20)"
@@ -125,15 +144,24 @@ def main(argv: list[str] | None = None) -> int:
         a, b = fits[kind]
         return steps[kind] * a * natoms**b
 
+    if corrections:  # seconds per correction against the complex's atoms, like the steps
+        fits["counterpoise"] = per_step_fit(corrections)
+        steps["counterpoise"] = 1
+
     sizes = demo_sizes()
     total = slab_cost + sum(
-        cost("ligand", n) + args.top_k * cost("complex", slab_atoms + n) for n in sizes.values()
+        cost("ligand", n)
+        + args.top_k
+        * (cost("complex", slab_atoms + n) + (cost("counterpoise", slab_atoms + n) if corrections else 0))
+        for n in sizes.values()
     )
     fit_text = ", ".join(f"{k} {a:.3g}*N^{b:.2f}" for k, (a, b) in fits.items())
     print(
-        f"projection, demo's {len(sizes)} ligands verified (top {args.top_k}): {total / 3600:.1f} h "
-        f"(s/step fits: {fit_text}; mean steps: ligand {steps['ligand']:.0f}, complex {steps['complex']:.0f}; "
-        f"demo ligands of {min(sizes.values())}-{max(sizes.values())} atoms); one night = 8 h"
+        f"projection, demo's {len(sizes)} ligands verified (top {args.top_k}"
+        f"{', counterpoise-corrected' if corrections else ', without counterpoise: none stored'}): "
+        f"{total / 3600:.1f} h (s/step fits: {fit_text}; mean steps: ligand {steps['ligand']:.0f}, complex "
+        f"{steps['complex']:.0f}; demo ligands of {min(sizes.values())}-{max(sizes.values())} atoms); "
+        "one night = 8 h"
     )
     return 0
 
