@@ -181,14 +181,15 @@ def test_status_shows_what_a_live_run_is_computing(tmp_path, monkeypatch):
         name = lpad.fireworks.find_one({"fw_id": fw_id}, {"name": 1})["name"].split(":", 1)[-1]
         with contextlib.chdir(tmp_path):  # where the user types `ligbind status` (run works in launches/)
             (report,) = status("trust")
-        seen.append((name, report.get("running"), report.get("worker")))
+        seen.append((name, report.get("running"), report.get("worker"), report["states"]))
         return real(lpad, fworker, fw_id=fw_id, **kwargs)
 
     monkeypatch.setattr(fireworks.core.rocket_launcher, "launch_rocket", launch_and_look)
     assert run(path, progress=False, workers=1)["failed"] == 0
     assert len(seen) >= 4
-    for name, running, worker in seen:
+    for name, running, worker, states in seen:
         assert [r["firework"] for r in running] == [name] and worker == f"pid {os.getpid()}"
+        assert states["RUNNING"] == 1 and sum(states.values()) == 5  # READY in the saved store, shown running
     (report,) = status("trust")
     assert "running" not in report and not (tmp_path / "runs" / "trust" / "running.json").exists()
     # the command line, while this process (alive) holds a record
@@ -196,6 +197,7 @@ def test_status_shows_what_a_live_run_is_computing(tmp_path, monkeypatch):
     record.start("relax-slab")
     shown = run_ligbind("status", "trust", cwd=tmp_path).stdout
     assert f"a run is working on it (pid {os.getpid()})" in shown and "RUNNING relax-slab: for 0 min" in shown
+    assert "RUNNING 1" not in shown  # the record names a Firework that is not READY: the counts stay as saved
     # a record left behind by a killed run names a process that is gone, and one copied from another machine
     # names that machine: nothing is shown as running
     path = tmp_path / "runs" / "trust" / "running.json"

@@ -942,9 +942,7 @@ def cmd_status(args: argparse.Namespace) -> None:
         counts = f"; {r['failed']} failed, {r['unconverged']} unconverged" if "failed" in r else ""
         lines.append(f"{r['campaign']}: {states}{counts}")
         if r.get("running") is not None:
-            lines.append(
-                f"  a run is working on it ({r['worker']}); the counts are as of its last finished Firework"
-            )
+            lines.append(f"  a run is working on it ({r['worker']})")
             lines += [
                 f"  RUNNING {f['firework']}: for {_duration(time.time() - f['since'])}" for f in r["running"]
             ]

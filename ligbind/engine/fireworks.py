@@ -1125,9 +1125,18 @@ def status(
             "failures": failures(lpad, c),
         }
         live = None if launchpad_file else running_now(c)
-        if live is not None:  # the embedded store was saved after the last finished Firework
+        if live is not None:  # the embedded store was saved before these started: it holds them as READY
             row["running"] = live["running"]
             row["worker"] = f"pid {live['pid']}"
+            names = [f"{c['name']}:{r['firework']}" for r in live["running"]]
+            started = lpad.fireworks.count_documents(
+                {**campaign_query(c), "state": "READY", "name": {"$in": names}}
+            )
+            if started:
+                states = row["states"]
+                states["READY"] -= started
+                states["RUNNING"] = states.get("RUNNING", 0) + started
+                row["states"] = {k: v for k, v in states.items() if v}
         out.append(row)
     return out
 
