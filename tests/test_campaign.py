@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -379,7 +380,16 @@ def test_failing_calculation_does_not_stop_the_campaign(tmp_path, monkeypatch):
     monkeypatch.setattr(engine, "step_config", real_step)
     again = engine.run(path, progress=False, workers=1)
     assert again["ran"] == 0 and again["states"] == {"COMPLETED": 9, "FIZZLED": 1} and again["retried"] == []
+    during = []
+
+    def looking_step(c, keys, name, k):  # what `ligbind status` shows while the retried step runs
+        with contextlib.chdir(tmp_path):
+            during.append(engine.status(path)[0])
+        return real_step(c, keys, name, k)
+
+    monkeypatch.setattr(engine, "step_config", looking_step)
     retried = engine.run(path, progress=False, workers=1, retry_failed=True)
+    assert "FIZZLED" not in during[0]["states"] and during[0]["failures"] == []
     assert retried["retried"] == ["config/methylamine/1"]
     assert retried["states"] == {"COMPLETED": 10} and retried["failed"] == 0
     assert retried["ran"] == 4  # the configuration, the slab reference over every configuration, both Eb

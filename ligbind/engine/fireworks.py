@@ -824,6 +824,7 @@ def run(
         _check_plan_on_launchpad(lpad, c, campaign_ref)
         _reset_interrupted(lpad, c, launchpad_file)
         retried = _retry_failed(lpad, c) if retry_failed else []
+        save_store(lpad)  # `ligbind status` reads the saved embedded store: the reset and retried states, now
         ping = fireworks.core.rocket.start_ping_launch
         if not launchpad_file:  # one in-process worker: no heartbeat thread (mongomock is not thread-safe)
             fireworks.core.rocket.start_ping_launch = lambda *args: None
