@@ -963,7 +963,7 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    running: dict[Any, tuple[int, str]] = {}  # future -> (fw_id, _ligbind_id)
+    running: dict[Any, tuple[int, str, str]] = {}  # future -> (fw_id, _ligbind_id, its name for running.json)
     calculated: set[int] = set()
     costs: dict[int, float] = {}
     # One OpenMP/BLAS thread per worker, set before the worker starts: dftd3's OpenMP threads otherwise spin
@@ -991,7 +991,7 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                 if launchable:
                     launcher.launch(launchable[0])
                     continue
-                busy = {fw_id for fw_id, _ in running.values()}
+                busy = {fw_id for fw_id, _, _ in running.values()}
                 waiting = [
                     i
                     for i, p in params.items()
@@ -1010,8 +1010,9 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                         p.get("config"),
                         p.get("other"),
                     )
-                    running[future] = (i, ready_ids[i])
-                    launcher.record.start(_fw_label(launcher.lpad, i))
+                    label = _fw_label(launcher.lpad, i)
+                    running[future] = (i, ready_ids[i], label)
+                    launcher.record.start(label)
                 in_process = [i for i, p in params.items() if p["step"] in IN_PROCESS_CALCULATIONS]
                 if in_process:  # here, while the workers go on with what was just submitted
                     launcher.launch(in_process[0])
@@ -1020,9 +1021,9 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
                     return
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:
-                    fw_id, ligbind_id = running.pop(future)
+                    fw_id, ligbind_id, label = running.pop(future)
                     calculated.add(fw_id)
-                    launcher.record.stop(_fw_label(launcher.lpad, fw_id))
+                    launcher.record.stop(label)
                     if future.exception() is not None:
                         _PREFETCH_ERRORS[ligbind_id] = future.exception()
         finally:
