@@ -209,3 +209,42 @@ def test_status_shows_what_a_live_run_is_computing(tmp_path, monkeypatch):
     path.write_text(alive.replace(str(os.getpid()), str(gone.pid)))
     assert "running" not in status("trust")[0]
     assert "RUNNING" not in run_ligbind("status", "trust", cwd=tmp_path).stdout
+
+
+@pytest.mark.slow
+def test_status_shows_what_the_workers_of_a_parallel_run_compute(tmp_path, monkeypatch):
+    """With worker processes, the record names every calculation a worker holds (the slab and the ligand side
+    by side) and status counts exactly those as RUNNING."""
+    import contextlib
+
+    import fireworks.core.rocket_launcher
+
+    from ligbind.engine.fireworks import RunningRecord, run, screen, status
+
+    monkeypatch.chdir(tmp_path)
+    screen(campaign(tmp_path))
+    written = []
+    real_write = RunningRecord._write
+
+    def write_and_keep(self):
+        written.append(sorted(self.since))
+        real_write(self)
+
+    monkeypatch.setattr(RunningRecord, "_write", write_and_keep)
+    seen = []
+    real = fireworks.core.rocket_launcher.launch_rocket
+
+    def launch_and_look(lpad, fworker, fw_id=None, **kwargs):
+        with contextlib.chdir(tmp_path):
+            (report,) = status("trust")
+        seen.append(([r["firework"] for r in report.get("running", [])], report["states"], written[-1]))
+        return real(lpad, fworker, fw_id=fw_id, **kwargs)
+
+    monkeypatch.setattr(fireworks.core.rocket_launcher, "launch_rocket", launch_and_look)
+    assert run(tmp_path / "trust.yaml", progress=False, workers=2)["failed"] == 0
+    assert ["ligand/methylamine", "slab"] in written  # two workers at once, both recorded
+    assert seen
+    for shown, states, record in seen:
+        assert sorted(shown) == record  # what status shows is what the run recorded at that moment
+        assert states.get("RUNNING", 0) == len(record)
+    assert written[-1] == [] and "running" not in status("trust")[0]
