@@ -42,6 +42,7 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parents[1]
 
+IN_PLANE = "ligbind-in-plane"  # a variant key: the child decomposes as ligbind's MPI jobs do, not parallel={...}
 # GPAW parallel={...} variants tried with 2 ranks (LCAO, Γ, no spin: only domains and bands can be split).
 # GPAW 26 runs LCAO in its new code (gpaw.new): the LCAO matrix is distributed over the band communicator and
 # diagonalised with ScaLAPACK there; over domains only, rank 0 diagonalises alone (sl_* keys are not read).
@@ -49,6 +50,9 @@ MPI_VARIANTS: dict[str, dict | None] = {
     "mpi2": None,  # GPAW's default: domain decomposition over the 2 ranks
     "mpi2-band": {"domain": 1, "band": 2},  # bands: LCAO matrices distributed, ScaLAPACK diagonalisation
     "mpi2-sl": {"domain": 2, "sl_auto": True},  # asks for ScaLAPACK with domains
+    # GPAW cuts a slab's tall cell along z (and its new code reads no shape from parallel['domain']); ligbind's
+    # MPI jobs cut it across the surface (calculators.gpaw.split_slab_grids_in_plane): what ligbind runs
+    "mpi2-inplane": {IN_PLANE: True},
 }
 
 MAX_FOREIGN = 0.2  # a timing during which other processes used more cores than this is repeated (--retries)
@@ -78,6 +82,10 @@ def child(args: argparse.Namespace) -> None:
     workdir = Path(args.workdir)
     calc = gpaw_calculator(protocol, atoms, workdir, args.label)
     parallel = json.loads(args.parallel) if args.parallel else None
+    if parallel and parallel.pop(IN_PLANE, False):
+        from ligbind.calculators.gpaw import split_slab_grids_in_plane
+
+        split_slab_grids_in_plane(atoms)
     if parallel:
         calc.params.parallel = parallel  # read when the first calculation builds the DFT object
     atoms.calc = calc

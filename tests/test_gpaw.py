@@ -4,6 +4,7 @@ dipole layer, relaxation restart. Each test stays well under a minute of CPU on 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -358,6 +359,43 @@ def test_gpaw_relaxation_over_two_mpi_ranks_matches_the_serial_one(tmp_path, tin
     assert parallel.atoms.get_distance(0, 1) == pytest.approx(serial.atoms.get_distance(0, 1), abs=1e-3)
     log = (tmp_path / "mpi" / f"{parallel.key}.txt").read_text()
     assert re.search(r"^cores:\s+2$", log, re.M) and re.search(r"^\s+domain: 2$", log, re.M)  # really 2 ranks
+
+
+def test_mpi_job_cuts_a_slab_grid_across_the_surface(tmp_path, tiny):
+    """GPAW would cut a slab's tall cell along z (one rank: most of the vacuum); ligbind's MPI job cuts it across
+    the surface (x or y). An asymmetric slab, so GPAW's dipole-layer Poisson solver runs on that split too: the
+    same energy and forces as serial."""
+    from ligbind.protocols import with_run_settings
+
+    slab = build_slab(phase="cubic", size=(1, 1), layers=2, vacuum=8.0, fix_layers=0)
+    one_step = load_protocol("gpaw-laptop", {**TINY, "relax": {"steps": 1}, "run": {"hessian": None}})
+    serial = relax(slab, one_step, workdir=tmp_path / "serial")
+    parallel = relax(slab, with_run_settings(one_step, cores=2), workdir=tmp_path / "mpi")
+    assert parallel.energy == pytest.approx(serial.energy, abs=1e-5)
+    assert np.allclose(
+        parallel.atoms.positions, serial.atoms.positions, atol=1e-4
+    )  # the same forces moved it
+    domains = json.loads((tmp_path / "mpi" / f"{parallel.key}.mpi" / "outcome.json").read_text())["domains"]
+    assert domains and all(p3 == 1 and p1 * p2 == 2 for p1, p2, p3 in domains)  # never along z
+    assert gpaw_backend.MIN_DOMAIN_WIDTH <= 21 / 2  # the grid: 21 points along x and y at h 0.3
+
+
+def test_in_plane_split_keeps_gpaw_choice_where_it_does_not_fit(monkeypatch):
+    """Only slabs, and only while each rank keeps MIN_DOMAIN_WIDTH grid points along a cut in-plane axis."""
+    import gpaw.old.domain as domain
+
+    monkeypatch.setattr(domain, "decompose_domain", domain.decompose_domain)  # restored after the test
+    gpaw_choice = domain.decompose_domain
+    assert gpaw_choice((64, 64, 112), 2) == (1, 1, 2)  # GPAW's own: along z
+    gpaw_backend.split_slab_grids_in_plane(stretched_h2())  # a molecule: nothing changes
+    assert domain.decompose_domain is gpaw_choice
+    gpaw_backend.split_slab_grids_in_plane(build_slab(phase="cubic", size=(1, 1), layers=2, fix_layers=0))
+    assert domain.decompose_domain((64, 64, 112), 2) in ((1, 2, 1), (2, 1, 1))
+    assert domain.decompose_domain((64, 64, 112), 4) == (2, 2, 1)
+    assert domain.decompose_domain((12, 12, 100), 4) == gpaw_choice(
+        (12, 12, 100), 4
+    )  # 6 points a rank: too few
+    assert domain.decompose_domain((64, 64, 1), 2) == gpaw_choice((64, 64, 1), 2)  # GPAW's Poisson grids
 
 
 def test_killed_caller_leaves_no_mpi_job_behind(tmp_path):

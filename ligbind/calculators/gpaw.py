@@ -75,6 +75,45 @@ def is_slab(atoms: Atoms) -> bool:
     )
 
 
+MIN_DOMAIN_WIDTH = 8  # grid points per rank along a split in-plane axis; narrower: GPAW's own choice
+DOMAIN_SPLITS: list[tuple[int, int, int]] = []  # what split_slab_grids_in_plane chose in this process
+
+
+def split_slab_grids_in_plane(atoms: Atoms) -> None:
+    """When ``atoms`` is a slab, make GPAW decompose this process's grids across the surface (x, y) instead of
+    along z.
+
+    GPAW (``gpaw.old.domain.decompose_domain``, which its new code uses too, taking only the number of domains
+    from ``parallel``) makes subdomains as cube-like as it can, so it cuts a slab's tall cell along z: one rank
+    gets the slab's lower half, the other its upper half, the adsorbate and most of the vacuum. The LCAO work
+    (basis functions on the grid: potential matrix, density, forces) lies where the atoms are. Cut across the
+    surface, every rank holds the same slab. Measured (benchmarks/gpaw_parallel.py, 2x2 CsPbI3 + methylamine,
+    sz(dzp), 2 ranks): single point 1.63x and relaxation step 1.55x faster than serial cut along z, 1.92x and
+    1.96x cut along x, the same energy. Called by the MPI jobs (:mod:`gpaw_mpi`), which compute one structure
+    each; grids too narrow in-plane for the ranks keep GPAW's choice, and so do molecules and crystals.
+    """
+    import gpaw.old.domain as domain
+
+    if not is_slab(atoms) or is_bulk(atoms) or getattr(domain.decompose_domain, "in_plane", False):
+        return
+    gpaw_choice = domain.decompose_domain
+
+    def decompose_domain(ngpts_c, ncores):
+        if ncores == 1:
+            return gpaw_choice(ngpts_c, ncores)
+        n1, n2, n3 = (int(n) for n in ngpts_c)
+        p1, p2, p3 = gpaw_choice((n1, n2, 1), ncores)
+        if p3 == 1 and min(n1 / p1, n2 / p2) >= MIN_DOMAIN_WIDTH:
+            DOMAIN_SPLITS.append((p1, p2, 1))
+            return p1, p2, 1
+        chosen = gpaw_choice(ngpts_c, ncores)
+        DOMAIN_SPLITS.append(tuple(int(p) for p in chosen))
+        return chosen
+
+    decompose_domain.in_plane = True
+    domain.decompose_domain = decompose_domain
+
+
 def needs_dipole_correction(atoms: Atoms, setting: Any = "auto") -> bool:
     """Dipole layer for slabs whose two faces differ (asymmetric termination or any adsorbate)."""
     if setting is True or setting is False:

@@ -118,13 +118,18 @@ def _main(job: Path, key: str, workdir: Path, task: str = "relax") -> None:
     import gpaw.mpi  # noqa: F401  (MPI first, so that ASE's world is GPAW's communicator)
     from ase.parallel import world
 
-    from ligbind.calculators.gpaw import counterpoise_energies
+    from ligbind.calculators.gpaw import (
+        DOMAIN_SPLITS,
+        counterpoise_energies,
+        split_slab_grids_in_plane,
+    )
     from ligbind.errors import LigbindError as Error
     from ligbind.jobs import relax_in_process
     from ligbind.protocols import with_run_settings
 
     atoms = read(job / "input.traj")
     protocol = with_run_settings(json.loads((job / "protocol.json").read_text()), cores=1)
+    split_slab_grids_in_plane(atoms)
     try:
         if task == "counterpoise":
             data = {"energies": counterpoise_energies(atoms, protocol, key, workdir)}
@@ -141,6 +146,7 @@ def _main(job: Path, key: str, workdir: Path, task: str = "relax") -> None:
                 write(job / "final.traj", r.atoms)
     except Error as exc:
         data = {"error": str(exc), "error_type": type(exc).__name__}
+    data["domains"] = sorted(set(DOMAIN_SPLITS))  # where the split was ligbind's (slabs): what it chose
     if world.rank == 0:
         write_text_atomic(job / "outcome.json", json.dumps(data))
 
@@ -153,9 +159,11 @@ class PackedLigbindCalculator(PackedCalculator):
 
     def unpack_calculator(self):
         from ligbind.calculators import make_calculator
+        from ligbind.calculators.gpaw import split_slab_grids_in_plane
         from ligbind.protocols import with_run_settings
 
         protocol = with_run_settings(self.protocol, cores=1)  # GPAW spreads over the job's ranks itself
+        split_slab_grids_in_plane(self.atoms)
         return make_calculator(protocol, atoms=self.atoms, directory=self.directory, label=self.label)
 
 
