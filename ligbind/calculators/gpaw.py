@@ -397,9 +397,10 @@ class GpawBackend(Backend):
     def cores(protocol: dict[str, Any]) -> int:
         """MPI ranks per GPAW relaxation: ``run.cores``, or every core of the machine when it is null.
 
-        Measured on 2 cores (benchmarks/gpaw_parallel.py, 2x2 slab + methylamine): one 2-rank job gives 1.6x
-        the relaxation steps per hour of one serial job, and two serial jobs side by side give no more than
-        one (they compete for memory bandwidth), so a laptop runs one MPI job over all its cores.
+        Measured on 2 cores (benchmarks/gpaw_parallel.py, 2x2 slab + methylamine, dzp): one 2-rank job gives
+        1.84x the relaxation steps per hour of one serial job (with the grid cut across the surface,
+        :func:`split_slab_grids_in_plane`), and two serial jobs side by side give no more than one (they compete
+        for memory bandwidth), so a laptop runs one MPI job over all its cores.
         """
         return int(protocol["run"]["cores"] or max(1, len(os.sched_getaffinity(0))))
 
