@@ -42,7 +42,8 @@ from pathlib import Path
 SCRIPT = Path(__file__).resolve()
 ROOT = SCRIPT.parents[1]
 
-IN_PLANE = "ligbind-in-plane"  # a variant key: the child decomposes as ligbind's MPI jobs do, not parallel={...}
+# a variant key: the child decomposes as ligbind's MPI jobs do, not by parallel={...}
+IN_PLANE = "ligbind-in-plane"
 # GPAW parallel={...} variants tried with 2 ranks (LCAO, Γ, no spin: only domains and bands can be split).
 # GPAW 26 runs LCAO in its new code (gpaw.new): the LCAO matrix is distributed over the band communicator and
 # diagonalised with ScaLAPACK there; over domains only, rank 0 diagonalises alone (sl_* keys are not read).
