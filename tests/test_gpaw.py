@@ -390,7 +390,7 @@ def test_in_plane_split_keeps_gpaw_choice_where_it_does_not_fit(monkeypatch):
     gpaw_backend.split_slab_grids_in_plane(stretched_h2())  # a molecule: nothing changes
     assert domain.decompose_domain is gpaw_choice
     gpaw_backend.split_slab_grids_in_plane(build_slab(phase="cubic", size=(1, 1), layers=2, fix_layers=0))
-    assert domain.decompose_domain((64, 64, 112), 2) in ((1, 2, 1), (2, 1, 1))
+    assert domain.decompose_domain((64, 64, 112), 2) == (2, 1, 1)  # along x: contiguous blocks
     assert domain.decompose_domain((64, 64, 112), 4) == (2, 2, 1)
     assert domain.decompose_domain((12, 12, 100), 4) == gpaw_choice(
         (12, 12, 100), 4

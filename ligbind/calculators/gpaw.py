@@ -99,10 +99,12 @@ def split_slab_grids_in_plane(atoms: Atoms) -> None:
     gpaw_choice = domain.decompose_domain
 
     def decompose_domain(ngpts_c, ncores):
-        if ncores == 1:
-            return gpaw_choice(ngpts_c, ncores)
         n1, n2, n3 = (int(n) for n in ngpts_c)
+        if ncores == 1 or n3 == 1:  # serial, or a grid GPAW flattened along z for its Poisson solver
+            return gpaw_choice(ngpts_c, ncores)
         p1, p2, p3 = gpaw_choice((n1, n2, 1), ncores)
+        if p2 > p1 and n1 >= n2:  # more cuts along x: each rank's block is contiguous in memory (C order)
+            p1, p2 = p2, p1
         if p3 == 1 and min(n1 / p1, n2 / p2) >= MIN_DOMAIN_WIDTH:
             DOMAIN_SPLITS.append((p1, p2, 1))
             return p1, p2, 1
