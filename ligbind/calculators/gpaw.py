@@ -89,8 +89,9 @@ def split_slab_grids_in_plane(atoms: Atoms) -> None:
     (basis functions on the grid: potential matrix, density, forces) lies where the atoms are. Cut across the
     surface, every rank holds the same slab. Measured (benchmarks/gpaw_parallel.py, 2x2 CsPbI3 + methylamine,
     gpaw-laptop's dzp, 2 ranks): single point 1.54x and relaxation step 1.53x faster than serial cut along z,
-    1.83x and 1.84x cut along y, the same energy; sz(dzp) along x: 1.92x and 1.81x. Called by the MPI jobs (:mod:`gpaw_mpi`), which compute one structure
-    each; grids too narrow in-plane for the ranks keep GPAW's choice, and so do molecules and crystals.
+    1.83x and 1.84x cut along y, the same energy; sz(dzp) along x: 1.92x and 1.81x. Called by the MPI jobs
+    (:mod:`gpaw_mpi`), which compute one structure each; grids too narrow in-plane for the ranks keep GPAW's
+    choice, and so do molecules and crystals.
     """
     import gpaw.old.domain as domain
 
