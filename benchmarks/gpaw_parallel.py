@@ -382,6 +382,11 @@ def main() -> None:
     if args.child:
         child(args)
         return
+    unknown = [v for v in args.variants.split(",") if v and v not in MPI_VARIANTS]
+    if unknown:
+        parser.error(f"unknown --variants {', '.join(unknown)} (known: {', '.join(MPI_VARIANTS)})")
+    if args.reference and not (Path(args.reference) / "gpaw" / "__init__.py").is_file():
+        parser.error(f"--reference {args.reference}: no GPAW installed there (pip install --target DIR gpaw)")
 
     # The parent never imports gpaw: with an MPI build that would start an MPI singleton in this process.
     workdir = Path(args.keep or tempfile.mkdtemp(prefix="gpaw_parallel_"))
