@@ -16,8 +16,9 @@ set; results are found by calculation key, so a rerun reuses them: ~10-20 min sa
 Figures per preset, against Eb_DFT and against Eb_DFT − BSSE (the counterpoise-corrected Eb, for the
 configurations whose counterpoise is computed): MAE and max |Eb_screen − Eb_DFT| over configurations with both numbers; Spearman rank
 correlation of the ligands' best Eb; success rate: the screen's best configuration, DFT-relaxed, lands within
-0.1 eV of the lowest DFT Eb over all K configurations. A partial database gives partial figures (the counts
-say how many configurations and ligands entered).
+0.1 eV of the lowest DFT Eb over all K configurations (over the distinct minima among them, those the
+campaign relaxes: :func:`verified_configs`). A partial database gives partial figures (the counts say how many
+configurations and ligands entered).
 """
 
 from __future__ import annotations
@@ -128,15 +129,14 @@ def provisional_reference(c: dict, store, skip: set[str] = frozenset()) -> dict[
     return out
 
 
-def screen(c: dict, preset: str, store, workdir: Path) -> dict[str, dict[int, float]]:
-    """Eb per ligand and configuration with ``preset`` (reused from ``store`` where it holds them)."""
+def screen(c: dict, preset: str, store, workdir: Path) -> dict:
+    """The binding outcome per ligand with ``preset`` (reused from ``store`` where it holds them)."""
     from ligbind.engine.campaign import campaign_slab, entry_from_spec
     from ligbind.recipes import bind
 
     slab = campaign_slab(c)
-    out = {}
-    for spec in c["ligands"]:
-        r = bind(
+    return {
+        spec["name"]: bind(
             slab,
             entry_from_spec(spec),
             preset,
@@ -145,17 +145,37 @@ def screen(c: dict, preset: str, store, workdir: Path) -> dict[str, dict[int, fl
             store=store,
             workdir=workdir,
         )
-        out[spec["name"]] = {k["config"]: k["eb"] for k in _usable(r.configs)}
-    return out
+        for spec in c["ligands"]
+    }
+
+
+def screen_eb(outcomes: dict) -> dict[str, dict[int, float]]:
+    """Eb per ligand and configuration of a screen's usable configurations."""
+    return {lig: {k["config"]: k["eb"] for k in _usable(r.configs)} for lig, r in outcomes.items()}
+
+
+def verified_configs(c: dict, outcomes: dict) -> dict[str, set[int]]:
+    """The configurations the campaign DFT-relaxes per ligand: its screen's best ``top_k`` distinct ones.
+
+    With ``top_k`` = configs that is every configuration, less those within ``DISTINCT_EB`` of a better one
+    (the same minimum, not relaxed twice): a ligand's DFT set is complete when it holds these, not K.
+    """
+    from ligbind.analysis.verification import configurations_to_verify
+
+    top_k = c["verify"]["top_k"]
+    return {lig: {k["config"] for k in configurations_to_verify(r, top_k)} for lig, r in outcomes.items()}
 
 
 def figures(
-    ref: dict[str, dict[int, float]], ml: dict[str, dict[int, float]], n_configs: int
+    ref: dict[str, dict[int, float]], ml: dict[str, dict[int, float]], complete: dict[str, set[int]]
 ) -> dict[str, float]:
     """MAE, max error, Spearman ρ over ligands and success rate of one preset against the DFT reference.
 
-    A ligand enters ρ and the success rate only with all ``n_configs`` configurations DFT-relaxed (the lowest DFT Eb
-    over all K is what both compare with); MAE and max error take every configuration with both numbers.
+    A ligand enters ρ and the success rate only once every configuration in ``complete`` (the campaign's
+    verified set, :func:`verified_configs`) is DFT-relaxed: the lowest DFT Eb over those is what both compare
+    with. A preset whose best configuration is one the campaign did not relax (a duplicate minimum of the
+    campaign's screen) is judged by its best among the relaxed ones. MAE and max error take every
+    configuration with both numbers.
     """
     from scipy.stats import spearmanr
 
@@ -165,7 +185,7 @@ def figures(
         if not common:
             continue
         errors += [abs(ml[lig][i] - dft[i]) for i in common]
-        if len(dft) < n_configs:
+        if not complete.get(lig) or not complete[lig] <= set(dft):
             continue
         chosen = min(common, key=lambda k: ml[lig][k])
         best_ml.append(ml[lig][chosen])
@@ -214,13 +234,14 @@ def main(argv: list[str] | None = None) -> int:
             store = ResultStore(Path(tmp) / "reference.db")
             plain, corrected, provisional = dft_reference(c, store)
             scratch = ResultStore(args.screens / f"{c['name']}.db")
+            complete = verified_configs(c, screen(c, c["protocol"]["name"], store, Path(tmp)))
             for preset in args.presets:
                 source = store if preset == c["protocol"]["name"] else scratch
-                ml = screen(c, preset, source, Path(tmp))
+                ml = screen_eb(screen(c, preset, source, Path(tmp)))
                 for name, ref in (("DFT", plain), ("DFT-BSSE", corrected)):
                     if not ref:
                         continue
-                    f = figures(ref, ml, c["configs"])
+                    f = figures(ref, ml, complete)
                     print(
                         f"{c['name']:<20} {preset:<22} {name:<10} {f['configs']:>7} {f['ligands']:>7} "
                         f"{f['mae']:>7.3f} {f['max']:>7.3f} {f['spearman']:>6.2f} {f['success']:>7.2f}"

@@ -24,6 +24,7 @@ from typing import Any
 
 from ligbind.calculators import ML_LABEL
 from ligbind.errors import LigbindError
+from ligbind.protocols import DEFAULT_PROTOCOL
 
 BUG_NOTE = "this is a bug in ligbind; please report it with --debug output"
 MAX_CONFIGS = 50  # relaxations per ligand (the campaign schema has the same limit)
@@ -768,7 +769,7 @@ def cmd_results(args: argparse.Namespace) -> None:
 def _add_calc_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--protocol",
-        default="ml-screen",
+        default=DEFAULT_PROTOCOL,
         type=protocol_name,
         help="protocol preset (see `ligbind protocols`)",
     )

@@ -26,6 +26,7 @@ from pydantic import (
 )
 
 from ligbind.errors import LigbindError
+from ligbind.protocols import DEFAULT_PROTOCOL
 
 MAX_CONFIGS = 50  # candidate configurations per ligand (each one a relaxation)
 MAX_PAIRS = 50  # Frenkel pairs per host (each one a relaxation)
@@ -271,7 +272,7 @@ class CampaignSpec(_Strict):
     material: Material = "CsPbI3"  # type: ignore[valid-type]
     phase: str | None = None
     slab: SlabSpec = Field(default_factory=SlabSpec)
-    protocol: str = "ml-screen"
+    protocol: str = DEFAULT_PROTOCOL
     overrides: dict[str, Any] | None = None
     ligands: list[LigandItem] = Field(min_length=1, max_length=MAX_LIGANDS)
     mode: Literal["neutral", "exchange"] = "neutral"

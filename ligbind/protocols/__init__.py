@@ -33,6 +33,9 @@ BULK_ONLY: dict[str, tuple[str, ...]] = {"gpaw": ("bulk_kpt_density",), "vasp": 
 # Backend settings that change how an energy is assembled from stored calculations, not any calculation (the
 # counterpoise correction adds its own single points, stored under their own keys): outside the protocol hash too.
 ANALYSIS_ONLY: dict[str, tuple[str, ...]] = {"gpaw": ("counterpoise",)}
+# The protocol of every command, recipe and campaign that names none: the screening preset, chosen on the DFT
+# calibration (benchmarks/calibration.py, README "How long things take").
+DEFAULT_PROTOCOL = "ml-screen"
 COARSEST_GRID = 0.2  # Å, LCAO: a rigid NH3 moved across the grid, 0.019 eV at h 0.2, 0.18 eV at 0.25
 
 

@@ -25,7 +25,7 @@ from ligbind.builders.slab import check_pbi2_terminated, vacuum_thickness
 from ligbind.builders.termination import check_slab_mode, check_terminated, exchange_byproduct, surface_kind
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result, relax, result_from_row
-from ligbind.protocols import load_protocol
+from ligbind.protocols import DEFAULT_PROTOCOL, load_protocol
 from ligbind.store import ResultStore
 
 Progress = Callable[[str], None]
@@ -272,7 +272,7 @@ def _resolve(protocol: str | dict[str, Any], overrides: dict[str, Any] | None) -
 def bind(
     slab: Atoms,
     ligand: str | LigandEntry,
-    protocol: str | dict[str, Any] = "ml-screen",
+    protocol: str | dict[str, Any] = DEFAULT_PROTOCOL,
     *,
     n_configs: int = 3,
     mode: str = "neutral",
@@ -366,7 +366,7 @@ def coadsorb(
     slab: Atoms,
     ligand_a: str,
     ligand_b: str,
-    protocol: str | dict[str, Any] = "ml-screen",
+    protocol: str | dict[str, Any] = DEFAULT_PROTOCOL,
     *,
     n_configs: int = 2,
     store: ResultStore | None = None,
@@ -460,7 +460,7 @@ def _frenkel_on(
 
 def frenkel(
     slab: Atoms,
-    protocol: str | dict[str, Any] = "ml-screen",
+    protocol: str | dict[str, Any] = DEFAULT_PROTOCOL,
     *,
     ligand: str | None = None,
     mode: str = "neutral",

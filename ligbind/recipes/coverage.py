@@ -37,7 +37,7 @@ from ligbind.builders.ligands import LigandEntry, resolve_ligand
 from ligbind.builders.slab import check_pbi2_terminated
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result, relax
-from ligbind.protocols import load_protocol
+from ligbind.protocols import DEFAULT_PROTOCOL, load_protocol
 from ligbind.recipes import frenkel_structures, relax_ligand, relax_slab
 from ligbind.store import ResultStore
 
@@ -98,7 +98,7 @@ def coverage_structures(
 def coverage(
     slab: Atoms,
     ligand: str | LigandEntry,
-    protocol: str | dict[str, Any] = "ml-screen",
+    protocol: str | dict[str, Any] = DEFAULT_PROTOCOL,
     *,
     ns: list[int | str] | tuple[int | str, ...] = (1,),
     sets: int = 1,
@@ -206,7 +206,7 @@ def frenkel_on_host(
 def treatment_frenkel(
     slab: Atoms,
     treatment: str,
-    protocol: str | dict[str, Any] = "ml-screen",
+    protocol: str | dict[str, Any] = DEFAULT_PROTOCOL,
     *,
     max_pairs: int = 2,
     store: ResultStore | None = None,

@@ -44,7 +44,7 @@ from ligbind.builders.vacancies import (
 from ligbind.calculators import backend_of
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
-from ligbind.protocols import load_protocol
+from ligbind.protocols import DEFAULT_PROTOCOL, load_protocol
 from ligbind.store import ResultStore
 
 Progress = Callable[[str], None]
@@ -192,7 +192,7 @@ def _ligand_host(slab, ligand, protocol, store, workdir, mode, n_configs, progre
 
 def vacancy(
     slab: Atoms,
-    protocol: str | dict[str, Any] = "ml-screen",
+    protocol: str | dict[str, Any] = DEFAULT_PROTOCOL,
     *,
     ligand: str | None = None,
     mode: str = "neutral",
@@ -491,7 +491,7 @@ def check_barrier_input(slab: Atoms, protocol: dict[str, Any], images: int, site
 
 def barrier(
     slab: Atoms,
-    protocol: str | dict[str, Any] = "ml-screen",
+    protocol: str | dict[str, Any] = DEFAULT_PROTOCOL,
     *,
     ligand: str | None = None,
     mode: str = "neutral",

@@ -24,7 +24,7 @@ from ligbind.builders.passivation import default_exchange, distinct_arrangements
 from ligbind.builders.slab import check_pbi2_terminated
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result, relax, result_from_row
-from ligbind.protocols import load_protocol
+from ligbind.protocols import DEFAULT_PROTOCOL, load_protocol
 from ligbind.recipes import Progress, _frenkel_on, _noop, relax_slab
 from ligbind.store import ResultStore
 
@@ -78,7 +78,7 @@ def needed_references(slab: Atoms, structures: list[Atoms]) -> list[str]:
 
 def passivation(
     slab: Atoms,
-    protocol: str | dict[str, Any] = "ml-screen",
+    protocol: str | dict[str, Any] = DEFAULT_PROTOCOL,
     *,
     mode: str = "hollow",
     n: int = 1,
