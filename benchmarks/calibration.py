@@ -9,6 +9,7 @@ numbers) and ligand by ligand.
 
     python benchmarks/calibration.py                        # every calibration set that has a database
     python benchmarks/calibration.py --presets ml-screen    # one preset
+    python benchmarks/calibration.py --detail               # and Eb per ligand and configuration
 
 The other presets' screens are kept in ``--screens`` (default /tmp/ligbind-calibration-screens, one store per
 set; results are found by calculation key, so a rerun reuses them: ~10-20 min saved per run).
@@ -202,6 +203,32 @@ def figures(
     }
 
 
+def detail(
+    plain: Reference, corrected: Reference, screens: dict[str, dict[str, dict[int, float]]], complete
+) -> str:
+    """Eb (eV) per ligand and configuration: DFT, DFT − BSSE and each preset ('-': none; '*': the campaign
+    did not DFT-relax it, a duplicate minimum of its screen)."""
+
+    def cell(v: float | None) -> str:
+        return f"{v:>8.3f}" if v is not None else f"{'-':>8}"
+
+    presets = list(screens)
+    lines = [
+        f"{'ligand':<20} {'config':>6} {'DFT':>8} {'DFT-BSSE':>8} "
+        + " ".join(f"{p.replace('ml-screen-', ''):>10}" for p in presets)
+    ]
+    for lig in sorted({*plain, *(k for s in screens.values() for k in s)}):
+        configs = sorted({*plain.get(lig, {}), *(k for s in screens.values() for k in s.get(lig, {}))})
+        for k in configs:
+            mark = "" if k in complete.get(lig, ()) else "*"
+            lines.append(
+                f"{lig:<20} {str(k) + mark:>6} {cell(plain.get(lig, {}).get(k))} "
+                f"{cell(corrected.get(lig, {}).get(k))} "
+                + " ".join(f"{cell(screens[p].get(lig, {}).get(k)):>10}" for p in presets)
+            )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=list(PRESETS))
@@ -210,6 +237,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=Path(tempfile.gettempdir()) / "ligbind-calibration-screens",
         help="directory keeping the other presets' screens between runs",
+    )
+    parser.add_argument(
+        "--detail",
+        action="store_true",
+        help="also print Eb per ligand and configuration, DFT and each preset",
     )
     args = parser.parse_args(argv)
     try:
@@ -235,9 +267,10 @@ def main(argv: list[str] | None = None) -> int:
             plain, corrected, provisional = dft_reference(c, store)
             scratch = ResultStore(args.screens / f"{c['name']}.db")
             complete = verified_configs(c, screen(c, c["protocol"]["name"], store, Path(tmp)))
+            screens = {}
             for preset in args.presets:
                 source = store if preset == c["protocol"]["name"] else scratch
-                ml = screen_eb(screen(c, preset, source, Path(tmp)))
+                ml = screens[preset] = screen_eb(screen(c, preset, source, Path(tmp)))
                 for name, ref in (("DFT", plain), ("DFT-BSSE", corrected)):
                     if not ref:
                         continue
@@ -251,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
                     f"{'':<20} provisional (campaign still running; DFT slab as reference): "
                     f"{', '.join(sorted(provisional))}"
                 )
+            if args.detail:
+                print(detail(plain, corrected, screens, complete))
     return 0
 
 
