@@ -45,9 +45,10 @@ def _usable(configs: list[dict]) -> list[dict]:
     return [k for k in configs if k["status"] == "converged" and not k["flags"]]
 
 
-def dft_reference(c: dict, store) -> tuple[Reference, Reference, set[str]]:
+def dft_reference(c: dict, store) -> tuple[Reference, Reference, dict[str, set[int]], set[str]]:
     """Eb_DFT per ligand and configuration, the same less each configuration's counterpoise BSSE (only the
-    configurations whose counterpoise the campaign has computed), and the ligands whose figures are provisional.
+    configurations whose counterpoise the campaign has computed), the configurations whose DFT relaxation has
+    finished per ligand (flagged ones too: those have no Eb), and the ligands whose figures are provisional.
 
     From the DFT binding analyses of the campaign where they exist (the campaign writes them once every
     configuration of every ligand is DFT-relaxed); for the other ligands, from the DFT relaxations finished so
@@ -61,19 +62,22 @@ def dft_reference(c: dict, store) -> tuple[Reference, Reference, set[str]]:
     out = {}
     for row in store.restricted(current_rows(c)).select(kind="binding", campaign=c["name"]):  # this plan's
         if row.protocol == dft:
-            out[row.ligand] = _usable(row.data["outcome"]["configs"])
+            out[row.ligand] = row.data["outcome"]["configs"]
     provisional = {lig: v for lig, v in provisional_reference(c, store, skip=set(out)).items() if v}
-    configs = {**{lig: v for lig, v in out.items() if v}, **provisional}
+    every = {**{lig: v for lig, v in out.items() if v}, **provisional}
+    finished = {lig: {k["config"] for k in v} for lig, v in every.items()}
+    configs = {lig: _usable(v) for lig, v in every.items()}
     plain = {lig: {k["config"]: k["eb"] for k in v} for lig, v in configs.items()}
     corrected = {
         lig: {k["config"]: k["eb"] - bsse[k["key"]] for k in v if k["key"] in bsse}
         for lig, v in configs.items()
     }
-    return plain, {lig: v for lig, v in corrected.items() if v}, set(provisional)
+    plain = {lig: v for lig, v in plain.items() if v}
+    return plain, {lig: v for lig, v in corrected.items() if v}, finished, set(provisional)
 
 
 def provisional_reference(c: dict, store, skip: set[str] = frozenset()) -> dict[str, list[dict]]:
-    """The usable configuration rows (config, eb, key ...) of the DFT relaxations finished so far, against the
+    """The configuration rows (config, eb, flags, key ...) of the DFT relaxations finished so far, against the
     campaign's DFT slab (ligands in ``skip``, whose DFT analysis is stored, left out).
 
     Rows are found by label (``slab``, ``ligand:<name>``, ``verify:<name>:<k>``), the DFT protocol's hash and
@@ -126,7 +130,7 @@ def provisional_reference(c: dict, store, skip: set[str] = frozenset()) -> dict[
         outcome = analyse_binding(
             entry_from_spec(spec), spec["mode"], dft, slab_r, result_from_row(lig, dft), results
         )
-        out[name] = _usable(outcome.configs)
+        out[name] = outcome.configs
     return out
 
 
@@ -167,31 +171,47 @@ def verified_configs(c: dict, outcomes: dict) -> dict[str, set[int]]:
     return {lig: {k["config"] for k in configurations_to_verify(r, top_k)} for lig, r in outcomes.items()}
 
 
-def figures(
-    ref: dict[str, dict[int, float]], ml: dict[str, dict[int, float]], complete: dict[str, set[int]]
-) -> dict[str, float]:
+def judged_ligands(
+    ref: Reference, plain: Reference, complete: dict[str, set[int]], finished: dict[str, set[int]]
+) -> dict[str, set[int]]:
+    """The ligands ready for ρ and the success rate against ``ref``, each with its DFT-finished configurations.
+
+    Ready: every configuration the campaign verifies (``complete``, :func:`verified_configs`) has finished its
+    DFT relaxation (a flagged one has no Eb but counts as done), and ``ref`` holds every usable one of them
+    (for the counterpoise-corrected reference: every counterpoise is computed).
+    """
+    return {
+        lig: finished[lig]
+        for lig, v in ref.items()
+        if complete.get(lig)
+        and complete[lig] <= finished.get(lig, set())
+        and set(plain.get(lig, {})) <= set(v)
+    }
+
+
+def figures(ref: Reference, ml: Reference, judged: dict[str, set[int]]) -> dict[str, float]:
     """MAE, max error, Spearman ρ over ligands and success rate of one preset against the DFT reference.
 
-    A ligand enters ρ and the success rate only once every configuration in ``complete`` (the campaign's
-    verified set, :func:`verified_configs`) is DFT-relaxed: the lowest DFT Eb over those is what both compare
-    with. A preset whose best configuration is one the campaign did not relax (a duplicate minimum of the
-    campaign's screen) is judged by its best among the relaxed ones. MAE and max error take every
-    configuration with both numbers.
+    MAE and max error take every configuration with both numbers. ρ and the success rate take the ligands in
+    ``judged`` (:func:`judged_ligands`): ρ ranks the preset's best Eb against the lowest DFT Eb; a success is
+    the preset's best configuration among the DFT-relaxed ones landing, DFT-relaxed and unflagged, within
+    ``SUCCESS`` of the lowest DFT Eb (a pick flagged in DFT is a miss). A preset whose best configuration is one
+    the campaign did not relax (a duplicate minimum of the campaign's screen) is judged by its best among the
+    relaxed ones.
     """
     from scipy.stats import spearmanr
 
     errors, best_ml, best_dft, hits = [], [], [], []
     for lig, dft in ref.items():
-        common = sorted(set(dft) & set(ml.get(lig, {})))
-        if not common:
+        own = ml.get(lig, {})
+        errors += [abs(own[i] - dft[i]) for i in sorted(set(dft) & set(own))]
+        picks = [k for k in own if k in judged.get(lig, ())]
+        if not picks:
             continue
-        errors += [abs(ml[lig][i] - dft[i]) for i in common]
-        if not complete.get(lig) or not complete[lig] <= set(dft):
-            continue
-        chosen = min(common, key=lambda k: ml[lig][k])
-        best_ml.append(ml[lig][chosen])
+        chosen = min(picks, key=own.__getitem__)
+        best_ml.append(min(own.values()))
         best_dft.append(min(dft.values()))
-        hits.append(dft[chosen] - min(dft.values()) <= SUCCESS)
+        hits.append(chosen in dft and dft[chosen] - min(dft.values()) <= SUCCESS)
     rho = spearmanr(best_ml, best_dft).statistic if len(best_ml) >= 3 else float("nan")
     return {
         "configs": len(errors),
@@ -264,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copy(c["store"], Path(tmp) / "reference.db")  # the committed database stays untouched
             store = ResultStore(Path(tmp) / "reference.db")
-            plain, corrected, provisional = dft_reference(c, store)
+            plain, corrected, finished, provisional = dft_reference(c, store)
             scratch = ResultStore(args.screens / f"{c['name']}.db")
             complete = verified_configs(c, screen(c, c["protocol"]["name"], store, Path(tmp)))
             screens = {}
@@ -274,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, ref in (("DFT", plain), ("DFT-BSSE", corrected)):
                     if not ref:
                         continue
-                    f = figures(ref, ml, complete)
+                    f = figures(ref, ml, judged_ligands(ref, plain, complete, finished))
                     print(
                         f"{c['name']:<20} {preset:<22} {name:<10} {f['configs']:>7} {f['ligands']:>7} "
                         f"{f['mae']:>7.3f} {f['max']:>7.3f} {f['spearman']:>6.2f} {f['success']:>7.2f}"
