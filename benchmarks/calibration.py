@@ -11,8 +11,10 @@ numbers) and ligand by ligand.
     python benchmarks/calibration.py --presets ml-screen    # one preset
     python benchmarks/calibration.py --detail               # and Eb per ligand and configuration
 
-The other presets' screens are kept in ``--screens`` (default /tmp/ligbind-calibration-screens, one store per
-set; results are found by calculation key, so a rerun reuses them: ~10-20 min saved per run).
+The other presets' screens are kept in ``--screens`` (default benchmarks/calibration/screens, committed with
+the DFT data so that the figures are reproducible as printed; one store per set). Results are found by
+calculation key, so a rerun reuses them (~10-20 min of SevenNet saved) and a changed ligand or placement
+recomputes its own.
 
 Figures per preset, against Eb_DFT and against Eb_DFT − BSSE (the counterpoise-corrected Eb, for the
 configurations whose counterpoise is computed): MAE and max |Eb_screen − Eb_DFT| over configurations with both numbers; Spearman rank
@@ -255,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--screens",
         type=Path,
-        default=Path(tempfile.gettempdir()) / "ligbind-calibration-screens",
+        default=ROOT / "benchmarks" / "calibration" / "screens",
         help="directory keeping the other presets' screens between runs",
     )
     parser.add_argument(
