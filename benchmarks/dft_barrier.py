@@ -17,38 +17,27 @@ machine for clean timings.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GAP = 15 * 60.0  # s: a longer pause between two logged steps is an interruption
-LINE = re.compile(r"^\w+:\s+(\d+)\s+(\d\d:\d\d:\d\d)\s+(-?\d+\.\d+)\s+(\d+\.\d+)")
 
 
 def band_log(path: Path) -> dict[str, float]:
     """Steps, wall seconds (interruptions left out), last fmax and seconds per step of an NEB optimizer log."""
-    times, fmax, gaps = [], None, []
-    for line in path.read_text().splitlines():
-        m = LINE.match(line)
-        if m:
-            times.append(dt.datetime.strptime(m.group(2), "%H:%M:%S"))
-            fmax = float(m.group(4))
-        elif times:
-            times.append(None)  # a restart header: no gap across it
-    for a, b in zip(times[:-1], times[1:], strict=True):
-        if a is not None and b is not None:
-            gap = (b - a).total_seconds() % 86400
-            if gap < GAP:
-                gaps.append(gap)
+    from ligbind.io import read_optimizer_log, step_intervals
+
+    steps = read_optimizer_log(path)
+    gaps = step_intervals(steps, longest=GAP)
+    logged = [s for s in steps if s is not None]
     wall = sum(gaps)
     return {
         "steps": len(gaps),
         "wall": wall,
-        "fmax": fmax or float("nan"),
+        "fmax": logged[-1].fmax if logged else float("nan"),
         "per_step": wall / max(len(gaps), 1),
     }
 

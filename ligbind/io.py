@@ -9,7 +9,9 @@ line naming the path and the problem.
 from __future__ import annotations
 
 import os
+import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import ase.io
@@ -161,3 +163,51 @@ def read_structure(path: str | Path, index: int | str = -1) -> Atoms:
     if not isinstance(atoms, Atoms) or len(atoms) == 0:
         raise LigbindError(f"structure file {path} holds no atoms")
     return atoms
+
+
+# ------------------------------------------------------------------------------------- optimizer logs
+_OPTIMIZER_LINE = re.compile(r"^(\w+):\s+(\d+)\s+(\d\d):(\d\d):(\d\d)\s+(-?\d+\.\d+)\*?\s+(\d+\.\d+)")
+
+
+@dataclass(frozen=True)
+class OptimizerStep:
+    """One line of an ASE optimizer's text log: optimizer name, step, clock time (s after midnight), E, fmax."""
+
+    optimizer: str
+    step: int
+    clock: int
+    energy: float
+    fmax: float
+
+
+def read_optimizer_log(path: str | Path) -> list[OptimizerStep | None]:
+    """The steps an ASE optimizer wrote to its text logfile, in order, with None where a header line interrupts
+    them (a resumed relaxation or band appends a new header: no step interval spans it). Unreadable: []."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return []
+    out: list[OptimizerStep | None] = []
+    for line in text.splitlines():
+        m = _OPTIMIZER_LINE.match(line)
+        if m:
+            h, mi, sec = (int(g) for g in m.group(3, 4, 5))
+            clock = 3600 * h + 60 * mi + sec
+            out.append(
+                OptimizerStep(m.group(1), int(m.group(2)), clock, float(m.group(6)), float(m.group(7)))
+            )
+        elif out and out[-1] is not None:
+            out.append(None)
+    return out
+
+
+def step_intervals(steps: list[OptimizerStep | None], longest: float = float("inf")) -> list[float]:
+    """Seconds between consecutive logged steps (across midnight), none across a header or above ``longest``
+    (an interruption)."""
+    out = []
+    for a, b in zip(steps[:-1], steps[1:], strict=True):
+        if a is not None and b is not None:
+            gap = (b.clock - a.clock) % 86400
+            if gap < longest:
+                out.append(float(gap))
+    return out

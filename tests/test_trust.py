@@ -248,3 +248,64 @@ def test_status_shows_what_the_workers_of_a_parallel_run_compute(tmp_path, monke
         assert sorted(shown) == record  # what status shows is what the run recorded at that moment
         assert states.get("RUNNING", 0) == len(record)
     assert written[-1] == [] and "running" not in status("trust")[0]
+
+
+def test_status_reports_the_relaxation_in_progress(tmp_path):
+    """A DFT relaxation runs for hours inside one Firework: status reads its optimizer log (last step, fmax and
+    the protocol's target, seconds per step, none across a restart or midnight miscounted) and leaves out the
+    calculations that are stored or were last written before the running Firework started."""
+    import time
+
+    from ase.build import molecule
+
+    from ligbind.cli import _calculation_line
+    from ligbind.engine.fireworks import active_calculations
+    from ligbind.protocols import load_protocol, protocol_hash
+    from ligbind.store import ResultStore
+
+    protocol = load_protocol("ml-screen", {"relax": {"fmax": 0.07}})
+    h = protocol_hash(protocol)
+    c = {"workdir": str(tmp_path), "store": str(tmp_path / "r.db"), "protocol": protocol, "verify": None}
+    calcs = tmp_path / "calcs"
+    calcs.mkdir()
+    header = "      Step     Time          Energy          fmax\n"
+
+    def log(name: str, *steps: tuple[str, int, str, float, float], resumed_after: int = -1) -> None:
+        lines = [header]
+        for i, (opt, n, clock, e, f) in enumerate(steps):
+            lines.append(f"{opt}: {n:4d} {clock} {e:15.6f} {f:15.6f}\n")
+            if i == resumed_after:
+                lines.append(header)
+        (calcs / name).write_text("".join(lines))
+
+    since = time.time() - 1
+    steps = [
+        ("BFGS", 0, "23:59:30", -85.10, 0.40),
+        ("BFGS", 1, "00:00:30", -85.15, 0.20),  # 60 s across midnight
+        ("BFGS", 1, "00:40:00", -85.15, 0.20),  # resumed: no interval across the new header
+        ("BFGS", 2, "00:40:50", -85.16, 0.12),
+        ("BFGS", 3, "00:41:30", -85.17, 0.09),
+    ]
+    log(f"relax-aaaa-{h}.log", *steps, resumed_after=1)
+    log(f"relax-bbbb-{h}.log", ("BFGS", 0, "00:00:00", -1.0, 0.01))  # finished: its row is stored
+    ResultStore(c["store"]).put(molecule("H2"), f"relax-bbbb-{h}")
+    log(f"relax-cccc-{h}.log", ("BFGS", 0, "00:00:00", -1.0, 0.5))  # a run before this one
+    os.utime(calcs / f"relax-cccc-{h}.log", (since - 3600, since - 3600))
+    log(f"neb-dddd-{h}.neb.log", ("FIRE", 7, "00:00:00", -2.0, 0.3), ("FIRE", 8, "00:02:00", -2.1, 0.2))
+
+    found = {k["key"]: k for k in active_calculations(c, since)}
+    assert set(found) == {f"relax-aaaa-{h}", f"neb-dddd-{h}"}
+    relax, band = found[f"relax-aaaa-{h}"], found[f"neb-dddd-{h}"]
+    assert (relax["kind"], relax["step"], relax["fmax"], relax["fmax_target"]) == (
+        "relaxation",
+        3,
+        0.09,
+        0.07,
+    )
+    assert relax["seconds_per_step"] == pytest.approx((60 + 50 + 40) / 3)
+    assert (band["kind"], band["optimizer"], band["step"], band["fmax_target"]) == ("band", "FIRE", 8, None)
+    assert band["seconds_per_step"] == 120
+    line = _calculation_line(relax)
+    assert f"relaxation relax-aaaa-{h} (BFGS): step 3, fmax 0.090 (to 0.07) eV/Å" in line
+    assert "50 s per step; last step 0 min ago" in line
+    assert active_calculations(c, time.time() + 60) == []  # nothing written since

@@ -933,6 +933,16 @@ def _duration(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60:02d} min" if minutes >= 60 else f"{minutes} min"
 
 
+def _calculation_line(k: dict[str, Any]) -> str:
+    """One line of `ligbind status` on a relaxation or band in progress (from its optimizer log)."""
+    pace = f", {k['seconds_per_step']:.0f} s per step" if k["seconds_per_step"] is not None else ""
+    target = f" (to {k['fmax_target']:g})" if k.get("fmax_target") is not None else ""
+    return (
+        f"    {k['kind']} {k['key']} ({k['optimizer']}): step {k['step']}, fmax {k['fmax']:.3f}{target} eV/Å, "
+        f"E {k['energy']:.4f} eV{pace}; last step {_duration(time.time() - k['last_step'])} ago"
+    )
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     from ligbind.engine.fireworks import status
 
@@ -947,6 +957,7 @@ def cmd_status(args: argparse.Namespace) -> None:
             lines += [
                 f"  RUNNING {f['firework']}: for {_duration(time.time() - f['since'])}" for f in r["running"]
             ]
+            lines += [_calculation_line(k) for k in r.get("calculations", [])]
         lines += [f"  FIZZLED {f['firework']}: {f['error']}" for f in r["failures"]]
         if r["failures"]:
             lines.append(

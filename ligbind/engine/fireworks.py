@@ -27,6 +27,7 @@ from fireworks import FiretaskBase, Firework, FWAction, FWorker, LaunchPad, Work
 
 from ligbind.engine.campaign import (
     PLAN_VERSION,
+    _calcdir,
     _digest,
     campaign_settings,
     firework_hash,
@@ -72,6 +73,7 @@ fireworks.core.rocket.ROCKET_STREAM_LOGLEVEL = "CRITICAL"  # the progress bar re
 STORE_FILE = "fireworks_store.json"
 LOCK_FILE = "worker.lock"
 RUNNING_FILE = "running.json"  # what the worker holding the lock is computing now (for `ligbind status`)
+RUNNING_STEP_GAP = 6 * 3600.0  # s: a longer pause between two logged steps is an interruption, not a step
 
 
 # ------------------------------------------------------------------------------------------ the store
@@ -916,6 +918,53 @@ def running_now(c: dict[str, Any]) -> dict[str, Any] | None:
     return record
 
 
+def active_calculations(c: dict[str, Any], since: float) -> list[dict[str, Any]]:
+    """The relaxations and NEB bands of campaign ``c`` in progress: optimizer logs in its calcs folder written
+    to since ``since`` (the oldest running Firework's start) whose result is not in the store yet, each with
+    its last step, fmax (and a relaxation's target fmax, on the campaign's protocols), energy, the mean
+    seconds of its last (up to) five steps and when it last logged.
+
+    The embedded store and ``running.json`` know the Firework; only the optimizer's log knows how far a DFT
+    relaxation inside it has come (an hour-long step is not a stalled run).
+    """
+    from ligbind.io import read_optimizer_log, step_intervals
+
+    logs = [p for p in _calcdir(c).glob("*.log") if p.stat().st_mtime >= since]
+    if not logs:
+        return []
+    store = ResultStore.open_existing(c["store"]) if Path(c["store"]).is_file() else None
+    protocols = [c.get("protocol"), (c.get("verify") or {}).get("protocol")]
+    targets = {
+        protocol_hash(p): p["relax"]["fmax"] for p in protocols if isinstance(p, dict) and "relax" in p
+    }
+    out = []
+    for log in sorted(logs, key=lambda p: p.stat().st_mtime, reverse=True):
+        key = log.name.removesuffix(".log")
+        kind = "band" if key.endswith(".neb") else "relaxation"
+        key = key.removesuffix(".neb")
+        steps = read_optimizer_log(log)
+        logged = [s for s in steps if s is not None]
+        if not logged or (store is not None and store.get(key) is not None):
+            continue
+        gaps = step_intervals(steps, longest=RUNNING_STEP_GAP)[-5:]
+        last = logged[-1]
+        target = next((targets[h] for h in key.split("-") if h in targets), None)
+        out.append(
+            {
+                "key": key,
+                "kind": kind,
+                "optimizer": last.optimizer,
+                "step": last.step,
+                "energy": last.energy,
+                "fmax": last.fmax,
+                "fmax_target": target if kind == "relaxation" else None,
+                "seconds_per_step": sum(gaps) / len(gaps) if gaps else None,
+                "last_step": log.stat().st_mtime,
+            }
+        )
+    return out
+
+
 class _Launcher:
     """Launches one Rocket at a time on the campaign's LaunchPad and saves the store after each."""
 
@@ -1130,6 +1179,8 @@ def status(
         if live is not None:  # the embedded store was saved before these started: it holds them as READY
             row["running"] = live["running"]
             row["worker"] = f"pid {live['pid']}"
+            if live["running"]:
+                row["calculations"] = active_calculations(c, min(r["since"] for r in live["running"]))
             names = [f"{c['name']}:{r['firework']}" for r in live["running"]]
             started = lpad.fireworks.count_documents(
                 {**campaign_query(c), "state": "READY", "name": {"$in": names}}
