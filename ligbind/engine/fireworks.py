@@ -929,16 +929,26 @@ def active_calculations(c: dict[str, Any], since: float) -> list[dict[str, Any]]
     """
     from ligbind.io import read_optimizer_log, step_intervals
 
-    logs = [p for p in _calcdir(c).glob("*.log") if p.stat().st_mtime >= since]
+    logs = []
+    for path in _calcdir(c).glob("*.log"):
+        try:
+            mtime = path.stat().st_mtime
+        except OSError:  # removed since the listing
+            continue
+        if mtime >= since:
+            logs.append((mtime, path))
     if not logs:
         return []
-    store = ResultStore.open_existing(c["store"]) if Path(c["store"]).is_file() else None
+    try:
+        store = ResultStore.open_existing(c["store"])
+    except LigbindError:  # not written yet: nothing is finished
+        store = None
     protocols = [c.get("protocol"), (c.get("verify") or {}).get("protocol")]
     targets = {
         protocol_hash(p): p["relax"]["fmax"] for p in protocols if isinstance(p, dict) and "relax" in p
     }
     out = []
-    for log in sorted(logs, key=lambda p: p.stat().st_mtime, reverse=True):
+    for mtime, log in sorted(logs, reverse=True):
         key = log.name.removesuffix(".log")
         kind = "band" if key.endswith(".neb") else "relaxation"
         key = key.removesuffix(".neb")
@@ -959,7 +969,7 @@ def active_calculations(c: dict[str, Any], since: float) -> list[dict[str, Any]]
                 "fmax": last.fmax,
                 "fmax_target": target if kind == "relaxation" else None,
                 "seconds_per_step": sum(gaps) / len(gaps) if gaps else None,
-                "last_step": log.stat().st_mtime,
+                "last_step": mtime,
             }
         )
     return out
