@@ -12,9 +12,10 @@ numbers) and ligand by ligand.
     python benchmarks/calibration.py --detail               # and Eb per ligand and configuration
 
 The other presets' screens are kept in ``--screens`` (default benchmarks/calibration/screens, committed with
-the DFT data so that the figures are reproducible as printed; one store per set, rewritten only when a
-screen is computed). Results are found by calculation key, so a rerun reuses them (~10-20 min of SevenNet
-saved) and a changed ligand or placement recomputes its own.
+the DFT data so that the figures are reproducible as printed; one store per set, rewritten after each
+ligand whose screen computed something: an interrupted run keeps the ligands it finished). Results are found
+by calculation key, so a rerun reuses them (~10-20 min of SevenNet saved) and a changed ligand or placement
+recomputes its own.
 
 Figures per preset, against Eb_DFT and against Eb_DFT − BSSE (the counterpoise-corrected Eb, for the
 configurations whose counterpoise is computed): MAE and max |Eb_screen − Eb_DFT| over configurations with both numbers; Spearman rank
@@ -136,14 +137,16 @@ def provisional_reference(c: dict, store, skip: set[str] = frozenset()) -> dict[
     return out
 
 
-def screen(c: dict, preset: str, store, workdir: Path) -> dict:
-    """The binding outcome per ligand with ``preset`` (reused from ``store`` where it holds them)."""
+def screen(c: dict, preset: str, store, workdir: Path, after=None) -> dict:
+    """The binding outcome per ligand with ``preset`` (reused from ``store`` where it holds them); ``after()``
+    is called after each ligand (to keep what a long screen has computed so far)."""
     from ligbind.engine.campaign import campaign_slab, entry_from_spec
     from ligbind.recipes import bind
 
     slab = campaign_slab(c)
-    return {
-        spec["name"]: bind(
+    out = {}
+    for spec in c["ligands"]:
+        out[spec["name"]] = bind(
             slab,
             entry_from_spec(spec),
             preset,
@@ -152,8 +155,9 @@ def screen(c: dict, preset: str, store, workdir: Path) -> dict:
             store=store,
             workdir=workdir,
         )
-        for spec in c["ligands"]
-    }
+        if after is not None:
+            after()
+    return out
 
 
 def screen_eb(outcomes: dict) -> dict[str, dict[int, float]]:
@@ -291,12 +295,19 @@ def main(argv: list[str] | None = None) -> int:
             if kept.exists():  # worked on as a copy: the kept one changes only when a screen is computed
                 shutil.copy(kept, Path(tmp) / "screens.db")
             scratch = ResultStore(Path(tmp) / "screens.db")
-            relaxations = scratch.db.count(kind="relax")
+            relaxations = [scratch.db.count(kind="relax")]
+
+            def keep(scratch=scratch, kept=kept, relaxations=relaxations, tmp=tmp) -> None:
+                """Copy the screens back once a ligand's screen computed something (a kill loses at most one)."""
+                if (n := scratch.db.count(kind="relax")) != relaxations[0]:
+                    shutil.copy(Path(tmp) / "screens.db", kept)
+                    relaxations[0] = n
+
             complete = verified_configs(c, screen(c, c["protocol"]["name"], store, Path(tmp)))
             screens = {}
             for preset in args.presets:
                 source = store if preset == c["protocol"]["name"] else scratch
-                ml = screens[preset] = screen_eb(screen(c, preset, source, Path(tmp)))
+                ml = screens[preset] = screen_eb(screen(c, preset, source, Path(tmp), after=keep))
                 for name, ref in (("DFT", plain), ("DFT-BSSE", corrected)):
                     if not ref:
                         continue
@@ -312,8 +323,6 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if args.detail:
                 print(detail(plain, corrected, screens, complete))
-            if scratch.db.count(kind="relax") != relaxations:
-                shutil.copy(Path(tmp) / "screens.db", kept)
     return 0
 
 
