@@ -137,6 +137,27 @@ def provisional_reference(c: dict, store, skip: set[str] = frozenset()) -> dict[
     return out
 
 
+class KeptScreens:
+    """The other presets' screens of one set (``kept``, a results store), worked on as a copy in ``workdir``: the
+    kept file is rewritten only when a screen computed something, after each ligand (a rerun leaves the
+    repository clean; an interrupted one keeps the ligands it finished)."""
+
+    def __init__(self, kept: Path, workdir: Path):
+        from ligbind.store import ResultStore
+
+        self.kept, self.copy = kept, workdir / "screens.db"
+        if kept.exists():
+            shutil.copy(kept, self.copy)
+        self.store = ResultStore(self.copy)
+        self.relaxations = self.store.db.count(kind="relax")
+
+    def save(self) -> None:
+        """Copy the screens back when relaxations were added since the last save."""
+        if (n := self.store.db.count(kind="relax")) != self.relaxations:
+            shutil.copy(self.copy, self.kept)
+            self.relaxations = n
+
+
 def screen(c: dict, preset: str, store, workdir: Path, after=None) -> dict:
     """The binding outcome per ligand with ``preset`` (reused from ``store`` where it holds them); ``after()``
     is called after each ligand (to keep what a long screen has computed so far)."""
@@ -291,23 +312,17 @@ def main(argv: list[str] | None = None) -> int:
             shutil.copy(c["store"], Path(tmp) / "reference.db")  # the committed database stays untouched
             store = ResultStore(Path(tmp) / "reference.db")
             plain, corrected, finished, provisional = dft_reference(c, store)
-            kept = args.screens / f"{c['name']}.db"
-            if kept.exists():  # worked on as a copy: the kept one changes only when a screen is computed
-                shutil.copy(kept, Path(tmp) / "screens.db")
-            scratch = ResultStore(Path(tmp) / "screens.db")
-            relaxations = [scratch.db.count(kind="relax")]
-
-            def keep(scratch=scratch, kept=kept, relaxations=relaxations, tmp=tmp) -> None:
-                """Copy the screens back once a ligand's screen computed something (a kill loses at most one)."""
-                if (n := scratch.db.count(kind="relax")) != relaxations[0]:
-                    shutil.copy(Path(tmp) / "screens.db", kept)
-                    relaxations[0] = n
-
-            complete = verified_configs(c, screen(c, c["protocol"]["name"], store, Path(tmp)))
+            kept = KeptScreens(args.screens / f"{c['name']}.db", Path(tmp))
+            own = screen(c, c["protocol"]["name"], store, Path(tmp))  # the campaign's screen, in its database
+            complete = verified_configs(c, own)
             screens = {}
             for preset in args.presets:
-                source = store if preset == c["protocol"]["name"] else scratch
-                ml = screens[preset] = screen_eb(screen(c, preset, source, Path(tmp), after=keep))
+                outcomes = (
+                    own
+                    if preset == c["protocol"]["name"]
+                    else screen(c, preset, kept.store, Path(tmp), kept.save)
+                )
+                ml = screens[preset] = screen_eb(outcomes)
                 for name, ref in (("DFT", plain), ("DFT-BSSE", corrected)):
                     if not ref:
                         continue
