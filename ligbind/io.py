@@ -201,6 +201,19 @@ def read_optimizer_log(path: str | Path) -> list[OptimizerStep | None]:
     return out
 
 
+_SCF_LINE = re.compile(r"^\|?iter:\s*(\d+)", re.MULTILINE)
+
+
+def last_scf_iteration(path: str | Path) -> int | None:
+    """The last SCF iteration a GPAW text log reports (``iter: N``), or None when it reports none yet."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return None
+    found = _SCF_LINE.findall(text)
+    return int(found[-1]) if found else None
+
+
 def step_intervals(steps: list[OptimizerStep | None], longest: float = float("inf")) -> list[float]:
     """Seconds between consecutive logged steps (across midnight), none across a header or above ``longest``
     (an interruption)."""

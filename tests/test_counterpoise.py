@@ -124,6 +124,42 @@ def test_killed_counterpoise_keeps_its_finished_terms(tiny, tmp_path, counting_g
     assert resumed.bsse == pytest.approx(dimer_bsse.bsse, abs=1e-5)
 
 
+def test_status_reports_a_counterpoise_in_progress(tiny, tmp_path, counting_gpaw):
+    """`ligbind status` on a killed counterpoise (two of four terms finished) and on one in the middle of its
+    third term's SCF (that term's GPAW log, cut after its third iteration); nothing once it is stored."""
+    import time
+
+    from ligbind.calculators.gpaw import counterpoise_label
+    from ligbind.cli import _calculation_line
+    from ligbind.engine.fireworks import active_calculations
+    from ligbind.io import last_scf_iteration
+
+    store = ResultStore(tmp_path / "s.db")
+    c = {"workdir": str(tmp_path), "store": str(tmp_path / "s.db"), "protocol": tiny, "verify": None}
+    calcs = tmp_path / "calcs"
+    since = time.time() - 1
+    counting_gpaw.fail_at = 3
+    with pytest.raises(KeyboardInterrupt):
+        counterpoise(_complex(water_dimer(), tiny), tiny, store=store, workdir=calcs)
+    (killed,) = active_calculations(c, since)
+    assert killed["kind"] == "counterpoise" and killed["key"].startswith("counterpoise-")
+    assert (killed["terms_done"], killed["terms"], killed["term"]) == (2, 4, None)
+    assert _calculation_line(killed).endswith("2 of 4 terms done; last written 0 min ago")
+
+    finished = (calcs / f"{counterpoise_label(killed['key'], COUNTERPOISE_TERMS[1])}.txt").read_text()
+    assert last_scf_iteration(calcs / f"{counterpoise_label(killed['key'], COUNTERPOISE_TERMS[1])}.txt") > 3
+    lines = finished.splitlines(keepends=True)
+    third = next(i for i, line in enumerate(lines) if "iter:   3" in line)
+    (calcs / f"{counterpoise_label(killed['key'], 'slab')}.txt").write_text("".join(lines[: third + 1]))
+    (running,) = active_calculations(c, since)
+    assert (running["terms_done"], running["term"], running["scf_iteration"]) == (2, "slab", 3)
+    assert "2 of 4 terms done; 'slab' at SCF iteration 3; last written" in _calculation_line(running)
+
+    counting_gpaw.made, counting_gpaw.fail_at = 0, None
+    counterpoise(_complex(water_dimer(), tiny), tiny, store=store, workdir=calcs)
+    assert active_calculations(c, since) == []
+
+
 def test_counterpoise_refuses_what_it_cannot_correct(tiny, tmp_path):
     store = ResultStore(tmp_path / "s.db")
     ml = load_protocol("ml-screen")

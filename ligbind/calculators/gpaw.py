@@ -306,6 +306,11 @@ def _start_moments(atoms: Atoms, protocol: dict[str, Any]) -> None:
             atoms.set_initial_magnetic_moments(np.full(len(atoms), 1.0 / len(atoms)))
 
 
+def counterpoise_label(key: str, term: str) -> str:
+    """The label (text log ``<label>.txt``) of counterpoise term ``term`` of calculation ``key``."""
+    return f"{key}.{term.replace(' ', '-').replace('+', '-with-')}"
+
+
 def counterpoise_energies(
     atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
 ) -> dict[str, float]:
@@ -350,7 +355,7 @@ def counterpoise_energies(
         work = complex_[indices]
         if protocol["gpaw"]["spinpol"] and electron_count(complex_[indices[real]], charge) % 2:
             work.set_initial_magnetic_moments(np.where(real, 1.0 / real.sum(), 0.0))
-        label = f"{key}.{name.replace(' ', '-').replace('+', '-with-')}"
+        label = counterpoise_label(key, name)
         for attempt in range(1 + len(protocol["gpaw"]["scf_retries"])):
             kwargs = gpaw_parameters(protocol, complex_, workdir, label, attempt)
             # energies only: the SCF's force criterion (there for BFGS) would add a force evaluation per check

@@ -934,12 +934,16 @@ def _duration(seconds: float) -> str:
 
 
 def _calculation_line(k: dict[str, Any]) -> str:
-    """One line of `ligbind status` on a relaxation or band in progress (from its optimizer log)."""
+    """One line of `ligbind status` on a relaxation, band or counterpoise correction in progress (from its log)."""
+    ago = _duration(time.time() - k["last_step"])
+    if k["kind"] == "counterpoise":
+        doing = f"; '{k['term']}' at SCF iteration {k['scf_iteration'] or 0}" if k["term"] else ""
+        return f"    counterpoise {k['key']}: {k['terms_done']} of {k['terms']} terms done{doing}; last written {ago} ago"
     pace = f", {k['seconds_per_step']:.0f} s per step" if k["seconds_per_step"] is not None else ""
     target = f" (to {k['fmax_target']:g})" if k.get("fmax_target") is not None else ""
     return (
         f"    {k['kind']} {k['key']} ({k['optimizer']}): step {k['step']}, fmax {k['fmax']:.3f}{target} eV/Å, "
-        f"E {k['energy']:.4f} eV{pace}; last step {_duration(time.time() - k['last_step'])} ago"
+        f"E {k['energy']:.4f} eV{pace}; last step {ago} ago"
     )
 
 

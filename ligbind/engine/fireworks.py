@@ -918,31 +918,47 @@ def running_now(c: dict[str, Any]) -> dict[str, Any] | None:
     return record
 
 
-def active_calculations(c: dict[str, Any], since: float) -> list[dict[str, Any]]:
-    """The relaxations and NEB bands of campaign ``c`` in progress: optimizer logs in its calcs folder written
-    to since ``since`` (the oldest running Firework's start) whose result is not in the store yet, each with
-    its last step, fmax (and a relaxation's target fmax, on the campaign's protocols), energy, the mean
-    seconds of its last (up to) five steps and when it last logged.
-
-    The embedded store and ``running.json`` know the Firework; only the optimizer's log knows how far a DFT
-    relaxation inside it has come (an hour-long step is not a stalled run).
-    """
-    from ligbind.io import read_optimizer_log, step_intervals
-
-    logs = []
-    for path in _calcdir(c).glob("*.log"):
+def _written_since(paths, since: float) -> list[tuple[float, Path]]:
+    """(mtime, path) of ``paths`` last written at or after ``since``."""
+    out = []
+    for path in paths:
         try:
             mtime = path.stat().st_mtime
         except OSError:  # removed since the listing
             continue
         if mtime >= since:
-            logs.append((mtime, path))
-    if not logs:
+            out.append((mtime, path))
+    return out
+
+
+def active_calculations(c: dict[str, Any], since: float) -> list[dict[str, Any]]:
+    """The relaxations, NEB bands and counterpoise corrections of campaign ``c`` in progress: logs in its calcs
+    folder written to since ``since`` (the oldest running Firework's start) whose result is not in the store
+    yet. A relaxation or band comes with its last step, fmax (and a relaxation's target fmax, on the campaign's
+    protocols), energy, the mean seconds of its last (up to) five steps and when it last logged; a counterpoise
+    correction with its finished terms, the term it is computing and that term's SCF iteration.
+
+    The embedded store and ``running.json`` know the Firework; only the calculations' logs know how far a DFT
+    step inside it has come (an hour-long relaxation step is not a stalled run).
+    """
+    calcdir = _calcdir(c)
+    logs = _written_since(calcdir.glob("*.log"), since)
+    scf_logs = _written_since(calcdir.glob("counterpoise-*.txt"), since)
+    if not logs and not scf_logs:
         return []
     try:
         store = ResultStore.open_existing(c["store"])
     except LigbindError:  # not written yet: nothing is finished
         store = None
+    return _optimizations(c, logs, store) + _counterpoise_corrections(calcdir, scf_logs, store)
+
+
+def _optimizations(
+    c: dict[str, Any], logs: list[tuple[float, Path]], store: ResultStore | None
+) -> list[dict]:
+    """:func:`active_calculations`' relaxations and bands, from their optimizer logs."""
+    from ligbind.io import read_optimizer_log, step_intervals
+
     protocols = [c.get("protocol"), (c.get("verify") or {}).get("protocol")]
     targets = {
         protocol_hash(p): p["relax"]["fmax"] for p in protocols if isinstance(p, dict) and "relax" in p
@@ -969,6 +985,45 @@ def active_calculations(c: dict[str, Any], since: float) -> list[dict[str, Any]]
                 "fmax": last.fmax,
                 "fmax_target": target if kind == "relaxation" else None,
                 "seconds_per_step": sum(gaps) / len(gaps) if gaps else None,
+                "last_step": mtime,
+            }
+        )
+    return out
+
+
+def _counterpoise_corrections(
+    calcdir: Path, logs: list[tuple[float, Path]], store: ResultStore | None
+) -> list[dict[str, Any]]:
+    """:func:`active_calculations`' counterpoise corrections, from the GPAW text logs of their terms and the
+    record of the terms they finished."""
+    from ligbind.analysis.energies import COUNTERPOISE_TERMS
+    from ligbind.calculators.gpaw import counterpoise_label
+    from ligbind.io import last_scf_iteration
+
+    newest: dict[str, tuple[float, Path]] = {}
+    for mtime, log in logs:
+        key = log.name.split(".", 1)[0]
+        if key not in newest or mtime > newest[key][0]:
+            newest[key] = (mtime, log)
+    out = []
+    for key, (mtime, log) in sorted(newest.items(), key=lambda kv: kv[1][0], reverse=True):
+        if store is not None and store.get(key) is not None:
+            continue
+        try:
+            finished = json.loads((calcdir / f"{key}.json").read_text())
+        except (OSError, ValueError):
+            finished = {}
+        labels = {counterpoise_label(key, t): t for t in COUNTERPOISE_TERMS}
+        term = labels.get(log.name.removesuffix(".txt").split(".retry")[0])
+        current = term if term is not None and term not in finished else None
+        out.append(
+            {
+                "key": key,
+                "kind": "counterpoise",
+                "terms_done": sum(t in finished for t in COUNTERPOISE_TERMS),
+                "terms": len(COUNTERPOISE_TERMS),
+                "term": current,
+                "scf_iteration": last_scf_iteration(log) if current else None,
                 "last_step": mtime,
             }
         )
