@@ -309,3 +309,46 @@ def test_status_reports_the_relaxation_in_progress(tmp_path):
     assert f"relaxation relax-aaaa-{h} (BFGS): step 3, fmax 0.090 (to 0.07) eV/Å" in line
     assert "50 s per step; last step 0 min ago" in line
     assert active_calculations(c, time.time() + 60) == []  # nothing written since
+
+
+@pytest.mark.slow
+def test_status_estimates_the_time_left_at_the_campaigns_pace(tmp_path, monkeypatch):
+    """Part of a campaign run: status gives each step with finished Fireworks its mean cost (the launch's run
+    time, or the stored calculation's wall time where longer), times what is left of it, and names the steps
+    it cannot time yet; nothing once the campaign is done."""
+    from ligbind.engine.campaign import resolve_campaign_ref
+    from ligbind.engine.fireworks import default_workers, read_launchpad, run, screen, status, step_kind
+
+    monkeypatch.chdir(tmp_path)
+    path = campaign(tmp_path, ligands=["methylamine", "methanethiol"])
+    screen(path)
+    run(path, progress=False, workers=1, max_fireworks=4)
+    (report,) = status("trust")
+    lpad = read_launchpad(resolve_campaign_ref("trust"), None)
+    store = ResultStore(tmp_path / "runs" / "trust" / "ligbind.db")
+    finished, left = {}, {}
+    for doc in lpad.fireworks.find({"spec._campaign": "trust"}):
+        kind = step_kind(doc["name"])
+        if doc["state"] != "COMPLETED":
+            left[kind] = left.get(kind, 0) + 1
+            continue
+        launch = lpad.launches.find_one({"fw_id": doc["fw_id"]}, sort=[("launch_id", -1)])
+        key = launch["action"]["stored_data"].get("key")
+        wall = store.get(key).wall_time if key else 0.0
+        finished.setdefault(kind, []).append(max(launch["runtime_secs"], wall))
+    assert sum(len(v) for v in finished.values()) == 4 and left
+    t = report["time_left"]
+    timed = {s["step"]: s for s in t["steps"]}
+    assert set(timed) | set(t["untimed"]) == set(left)
+    assert set(timed) == set(left) & set(finished) and set(t["untimed"]) == set(left) - set(finished)
+    for kind, s in timed.items():
+        assert s["left"] == left[kind] and s["pace"] == pytest.approx(np.mean(finished[kind]))
+    # no run is alive: as many workers side by side as `ligbind run` would start (one per core on ML)
+    assert t["workers"] == default_workers(resolve_campaign_ref("trust"))
+    assert t["seconds"] == pytest.approx(sum(s["pace"] * s["left"] for s in timed.values()) / t["workers"])
+    assert t["steps"] and t["untimed"]  # this plan has both at this point (the slab and a ligand ran first)
+    shown = run_ligbind("status", "trust", cwd=tmp_path).stdout
+    assert "  left: about 0 min" in shown and "at this campaign's pace (" in shown
+    assert "; not timed yet (no Firework of theirs finished): " in shown
+    run(path, progress=False, workers=1)
+    assert "time_left" not in status("trust")[0]

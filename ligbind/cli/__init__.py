@@ -947,6 +947,19 @@ def _calculation_line(k: dict[str, Any]) -> str:
     )
 
 
+def _time_left_line(t: dict[str, Any]) -> str:
+    """`ligbind status`: the time left at the campaign's pace (:func:`ligbind.engine.fireworks.time_left`)."""
+    parts = []
+    if t["steps"]:
+        side = f" over {t['workers']} workers" if t["workers"] > 1 else ""
+        paces = ", ".join(f"{s['step']} {s['left']} × {_duration(s['pace'])}" for s in t["steps"])
+        parts.append(f"about {_duration(t['seconds'])}{side} at this campaign's pace ({paces})")
+    if t["untimed"]:
+        untimed = ", ".join(f"{k} {n}" for k, n in t["untimed"].items())
+        parts.append(f"not timed yet (no Firework of theirs finished): {untimed}")
+    return "  left: " + "; ".join(parts)
+
+
 def cmd_status(args: argparse.Namespace) -> None:
     from ligbind.engine.fireworks import status
 
@@ -956,6 +969,8 @@ def cmd_status(args: argparse.Namespace) -> None:
         states = ", ".join(f"{k} {v}" for k, v in sorted(r["states"].items())) or r.get("note", "empty")
         counts = f"; {r['failed']} failed, {r['unconverged']} unconverged" if "failed" in r else ""
         lines.append(f"{r['campaign']}: {states}{counts}")
+        if r.get("time_left"):
+            lines.append(_time_left_line(r["time_left"]))
         if r.get("running") is not None:
             lines.append(f"  a run is working on it ({r['worker']})")
             lines += [

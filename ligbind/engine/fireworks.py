@@ -831,7 +831,7 @@ def run(
         if not launchpad_file:  # one in-process worker: no heartbeat thread (mongomock is not thread-safe)
             fireworks.core.rocket.start_ping_launch = lambda *args: None
         bar = tqdm(total=_ready_count(lpad, c), unit="fw", disable=not progress, desc=c["name"])
-        launcher = _Launcher(lpad, c, launches, bar)
+        launcher = _Launcher(lpad, c, launches, bar, workers)
         cwd = os.getcwd()
         try:
             os.chdir(launches)
@@ -880,8 +880,9 @@ class RunningRecord:
     since when. The embedded store is saved between Fireworks, so `ligbind status` would otherwise show a
     running Firework as READY (and say nothing of a DFT relaxation that has been running for an hour)."""
 
-    def __init__(self, workdir: str | Path):
+    def __init__(self, workdir: str | Path, workers: int = 1):
         self.path = Path(workdir) / RUNNING_FILE
+        self.workers = workers
         self.since: dict[str, float] = {}
 
     def start(self, name: str) -> None:
@@ -898,7 +899,12 @@ class RunningRecord:
 
     def _write(self) -> None:
         running = [{"firework": n, "since": t} for n, t in sorted(self.since.items(), key=lambda kv: kv[1])]
-        record = {"host": socket.gethostname(), "pid": os.getpid(), "running": running}
+        record = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "workers": self.workers,
+            "running": running,
+        }
         write_text_atomic(self.path, json.dumps(record))
 
 
@@ -1033,11 +1039,11 @@ def _counterpoise_corrections(
 class _Launcher:
     """Launches one Rocket at a time on the campaign's LaunchPad and saves the store after each."""
 
-    def __init__(self, lpad, c: dict[str, Any], launches: Path, bar):
+    def __init__(self, lpad, c: dict[str, Any], launches: Path, bar, workers: int = 1):
         self.lpad, self.c, self.launches, self.bar = lpad, c, launches, bar
         self.fworker = FWorker(name="ligbind-embedded", query=campaign_query(c))
         self.ran, self.overhead = 0, []
-        self.record = RunningRecord(c["workdir"])
+        self.record = RunningRecord(c["workdir"], workers)
 
     def launch(self, fw_id: int | None = None) -> bool:
         from fireworks.core.rocket_launcher import launch_rocket
@@ -1206,6 +1212,65 @@ def problem_counts(lpad, c: dict[str, Any]) -> dict[str, int]:
     return {"failed": failed, "unconverged": unconverged}
 
 
+UNFINISHED_STATES = ("READY", "WAITING", "RESERVED", "RUNNING")
+
+
+def step_kind(name: str) -> str:
+    """The step a Firework's name belongs to (``calib:verify-config/methanethiol/2`` → ``verify-config``)."""
+    return name.split(":", 1)[-1].split("/", 1)[0]
+
+
+def time_left(
+    lpad, c: dict[str, Any], running: list[dict[str, Any]] = (), workers: int = 1
+) -> dict[str, Any]:
+    """How long campaign ``c``'s unfinished Fireworks will take at the pace its finished ones set.
+
+    Per step (:func:`step_kind`): the mean cost of its Fireworks that computed something (the launch's run
+    time, or its calculation's ``wall_time`` in the results store where that is longer: a resumed relaxation's
+    counts every run, its last launch only the last), times the Fireworks of that step still to run, less
+    what the ``running`` ones (``running.json``) have already spent, over ``workers`` side by side. Steps none
+    of whose Fireworks has finished yet have no pace: they are counted apart (``untimed``), not guessed.
+    Fireworks that find their result in the store finish in seconds, so where results will be reused the
+    estimate is an upper bound.
+    """
+    try:
+        store = ResultStore.open_existing(c["store"])
+    except LigbindError:
+        store = None
+    costs: dict[str, list[float]] = {}
+    left: Counter[str] = Counter()
+    for doc in lpad.fireworks.find(campaign_query(c), {"fw_id": 1, "name": 1, "state": 1}):
+        kind = step_kind(doc["name"])
+        if doc["state"] in UNFINISHED_STATES:
+            left[kind] += 1
+            continue
+        if doc["state"] != "COMPLETED":
+            continue
+        launch = _last_launch(lpad, doc["fw_id"])
+        data = (launch.get("action") or {}).get("stored_data") or {}
+        if data.get("reused"):
+            continue
+        row = store.get(data["key"]) if store is not None and data.get("key") else None
+        resumed = (
+            float(row.get("wall_time") or 0.0) if row is not None else 0.0
+        )  # every run of its calculation
+        costs.setdefault(kind, []).append(max(float(launch.get("runtime_secs") or 0.0), resumed))
+    spent: Counter[str] = Counter()
+    now = time.time()
+    for r in running:
+        spent[step_kind(r["firework"])] += now - r["since"]
+    steps, untimed, total = [], {}, 0.0
+    for kind, n in sorted(left.items()):
+        if kind not in costs:
+            untimed[kind] = n
+            continue
+        pace = sum(costs[kind]) / len(costs[kind])
+        seconds = max(pace * n - spent[kind], 0.0)
+        steps.append({"step": kind, "left": n, "pace": pace, "finished": len(costs[kind])})
+        total += seconds
+    return {"seconds": total / max(workers, 1), "workers": workers, "steps": steps, "untimed": untimed}
+
+
 def failures(lpad, c: dict[str, Any]) -> list[dict[str, str]]:
     """Each FIZZLED Firework with the last line of its error."""
     out = []
@@ -1241,6 +1306,9 @@ def status(
             "failures": failures(lpad, c),
         }
         live = None if launchpad_file else running_now(c)
+        if any(state in UNFINISHED_STATES for state in row["states"]):
+            workers = int(live.get("workers", 1)) if live is not None else default_workers(c)
+            row["time_left"] = time_left(lpad, c, live["running"] if live is not None else (), workers)
         if live is not None:  # the embedded store was saved before these started: it holds them as READY
             row["running"] = live["running"]
             row["worker"] = f"pid {live['pid']}"
