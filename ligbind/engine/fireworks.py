@@ -1251,9 +1251,8 @@ def time_left(
         if data.get("reused"):
             continue
         row = store.get(data["key"]) if store is not None and data.get("key") else None
-        resumed = (
-            float(row.get("wall_time") or 0.0) if row is not None else 0.0
-        )  # every run of its calculation
+        # a resumed relaxation's wall_time counts every run of it; its last launch, the last run only
+        resumed = float(row.get("wall_time") or 0.0) if row is not None else 0.0
         costs.setdefault(kind, []).append(max(float(launch.get("runtime_secs") or 0.0), resumed))
     spent: Counter[str] = Counter()
     now = time.time()
