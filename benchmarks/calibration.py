@@ -18,11 +18,12 @@ by calculation key, so a rerun reuses them (~10-20 min of SevenNet saved) and a 
 recomputes its own.
 
 Figures per preset, against Eb_DFT and against Eb_DFT − BSSE (the counterpoise-corrected Eb, for the
-configurations whose counterpoise is computed): MAE and max |Eb_screen − Eb_DFT| over configurations with both numbers; Spearman rank
-correlation of the ligands' best Eb; success rate: the screen's best configuration, DFT-relaxed, lands within
-0.1 eV of the lowest DFT Eb over all K configurations (over the distinct minima among them, those the
-campaign relaxes: :func:`verified_configs`). A partial database gives partial figures (the counts say how many
-configurations and ligands entered).
+configurations whose counterpoise is computed): MAE and max |Eb_screen − Eb_DFT| over configurations with both
+numbers; Spearman rank correlation of the ligands' best Eb; success rate: the screen's best configuration,
+DFT-relaxed, lands within 0.1 eV of the lowest DFT Eb over all K configurations (over the distinct minima among
+them, those the campaign relaxes: :func:`verified_configs`). Per set, then over all sets together (each ligand
+on each surface one entry; the screening default is chosen on these). A partial database gives partial figures
+(the counts say how many configurations and ligands entered).
 """
 
 from __future__ import annotations
@@ -302,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'set':<20} {'preset':<22} {'reference':<10} {'configs':>7} {'ligands':>7} {'MAE':>7} {'max':>7} "
         f"{'rho':>6} {'success':>7}"
     )
+    pooled: dict[tuple[str, str], tuple[Reference, Reference, dict[str, set[int]]]] = {}
     for path in SETS:
         c = load_campaign(path)
         if not Path(c["store"]).exists():
@@ -326,11 +328,11 @@ def main(argv: list[str] | None = None) -> int:
                 for name, ref in (("DFT", plain), ("DFT-BSSE", corrected)):
                     if not ref:
                         continue
-                    f = figures(ref, ml, judged_ligands(ref, plain, complete, finished))
-                    print(
-                        f"{c['name']:<20} {preset:<22} {name:<10} {f['configs']:>7} {f['ligands']:>7} "
-                        f"{f['mae']:>7.3f} {f['max']:>7.3f} {f['spearman']:>6.2f} {f['success']:>7.2f}"
-                    )
+                    judged = judged_ligands(ref, plain, complete, finished)
+                    print(_row(c["name"], preset, name, figures(ref, ml, judged)))
+                    pool = pooled.setdefault((preset, name), ({}, {}, {}))
+                    for whole, part in zip(pool, (ref, ml, judged), strict=True):
+                        whole.update({f"{c['name']}/{lig}": v for lig, v in part.items()})
             if provisional:
                 print(
                     f"{'':<20} provisional (campaign still running; DFT slab as reference): "
@@ -338,7 +340,18 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if args.detail:
                 print(detail(plain, corrected, screens, complete))
+    if len({lig.split("/")[0] for ref, _, _ in pooled.values() for lig in ref}) > 1:
+        print("all sets together (each ligand on each surface counts once):")
+        for (preset, name), (ref, ml, judged) in pooled.items():
+            print(_row("all", preset, name, figures(ref, ml, judged)))
     return 0
+
+
+def _row(where: str, preset: str, reference: str, f: dict[str, float]) -> str:
+    return (
+        f"{where:<20} {preset:<22} {reference:<10} {f['configs']:>7} {f['ligands']:>7} "
+        f"{f['mae']:>7.3f} {f['max']:>7.3f} {f['spearman']:>6.2f} {f['success']:>7.2f}"
+    )
 
 
 if __name__ == "__main__":
