@@ -63,6 +63,7 @@ def test_campaign_vacancy_and_migration_rows_and_tables(campaign):
     )
     assert "E(I2)" in vac.loc["(bare)", "reference"]  # the reference is in the table
     assert "½E(X2)" in tables["defects_md"].read_text()
+    assert "superposition" not in tables["defects_md"].read_text()  # ML: no basis to superpose
     mig = pd.read_csv(tables["migration_csv"])
     assert list(mig["host"]) == ["(bare)"] and mig.loc[0, "images"] == 3
     assert mig.loc[0, "ea_forward"] > 0 and mig.loc[0, "converged"]

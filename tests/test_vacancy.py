@@ -221,6 +221,11 @@ def test_gpaw_vacancy_energy_on_a_tiny_slab(tmp_path):
     )
     assert out.bare["e_vac"] == pytest.approx(e_vac, abs=2e-3)
     assert 0.3 < out.bare["e_vac"] < 5.0
+    # an LCAO E_vac is not counterpoise-corrected: its table says so (an ML one does not: test_defect_campaign)
+    from ligbind.analysis.defect_tables import write_defect_tables
+
+    table = write_defect_tables(store, tmp_path)["defects_md"].read_text()
+    assert "Rows of gpaw-quick (an atom-centred basis) carry a basis-set superposition error" in table
 
 
 def test_mixed_halides_compare_like_with_like():

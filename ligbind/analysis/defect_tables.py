@@ -48,6 +48,20 @@ MIGRATION_COLUMNS = [
 ]
 
 
+LCAO_VACANCY_NOTE = (
+    "\nRows of {} (an atom-centred basis) carry a basis-set superposition error that is not corrected: "
+    "measured on gpaw-laptop (dzp, 2×2 CsPbI3; benchmarks/vacancy_bsse.py) it makes E_vac ~0.32 eV too high and "
+    "moves ΔE_vac by 0.005 eV. Compare ligands by ΔE_vac; take absolute E_vac from a plane-wave protocol.\n"
+)
+
+
+def superposes_basis_sets(protocol: dict) -> bool:
+    """Whether a stored analysis's protocol computes with an atom-centred basis (its terms superpose)."""
+    from ligbind.calculators import backend_of
+
+    return bool(protocol.get("backend")) and backend_of(protocol).superposes_basis_sets(protocol)
+
+
 def _site_text(s: dict) -> str:
     value = "failed" if s.get("e_vac") is None else f"{s['e_vac']:.3f}"
     flags = f" [{','.join(s['flags'])}]" if s.get("flags") else ""
@@ -142,6 +156,17 @@ def write_defect_tables(
         dft = vacancy_table(store, campaign, dft_protocol_hash)
         vac = pd.concat([vac, dft], ignore_index=True) if len(dft) else vac
     if len(vac):
+        lcao = sorted(
+            {
+                row.protocol
+                for h in [
+                    protocol_hash,
+                    *([dft_protocol_hash] if dft_protocol_hash and protocol_hash else []),
+                ]
+                for row in store.select(**_query("vacancy", campaign, h))
+                if superposes_basis_sets(row.data.get("protocol") or {})
+            }
+        )
         paths |= _write(
             vac,
             outdir,
@@ -152,6 +177,7 @@ def write_defect_tables(
             "below-pristine, unconverged) are listed in `sites` and not used. Rows whose method is DFT recompute "
             "the screen's lowest usable site of each host with the campaign's verification protocol, every term "
             "(host, vacancy, X2) DFT-relaxed.\n\n",
+            LCAO_VACANCY_NOTE.format(", ".join(lcao)) if lcao else "",
         )
     mig = migration_table(store, campaign, protocol_hash)
     if dft_protocol_hash and protocol_hash:
