@@ -304,6 +304,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{'rho':>6} {'success':>7}"
     )
     pooled: dict[tuple[str, str], tuple[Reference, Reference, dict[str, set[int]]]] = {}
+    pooled_sets: set[str] = set()  # the sets whose rows entered the pool
     for path in SETS:
         c = load_campaign(path)
         if not Path(c["store"]).exists():
@@ -330,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                         continue
                     judged = judged_ligands(ref, plain, complete, finished)
                     print(_row(c["name"], preset, name, figures(ref, ml, judged)))
+                    pooled_sets.add(c["name"])
                     pool = pooled.setdefault((preset, name), ({}, {}, {}))
                     for whole, part in zip(pool, (ref, ml, judged), strict=True):
                         whole.update({f"{c['name']}/{lig}": v for lig, v in part.items()})
@@ -340,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             if args.detail:
                 print(detail(plain, corrected, screens, complete))
-    if len({lig.split("/")[0] for ref, _, _ in pooled.values() for lig in ref}) > 1:
+    if len(pooled_sets) > 1:
         print("all sets together (each ligand on each surface counts once):")
         for (preset, name), (ref, ml, judged) in pooled.items():
             print(_row("all", preset, name, figures(ref, ml, judged)))

@@ -137,6 +137,12 @@ def migration_table(
     return pd.DataFrame(rows, columns=MIGRATION_COLUMNS)
 
 
+def _stacked(tables: list[pd.DataFrame]) -> pd.DataFrame:
+    """The first table with the non-empty others appended below it."""
+    rest = [t for t in tables[1:] if len(t)]
+    return pd.concat([tables[0], *rest], ignore_index=True) if rest else tables[0]
+
+
 def write_defect_tables(
     store: ResultStore,
     outdir: str | Path,
@@ -151,18 +157,14 @@ def write_defect_tables(
     """
     outdir = Path(outdir)
     paths: dict[str, Path] = {}
-    vac = vacancy_table(store, campaign, protocol_hash)
-    if dft_protocol_hash and protocol_hash:
-        dft = vacancy_table(store, campaign, dft_protocol_hash)
-        vac = pd.concat([vac, dft], ignore_index=True) if len(dft) else vac
+    # the screen's rows, then the verification protocol's (only beside a screen: no hash means every row)
+    hashes = [protocol_hash, *([dft_protocol_hash] if dft_protocol_hash and protocol_hash else [])]
+    vac = _stacked([vacancy_table(store, campaign, h) for h in hashes])
     if len(vac):
         lcao = sorted(
             {
                 row.protocol
-                for h in [
-                    protocol_hash,
-                    *([dft_protocol_hash] if dft_protocol_hash and protocol_hash else []),
-                ]
+                for h in hashes
                 for row in store.select(**_query("vacancy", campaign, h))
                 if superposes_basis_sets(row.data.get("protocol") or {})
             }
@@ -179,10 +181,7 @@ def write_defect_tables(
             "(host, vacancy, X2) DFT-relaxed.\n\n",
             LCAO_VACANCY_NOTE.format(", ".join(lcao)) if lcao else "",
         )
-    mig = migration_table(store, campaign, protocol_hash)
-    if dft_protocol_hash and protocol_hash:
-        dft = migration_table(store, campaign, dft_protocol_hash)
-        mig = pd.concat([mig, dft], ignore_index=True) if len(dft) else mig
+    mig = _stacked([migration_table(store, campaign, h) for h in hashes])
     if len(mig):
         paths |= _write(
             mig,
