@@ -32,6 +32,8 @@ import argparse
 import time
 from pathlib import Path
 
+from ligbind.protocols import DEFAULT_PROTOCOL
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -122,7 +124,9 @@ def on_reference(outcome, entry, reference, ligand, protocol: dict, store):
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--protocol", default="gpaw-quick", help="DFT protocol (default gpaw-quick)")
-    p.add_argument("--screen", default="ml-screen", help="screening protocol (default ml-screen)")
+    p.add_argument(
+        "--screen", default=DEFAULT_PROTOCOL, help=f"screening protocol (default {DEFAULT_PROTOCOL})"
+    )
     p.add_argument("--ligands", nargs="+", default=["methylamine", "methanethiol"])
     p.add_argument("--configs", type=int, default=3)
     p.add_argument("--top-k", type=int, default=1)

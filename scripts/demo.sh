@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: install what is needed (once), then screen every library ligand on a 2x2 CsPbI3 slab
-# (workflows/demo.yaml, ml-screen) through FireWorks' embedded store, and write results/demo/.
+# (workflows/demo.yaml, ml-screen-7net) through FireWorks' embedded store, and write results/demo/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -507,7 +507,12 @@ def _defect_rows() -> list[tuple]:
         ("vacancy", "--sites", (*va, "--sites", "0"), "bad number of vacancy sites 0"),
         ("vacancy", "--mu-x", (*va, "--mu-x", "0.5"), "at most 0"),
         ("vacancy", "--mu-x", (*va, "--mu-x", "nan"), "not a finite number"),
-        ("vacancy", "--charge", (*va, "--charge", "1", "--mu-e", "-4"), "ml-screen (chgnet) cannot"),
+        (
+            "vacancy",
+            "--charge",
+            (*va, "--protocol", "ml-screen", "--charge", "1", "--mu-e", "-4"),
+            "ml-screen (chgnet) cannot",
+        ),
         ("vacancy", "--charge", (*va, "--charge", "7"), "at most 2"),
         ("vacancy", "--charge", (*va, "--protocol", "gpaw-quick", "--charge", "1"), "needs the electron"),
         ("vacancy", "--mu-e", (*va, "--mu-e", "-4"), "give --charge too"),
@@ -520,7 +525,12 @@ def _defect_rows() -> list[tuple]:
         ("barrier", "--images", (*ba, "--images", "12"), "bad number of NEB images 12: at most 9"),
         ("barrier", "--images", (*ba, "--images", "2"), "need at least 3"),
         ("barrier", "--neb-steps", (*ba, "--neb-steps", "0"), "bad NEB step limit 0"),
-        ("barrier", "--preconverge", (*ba, "--preconverge", "ml-screen"), "is the band's own protocol"),
+        (
+            "barrier",
+            "--preconverge",
+            (*ba, "--protocol", "ml-screen", "--preconverge", "ml-screen"),
+            "is the band's own protocol",
+        ),
         ("barrier", "--preconverge", (*ba, "--preconverge", "gpaw-quick"), "is a DFT protocol"),
         ("barrier", "--preconverge", (*ba, "--preconverge", "nope"), "unknown protocol 'nope'"),
     ]

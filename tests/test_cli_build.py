@@ -287,6 +287,10 @@ def test_protocols_json(tmp_path):
     proc = run("protocols", "--json", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert {"vasp-pbe-d3", "gpaw-laptop", "ml-screen"} <= set(json.loads(proc.stdout))
+    listed = run("protocols", cwd=tmp_path).stdout.splitlines()
+    from ligbind.protocols import DEFAULT_PROTOCOL
+
+    assert [line.split()[0] for line in listed if "(default)" in line] == [DEFAULT_PROTOCOL]
 
 
 def _subcommand_paths() -> list[list[str]]:

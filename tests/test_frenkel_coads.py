@@ -26,6 +26,7 @@ def _single_point(row, protocol) -> float:
 def test_frenkel_cli_bare_and_with_ligand(tmp_path, run_cli):
     write_structure(tmp_path / "slab.extxyz", build_slab())
     args = ["frenkel", "--slab", "slab.extxyz", "--ligand", "methylamine", "--configs", "1", "--pairs", "2",
+            "--protocol", "ml-screen",
             "--set", json.dumps(FAST), "--json"]  # fmt: skip
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

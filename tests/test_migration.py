@@ -40,8 +40,9 @@ def bare_barrier(tmp_path_factory, _slab_2x2_session):
     d = tmp_path_factory.mktemp("barrier")
     write_structure(d / "slab.extxyz", _slab_2x2_session)
     proc = run_ligbind(
-        "barrier", "--slab", "slab.extxyz", "--images", "5", "--set", json.dumps(FAST), "--json", cwd=d
-    )
+        "barrier", "--slab", "slab.extxyz", "--images", "5", "--protocol", "ml-screen", "--set", json.dumps(FAST),
+        "--json", cwd=d,
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return d, json.loads(proc.stdout)
 
@@ -244,7 +245,8 @@ def test_killed_barrier_command_resumes_its_band(tmp_path, _slab_2x2_session):
     from conftest import CLI, cli_env, run_ligbind
 
     write_structure(tmp_path / "slab.extxyz", _slab_2x2_session)
-    args = ["barrier", "--slab", "slab.extxyz", "--images", "3", "--set", json.dumps(FAST), "--json"]
+    args = ["barrier", "--slab", "slab.extxyz", "--images", "3", "--protocol", "ml-screen", "--set", json.dumps(FAST),
+            "--json"]  # fmt: skip
     proc = subprocess.Popen([*CLI, *args], cwd=tmp_path, env=cli_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
     n = 5

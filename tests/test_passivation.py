@@ -215,7 +215,7 @@ def _energy(atoms, protocol) -> float:
 def test_cli_substitute_e_pass_is_the_hand_assembled_reaction_and_delta_ef(tmp_path, run_cli):
     write_structure(tmp_path / "slab.extxyz", build_slab())
     args = ["passivate", "--slab", "slab.extxyz", "--mode", "substitute", "--arrangements", "1", "--frenkel",
-            "--pairs", "1", "--set", json.dumps(FAST), "--json"]  # fmt: skip
+            "--pairs", "1", "--protocol", "ml-screen", "--set", json.dumps(FAST), "--json"]  # fmt: skip
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)

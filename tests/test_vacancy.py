@@ -122,7 +122,7 @@ def test_refilled_vacancy_is_flagged(slab_2x2):
 def test_vacancy_cli_bare_and_with_ligand(tmp_path, run_cli, slab_2x2, ml_protocol):
     write_structure(tmp_path / "slab.extxyz", slab_2x2)
     args = ["vacancy", "--slab", "slab.extxyz", "--ligand", "methylamine", "--configs", "1", "--sites", "1",
-            "--set", json.dumps(FAST), "--json"]  # fmt: skip
+            "--protocol", "ml-screen", "--set", json.dumps(FAST), "--json"]  # fmt: skip
     proc = run_cli(*args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)

@@ -318,6 +318,8 @@ def test_cli_vasp_verification_dry_run_writes_dft_inputs(tmp_path, run_cli):
         "methylamine",
         "--configs",
         "2",
+        "--protocol",
+        "ml-screen",
         "--set",
         '{"relax": {"fmax": 0.1}}',
         "--verify",

@@ -408,7 +408,9 @@ def cmd_protocols(args: argparse.Namespace) -> None:
         if args.set is not None:
             raise LigbindError("--set needs a protocol NAME (ligbind protocols NAME --set ...)")
         rows = {n: load_protocol(n).get("description", "") for n in available_protocols()}
-        _print(rows, args.json, "\n".join(f"{n:<12}  {d}" for n, d in rows.items()))
+        width = max(map(len, rows)) + len(" (default)")
+        names = {n: f"{n} (default)" if n == DEFAULT_PROTOCOL else n for n in rows}
+        _print(rows, args.json, "\n".join(f"{names[n]:<{width}}  {d}" for n, d in rows.items()))
         return
     protocol = load_protocol(args.name, args.set)
     _print(protocol, args.json, yaml.safe_dump(protocol, sort_keys=False).rstrip())
@@ -771,7 +773,7 @@ def _add_calc_options(p: argparse.ArgumentParser) -> None:
         "--protocol",
         default=DEFAULT_PROTOCOL,
         type=protocol_name,
-        help="protocol preset (see `ligbind protocols`)",
+        help=f"protocol preset (default {DEFAULT_PROTOCOL}; see `ligbind protocols`)",
     )
     p.add_argument("--set", type=json_object, help="JSON overrides merged on the protocol")
     p.add_argument("--db", default="ligbind.db", type=output_db, help="results store (ase.db SQLite)")
