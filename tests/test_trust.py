@@ -4,6 +4,7 @@ flagged Frenkel pairs stay out of E_F, and the direct and campaign paths give th
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -316,8 +317,17 @@ def test_status_estimates_the_time_left_at_the_campaigns_pace(tmp_path, monkeypa
     """Part of a campaign run: status gives each step with finished Fireworks its mean cost (the launch's run
     time, or the stored calculation's wall time where longer), times what is left of it, and names the steps
     it cannot time yet; nothing once the campaign is done."""
+    from ligbind.cli import _time_left_line
     from ligbind.engine.campaign import resolve_campaign_ref
-    from ligbind.engine.fireworks import default_workers, read_launchpad, run, screen, status, step_kind
+    from ligbind.engine.fireworks import (
+        default_workers,
+        read_launchpad,
+        run,
+        screen,
+        status,
+        step_kind,
+        time_left,
+    )
 
     monkeypatch.chdir(tmp_path)
     path = campaign(tmp_path, ligands=["methylamine", "methanethiol"])
@@ -326,11 +336,12 @@ def test_status_estimates_the_time_left_at_the_campaigns_pace(tmp_path, monkeypa
     (report,) = status("trust")
     lpad = read_launchpad(resolve_campaign_ref("trust"), None)
     store = ResultStore(tmp_path / "runs" / "trust" / "ligbind.db")
-    finished, left = {}, {}
+    finished, left, waiting = {}, {}, {}
     for doc in lpad.fireworks.find({"spec._campaign": "trust"}):
         kind = step_kind(doc["name"])
         if doc["state"] != "COMPLETED":
             left[kind] = left.get(kind, 0) + 1
+            waiting.setdefault(kind, doc["name"])
             continue
         launch = lpad.launches.find_one({"fw_id": doc["fw_id"]}, sort=[("launch_id", -1)])
         key = launch["action"]["stored_data"].get("key")
@@ -347,6 +358,20 @@ def test_status_estimates_the_time_left_at_the_campaigns_pace(tmp_path, monkeypa
     assert t["workers"] == default_workers(resolve_campaign_ref("trust"))
     assert t["seconds"] == pytest.approx(sum(s["pace"] * s["left"] for s in timed.values()) / t["workers"])
     assert t["steps"] and t["untimed"]  # this plan has both at this point (the slab and a ligand ran first)
+    assert t["overdue"] == {}
+    # a Firework of a timed step running for a while: what the finished ones that took longer took beyond that
+    kind = t["steps"][0]["step"]
+    whole = sum(s["pace"] * s["left"] for s in timed.values()) - timed[kind]["pace"]
+    c = resolve_campaign_ref("trust")
+    for spent, rest in [(0.0, np.mean(finished[kind])), (min(finished[kind]) / 2, None), (1e6, 0.0)]:
+        at = [{"firework": waiting[kind], "since": time.time() - spent}]
+        est = time_left(lpad, c, running=at, workers=1)
+        if rest is None:
+            rest = np.mean([x - spent for x in finished[kind] if x > spent])
+        assert est["seconds"] == pytest.approx(whole + rest, abs=0.5)
+        # one that has outrun every finished one of its step is named, and counted as nearly done
+        assert list(est["overdue"]) == ([waiting[kind].split(":", 1)[1]] if spent == 1e6 else [])
+    assert "running longer than any finished one of its step" in _time_left_line(est)
     shown = run_ligbind("status", "trust", cwd=tmp_path).stdout
     assert "  left: about 0 min" in shown and "at this campaign's pace (" in shown
     assert "; not timed yet (no Firework of theirs finished): " in shown

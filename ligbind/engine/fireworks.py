@@ -1227,11 +1227,13 @@ def time_left(
 
     Per step (:func:`step_kind`): the mean cost of its Fireworks that computed something (the launch's run
     time, or its calculation's ``wall_time`` in the results store where that is longer: a resumed relaxation's
-    counts every run, its last launch only the last), times the Fireworks of that step still to run, less
-    what the ``running`` ones (``running.json``) have already spent, over ``workers`` side by side. Steps none
-    of whose Fireworks has finished yet have no pace: they are counted apart (``untimed``), not guessed.
-    Fireworks that find their result in the store finish in seconds, so where results will be reused the
-    estimate is an upper bound.
+    counts every run, its last launch only the last), times the Fireworks of that step waiting to run; for
+    each of the ``running`` ones (``running.json``), what the finished ones that took longer than it has run
+    so far took beyond that, on average (:func:`_expected_rest`); all over ``workers`` side by side. A running
+    Firework that has outrun every finished one of its step has no such estimate: it is named (``overdue``)
+    and counted as about to finish. Steps none of whose Fireworks has finished yet have no pace: they are
+    counted apart (``untimed``), not guessed. Fireworks that find their result in the store finish in
+    seconds, so where results will be reused the estimate is an upper bound.
     """
     try:
         store = ResultStore.open_existing(c["store"])
@@ -1254,20 +1256,35 @@ def time_left(
         # a resumed relaxation's wall_time counts every run of it; its last launch, the last run only
         resumed = float(row.get("wall_time") or 0.0) if row is not None else 0.0
         costs.setdefault(kind, []).append(max(float(launch.get("runtime_secs") or 0.0), resumed))
-    spent: Counter[str] = Counter()
+    steps, untimed, overdue, total = [], {}, {}, 0.0
     now = time.time()
-    for r in running:
-        spent[step_kind(r["firework"])] += now - r["since"]
-    steps, untimed, total = [], {}, 0.0
     for kind, n in sorted(left.items()):
         if kind not in costs:
             untimed[kind] = n
             continue
         pace = sum(costs[kind]) / len(costs[kind])
-        seconds = max(pace * n - spent[kind], 0.0)
+        mine = [r for r in running if step_kind(r["firework"]) == kind]
+        total += pace * max(n - len(mine), 0)
+        for r in mine:
+            rest = _expected_rest(costs[kind], now - r["since"])
+            if rest is None:
+                overdue[r["firework"].split(":", 1)[-1]] = now - r["since"]
+            total += rest or 0.0
         steps.append({"step": kind, "left": n, "pace": pace, "finished": len(costs[kind])})
-        total += seconds
-    return {"seconds": total / max(workers, 1), "workers": workers, "steps": steps, "untimed": untimed}
+    return {
+        "seconds": total / max(workers, 1),
+        "workers": workers,
+        "steps": steps,
+        "untimed": untimed,
+        "overdue": overdue,
+    }
+
+
+def _expected_rest(costs: list[float], spent: float) -> float | None:
+    """Expected time still to come of a Firework that has run ``spent`` s, from its step's finished ``costs``:
+    the mean of what those that took longer took beyond ``spent``; None when none took longer."""
+    longer = [c - spent for c in costs if c > spent]
+    return sum(longer) / len(longer) if longer else None
 
 
 def failures(lpad, c: dict[str, Any]) -> list[dict[str, str]]:
