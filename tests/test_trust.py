@@ -364,7 +364,7 @@ def test_status_estimates_the_time_left_at_the_campaigns_pace(tmp_path, monkeypa
     whole = sum(s["pace"] * s["left"] for s in timed.values()) - timed[kind]["pace"]
     c = resolve_campaign_ref("trust")
     for spent, rest in [(0.0, np.mean(finished[kind])), (min(finished[kind]) / 2, None), (1e6, 0.0)]:
-        at = [{"firework": waiting[kind], "since": time.time() - spent}]
+        at = [{"firework": waiting[kind].split(":", 1)[1], "since": time.time() - spent}]  # as running.json
         est = time_left(lpad, c, running=at, workers=1)
         if rest is None:
             rest = np.mean([x - spent for x in finished[kind] if x > spent])

@@ -959,7 +959,7 @@ def _time_left_line(t: dict[str, Any]) -> str:
     if t["untimed"]:
         untimed = ", ".join(f"{k} {n}" for k, n in t["untimed"].items())
         parts.append(f"not timed yet (no Firework of theirs finished): {untimed}")
-    if t.get("overdue"):
+    if t["overdue"]:
         late = ", ".join(f"{k} (for {_duration(s)})" for k, s in t["overdue"].items())
         parts.append(f"running longer than any finished one of its step, counted as nearly done: {late}")
     return "  left: " + "; ".join(parts)

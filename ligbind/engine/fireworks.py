@@ -1268,7 +1268,7 @@ def time_left(
         for r in mine:
             rest = _expected_rest(costs[kind], now - r["since"])
             if rest is None:
-                overdue[r["firework"].split(":", 1)[-1]] = now - r["since"]
+                overdue[r["firework"]] = now - r["since"]  # running.json names it as status shows it
             total += rest or 0.0
         steps.append({"step": kind, "left": n, "pace": pace, "finished": len(costs[kind])})
     return {
