@@ -420,6 +420,7 @@ def _cases() -> list[Case]:
         ("bind", "--verify", (*bind, "--verify", "nope"), "unknown protocol 'nope'"),
         ("bind", "--verify", (*bind, "--verify", "gpaw-laptop", "--mode", "exchange"), "no exchange anion"),
         ("bind", "--top-k", (*bind, "--verify", "gpaw-laptop", "--top-k", "0"), "--top-k"),
+        ("bind", "--reserve", (*bind, "--verify", "gpaw-laptop", "--reserve", "-1"), "--reserve"),
         ("bind", "--top-k", (*bind, "--top-k", "nan"), "--top-k"),
         ("bind", "--include-flagged", (*bind, "--include-flagged=1"), "ignored explicit"),
         ("bind", "--quiet", (*bind, "--quiet=1"), "ignored explicit"),
@@ -849,6 +850,8 @@ CAMPAIGN_TABLE = [
     ("verify.protocol", "dft-magic", "verify.protocol: unknown protocol 'dft-magic'"),
     ("verify.overrides", {"gpaw": {"h": -1}}, "verify.overrides"),
     ("verify.top_k", 0, "verify.top_k"),
+    ("verify.reserve", -1, "verify.reserve"),
+    ("verify.reserve", 6, "verify.reserve"),
     ("verify.threshold", float("nan"), "verify.threshold: not a finite number"),
     ("verify.colour", "blue", "verify.colour: unknown key"),
     # compute.coverage, compute.treatments (ligbind/engine/coverage_steps.py)

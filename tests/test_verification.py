@@ -17,7 +17,8 @@ from ligbind.builders.placement import place_ligand
 from ligbind.builders.slab import build_slab
 from ligbind.calculators import BACKENDS
 from ligbind.errors import LigbindError
-from ligbind.recipes import bind, verify
+from ligbind.jobs import Result
+from ligbind.recipes import bind, reserve_needed, verify
 from ligbind.store import ResultStore
 
 SCREEN = {"relax": {"fmax": 0.1}}
@@ -42,6 +43,38 @@ def _outcome(configs):
     return BindingOutcome(
         "x", "neutral", "ml-screen", "chgnet", False, None, None, None, 0.0, 0.0, None, None, 0, configs
     )
+
+
+def _flag_first_verified(monkeypatch, ligand: str) -> list[str]:
+    """Make the first DFT-verified configuration of ``ligand`` come out flagged ``desorbed`` (as a DFT relaxation
+    can leave the screen's best pose: the DFT demo's methylamine reconstructed the surface); returns its label."""
+    import ligbind.recipes as recipes
+
+    real, flagged = recipes.complex_anomalies, []
+
+    def flags(initial, final, relaxed_slab=None):
+        out = real(initial, final, relaxed_slab)
+        label = initial.info.get("label", "")
+        if label.startswith(f"verify:{ligand}:") and flagged in ([], [label]):
+            flagged[:] = [label]
+            out.append("desorbed")
+        return out
+
+    monkeypatch.setattr(recipes, "complex_anomalies", flags)
+    return flagged
+
+
+def _relaxed(converged=True, anomalies=()):
+    return Result("k", "relax", None, 0.0, 0.0, converged, 1, 1, {}, anomalies=list(anomalies))
+
+
+def test_a_reserve_is_verified_only_for_unusable_dft_configurations():
+    ok, moved = _relaxed(anomalies=["basin-changed"]), _relaxed(anomalies=["basin-changed"])
+    assert not reserve_needed([ok], top_k=1) and not reserve_needed([ok, moved], top_k=2)
+    assert reserve_needed([None], 1)  # not relaxed (failed)
+    assert reserve_needed([_relaxed(converged=False, anomalies=["unconverged"])], 1)
+    assert reserve_needed([_relaxed(anomalies=["reconstructed"]), ok], 2)
+    assert not reserve_needed([_relaxed(anomalies=["reconstructed"]), ok], 1)  # the reserve found one
 
 
 def test_best_distinct_unflagged_converged_configurations_are_chosen():
@@ -191,6 +224,34 @@ def test_verified_eb_equals_the_screen_when_dft_is_the_same_potential(tmp_path, 
 
 
 @pytest.mark.slow
+def test_a_reserve_configuration_stands_in_for_an_unusable_dft_one(tmp_path, fake_dft, monkeypatch):
+    """The screen's best configuration comes out of DFT flagged: the next one is verified and gives Eb."""
+    slab = build_slab(material="CsPbI3", size=(2, 2), layers=3, vacuum=12.0, fix_layers=1)
+    store = ResultStore(tmp_path / "l.db")
+    screen = bind(
+        slab, "methylamine", "ml-screen", n_configs=3, store=store, workdir=tmp_path, overrides=SCREEN
+    )
+    chosen = configurations_to_verify(screen, 2)
+    assert len(chosen) == 2, screen.configs  # a reserve to verify
+    flagged = _flag_first_verified(monkeypatch, "methylamine")
+    out = verify(
+        slab,
+        screen,
+        resolve_ligand("methylamine"),
+        fake_dft,
+        top_k=1,
+        reserve=1,
+        store=store,
+        workdir=tmp_path,
+        overrides=SCREEN,
+    )
+    assert flagged == [f"verify:methylamine:{chosen[0]['config']}"]
+    assert out.verified_configs == [c["config"] for c in chosen]
+    assert out.dft_config == chosen[1]["config"] and "dft-prefers-another-configuration" in out.flags
+    assert out.eb_dft == pytest.approx(chosen[1]["eb"], abs=0.02)  # the same potential as the screen
+
+
+@pytest.mark.slow
 def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
     import ligbind.engine.fireworks as engine
     from ligbind.engine.campaign import campaign_results, load_campaign
@@ -210,6 +271,9 @@ def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
         )
     )
     engine.screen(path)
+    flagged = _flag_first_verified(
+        monkeypatch, "methylamine"
+    )  # its reserve is verified; methanethiol's is not
     out = engine.run(path, progress=False, workers=1)  # the fake backend is registered in this process only
     assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
     # one worker: every screen Eb is in before the first DFT relaxation of a complex starts (the analyses
@@ -225,18 +289,31 @@ def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
     assert last_screen < order.index("verify-slab"), order
     # on DFT, the slab first, then the smaller ligand (methanethiol, 6 atoms; methylamine 7) before the larger
     dft = [n for n in order if n.startswith(("verify-slab", "verify-ligand/", "verify-config/"))]
-    assert dft == [
+    assert [n for n in dft if not n.endswith("/1")] == [
         "verify-slab",
         "verify-ligand/methanethiol",
         "verify-ligand/methylamine",
         "verify-config/methanethiol/0",
         "verify-config/methylamine/0",
     ], dft
+    for lig in ("methanethiol", "methylamine"):  # each reserve after the configuration it stands in for
+        assert dft.index(f"verify-config/{lig}/1") > dft.index(f"verify-config/{lig}/0"), dft
     store = ResultStore(tmp_path / "runs" / "v" / "ligbind.db")
+    verified = [
+        str(r.get("label")) for r in store.select(kind="relax") if str(r.get("label")).startswith("verify:")
+    ]
+    assert sum(x.startswith("verify:methanethiol:") for x in verified) == 1  # its reserve relaxed nothing
+    assert sum(x.startswith("verify:methylamine:") for x in verified) == 2 and flagged[0] in verified
     rows = {r.ligand: r for r in store.select(kind="verification")}
     screen = {r.ligand: r for r in store.select(kind="binding") if r.protocol == "ml-screen"}
     assert set(rows) == set(screen) == {"methylamine", "methanethiol"}
-    assert all(rows[lig].eb_dft == pytest.approx(screen[lig].eb, abs=0.02) for lig in rows)
+    assert rows["methanethiol"].eb_dft == pytest.approx(screen["methanethiol"].eb, abs=0.02)
+    # methylamine's Eb is DFT's from the reserve: the screen's second configuration (the same potential)
+    reserve = rows["methylamine"].data["outcome"]["dft_config"]
+    assert f"verify:methylamine:{reserve}" in verified and f"verify:methylamine:{reserve}" != flagged[0]
+    screen_eb = {x["config"]: x["eb"] for x in screen["methylamine"].data["outcome"]["configs"]}
+    # (relaxed again from a screen pose converged to only fmax 0.1: seen 0.023 eV lower)
+    assert rows["methylamine"].eb_dft == pytest.approx(screen_eb[reserve], abs=0.05)
     paths = campaign_results(path)
     assert "verified_md" in paths and "eb_screen" in paths["verified_md"].read_text()
     assert engine.screen(path)["added"] == 0  # nothing new to do

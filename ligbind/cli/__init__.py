@@ -624,6 +624,7 @@ def cmd_bind(args: argparse.Namespace) -> None:
                     entry,
                     verify_protocol,
                     top_k=args.top_k,
+                    reserve=args.reserve,
                     store=store,
                     workdir=args.workdir,
                     progress=step,
@@ -808,6 +809,12 @@ def register_calculation_commands(sub) -> None:
         type=int_in("--top-k", 1, 10),
         default=2,
         help="configurations verified with DFT (default 2)",
+    )
+    p.add_argument(
+        "--reserve",
+        type=int_in("--reserve", 0, 5),
+        default=1,
+        help="further configurations verified only in place of top-k ones DFT leaves unusable (default 1)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_calc_options(p)

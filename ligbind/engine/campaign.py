@@ -296,7 +296,18 @@ def _verify_settings(spec: CampaignSpec, path: Path) -> dict[str, Any] | None:
         raise LigbindError(f"campaign {path}: verify.overrides: {exc}") from None
     if not dft["is_dft"]:
         raise LigbindError(f"campaign {path}: verify.protocol '{dft['name']}' is not a DFT protocol")
-    return {"protocol": dft, "top_k": spec.verify.top_k, "threshold": spec.verify.threshold}
+    out = {"protocol": dft, "top_k": spec.verify.top_k, "threshold": spec.verify.threshold}
+    # reserves past the screen's configurations can never run: left out, they leave the settings hash (and a
+    # campaign that DFT-relaxes every configuration, as the calibration sets do) as it was before reserves
+    reserve = min(spec.verify.reserve, max(spec.configs - spec.verify.top_k, 0))
+    if reserve:
+        out["reserve"] = reserve
+    return out
+
+
+def verified_count(c: dict[str, Any]) -> int:
+    """How many verify-config steps a verified ligand has: ``top_k``, then its reserves (run only when needed)."""
+    return c["verify"]["top_k"] + c["verify"].get("reserve", 0)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -562,14 +573,19 @@ def step_verify_ligand(c: dict[str, Any], keys: KeyMap, name: str, byproduct: bo
 def step_verify_config(c: dict[str, Any], keys: KeyMap, name: str, k: int) -> Result | None:
     """DFT relaxation of the screen's k-th best configuration on the DFT slab, the DFT ligand's geometry in the
     screen's pose (None: fewer were usable). A campaign planned before verify-config waited for verify-ligand
-    keeps the screen's molecule geometry."""
-    from ligbind.recipes import relax_verification_configuration, verification_configuration
+    keeps the screen's molecule geometry. A reserve (k ≥ top_k) runs only when fewer than top_k of the
+    configurations verified before it are usable (:func:`ligbind.recipes.reserve_needed`); else None."""
+    from ligbind.recipes import relax_verification_configuration, reserve_needed, verification_configuration
 
-    dft, store = c["verify"]["protocol"], _store(c)
+    dft, store, top_k = c["verify"]["protocol"], _store(c), c["verify"]["top_k"]
+    if k >= top_k:
+        steps = [f"verify-config/{name}/{j}" for j in range(k)]
+        if not reserve_needed([_passed(c, keys, s) if keys.get(s) else None for s in steps], top_k):
+            return None
     dft_slab = _passed(c, keys, "verify-slab")
     dft_ligand = _passed(c, keys, f"verify-ligand/{name}") if keys.get(f"verify-ligand/{name}") else None
     screen = _binding(c, keys, name)
-    atoms = verification_configuration(store, screen, k, c["verify"]["top_k"], dft_slab, dft_ligand)
+    atoms = verification_configuration(store, screen, k, verified_count(c), dft_slab, dft_ligand)
     if atoms is None:
         return None
     label = f"verify:{name}:{atoms.info['config']}"
@@ -577,7 +593,7 @@ def step_verify_config(c: dict[str, Any], keys: KeyMap, name: str, k: int) -> Re
 
 
 def _verified_configs(c: dict[str, Any], keys: KeyMap, names: list[str]) -> list[Result]:
-    steps = [f"verify-config/{name}/{k}" for name in names for k in range(c["verify"]["top_k"])]
+    steps = [f"verify-config/{name}/{k}" for name in names for k in range(verified_count(c))]
     return [_passed(c, keys, s) for s in steps if keys.get(s)]
 
 
@@ -602,7 +618,7 @@ def _counterpoise_steps(c: dict[str, Any], verify: bool) -> tuple[dict[str, Any]
     """Protocol, configuration and reference step names, and configuration count, of the screen or the
     verification."""
     if verify:
-        return c["verify"]["protocol"], "verify-config", "verify-reference", c["verify"]["top_k"]
+        return c["verify"]["protocol"], "verify-config", "verify-reference", verified_count(c)
     return c["protocol"], "config", "reference", c["configs"]
 
 

@@ -52,6 +52,7 @@ from ligbind.engine.campaign import (
     step_verify_ligand,
     step_verify_reference,
     step_verify_slab,
+    verified_count,
     verified_ligands,
     wants_counterpoise,
 )
@@ -495,16 +496,20 @@ def planned_fireworks(c: dict[str, Any]) -> list[tuple[Any, list[str]]]:
                 byproducts[lig] = [
                     add("verify-byproduct", f"verify-byproduct/{lig}", [f"byproduct/{lig}"], ligand=lig)
                 ]
-            configs[lig] = [
-                add(
-                    "verify-config",
-                    f"verify-config/{lig}/{k}",
-                    [binding_ids[lig], dft_slab, ligands[lig]],  # starts from the DFT ligand's geometry
-                    ligand=lig,
-                    config=k,
+            configs[lig] = []
+            for k in range(verified_count(c)):  # the top_k, then reserves that wait for the ones before them
+                reserve = k >= c["verify"]["top_k"]
+                configs[lig].append(
+                    add(
+                        "verify-config",
+                        f"verify-config/{lig}/{k}",
+                        # starts from the DFT ligand's geometry
+                        [binding_ids[lig], dft_slab, ligands[lig], *(configs[lig] if reserve else [])],
+                        allow_fizzled=reserve,  # a failed DFT relaxation is what a reserve stands in for
+                        ligand=lig,
+                        config=k,
+                    )
                 )
-                for k in range(c["verify"]["top_k"])
-            ]
         # the slab reference: the DFT slab, or a lower bare framework of a complex that changed basin
         every_config = [k for lig in configs for k in configs[lig]]
         reference = add("verify-reference", "verify-reference", [dft_slab, *every_config], allow_fizzled=True)
@@ -1233,7 +1238,8 @@ def time_left(
     Firework that has outrun every finished one of its step has no such estimate: it is named (``overdue``)
     and counted as about to finish. Steps none of whose Fireworks has finished yet have no pace: they are
     counted apart (``untimed``), not guessed. Fireworks that find their result in the store finish in
-    seconds, so where results will be reused the estimate is an upper bound.
+    seconds, so where results will be reused the estimate is an upper bound (so too for a verification's
+    reserve configurations, counted as if each were needed).
     """
     try:
         store = ResultStore.open_existing(c["store"])
@@ -1250,7 +1256,7 @@ def time_left(
             continue
         launch = _last_launch(lpad, doc["fw_id"])
         data = (launch.get("action") or {}).get("stored_data") or {}
-        if data.get("reused"):
+        if data.get("reused") or data.get("status") == "skipped":  # computed nothing (e.g. an unneeded reserve)
             continue
         row = store.get(data["key"]) if store is not None and data.get("key") else None
         # a resumed relaxation's wall_time counts every run of it; its last launch, the last run only

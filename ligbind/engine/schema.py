@@ -259,6 +259,11 @@ class VerifySpec(_Strict):
     protocol: str = Field(min_length=1, description="a DFT protocol preset, e.g. gpaw-laptop")
     overrides: dict[str, Any] | None = None
     top_k: Annotated[int, Field(ge=1, le=10)] = 2
+    reserve: Annotated[int, Field(ge=0, le=5)] = Field(
+        1,
+        description="the screen's next configurations, relaxed with DFT only in place of top-k ones that DFT "
+        "left unusable (unconverged, desorbed, reconstructed ...)",
+    )
     threshold: Annotated[float, Field(gt=0, le=5)] = Field(
         0.2, description="eV: |Eb_dft − Eb_screen| flagged"
     )

@@ -567,6 +567,16 @@ def verification_configuration(
     return rebuilt
 
 
+def reserve_needed(verified: list[Result | None], top_k: int) -> bool:
+    """Whether a reserve configuration must be verified: fewer than ``top_k`` of the configurations verified so
+    far (None: not relaxed or failed) can give a DFT Eb. Unusable are unconverged ones and ones flagged at
+    relaxation against the DFT slab (desorbed, dissociated, bonds-changed, reconstructed, image-contact);
+    ``basin-changed`` is not, as :func:`lowest_slab` judges it later. A flag that a lower slab reference clears
+    later (rare) has then cost one reserve relaxation, which enters the analysis like the others."""
+    usable = [r for r in verified if r is not None and r.converged and set(r.anomalies) <= {"basin-changed"}]
+    return len(usable) < top_k
+
+
 def relax_verification_configuration(
     atoms: Atoms, dft_slab: Result, protocol: dict[str, Any], store: ResultStore, workdir: Path, label: str
 ) -> Result:
@@ -600,6 +610,7 @@ def verify(
     protocol: str | dict[str, Any] = "gpaw-laptop",
     *,
     top_k: int = 2,
+    reserve: int = 1,
     store: ResultStore | None = None,
     workdir: str | Path = "runs",
     overrides: dict[str, Any] | None = None,
@@ -609,7 +620,8 @@ def verify(
 
     The slab is relaxed with the DFT protocol, the ligand from its screen geometry, and each chosen
     configuration from its screen pose rebuilt on the DFT slab with the DFT ligand's geometry; Eb comes from
-    DFT terms only.
+    DFT terms only. Up to ``reserve`` more of the screen's configurations, next in its order, are relaxed when
+    DFT leaves some of the first ``top_k`` unusable (:func:`reserve_needed`).
     """
     from ligbind.analysis.verification import analyse_verification, check_verification
 
@@ -617,6 +629,8 @@ def verify(
     check_verification(dft)
     if top_k < 1:
         raise LigbindError(f"--top-k must be at least 1, got {top_k}")
+    if reserve < 0:
+        raise LigbindError(f"--reserve must be at least 0, got {reserve}")
     store = store or ResultStore()
     workdir = Path(workdir)
 
@@ -633,8 +647,10 @@ def verify(
         progress("DFT byproduct")
         dft_byproduct = relax(byproduct, dft, store=store, workdir=workdir)
     configs = []
-    for k in range(top_k):
-        atoms = verification_configuration(store, screen, k, top_k, dft_slab, dft_ligand)
+    for k in range(top_k + reserve):
+        if k >= top_k and not reserve_needed(configs, top_k):
+            break
+        atoms = verification_configuration(store, screen, k, top_k + reserve, dft_slab, dft_ligand)
         if atoms is None:
             break
         progress(f"DFT config {atoms.info['config']}")
