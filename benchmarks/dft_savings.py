@@ -95,15 +95,16 @@ def plain_floor(outcomes: dict, dft: dict, store, workdir: Path):
     return lowest_slab(slab_r, lowest, dft, store, workdir)
 
 
-def verified(slab, entries, screen: str, dft: dict, n_configs, seed, top_k, store, workdir) -> dict:
-    """ligbind's path: ML screen of K configurations, DFT on the best ``top_k``."""
+def verified(slab, entries, screen: str, dft: dict, n_configs, seed, top_k, reserve, store, workdir) -> dict:
+    """ligbind's path: ML screen of K configurations, DFT on the best ``top_k`` (and on up to ``reserve`` next
+    ones in place of top-k ones DFT leaves unusable)."""
     from ligbind.analysis.binding import load_binding
     from ligbind.recipes import bind, verify
 
     out = {}
     for entry in entries:
         s = bind(slab, entry, screen, n_configs=n_configs, seed=seed, store=store, workdir=workdir)
-        v = verify(slab, s, entry, dft, top_k=top_k, store=store, workdir=workdir)
+        v = verify(slab, s, entry, dft, top_k=top_k, reserve=reserve, store=store, workdir=workdir)
         out[entry.name] = (v, load_binding(store, v.dft_key) if v.dft_key else None)
     return out
 
@@ -130,6 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ligands", nargs="+", default=["methylamine", "methanethiol"])
     p.add_argument("--configs", type=int, default=3)
     p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--reserve", type=int, default=1, help="verify.reserve (default 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workdir", default=str(ROOT / "benchmarks" / "results" / "dft-savings"))  # committable
     args = p.parse_args(argv)
@@ -150,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
     plain = load_protocol(args.protocol, no_ml)
 
     t0 = time.perf_counter()
-    ver = verified(slab, entries, args.screen, dft, args.configs, args.seed, args.top_k, store, workdir)
+    ver = verified(
+        slab, entries, args.screen, dft, args.configs, args.seed, args.top_k, args.reserve, store, workdir
+    )
     t_ver = time.perf_counter() - t0
     t0 = time.perf_counter()
     loop = plain_loop(slab, entries, plain, args.configs, args.seed, store, workdir)
@@ -174,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     n = len(entries)
     print(
         f"DFT protocol {args.protocol}, screen {args.screen}, {n} ligands x {args.configs} configurations, "
-        f"verified top {args.top_k}; CsPbI3 tetragonal 2x2, 3 layers (wall times of this run only)"
+        f"verified top {args.top_k} (reserve {args.reserve}); CsPbI3 tetragonal 2x2, 3 layers "
+        "(wall times of this run only)"
     )
     ver_slab = min((r.energy for r in slabs), default=float("nan"))
     print(

@@ -1084,6 +1084,7 @@ CAMPAIGN_BAD = {
         st.builds(lambda k: {k: 1}, _TEXT.filter(lambda k: k not in ("relax", "slab", "run", "gpaw"))),
     ),
     "verify.top_k": _bad(_int_in(1, 10)),
+    "verify.reserve": _bad(_int_in(0, 5)),
     "verify.threshold": _bad(lambda v: v is None or (_number(v) and 0 < v <= 5)),
 }
 CAMPAIGN_BAD["compute.passivation"] = _bad(lambda v: v is None or isinstance(v, dict) and not v)

@@ -260,9 +260,9 @@ def test_campaign_plans_a_counterpoise_step_per_verified_configuration(tmp_path,
     c = campaign() if counterpoise else campaign(gpaw={"counterpoise": False})
     names = [fw.name.split(":")[1] for fw, _ in planned_fireworks(c)]
     steps = [n for n in names if "counterpoise" in n]
-    assert steps == (
-        ["verify-counterpoise/methylamine/0", "verify-counterpoise/methylamine/1"] if counterpoise else []
-    )
+    # the two of top_k and the reserve's (3 configurations by default; computed only if the reserve relaxes)
+    expected = [f"verify-counterpoise/methylamine/{k}" for k in range(3)]
+    assert steps == (expected if counterpoise else [])
     # switching it changes what the campaign computes (its analyses run again), not its calculations' keys
     assert (settings_hash(c) == settings_hash(campaign())) is counterpoise
 
@@ -283,6 +283,7 @@ def test_a_dft_campaign_plans_the_counterpoise_of_each_configuration_before_its_
     path.write_text(yaml.safe_dump(spec))
     plan = {fw.name.split(":")[1]: (fw, parents) for fw, parents in planned_fireworks(load_campaign(path))}
     steps = ["counterpoise/methylamine/0", "counterpoise/methylamine/1", "verify-counterpoise/methylamine/0"]
+    steps.append("verify-counterpoise/methylamine/1")  # the reserve's (verify.reserve, 1 by default)
     assert [n for n in plan if "counterpoise" in n] == steps
     ids = {n: fw.spec["_ligbind_id"] for n, (fw, _) in plan.items()}
     assert {ids[s] for s in steps[:2]} <= set(plan["binding/methylamine"][1])  # Eb waits for both

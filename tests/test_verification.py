@@ -223,6 +223,31 @@ def test_verified_eb_equals_the_screen_when_dft_is_the_same_potential(tmp_path, 
     assert all(r.data["prerelax"]["protocol"] == "ml-screen" for r in verified)
 
 
+def test_reserves_wait_for_the_configurations_they_stand_in_for(tmp_path):
+    from ligbind.engine.campaign import load_campaign, settings_hash
+    from ligbind.engine.fireworks import planned_fireworks
+
+    def campaign(top_k, reserve):
+        path = tmp_path / "r.yaml"
+        verify = {"protocol": "gpaw-quick", "top_k": top_k, "reserve": reserve}
+        path.write_text(
+            yaml.safe_dump({"name": "r", "ligands": ["methylamine"], "configs": 3, "verify": verify})
+        )
+        return load_campaign(path)
+
+    plan = {fw.name.split(":")[1]: (fw, parents) for fw, parents in planned_fireworks(campaign(1, 2))}
+    ids = {n: fw.spec["_ligbind_id"] for n, (fw, _) in plan.items()}
+    steps = [f"verify-config/methylamine/{k}" for k in range(3)]
+    assert [n for n in plan if n.startswith("verify-config/")] == steps
+    assert ids[steps[0]] in plan[steps[1]][1] and {ids[steps[0]], ids[steps[1]]} <= set(plan[steps[2]][1])
+    # a failed DFT relaxation is what a reserve stands in for; the top-k ones wait for the screen as before
+    assert [bool(plan[n][0].spec.get("_allow_fizzled_parents")) for n in steps] == [False, True, True]
+    assert ids[steps[0]] not in plan[steps[0]][1]
+    # reserves past the screen's configurations cannot run: left out (the settings hash stays as it was)
+    assert "reserve" not in campaign(3, 1)["verify"] and campaign(2, 5)["verify"]["reserve"] == 1
+    assert settings_hash(campaign(3, 1)) == settings_hash(campaign(3, 0)) != settings_hash(campaign(2, 1))
+
+
 @pytest.mark.slow
 def test_a_reserve_configuration_stands_in_for_an_unusable_dft_one(tmp_path, fake_dft, monkeypatch):
     """The screen's best configuration comes out of DFT flagged: the next one is verified and gives Eb."""

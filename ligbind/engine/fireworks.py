@@ -1203,16 +1203,24 @@ def state_counts(lpad, c: dict[str, Any]) -> dict[str, int]:
     return dict(Counter(doc["state"] for doc in lpad.fireworks.find(campaign_query(c), {"state": 1})))
 
 
-def _last_launch(lpad, fw_id: int) -> dict[str, Any]:
-    return lpad.launches.find_one({"fw_id": fw_id}, sort=[("launch_id", -1)]) or {}
+def _last_launches(lpad, fw_ids: list[int]) -> dict[int, dict[str, Any]]:
+    """The last launch of each of ``fw_ids`` (one query: a query per Firework scans the launches each time)."""
+    out: dict[int, dict[str, Any]] = {}
+    for launch in lpad.launches.find({"fw_id": {"$in": list(fw_ids)}}):
+        if launch["fw_id"] not in out or launch["launch_id"] > out[launch["fw_id"]]["launch_id"]:
+            out[launch["fw_id"]] = launch
+    return out
+
+
+def _stored_data(launch: dict[str, Any] | None) -> dict[str, Any]:
+    return ((launch or {}).get("action") or {}).get("stored_data") or {}
 
 
 def problem_counts(lpad, c: dict[str, Any]) -> dict[str, int]:
     """Failed (FIZZLED) Fireworks and COMPLETED calculations that ended unconverged."""
-    unconverged = 0
-    for doc in lpad.fireworks.find({**campaign_query(c), "state": "COMPLETED"}, {"fw_id": 1}):
-        data = (_last_launch(lpad, doc["fw_id"]).get("action") or {}).get("stored_data") or {}
-        unconverged += data.get("status") == "unconverged"
+    ids = [d["fw_id"] for d in lpad.fireworks.find({**campaign_query(c), "state": "COMPLETED"}, {"fw_id": 1})]
+    launches = _last_launches(lpad, ids)
+    unconverged = sum(_stored_data(launches.get(i)).get("status") == "unconverged" for i in ids)
     failed = lpad.fireworks.count_documents({**campaign_query(c), "state": "FIZZLED"})
     return {"failed": failed, "unconverged": unconverged}
 
@@ -1247,16 +1255,18 @@ def time_left(
         store = None
     costs: dict[str, list[float]] = {}
     left: Counter[str] = Counter()
-    for doc in lpad.fireworks.find(campaign_query(c), {"fw_id": 1, "name": 1, "state": 1}):
+    docs = list(lpad.fireworks.find(campaign_query(c), {"fw_id": 1, "name": 1, "state": 1}))
+    launches = _last_launches(lpad, [d["fw_id"] for d in docs if d["state"] == "COMPLETED"])
+    for doc in docs:
         kind = step_kind(doc["name"])
         if doc["state"] in UNFINISHED_STATES:
             left[kind] += 1
             continue
         if doc["state"] != "COMPLETED":
             continue
-        launch = _last_launch(lpad, doc["fw_id"])
-        data = (launch.get("action") or {}).get("stored_data") or {}
-        if data.get("reused") or data.get("status") == "skipped":  # computed nothing (e.g. an unneeded reserve)
+        launch = launches.get(doc["fw_id"]) or {}
+        data = _stored_data(launch)
+        if data.get("reused") or data.get("status") == "skipped":  # computed nothing (an unneeded reserve)
             continue
         row = store.get(data["key"]) if store is not None and data.get("key") else None
         # a resumed relaxation's wall_time counts every run of it; its last launch, the last run only
@@ -1296,10 +1306,10 @@ def _expected_rest(costs: list[float], spent: float) -> float | None:
 def failures(lpad, c: dict[str, Any]) -> list[dict[str, str]]:
     """Each FIZZLED Firework with the last line of its error."""
     out = []
-    for doc in lpad.fireworks.find({**campaign_query(c), "state": "FIZZLED"}, {"fw_id": 1, "name": 1}):
-        err = ((_last_launch(lpad, doc["fw_id"]).get("action") or {}).get("stored_data") or {}).get(
-            "_exception", {}
-        )
+    docs = list(lpad.fireworks.find({**campaign_query(c), "state": "FIZZLED"}, {"fw_id": 1, "name": 1}))
+    launches = _last_launches(lpad, [d["fw_id"] for d in docs])
+    for doc in docs:
+        err = _stored_data(launches.get(doc["fw_id"])).get("_exception", {})
         message = (err.get("_stacktrace") or "").strip().splitlines()[-1:] or ["?"]
         out.append({"firework": doc["name"].split(":", 1)[-1], "error": message[0]})
     return out
