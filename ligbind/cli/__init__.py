@@ -669,7 +669,8 @@ def cmd_bind(args: argparse.Namespace) -> None:
         fmt = lambda v: "n/a" if v is None else f"{v:+.3f} eV"  # noqa: E731
         bsse = "" if verified.bsse is None else f", counterpoise-corrected (BSSE {verified.bsse:+.3f} eV)"
         lines.append(
-            f"verified with {verified.dft_protocol} (DFT, best {args.top_k}): Eb = {fmt(verified.eb_dft)}{bsse} "
+            f"verified with {verified.dft_protocol} (DFT, best {args.top_k}; configs "
+            f"{', '.join(map(str, verified.verified_configs)) or 'none'}): Eb = {fmt(verified.eb_dft)}{bsse} "
             f"(screen {fmt(verified.eb_screen)}; DFT config {verified.dft_config}); "
             f"flags: {','.join(verified.flags) or 'none'}"
         )
