@@ -7,12 +7,14 @@ import json
 import numpy as np
 import pytest
 from ase import Atoms
+from ase.neighborlist import natural_cutoffs
 
 from ligbind.analysis.anomalies import (
     BASIN_RMSD,
     IMPLAUSIBLE_EB,
     PB_X_APART,
     basin_flags,
+    bond_change,
     complex_anomalies,
     energy_anomalies,
     framework_rmsd,
@@ -93,6 +95,25 @@ def test_one_c_h_bond_stretched_to_3_angstrom_is_dissociated(placed, slab):
     v = final.positions[h] - final.positions[c]
     final.positions[h] = final.positions[c] + 3.0 * v / np.linalg.norm(v)
     assert "dissociated" in complex_anomalies(placed, final, slab)
+
+
+@pytest.mark.parametrize(
+    "factor, flag", [(1.2, None), (1.29, None), (1.31, "dissociated"), (1.5, "dissociated")]
+)
+def test_a_bond_breaks_only_when_stretched_past_the_gap(placed, slab, factor, flag):
+    """A minimal basis relaxes bonds close to the forming distance (1.15 × natural cutoffs) already, and an H
+    bonded to a surface iodide stretches its bond a little further: not a dissociation until 1.3 ×."""
+    n = atom_of(placed, "N")
+    h = hydrogens_on(placed, n)[0]
+    cutoff = natural_cutoffs(placed[[n, h]])
+    final = placed.copy()
+    v = final.positions[h] - final.positions[n]
+    final.positions[h] = final.positions[n] + factor * sum(cutoff) * v / np.linalg.norm(v)
+    assert n_fragments(final) == 2  # past the forming distance, by the bonds of the structure alone
+    assert bond_change(placed, final) == flag
+    assert ("dissociated" in complex_anomalies(placed, final, slab)) is (flag is not None)
+    # the other way round: a pair closing in from inside the gap is no new bond, from beyond it is
+    assert bond_change(final, placed) == (None if flag is None else "bonds-changed")
 
 
 def test_hydrogen_hopping_from_c_to_n_is_bonds_changed(placed, slab):

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ligbind.analysis.anomalies import DESORPTION_MARGIN, ligand_bonds, n_fragments
+from ligbind.analysis.anomalies import DESORPTION_MARGIN, bond_change
 from ligbind.analysis.energies import EnergyMismatchError, Term, lowest, lowest_corrected, reaction_energy
 from ligbind.builders.complexes import coordinating_anchors
 from ligbind.calculators import method_label
@@ -92,10 +92,8 @@ def complex_flags(initial, result: Result) -> list[str]:
     flags = [] if result.converged else ["unconverged"]
     if not coordinating_anchors(final, margin=DESORPTION_MARGIN):
         flags.append("ion-released")
-    if n_fragments(final) > n_fragments(initial):
-        flags.append("dissociated")
-    elif ligand_bonds(final) != ligand_bonds(initial):
-        flags.append("bonds-changed")
+    if change := bond_change(initial, final):
+        flags.append(change)
     return flags
 
 
