@@ -40,18 +40,37 @@ ROOT = Path(__file__).resolve().parents[1]
 BASIN = "slab-basin:"  # label prefix of a complex's framework relaxed without its ligand (lowest_slab)
 
 
-def dft_calls(store, protocol: dict, basins: bool = False) -> tuple[int, int]:
+def dft_calls(store, protocol: dict, basins: bool = False, unused: set[str] = frozenset()) -> tuple[int, int]:
     """(force calls, relaxations) of the stored relaxations computed with ``protocol`` (by its hash): those
-    of the path itself, or (``basins``) the ligand-free frameworks relaxed to find the lowest reference."""
+    of the path itself, or (``basins``) the ligand-free frameworks relaxed to find the lowest reference;
+    ``unused`` keys left out."""
     from ligbind.store import protocol_hash
 
     suffix = "-" + protocol_hash(protocol)
     calls = n = 0
     for row in store.select(kind="relax"):
+        if row.key in unused:
+            continue
         if row.key.endswith(suffix) and str(row.get("label", "")).startswith(BASIN) == basins:
             calls += int(row.get("force_calls", 0))
             n += 1
     return calls, n
+
+
+def verified_relaxations(store, outcomes, dft: dict) -> set[str]:
+    """Store keys of the verified configurations the DFT ``outcomes`` analysed and of their frameworks relaxed
+    alone (:func:`ligbind.recipes.basin_framework`, where :func:`~ligbind.recipes.lowest_slab` relaxed one)."""
+    from ligbind.jobs import result_from_row
+    from ligbind.recipes import basin_framework
+    from ligbind.store import calculation_key
+
+    keys = set()
+    for o in outcomes:
+        slab = result_from_row(store.get(o.slab_key), dft)
+        for c in o.configs:
+            complex_ = result_from_row(store.get(c["key"]), dft)
+            keys |= {c["key"], calculation_key("relax", basin_framework(complex_, slab), dft)}
+    return keys
 
 
 def plain_loop(slab, entries, dft: dict, n_configs: int, seed: int, store, workdir: Path) -> dict:
@@ -162,7 +181,20 @@ def main(argv: list[str] | None = None) -> int:
 
     floor = plain_floor(loop, plain, store, workdir)
 
-    calls_ver, n_ver = dft_calls(store, dft)
+    # the verified path's cost: its DFT relaxations, and the frameworks of its complexes relaxed without their
+    # ligand (lowest_slab); not those of another screen's run in the same store, nor a reserve that an earlier
+    # flag criterion asked for and no outcome uses
+    used = verified_relaxations(store, [o for _, o in ver.values() if o is not None], dft)
+    unused = {
+        r.key
+        for r in store.select(kind="relax")
+        if str(r.get("label", "")).removeprefix(BASIN).startswith("verify:") and r.key not in used
+    }
+    (calls_ver, n_ver), (calls_basin, n_basin) = (
+        dft_calls(store, dft, unused=unused),
+        dft_calls(store, dft, basins=True, unused=unused),
+    )
+    calls_ver, n_ver = calls_ver + calls_basin, n_ver + n_basin
     calls_loop, n_loop = dft_calls(store, plain)
     calls_floor, n_floor = dft_calls(store, plain, basins=True)
     first = loop[entries[0].name]
