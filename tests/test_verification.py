@@ -273,6 +273,7 @@ def test_a_reserve_configuration_stands_in_for_an_unusable_dft_one(tmp_path, fak
     assert flagged == [f"verify:methylamine:{chosen[0]['config']}"]
     assert out.verified_configs == [c["config"] for c in chosen]
     assert out.dft_config == chosen[1]["config"] and "dft-prefers-another-configuration" in out.flags
+    assert "screen-best-unusable-in-dft" in out.flags
     assert out.eb_dft == pytest.approx(chosen[1]["eb"], abs=0.02)  # the same potential as the screen
 
 
@@ -333,6 +334,8 @@ def test_campaign_verifies_through_fireworks(tmp_path, fake_dft, monkeypatch):
     screen = {r.ligand: r for r in store.select(kind="binding") if r.protocol == "ml-screen"}
     assert set(rows) == set(screen) == {"methylamine", "methanethiol"}
     assert rows["methanethiol"].eb_dft == pytest.approx(screen["methanethiol"].eb, abs=0.02)
+    assert "screen-best-unusable-in-dft" not in rows["methanethiol"].data["outcome"]["flags"]
+    assert "screen-best-unusable-in-dft" in rows["methylamine"].data["outcome"]["flags"]
     # methylamine's Eb is DFT's from the reserve: the screen's second configuration (the same potential)
     reserve = rows["methylamine"].data["outcome"]["dft_config"]
     assert f"verify:methylamine:{reserve}" in verified and f"verify:methylamine:{reserve}" != flagged[0]
