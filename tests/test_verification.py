@@ -11,7 +11,12 @@ import yaml
 
 import ligbind.protocols as protocols
 from ligbind.analysis.binding import BindingOutcome
-from ligbind.analysis.verification import configurations_to_verify, rebuild_on_slab, with_ligand_geometry
+from ligbind.analysis.verification import (
+    analyse_verification,
+    configurations_to_verify,
+    rebuild_on_slab,
+    with_ligand_geometry,
+)
 from ligbind.builders.ligands import resolve_ligand
 from ligbind.builders.placement import place_ligand
 from ligbind.builders.slab import build_slab
@@ -66,6 +71,41 @@ def _flag_first_verified(monkeypatch, ligand: str) -> list[str]:
 
 def _relaxed(converged=True, anomalies=()):
     return Result("k", "relax", None, 0.0, 0.0, converged, 1, 1, {}, anomalies=list(anomalies))
+
+
+def _dft_outcome(eb, best, configs):
+    rows = [{"config": k, "status": "converged", "flags": flags} for k, flags in configs]
+    return BindingOutcome(
+        "x", "neutral", "fake-dft", "fake-dft", True, eb, eb, None, 0.0, 0.0, None, best, 2, rows
+    )
+
+
+@pytest.mark.parametrize(
+    "eb_dft, best, configs, expected",
+    [
+        (-1.0, 0, [(0, [])], []),  # agrees
+        (-1.3, 0, [(0, [])], ["screen-off-by-more-than-0.2-eV"]),
+        (
+            -1.1,
+            1,
+            [(0, ["reconstructed"]), (1, [])],
+            ["dft-prefers-another-configuration", "screen-best-unusable-in-dft"],
+        ),
+        (
+            -1.5,
+            1,
+            [(0, []), (1, [])],
+            ["dft-prefers-another-configuration", "screen-off-by-more-than-0.2-eV"],
+        ),
+        (None, None, [(0, ["desorbed"])], ["dft-unusable:none", "screen-best-unusable-in-dft"]),
+    ],
+)
+def test_verification_flags_where_dft_and_the_screen_disagree(eb_dft, best, configs, expected):
+    screen = BindingOutcome(
+        "x", "neutral", "ml-screen", "chgnet", False, -1.0, -1.0, None, 0.0, 0.0, None, 0, 3, []
+    )
+    out = analyse_verification(screen, _dft_outcome(eb_dft, best, configs), threshold=0.2)
+    assert out.flags == sorted(expected) and out.eb == (eb_dft if eb_dft is not None else -1.0)
 
 
 def test_a_reserve_is_verified_only_for_unusable_dft_configurations():

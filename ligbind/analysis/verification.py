@@ -159,12 +159,12 @@ def analyse_verification(
     else:
         if screen.best_config is not None and dft_config != screen.best_config:
             flags.append("dft-prefers-another-configuration")
+        if screen.eb is not None and abs(eb_dft - screen.eb) > threshold:
+            flags.append(f"screen-off-by-more-than-{threshold:g}-eV")
     if dft is not None and any(
         c["config"] == screen.best_config and (c["flags"] or c["status"] != "converged") for c in dft.configs
     ):  # the screen's choice did not survive DFT (a reserve may have stood in for it)
         flags.append("screen-best-unusable-in-dft")
-        if screen.eb is not None and abs(eb_dft - screen.eb) > threshold:
-            flags.append(f"screen-off-by-more-than-{threshold:g}-eV")
     if dft is not None:
         flags += [
             f for f in dft.flags if f.startswith(("basin-changed", "failed")) or f == "counterpoise-missing"
