@@ -20,18 +20,6 @@ import tempfile
 from pathlib import Path
 
 
-def counted(calc, calls: dict[str, int]):
-    """``calc`` with every calculation it performs counted in ``calls['n']``."""
-    real = calc.calculate
-
-    def calculate(*args, **kwargs):
-        calls["n"] += 1
-        return real(*args, **kwargs)
-
-    calc.calculate = calculate
-    return calc
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--protocol", default="ml-screen")
@@ -42,7 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     from ase.mep import NEB, DyNEB
     from ase.optimize import FIRE
 
-    from ligbind.calculators import make_calculator
+    from ligbind.calculators import counted, make_calculator
     from ligbind.protocols import load_protocol
 
     protocol = load_protocol(args.protocol)
@@ -87,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             ),
         }
         for name, make in variants.items():
-            calls = {"n": 0}
+            calls: dict[str, int] = {}
             band = [image.copy() for image in first]
             for i, image in enumerate(band):
                 image.calc = counted(
@@ -96,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             opt = FIRE(make(band), logfile=None)
             ok = opt.run(fmax=fmax, steps=int(protocol["relax"]["steps"]))
             energies = [image.get_potential_energy() for image in band]
-            print(f"{name:<28}{ok!s:>10}{opt.nsteps:>7}{calls['n']:>13}{max(energies) - energies[0]:>9.3f}")
+            print(
+                f"{name:<28}{ok!s:>10}{opt.nsteps:>7}{calls['calls']:>13}{max(energies) - energies[0]:>9.3f}"
+            )
     return 0
 
 

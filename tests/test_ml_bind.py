@@ -38,15 +38,7 @@ def run(slab, tmp_path_factory):
 
     def counting(*args, **kwargs):
         counts["made"] += 1
-        calc = ligbind.calculators.make_calculator(*args, **kwargs)
-        original = calc.calculate
-
-        def calculate(*a, **k):
-            counts["calls"] += 1
-            return original(*a, **k)
-
-        calc.calculate = calculate
-        return calc
+        return ligbind.calculators.counted(ligbind.calculators.make_calculator(*args, **kwargs), counts)
 
     steps = []
     with pytest.MonkeyPatch.context() as mp:

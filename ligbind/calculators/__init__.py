@@ -207,3 +207,17 @@ def make_calculator(
     """ASE calculator for ``protocol`` with its dispersion correction."""
     calc = backend_of(protocol).calculator(protocol, atoms, Path(directory), label, attempt)
     return with_dispersion(calc, protocol)
+
+
+def counted(calc: Calculator, counts: dict[str, int], key: str = "calls") -> Calculator:
+    """``calc`` with every calculation it performs (not the results it returns from its cache) counted in
+    ``counts[key]``: the force calls a caller that skips work (a dynamic NEB, a reused result) really made."""
+    counts.setdefault(key, 0)
+    calculate = calc.calculate
+
+    def counting(*args, **kwargs):
+        counts[key] += 1
+        return calculate(*args, **kwargs)
+
+    calc.calculate = counting
+    return calc
