@@ -1,9 +1,9 @@
 """Image force evaluations of one NEB band: ASE's NEB (every image every step) vs DyNEB (converged images skipped).
 
 A DFT band's cost is its image force evaluations (one SCF each; ~25 s per image with gpaw-quick on 2 cores).
-ligbind's band (:mod:`ligbind.neb`) evaluates every image at every FIRE step. ASE's DyNEB with
-``dynamic_relaxation`` skips images already below fmax; ``scale_fmax`` > 0 also loosens the criterion for
-images far from the climbing image. This runs the bare 2x2 CsPbI3 barrier of ``ligbind barrier`` with the ML
+ASE's NEB evaluates every image at every FIRE step (ligbind's band until 2026-12-06). DyNEB with
+``dynamic_relaxation`` skips images already below fmax (ligbind's band, :mod:`ligbind.neb`, since then);
+``scale_fmax`` > 0 also loosens the criterion for images far from the climbing image. This runs the bare 2x2 CsPbI3 barrier of ``ligbind barrier`` with the ML
 protocol once, then optimises its first (IDPP) band again with each variant, counting the calls that reach
 the calculators, and prints steps, calls and Ea. ML only: a few minutes on 2 cores.
 
@@ -66,8 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.protocol}, bare 2x2 CsPbI3 halide hop, {args.images} images, FIRE, fmax {fmax} eV/Å")
         print(f"{'band':<28}{'converged':>10}{'steps':>7}{'image calls':>13}{'Ea (eV)':>9}")
         variants = {
-            "NEB (ligbind today)": lambda band: NEB(band, climb=True, method="improvedtangent"),
-            "DyNEB": lambda band: DyNEB(
+            "NEB": lambda band: NEB(band, climb=True, method="improvedtangent"),
+            "DyNEB (ligbind)": lambda band: DyNEB(
                 band, climb=True, method="improvedtangent", fmax=fmax, dynamic_relaxation=True
             ),
             "DyNEB, scale_fmax 1": lambda band: DyNEB(

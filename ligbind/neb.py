@@ -3,7 +3,9 @@
 :func:`run_neb` takes two relaxed endpoints (:class:`ligbind.jobs.Result`), interpolates ``images``
 intermediate images with IDPP under the minimum-image convention (ASE's default ``mic=False`` would drag an
 ion across the whole cell for a hop over the cell edge), and optimises the band with a climbing image (ASE
-``NEB(climb=True)``, FIRE). Every step appends the whole band (endpoints included) to ``<key>.band.traj``;
+``DyNEB(climb=True)`` with dynamic relaxation, FIRE: an image already below fmax is not moved, so it
+costs no new force call, while its neighbours still move; every image ends below fmax as with a plain NEB).
+Every step appends the whole band (endpoints included) to ``<key>.band.traj``;
 a rerun with the same key continues from the last complete band in that file instead of interpolating again.
 """
 
@@ -19,10 +21,10 @@ import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import Trajectory
-from ase.mep import NEB
+from ase.mep import NEB, DyNEB
 from ase.optimize import FIRE
 
-from ligbind.calculators import ORIGIN_SHIFT, backend_of, make_calculator
+from ligbind.calculators import ORIGIN_SHIFT, backend_of, counted, make_calculator
 from ligbind.io import read_saved_number, write_text_atomic
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
@@ -228,10 +230,22 @@ def _saved_run(
 
 
 def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, steps, frame) -> NebRun:
-    """FIRE on the climbing-image band, appending every band to ``<key>.band.traj`` (in the band's frame)."""
+    """FIRE on the climbing-image band, appending every band to ``<key>.band.traj`` (in the band's frame).
+
+    ASE's DyNEB with ``dynamic_relaxation`` (``scale_fmax`` 0: the same criterion for every image): an image
+    below fmax keeps its positions and so its cached energy and forces, and moves again if its neighbours
+    push it back above fmax. The band converges when every image is below fmax, the test
+    :func:`_saved_run` applies to a saved band. ``force_calls`` counts the evaluations the image
+    calculators really made.
+    """
     traj_path = workdir / f"{key}.band.traj"
     calls_path = workdir / f"{key}.calls"
-    neb = NEB(band, climb=True, method="improvedtangent")
+    calls: dict[str, int] = {}
+    for image in band[1:-1]:
+        counted(image.calc, calls)
+    neb = DyNEB(
+        band, climb=True, method="improvedtangent", fmax=fmax, dynamic_relaxation=True, scale_fmax=0.0
+    )
     start = time.perf_counter()
     counter = {"bands": 0}
 
@@ -242,7 +256,7 @@ def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, ste
         with Trajectory(str(traj_path), "a") as traj:
             for image in band:
                 traj.write(image)
-        write_text_atomic(calls_path, str(previous_calls + counter["bands"] * images))
+        write_text_atomic(calls_path, str(previous_calls + calls["calls"]))
 
     opt = FIRE(neb, logfile=str(workdir / f"{key}.neb.log"))
     opt.attach(write_band, interval=1)
@@ -255,7 +269,7 @@ def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, ste
         energies=energies,
         converged=converged,
         n_steps=n_steps,
-        force_calls=previous_calls + counter["bands"] * images,
+        force_calls=previous_calls + calls["calls"],
         resumed_from_step=done if saved is not None else -1,
         wall_time=time.perf_counter() - start,
     )
