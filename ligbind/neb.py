@@ -12,6 +12,7 @@ a rerun with the same key continues from the last complete band in that file ins
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,7 @@ class NebRun:
     force_calls: int
     resumed_from_step: int
     wall_time: float
+    stopped: bool = False  # ended by ``stop_when`` before converging
 
 
 def neb_key(
@@ -163,6 +165,7 @@ def run_neb(
     steps: int | None = None,
     start: NebRun | None = None,
     carry: list[int] | None = None,
+    stop_when: Callable[[list[float]], bool] | None = None,
 ) -> NebRun:
     """Climbing-image NEB between two relaxed endpoints, continuing a saved band with the same key.
 
@@ -184,6 +187,10 @@ def run_neb(
     carry
         Only these atoms (e.g. the migrating ion) are taken from ``start``, the others from the IDPP band
         between this protocol's endpoints; None: every atom from ``start``.
+    stop_when
+        Called with the band's energies (endpoints included) after every step: True ends the optimisation
+        there (``stopped``; a saved band it holds for is handed back as it stands), e.g. once an image lies
+        below an endpoint, which makes the caller relax that endpoint again and start a new band anyway.
     """
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -198,13 +205,18 @@ def run_neb(
         as_saved = _saved_run(traj_path, key, initial, images, fmax, done, previous_calls)
         if as_saved.converged or done >= steps:
             return as_saved
+        if stop_when is not None and stop_when(as_saved.energies):
+            as_saved.stopped = True
+            return as_saved
     start_positions = [im.positions.copy() for im in start.band] if start is not None else None
     with ExitStack() as calculators:
         band = _band(
             initial, final, protocol, images, workdir, key, saved, start_positions, calculators, carry
         )
         frame = (band[0].positions[0] - initial.atoms.positions[0], initial.atoms.pbc)  # band's → caller's
-        return _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, steps, frame)
+        return _optimise(
+            band, key, workdir, saved, done, previous_calls, images, fmax, steps, frame, stop_when
+        )
 
 
 def _saved_run(
@@ -229,7 +241,9 @@ def _saved_run(
     )
 
 
-def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, steps, frame) -> NebRun:
+def _optimise(
+    band, key, workdir, saved, done, previous_calls, images, fmax, steps, frame, stop_when=None
+) -> NebRun:
     """FIRE on the climbing-image band, appending every band to ``<key>.band.traj`` (in the band's frame).
 
     ASE's DyNEB with ``dynamic_relaxation`` (``scale_fmax`` 0: the same criterion for every image): an image
@@ -260,7 +274,12 @@ def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, ste
 
     opt = FIRE(neb, logfile=str(workdir / f"{key}.neb.log"))
     opt.attach(write_band, interval=1)
-    converged = bool(opt.run(fmax=fmax, steps=max(0, steps - done)))
+    converged = stopped = False
+    for converged in opt.irun(fmax=fmax, steps=max(0, steps - done)):
+        if not converged and stop_when is not None and stop_when([im.get_potential_energy() for im in band]):
+            stopped = True
+            break
+    converged = bool(converged)
     energies = [float(im.get_potential_energy()) for im in band]
     n_steps = done + opt.nsteps
     return NebRun(
@@ -272,6 +291,7 @@ def _optimise(band, key, workdir, saved, done, previous_calls, images, fmax, ste
         force_calls=previous_calls + calls["calls"],
         resumed_from_step=done if saved is not None else -1,
         wall_time=time.perf_counter() - start,
+        stopped=stopped,
     )
 
 

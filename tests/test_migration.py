@@ -10,7 +10,7 @@ from ase import Atoms
 from ase.geometry import find_mic
 from ase.io import Trajectory
 
-from ligbind.analysis.migration import ion_leaves_surface, ligand_in_path
+from ligbind.analysis.migration import endpoints_above_band, ion_leaves_surface, ligand_in_path
 from ligbind.builders.slab import surface_halides
 from ligbind.builders.vacancies import migration_endpoints
 from ligbind.calculators import make_calculator
@@ -371,6 +371,50 @@ def test_endpoint_that_is_not_a_minimum_is_relaxed_again_from_the_band(bare_barr
     assert refine_store.get(result.key).kind == "barrier"
     again = barrier_from_endpoints(host, initial, final, protocol, refine_store, tmp_path, images=5)
     assert again.key == result.key and again.ea_forward == result.ea_forward
+
+
+def test_first_band_stops_once_an_image_is_below_an_endpoint(bare_barrier, tmp_path, monkeypatch):
+    """The first band between an unrelaxed initial end and the relaxed final one stops at the first step that
+    puts an image ENDPOINT_TOLERANCE below an endpoint (converging it would not spare the re-relaxation), and
+    a rerun hands that saved band back without a calculator."""
+    import ligbind.neb
+    from ligbind.jobs import single_point
+    from ligbind.recipes.defects import barrier_from_endpoints
+
+    _, protocol, host, built, (_, final) = _stored_hop(bare_barrier)
+    scratch = ResultStore(tmp_path / "stop.db")
+    initial = single_point(built[0], protocol, store=scratch, workdir=tmp_path)
+    initial.atoms.info = dict(built[0].info)
+    runs = []
+    run_neb_ = ligbind.neb.run_neb
+
+    def recorded(*args, **kwargs):
+        runs.append(run_neb_(*args, **kwargs))
+        return runs[-1]
+
+    monkeypatch.setattr(ligbind.neb, "run_neb", recorded)
+    result = barrier_from_endpoints(host, initial, final, protocol, scratch, tmp_path, images=5)
+    first, second = runs
+    assert first.stopped and not first.converged and endpoints_above_band(first.energies)
+    assert second.converged and not second.stopped and result.converged
+    frames = list(Trajectory(str(tmp_path / f"{first.key}.band.traj")))
+    bands = [[a.get_potential_energy() for a in frames[k : k + 7]] for k in range(0, len(frames), 7)]
+    assert len(bands) == first.n_steps + 1
+    assert endpoints_above_band(bands[-1]) and not any(endpoints_above_band(e) for e in bands[:-1])
+
+    def no_calculators(*args, **kwargs):
+        raise AssertionError("the stopped band was recomputed")
+
+    monkeypatch.setattr(ligbind.neb, "_band", no_calculators)
+    again = ligbind.neb.run_neb(
+        initial,
+        final,
+        protocol,
+        images=5,
+        workdir=tmp_path,
+        stop_when=lambda e: bool(endpoints_above_band(e)),
+    )
+    assert again.stopped and again.n_steps == first.n_steps and again.force_calls == first.force_calls
 
 
 def test_endpoint_above_its_symmetry_partner_is_relaxed_from_its_image(bare_barrier, tmp_path):
