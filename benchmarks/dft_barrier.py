@@ -42,6 +42,22 @@ def band_log(path: Path) -> dict[str, float]:
     }
 
 
+def below_an_end(traj: Path, images: int = 5) -> str:
+    """', an image below an end' when the last saved band puts one ENDPOINT_TOLERANCE below an endpoint on its
+    half (a first DFT band stops there and the end is relaxed again; an ML pre-converged band's ends are single
+    points of the DFT ends, so its images fall below them by design)."""
+    from ase.io import Trajectory
+
+    from ligbind.analysis.migration import endpoints_above_band
+
+    if not traj.exists():
+        return ""
+    frames = Trajectory(str(traj))
+    n = images + 2
+    last = [frames[len(frames) - n + k].get_potential_energy() for k in range(n)] if len(frames) >= n else []
+    return ", an image below an end" if last and endpoints_above_band(last) else ""
+
+
 def report(directory: Path, db: str) -> None:
     from ligbind.calculators import get_backend
     from ligbind.store import ResultStore
@@ -62,9 +78,12 @@ def report(directory: Path, db: str) -> None:
         dft = log.name.split("-")[3] in dft_hashes  # barrier-<initial>-<final>-<protocol hash>-<n>i...
         total += b["wall"] if dft else 0.0
         name = f"NEB band ({'DFT' if dft else 'ML'}) {log.name.split('-')[1]}-{log.name.split('-')[2]}"
+        key = log.name.removesuffix(".neb.log")
+        calls = log.with_name(f"{key}.calls")
         print(
             f"{name[:48]:48s} {b['steps']:5d} {b['wall'] / 60:10.1f} {b['per_step']:7.1f}"
-            f"   last fmax {b['fmax']:.3f} eV/Å"
+            f"   last fmax {b['fmax']:.3f} eV/Å, {calls.read_text().strip() if calls.exists() else '?'} image"
+            f" calls{below_an_end(log.with_name(f'{key}.band.traj')) if dft else ''}"
         )
     print(f"DFT wall time (relaxations + DFT bands, interruptions left out): {total / 3600:.2f} h")
     for row in store.select(kind="barrier"):
