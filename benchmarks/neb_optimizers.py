@@ -3,9 +3,10 @@
 A DFT band's cost is its image force evaluations (one SCF each; ~25 s per image with gpaw-quick on 2 cores).
 ASE's NEB evaluates every image at every FIRE step (ligbind's band until 2026-12-06). DyNEB with
 ``dynamic_relaxation`` skips images already below fmax (ligbind's band, :mod:`ligbind.neb`, since then);
-``scale_fmax`` > 0 also loosens the criterion for images far from the climbing image. This runs the bare 2x2 CsPbI3 barrier of ``ligbind barrier`` with the ML
-protocol once, then optimises its first (IDPP) band again with each variant, counting the calls that reach
-the calculators, and prints steps, calls and Ea. ML only: a few minutes on 2 cores.
+``scale_fmax`` > 0 also loosens the criterion for images far from the climbing image. This runs the bare
+2x2 CsPbI3 barrier of ``ligbind barrier`` with the ML protocol once, then optimises its first (IDPP) band
+again with each variant, counting the calls that reach the calculators, and prints steps, calls and Ea.
+ML only: a few minutes on 2 cores.
 
     python benchmarks/neb_optimizers.py [--protocol ml-screen] [--images 5]
 """
