@@ -42,7 +42,7 @@ def band_log(path: Path) -> dict[str, float]:
     }
 
 
-def below_an_end(traj: Path, images: int = 5) -> str:
+def below_an_end(traj: Path) -> str:
     """', an image below an end' when the last saved band puts one ENDPOINT_TOLERANCE below an endpoint on its
     half (a first DFT band stops there and the end is relaxed again; an ML pre-converged band's ends are single
     points of the DFT ends, so its images fall below them by design)."""
@@ -53,6 +53,7 @@ def below_an_end(traj: Path, images: int = 5) -> str:
     if not traj.exists():
         return ""
     frames = Trajectory(str(traj))
+    images = int(traj.name.split("-")[4].removesuffix("i"))  # barrier-<initial>-<final>-<protocol>-<n>i...
     n = images + 2
     last = [frames[len(frames) - n + k].get_potential_energy() for k in range(n)] if len(frames) >= n else []
     return ", an image below an end" if last and endpoints_above_band(last) else ""
