@@ -6,7 +6,8 @@ complexes again, each from its final geometry, with another protocol (default gp
 their energies against the first one's: the complexes have the same atoms, so their energy differences need no slab or ligand term. Whether each
 stayed in its basin is shown by its framework's RMSD from the start. Resumable (its own store).
 
-    python benchmarks/basin_check.py            # verified vs plain configuration 0 of methylamine
+    python benchmarks/basin_check.py            # verified vs plain configuration 0 of methylamine (h 0.25)
+    python benchmarks/basin_check.py --labels verify:methanethiol:2@2145f70d plain:methanethiol:2@7fb285be
 """
 
 from __future__ import annotations
@@ -23,7 +24,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--protocol", default="gpaw-laptop")
     p.add_argument("--source", default=str(SAVINGS), help="store holding the complexes (dft_savings.py's)")
-    p.add_argument("--labels", nargs="+", default=["verify:methylamine:0", "plain:methylamine:0"])
+    p.add_argument(
+        "--labels",
+        nargs="+",
+        default=["verify:methylamine:0@4f840263", "plain:methylamine:0@7b173c41"],
+        help="label[@protocol hash prefix] of converged relaxations in --source",
+    )
     p.add_argument("--workdir", default=str(ROOT / "benchmarks" / "results" / "basin-check"))
     args = p.parse_args(argv)
 
@@ -36,23 +42,33 @@ def main(argv: list[str] | None = None) -> int:
     source = ResultStore.open_existing(args.source)
     workdir = Path(args.workdir)
     store = ResultStore(workdir / "basin.db")
-    rows = {r.get("label"): r for r in source.select(kind="relax", status="converged")}
+    converged = list(source.select(kind="relax", status="converged"))
     results = []
     for label in args.labels:
-        if label not in rows:
-            print(f"error: no converged relaxation labelled '{label}' in {args.source}", file=sys.stderr)
+        name, _, protocol_hash = label.partition("@")  # relax-<structure hash>-<protocol hash>
+        found = [
+            r for r in converged if r.get("label") == name and r.key.split("-")[-1].startswith(protocol_hash)
+        ]
+        if len({r.key.split("-")[-1] for r in found}) != 1:
+            hashes = ", ".join(sorted({r.key.split("-")[-1] for r in found})) or "none"
+            print(
+                f"error: '{label}' must name one converged relaxation in {args.source} (protocol hashes: "
+                f"{hashes}; add @<hash> to choose)",
+                file=sys.stderr,
+            )
             return 2
-        start = result_from_row(rows[label], protocol).atoms
+        row = found[-1]
+        start = result_from_row(row, protocol).atoms
         start.calc = None
-        start.info["label"] = f"basin-check:{label}"
+        start.info["label"] = f"basin-check:{name}"
         r = relax(start, protocol, store=store, workdir=workdir, prerelax=False)
-        results.append((label, rows[label].energy, r, framework_rmsd(r.atoms, start)))
+        results.append((label, row.energy, r, framework_rmsd(r.atoms, start)))
     base_source, base = results[0][1], results[0][2].energy
     print(f"complexes relaxed again with {args.protocol}, energies against {args.labels[0]}")
-    print(f"{'label':<26}{'source E':>11}{'ΔE source':>11}{'E':>12}{'ΔE':>8}{'steps':>7}{'fw RMSD':>9}")
+    print(f"{'label':<32}{'source E':>11}{'ΔE source':>11}{'E':>12}{'ΔE':>8}{'steps':>7}{'fw RMSD':>9}")
     for label, e_source, r, rmsd in results:
         print(
-            f"{label:<26}{e_source:11.3f}{e_source - base_source:11.3f}{r.energy:12.3f}{r.energy - base:8.3f}"
+            f"{label:<32}{e_source:11.3f}{e_source - base_source:11.3f}{r.energy:12.3f}{r.energy - base:8.3f}"
             f"{r.n_steps:7d}{rmsd:9.2f}{'' if r.converged else '  unconverged'}"
         )
     return 0

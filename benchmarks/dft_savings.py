@@ -240,7 +240,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{x:{w}.3f}" if x is not None else f"{'-':>{w}}"
             for x, w in ((own, 15), (any_, 11), (clean, 13), (b, 10))
         ]
-        print(f"{e.name:<16}{''.join(cells)}{d:8.3f}")
+        shown = f"{d:8.3f}" if d == d else "       -"
+        print(f"{e.name:<16}{''.join(cells)}{shown}")
         for name, o in (("plain", p_common), ("verified", v_common)):
             rows = o.configs if o else []
             cfg = ", ".join(f"{c['config']}: {c['eb']:.3f} {'/'.join(c['flags'])}".strip() for c in rows)
@@ -254,10 +255,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{t_ver:.0f} s"
     )
     ratio = calls_loop / calls_ver if calls_ver else float("inf")
-    worst = max(diffs) if all(d == d for d in diffs) else float("nan")  # nan: an Eb is missing
+    compared = [d for d in diffs if d == d]
+    missing = [e.name for e, d in zip(entries, diffs, strict=True) if d != d]
+    worst = f"{max(compared):+.3f} eV over {len(compared)} ligand(s)" if compared else "none to compare"
     print(
         f"DFT force calls saved: {ratio:.1f}x (target >= 5x); verified - plain clean Eb on the common "
-        f"reference, worst {worst:+.3f} eV (target <= +0.05 eV; negative: the verified configuration is lower)"
+        f"reference, worst {worst} (target <= +0.05 eV; negative: the verified configuration is lower)"
+        + (
+            f"; not compared (no clean plain configuration or no verified Eb): {', '.join(missing)}"
+            if missing
+            else ""
+        )
     )
     return 0
 
