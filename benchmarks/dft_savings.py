@@ -40,17 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 BASIN = "slab-basin:"  # label prefix of a complex's framework relaxed without its ligand (lowest_slab)
 
 
-def dft_calls(store, protocol: dict, basins: bool = False, unused: set[str] = frozenset()) -> tuple[int, int]:
+def dft_calls(store, protocol: dict, basins: bool = False) -> tuple[int, int]:
     """(force calls, relaxations) of the stored relaxations computed with ``protocol`` (by its hash): those
-    of the path itself, or (``basins``) the ligand-free frameworks relaxed to find the lowest reference;
-    ``unused`` keys left out."""
+    of the path itself, or (``basins``) the ligand-free frameworks relaxed to find the lowest reference."""
     from ligbind.store import protocol_hash
 
     suffix = "-" + protocol_hash(protocol)
     calls = n = 0
     for row in store.select(kind="relax"):
-        if row.key in unused:
-            continue
         if row.key.endswith(suffix) and str(row.get("label", "")).startswith(BASIN) == basins:
             calls += int(row.get("force_calls", 0))
             n += 1
@@ -181,20 +178,16 @@ def main(argv: list[str] | None = None) -> int:
 
     floor = plain_floor(loop, plain, store, workdir)
 
-    # the verified path's cost: its DFT relaxations, and the frameworks of its complexes relaxed without their
-    # ligand (lowest_slab); not those of another screen's run in the same store, nor a reserve that an earlier
-    # flag criterion asked for and no outcome uses
-    used = verified_relaxations(store, [o for _, o in ver.values() if o is not None], dft)
-    unused = {
-        r.key
-        for r in store.select(kind="relax")
-        if str(r.get("label", "")).removeprefix(BASIN).startswith("verify:") and r.key not in used
+    # the verified path's cost: its DFT slab, molecules and complexes, and the frameworks of its complexes
+    # relaxed without their ligand (lowest_slab); not those of another screen's run in the same store (its
+    # molecules start from that screen's geometry), nor a reserve that an earlier flag criterion asked for and no
+    # outcome uses
+    outcomes = [o for _, o in ver.values() if o is not None]
+    used = verified_relaxations(store, outcomes, dft) | {
+        k for o in outcomes for k in (o.slab_key, o.ligand_key)
     }
-    (calls_ver, n_ver), (calls_basin, n_basin) = (
-        dft_calls(store, dft, unused=unused),
-        dft_calls(store, dft, basins=True, unused=unused),
-    )
-    calls_ver, n_ver = calls_ver + calls_basin, n_ver + n_basin
+    spent = [int(store.get(k).get("force_calls", 0)) for k in sorted(used) if store.get(k) is not None]
+    calls_ver, n_ver = sum(spent), len(spent)
     calls_loop, n_loop = dft_calls(store, plain)
     calls_floor, n_floor = dft_calls(store, plain, basins=True)
     first = loop[entries[0].name]
