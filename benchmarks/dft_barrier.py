@@ -10,9 +10,10 @@ pre-converged with ml-screen (``--preconverge none``: plain IDPP), GPAW over all
     python benchmarks/dft_barrier.py [--dir benchmarks/results/dft-barrier] [--db barrier.db] [--grid H]
                                      [--report-only]
 
-``--grid 0.25`` is the run begun before gpaw-quick moved to h 0.2 (same protocol hash, so it resumes): the bare
-hop has no light atoms, and the grid's egg-box effect on Pb and I is 2 meV at h 0.25 (README, "A grid too
-coarse"), so that grid serves a bare barrier at half the cost per SCF.
+``--grid 0.25``: the bare hop has no light atoms, and the grid's egg-box effect on Pb and I is 2 meV at h 0.25
+(README, "A grid too coarse"), so a bare barrier can use that grid at about half the cost per SCF (the protocol
+hash is that of the run committed before the preset moved to h 0.2, whose relaxations started from another
+slab, so it starts afresh).
 
 Hours on 2 cores; interrupt and rerun at will (relaxations and the band resume). The default directory is in
 the repository so that a run can be committed part-way and resumed on another machine. Run it on an idle
