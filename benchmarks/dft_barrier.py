@@ -65,24 +65,31 @@ def below_an_end(traj: Path) -> str:
     return ", an image below an end" if last and endpoints_above_band(last) else ""
 
 
-def report(directory: Path, db: str) -> None:
+def report(directory: Path, db: str, dft_hash: str) -> None:
+    """Every stage of the barrier computed with the DFT protocol of hash ``dft_hash`` (a store may hold runs of
+    several grids)."""
     from ligbind.calculators import get_backend
     from ligbind.store import ResultStore
 
     store = ResultStore(directory / db)
-    print(f"{'stage':48s} {'steps':>5s} {'wall (min)':>10s} {'s/step':>7s}")
-    total, dft_hashes = 0.0, set()
+    print(f"{'stage':48s} {'steps':>5s} {'wall (min)':>10s} {'s/step':>7s}   (DFT protocol hash {dft_hash})")
+    total, pairs = 0.0, set()
+    for log in (directory / "runs").glob(f"barrier-*-{dft_hash}-*.neb.log"):
+        pairs.add(tuple(log.name.split("-")[1:3]))  # barrier-<initial>-<final>-<protocol hash>-<n>i...
     for row in store.select(kind="relax"):
-        if not get_backend(row.backend).is_dft:
+        if not get_backend(row.backend).is_dft or not row.key.endswith(
+            dft_hash
+        ):  # relax-<structure>-<protocol>
             continue
-        dft_hashes.add(row.key.split("-")[-1])  # relax-<structure hash>-<protocol hash>
         wall, steps = float(row.get("wall_time") or 0.0), int(row.get("n_steps") or 0)
         total += wall
         name = f"relax {row.get('label', '')} ({row.protocol})"
         print(f"{name[:48]:48s} {steps:5d} {wall / 60:10.1f} {wall / max(steps, 1):7.1f}")
     for log in sorted((directory / "runs").glob("barrier-*.neb.log"), key=lambda f: f.stat().st_mtime):
+        if tuple(log.name.split("-")[1:3]) not in pairs:
+            continue  # another run's band (ML bands are kept where a DFT band joins the same endpoints)
         b = band_log(log)
-        dft = log.name.split("-")[3] in dft_hashes  # barrier-<initial>-<final>-<protocol hash>-<n>i...
+        dft = log.name.split("-")[3] == dft_hash
         total += b["wall"] if dft else 0.0
         name = f"NEB band ({'DFT' if dft else 'ML'}) {log.name.split('-')[1]}-{log.name.split('-')[2]}"
         key = log.name.removesuffix(".neb.log")
@@ -94,6 +101,8 @@ def report(directory: Path, db: str) -> None:
         )
     print(f"DFT wall time (relaxations + DFT bands, interruptions left out): {total / 3600:.2f} h")
     for row in store.select(kind="barrier"):
+        if dft_hash not in row.key:
+            continue
         o = row.data["outcome"]
         print(
             f"barrier {row.protocol}: Ea forward {o['ea_forward']:.3f} eV, backward {o['ea_backward']:.3f} eV, "
@@ -112,11 +121,12 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
+    overrides = {"gpaw": {"spinpol": True} | ({"h": args.grid} if args.grid else {})}
     if not args.report_only:
         slab = args.dir / "slab.extxyz"
         if not slab.exists():
             subprocess.run([sys.executable, "-m", "ligbind", "build", "slab", "-o", str(slab)], check=True)
-        spin = json.dumps({"gpaw": {"spinpol": True} | ({"h": args.grid} if args.grid else {})})
+        spin = json.dumps(overrides)
         command = [
             sys.executable, "-m", "ligbind", "barrier", "--slab", "slab.extxyz", "--protocol", "gpaw-quick",
             "--set", spin, "--images", "5", "--db", args.db, "--workdir", "runs", "--json",
@@ -124,7 +134,10 @@ def main() -> None:
         if args.preconverge != "none":
             command += ["--preconverge", args.preconverge]
         subprocess.run(command, cwd=args.dir, check=True, stdout=subprocess.DEVNULL)
-    report(args.dir, args.db)
+    from ligbind.protocols import load_protocol
+    from ligbind.store import protocol_hash
+
+    report(args.dir, args.db, protocol_hash(load_protocol("gpaw-quick", overrides)))
 
 
 if __name__ == "__main__":
