@@ -11,9 +11,10 @@ pre-converged with ml-screen (``--preconverge none``: plain IDPP), GPAW over all
                                      [--report-only]
 
 ``--grid 0.25``: the bare hop has no light atoms, and the grid's egg-box effect on Pb and I is 2 meV at h 0.25
-(README, "A grid too coarse"), so a bare barrier can use that grid at about half the cost per SCF (the protocol
-hash is that of the run committed before the preset moved to h 0.2, whose relaxations started from another
-slab, so it starts afresh).
+(README, "A grid too coarse"), so a bare barrier can use that grid at a third of the cost per step (spin-polarised
+slab: 28 against 93 s per BFGS step on 2 ranks). Its run is in benchmarks/results/dft-barrier-h025 (``--dir``);
+benchmarks/results/dft-barrier holds the run of 2026-12-05 on that grid, from another slab start (before the
+slab search), and the h 0.2 one begun after it.
 
 Hours on 2 cores; interrupt and rerun at will (relaxations and the band resume). The default directory is in
 the repository so that a run can be committed part-way and resumed on another machine. Run it on an idle
@@ -77,9 +78,8 @@ def report(directory: Path, db: str, dft_hash: str) -> None:
     for log in (directory / "runs").glob(f"barrier-*-{dft_hash}-*.neb.log"):
         pairs.add(tuple(log.name.split("-")[1:3]))  # barrier-<initial>-<final>-<protocol hash>-<n>i...
     for row in store.select(kind="relax"):
-        if not get_backend(row.backend).is_dft or not row.key.endswith(
-            dft_hash
-        ):  # relax-<structure>-<protocol>
+        dft = get_backend(row.backend).is_dft and row.key.endswith(dft_hash)  # relax-<structure>-<protocol>
+        if not dft:
             continue
         wall, steps = float(row.get("wall_time") or 0.0), int(row.get("n_steps") or 0)
         total += wall
