@@ -46,18 +46,19 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for label in args.labels:
         name, _, protocol_hash = label.partition("@")  # relax-<structure hash>-<protocol hash>
-        found = [
-            r for r in converged if r.get("label") == name and r.key.split("-")[-1].startswith(protocol_hash)
-        ]
-        if len({r.key.split("-")[-1] for r in found}) != 1:
-            hashes = ", ".join(sorted({r.key.split("-")[-1] for r in found})) or "none"
+        found = {
+            r.key.split("-")[-1]: r
+            for r in converged
+            if r.get("label") == name and r.key.split("-")[-1].startswith(protocol_hash)
+        }
+        if len(found) != 1:
             print(
                 f"error: '{label}' must name one converged relaxation in {args.source} (protocol hashes: "
-                f"{hashes}; add @<hash> to choose)",
+                f"{', '.join(sorted(found)) or 'none'}; add @<hash> to choose)",
                 file=sys.stderr,
             )
             return 2
-        row = found[-1]
+        (row,) = found.values()
         start = result_from_row(row, protocol).atoms
         start.calc = None
         start.info["label"] = f"basin-check:{name}"

@@ -49,6 +49,12 @@ def band_log(path: Path) -> dict[str, float]:
     }
 
 
+def band_name(path: Path) -> tuple[str, str, str, int]:
+    """(initial, final, protocol hash, images) of a band file named barrier-<initial>-<final>-<protocol>-<n>i..."""
+    initial, final, protocol, images = path.name.split("-")[1:5]
+    return initial, final, protocol, int(images.split(".")[0].removesuffix("i"))
+
+
 def below_an_end(traj: Path) -> str:
     """', an image below an end' when the last saved band puts one ENDPOINT_TOLERANCE below an endpoint on its
     half (a first DFT band stops there and the end is relaxed again; an ML pre-converged band's ends are single
@@ -60,8 +66,7 @@ def below_an_end(traj: Path) -> str:
     if not traj.exists():
         return ""
     frames = Trajectory(str(traj))
-    images = int(traj.name.split("-")[4].removesuffix("i"))  # barrier-<initial>-<final>-<protocol>-<n>i...
-    n = images + 2
+    n = band_name(traj)[3] + 2
     last = [frames[len(frames) - n + k].get_potential_energy() for k in range(n)] if len(frames) >= n else []
     return ", an image below an end" if last and endpoints_above_band(last) else ""
 
@@ -74,24 +79,26 @@ def report(directory: Path, db: str, dft_hash: str) -> None:
 
     store = ResultStore(directory / db)
     print(f"{'stage':48s} {'steps':>5s} {'wall (min)':>10s} {'s/step':>7s}   (DFT protocol hash {dft_hash})")
-    total, pairs = 0.0, set()
-    for log in (directory / "runs").glob(f"barrier-*-{dft_hash}-*.neb.log"):
-        pairs.add(tuple(log.name.split("-")[1:3]))  # barrier-<initial>-<final>-<protocol hash>-<n>i...
+    logs = sorted((directory / "runs").glob("barrier-*.neb.log"), key=lambda f: f.stat().st_mtime)
+    pairs = {band_name(log)[:2] for log in logs if band_name(log)[2] == dft_hash}
+    total = 0.0
     for row in store.select(kind="relax"):
-        dft = get_backend(row.backend).is_dft and row.key.endswith(dft_hash)  # relax-<structure>-<protocol>
-        if not dft:
+        if not (
+            get_backend(row.backend).is_dft and row.key.endswith(dft_hash)
+        ):  # relax-<structure>-<protocol>
             continue
         wall, steps = float(row.get("wall_time") or 0.0), int(row.get("n_steps") or 0)
         total += wall
         name = f"relax {row.get('label', '')} ({row.protocol})"
         print(f"{name[:48]:48s} {steps:5d} {wall / 60:10.1f} {wall / max(steps, 1):7.1f}")
-    for log in sorted((directory / "runs").glob("barrier-*.neb.log"), key=lambda f: f.stat().st_mtime):
-        if tuple(log.name.split("-")[1:3]) not in pairs:
+    for log in logs:
+        initial, final, protocol, _ = band_name(log)
+        if (initial, final) not in pairs:
             continue  # another run's band (ML bands are kept where a DFT band joins the same endpoints)
         b = band_log(log)
-        dft = log.name.split("-")[3] == dft_hash
+        dft = protocol == dft_hash
         total += b["wall"] if dft else 0.0
-        name = f"NEB band ({'DFT' if dft else 'ML'}) {log.name.split('-')[1]}-{log.name.split('-')[2]}"
+        name = f"NEB band ({'DFT' if dft else 'ML'}) {initial}-{final}"
         key = log.name.removesuffix(".neb.log")
         calls = log.with_name(f"{key}.calls")
         print(

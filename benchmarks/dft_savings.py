@@ -55,14 +55,16 @@ def dft_calls(store, protocol: dict, basins: bool = False) -> tuple[int, int]:
 
 
 def verified_relaxations(store, outcomes, dft: dict) -> set[str]:
-    """Store keys of the verified configurations the DFT ``outcomes`` analysed and of their frameworks relaxed
-    alone (:func:`ligbind.recipes.basin_framework`, where :func:`~ligbind.recipes.lowest_slab` relaxed one)."""
+    """Store keys of the relaxations the DFT ``outcomes`` used: slab, molecule, the verified configurations and
+    their frameworks relaxed alone (:func:`ligbind.recipes.basin_framework`, where
+    :func:`~ligbind.recipes.lowest_slab` relaxed one; keys of frameworks never relaxed are included)."""
     from ligbind.jobs import result_from_row
     from ligbind.recipes import basin_framework
     from ligbind.store import calculation_key
 
     keys = set()
     for o in outcomes:
+        keys |= {o.slab_key, o.ligand_key}
         slab = result_from_row(store.get(o.slab_key), dft)
         for c in o.configs:
             complex_ = result_from_row(store.get(c["key"]), dft)
@@ -182,11 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     # relaxed without their ligand (lowest_slab); not those of another screen's run in the same store (its
     # molecules start from that screen's geometry), nor a reserve that an earlier flag criterion asked for and no
     # outcome uses
-    outcomes = [o for _, o in ver.values() if o is not None]
-    used = verified_relaxations(store, outcomes, dft) | {
-        k for o in outcomes for k in (o.slab_key, o.ligand_key)
-    }
-    spent = [int(store.get(k).get("force_calls", 0)) for k in sorted(used) if store.get(k) is not None]
+    verified_outcomes = [o for _, o in ver.values() if o is not None]
+    rows = [store.get(k) for k in sorted(verified_relaxations(store, verified_outcomes, dft))]
+    spent = [int(row.get("force_calls", 0)) for row in rows if row is not None]
     calls_ver, n_ver = sum(spent), len(spent)
     calls_loop, n_loop = dft_calls(store, plain)
     calls_floor, n_floor = dft_calls(store, plain, basins=True)
@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     reference = min(
         [*slabs, result_from_row(store.get(first.slab_key), plain), floor], key=lambda r: r.energy
     )
-    outcomes = [o for _, o in ver.values() if o is not None] + list(loop.values())
+    outcomes = verified_outcomes + list(loop.values())
     ligands = {}
     for e in entries:
         key = min((o for o in outcomes if o.ligand == e.name), key=lambda o: o.e_ligand).ligand_key
