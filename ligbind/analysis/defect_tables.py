@@ -191,7 +191,9 @@ def write_defect_tables(
             "endpoints; Ea = max E(image) − E(endpoint); ΔEa = Ea(ligand) − Ea(bare), only when neither band "
             "is flagged (unconverged, highest-image-endpoint, ion-leaves-surface, ligand-in-path). Rows whose "
             "method is DFT redo the same hop on each host with the campaign's verification protocol (endpoints "
-            "DFT-relaxed, the band pre-converged with the screen protocol); the profile plot shows the screen's.\n\n",
+            "DFT-relaxed, the band pre-converged with the screen protocol); the profile plot shows the screen's. "
+            "`hop` is in each host's atom numbering: on an exchange complex, which lacks the slab atoms its "
+            "exchange took out, the same atoms carry lower indices than on the bare slab.\n\n",
         )
         paths["migration_png"] = plot_profiles(
             [b for _, b in barrier_outcomes(store, campaign, protocol_hash)], outdir / "migration.png"
