@@ -8,6 +8,7 @@ line naming the path and the problem.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import warnings
@@ -133,6 +134,18 @@ def read_saved_number(path: str | Path) -> float:
         return float(Path(path).read_text())
     except (OSError, ValueError):
         return 0.0
+
+
+def drop_cut_restart(path: str | Path) -> None:
+    """Remove an ASE optimizer restart file that a kill cut mid-write (ASE writes it in place), which the
+    optimizer would fail to read at every rerun; a readable or missing one is left as it is."""
+    path = Path(path)
+    try:
+        json.loads(path.read_text())
+    except FileNotFoundError:
+        pass
+    except ValueError:
+        path.unlink(missing_ok=True)
 
 
 def write_structure(path: str | Path, atoms: Atoms) -> Path:

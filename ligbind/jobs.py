@@ -25,7 +25,7 @@ from ase.io import Trajectory
 
 from ligbind.calculators import ORIGIN_SHIFT, backend_of, make_calculator
 from ligbind.errors import LigbindError, NonFiniteEnergyError, UnconvergedError
-from ligbind.io import read_saved_number, write_text_atomic
+from ligbind.io import drop_cut_restart, read_saved_number, write_text_atomic
 from ligbind.protocols import load_protocol
 from ligbind.store import ResultStore, atoms_from_row, calculation_key
 
@@ -570,11 +570,7 @@ def relax_in_process(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: 
         done_steps = n_frames - 1
     previous_calls = int(read_saved_number(calls_path)) if traj_path.exists() else 0
     previous_seconds = earlier_seconds(workdir, key)
-    if restart_path.exists():
-        try:
-            json.loads(restart_path.read_text())
-        except ValueError:  # optimizer state cut mid-write: the optimizer would fail on it at every rerun
-            restart_path.unlink(missing_ok=True)
+    drop_cut_restart(restart_path)
     optimizer_cls = getattr(ase.optimize, settings["optimizer"])
     max_steps = int(settings["steps"])
     fmax = float(settings["fmax"])

@@ -26,7 +26,7 @@ from ase.mep import NEB, DyNEB
 from ase.optimize import FIRE
 
 from ligbind.calculators import ORIGIN_SHIFT, backend_of, counted, make_calculator
-from ligbind.io import read_saved_number, write_text_atomic
+from ligbind.io import drop_cut_restart, read_saved_number, write_text_atomic
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
 from ligbind.store import structure_hash
@@ -272,7 +272,12 @@ def _optimise(
                 traj.write(image)
         write_text_atomic(calls_path, str(previous_calls + calls["calls"]))
 
-    opt = FIRE(neb, logfile=str(workdir / f"{key}.neb.log"))
+    # FIRE's velocities and time step, so that a resumed band keeps its momentum
+    restart = workdir / f"{key}.fire.json"
+    if saved is None:
+        restart.unlink(missing_ok=True)  # a band started afresh owes nothing to an earlier run's state
+    drop_cut_restart(restart)
+    opt = FIRE(neb, logfile=str(workdir / f"{key}.neb.log"), restart=str(restart))
     opt.attach(write_band, interval=1)
     converged = stopped = False
     for converged in opt.irun(fmax=fmax, steps=max(0, steps - done)):

@@ -320,6 +320,35 @@ def test_band_cut_mid_write_resumes_from_its_last_complete_band(bare_barrier, tm
     assert np.allclose([a.positions for a in after[:15]], [a.positions for a in frames])
 
 
+def test_resumed_band_keeps_fire_momentum(bare_barrier, tmp_path):
+    """A band resumed after an interruption continues FIRE from its saved velocities and time step (ASE's
+    restart file), so its next step is the one an uninterrupted run takes; from rest (the file gone, as before
+    2026-12-06) it is not: the DFT band resumed at step 32 needed 21 more steps, the IDPP one 9 from there."""
+    d, out = bare_barrier
+    b = out["bare"]
+    protocol = load_protocol("ml-screen", FAST)
+    store = ResultStore(d / "ligbind.db")
+    initial = result_from_row(store.get(b["initial_key"]), protocol)
+    final = result_from_row(store.get(b["final_key"]), protocol)
+    last = {}
+    for name in ("whole", "resumed", "from-rest"):
+        workdir = tmp_path / name
+        workdir.mkdir()
+        if name != "whole":
+            first = run_neb(initial, final, protocol, images=3, workdir=workdir, steps=2)
+            restart = workdir / f"{first.key}.fire.json"
+            assert restart.exists()
+            if name == "from-rest":
+                restart.unlink()
+        run = run_neb(initial, final, protocol, images=3, workdir=workdir, steps=3)
+        assert run.n_steps == 3
+        last[name] = np.array(
+            [a.positions for a in list(Trajectory(str(workdir / f"{run.key}.band.traj")))[-5:]]
+        )
+    assert np.allclose(last["resumed"], last["whole"], atol=1e-6)
+    assert not np.allclose(last["from-rest"], last["whole"], atol=1e-4)  # the test can tell the two apart
+
+
 def test_endpoint_above_the_band_is_found_on_its_own_half():
     from ligbind.analysis.migration import endpoints_above_band
 
