@@ -47,6 +47,16 @@ def bare_barrier(tmp_path_factory, _slab_2x2_session):
     return d, json.loads(proc.stdout)
 
 
+def _relaxed_endpoints(bare_barrier):
+    """(protocol, initial, final): the module barrier's relaxed endpoints, as stored."""
+    d, out = bare_barrier
+    b = out["bare"]
+    protocol = load_protocol("ml-screen", FAST)
+    store = ResultStore(d / "ligbind.db")
+    initial = result_from_row(store.get(b["initial_key"]), protocol)
+    return protocol, initial, result_from_row(store.get(b["final_key"]), protocol)
+
+
 def test_barrier_profile_shape_and_terms(bare_barrier):
     d, out = bare_barrier
     b = out["bare"]
@@ -98,12 +108,7 @@ def test_hop_across_the_cell_edge_takes_the_short_way(bare_barrier, _slab_2x2_se
 def test_killed_neb_continues_from_its_last_band(bare_barrier, tmp_path):
     """A band stopped after 3 steps (as a kill would leave it) continues from the saved band: step count,
     trajectory and force calls add up, and the first new band is one optimizer step from the saved one."""
-    d, out = bare_barrier
-    b = out["bare"]
-    protocol = load_protocol("ml-screen", FAST)
-    store = ResultStore(d / "ligbind.db")
-    initial = result_from_row(store.get(b["initial_key"]), protocol)
-    final = result_from_row(store.get(b["final_key"]), protocol)
+    protocol, initial, final = _relaxed_endpoints(bare_barrier)
     initial.atoms.info, final.atoms.info = dict(initial.atoms.info), dict(final.atoms.info)
     n = 3 + 2  # three images and the endpoints
     first = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=3)
@@ -300,12 +305,7 @@ def test_killed_barrier_command_resumes_its_band(tmp_path, _slab_2x2_session):
 def test_band_cut_mid_write_resumes_from_its_last_complete_band(bare_barrier, tmp_path):
     """A kill while a band was being written leaves part of a band: it is dropped, the last complete band
     is the restart point, and the file stays aligned (one whole band per step)."""
-    d, out = bare_barrier
-    b = out["bare"]
-    protocol = load_protocol("ml-screen", FAST)
-    store = ResultStore(d / "ligbind.db")
-    initial = result_from_row(store.get(b["initial_key"]), protocol)
-    final = result_from_row(store.get(b["final_key"]), protocol)
+    protocol, initial, final = _relaxed_endpoints(bare_barrier)
     first = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=2)
     traj = tmp_path / f"{first.key}.band.traj"
     frames = list(Trajectory(str(traj)))
@@ -324,12 +324,7 @@ def test_resumed_band_keeps_fire_momentum(bare_barrier, tmp_path):
     """A band resumed after an interruption continues FIRE from its saved velocities and time step (ASE's
     restart file), so its next step is the one an uninterrupted run takes; from rest (the file gone, as before
     2026-12-06) it is not: the DFT band resumed at step 32 needed 21 more steps, the IDPP one 9 from there."""
-    d, out = bare_barrier
-    b = out["bare"]
-    protocol = load_protocol("ml-screen", FAST)
-    store = ResultStore(d / "ligbind.db")
-    initial = result_from_row(store.get(b["initial_key"]), protocol)
-    final = result_from_row(store.get(b["final_key"]), protocol)
+    protocol, initial, final = _relaxed_endpoints(bare_barrier)
     last = {}
     for name in ("whole", "resumed", "from-rest"):
         workdir = tmp_path / name
