@@ -83,9 +83,8 @@ def report(directory: Path, db: str, dft_hash: str) -> None:
     pairs = {band_name(log)[:2] for log in logs if band_name(log)[2] == dft_hash}
     total = 0.0
     for row in store.select(kind="relax"):
-        if not (
-            get_backend(row.backend).is_dft and row.key.endswith(dft_hash)
-        ):  # relax-<structure>-<protocol>
+        dft = get_backend(row.backend).is_dft and row.key.endswith(dft_hash)  # relax-<structure>-<protocol>
+        if not dft:
             continue
         wall, steps = float(row.get("wall_time") or 0.0), int(row.get("n_steps") or 0)
         total += wall

@@ -47,14 +47,19 @@ def bare_barrier(tmp_path_factory, _slab_2x2_session):
     return d, json.loads(proc.stdout)
 
 
-def _relaxed_endpoints(bare_barrier):
-    """(protocol, initial, final): the module barrier's relaxed endpoints, as stored."""
+def _stored_hop(bare_barrier):
+    """The module's bare barrier: its outcome, protocol, relaxed host, built endpoints and relaxed endpoints."""
     d, out = bare_barrier
     b = out["bare"]
     protocol = load_protocol("ml-screen", FAST)
     store = ResultStore(d / "ligbind.db")
-    initial = result_from_row(store.get(b["initial_key"]), protocol)
-    return protocol, initial, result_from_row(store.get(b["final_key"]), protocol)
+    (slab_row,) = [r for r in store.select(kind="relax") if r.get("label") == "slab"]
+    host = result_from_row(slab_row, protocol)
+    built = migration_endpoints(host.atoms, b["site"], b["hopper"])
+    relaxed = [result_from_row(store.get(b[f"{end}_key"]), protocol) for end in ("initial", "final")]
+    for r, atoms in zip(relaxed, built, strict=True):
+        r.atoms.info = dict(atoms.info)
+    return b, protocol, host, built, relaxed
 
 
 def test_barrier_profile_shape_and_terms(bare_barrier):
@@ -108,8 +113,7 @@ def test_hop_across_the_cell_edge_takes_the_short_way(bare_barrier, _slab_2x2_se
 def test_killed_neb_continues_from_its_last_band(bare_barrier, tmp_path):
     """A band stopped after 3 steps (as a kill would leave it) continues from the saved band: step count,
     trajectory and force calls add up, and the first new band is one optimizer step from the saved one."""
-    protocol, initial, final = _relaxed_endpoints(bare_barrier)
-    initial.atoms.info, final.atoms.info = dict(initial.atoms.info), dict(final.atoms.info)
+    _, protocol, _, _, (initial, final) = _stored_hop(bare_barrier)
     n = 3 + 2  # three images and the endpoints
     first = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=3)
     assert not first.converged and first.n_steps == 3 and first.resumed_from_step == -1
@@ -231,19 +235,8 @@ def test_preconverged_band_gives_the_migrating_ion_its_path(bare_barrier, tmp_pa
 
     from ligbind.recipes.defects import barrier_from_endpoints
 
-    d, out = bare_barrier
-    b = out["bare"]
-    protocol = load_protocol("ml-screen", FAST)
+    b, protocol, host, _, (initial, final) = _stored_hop(bare_barrier)
     loose = load_protocol("ml-screen", {"relax": {"fmax": 0.25, "steps": 150}})
-    store = ResultStore(d / "ligbind.db")
-    initial = result_from_row(store.get(b["initial_key"]), protocol)
-    final = result_from_row(store.get(b["final_key"]), protocol)
-    (slab_row,) = [r for r in store.select(kind="relax") if r.get("label") == "slab"]  # the relaxed bare slab
-    host = result_from_row(slab_row, protocol)
-    for r, built in zip(
-        (initial, final), migration_endpoints(host.atoms, b["site"], b["hopper"]), strict=True
-    ):
-        r.atoms.info = dict(built.info)
     m = initial.atoms.info["migrating"]
     pre_store = ResultStore(tmp_path / "pre.db")
     out_pre = barrier_from_endpoints(
@@ -305,7 +298,7 @@ def test_killed_barrier_command_resumes_its_band(tmp_path, _slab_2x2_session):
 def test_band_cut_mid_write_resumes_from_its_last_complete_band(bare_barrier, tmp_path):
     """A kill while a band was being written leaves part of a band: it is dropped, the last complete band
     is the restart point, and the file stays aligned (one whole band per step)."""
-    protocol, initial, final = _relaxed_endpoints(bare_barrier)
+    _, protocol, _, _, (initial, final) = _stored_hop(bare_barrier)
     first = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=2)
     traj = tmp_path / f"{first.key}.band.traj"
     frames = list(Trajectory(str(traj)))
@@ -324,7 +317,7 @@ def test_resumed_band_keeps_fire_momentum(bare_barrier, tmp_path):
     """A band resumed after an interruption continues FIRE from its saved velocities and time step (ASE's
     restart file), so its next step is the one an uninterrupted run takes; from rest (the file gone, as before
     2026-12-06) it is not: the DFT band resumed at step 32 needed 21 more steps, the IDPP one 9 from there."""
-    protocol, initial, final = _relaxed_endpoints(bare_barrier)
+    _, protocol, _, _, (initial, final) = _stored_hop(bare_barrier)
     last = {}
     for name in ("whole", "resumed", "from-rest"):
         workdir = tmp_path / name
@@ -352,21 +345,6 @@ def test_endpoint_above_the_band_is_found_on_its_own_half():
     assert endpoints_above_band([0.0, 0.1, 0.3, 0.1, -0.01]) == {}  # within the tolerance
     assert endpoints_above_band([0.0, 0.2, 0.3, -0.2, 0.1]) == {4: 3}  # the final's half only
     assert endpoints_above_band([0.0, 0.2, -0.5, 0.2, 0.0]) == {}  # the middle image belongs to neither
-
-
-def _stored_hop(bare_barrier):
-    """The module's bare barrier: its outcome, protocol, relaxed host, built endpoints and relaxed endpoints."""
-    d, out = bare_barrier
-    b = out["bare"]
-    protocol = load_protocol("ml-screen", FAST)
-    store = ResultStore(d / "ligbind.db")
-    (slab_row,) = [r for r in store.select(kind="relax") if r.get("label") == "slab"]
-    host = result_from_row(slab_row, protocol)
-    built = migration_endpoints(host.atoms, b["site"], b["hopper"])
-    relaxed = [result_from_row(store.get(b[f"{end}_key"]), protocol) for end in ("initial", "final")]
-    for r, atoms in zip(relaxed, built, strict=True):
-        r.atoms.info = dict(atoms.info)
-    return b, protocol, host, built, relaxed
 
 
 def test_endpoint_that_is_not_a_minimum_is_relaxed_again_from_the_band(bare_barrier, tmp_path):
