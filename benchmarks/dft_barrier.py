@@ -126,8 +126,16 @@ def main() -> None:
     )
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
-    args.dir.mkdir(parents=True, exist_ok=True)
+    from ligbind.errors import LigbindError
+    from ligbind.protocols import load_protocol
+    from ligbind.store import protocol_hash
+
     overrides = {"gpaw": {"spinpol": True} | ({"h": args.grid} if args.grid else {})}
+    try:  # a bad --grid: one line, before anything is built or run
+        dft_hash = protocol_hash(load_protocol("gpaw-quick", overrides))
+    except LigbindError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    args.dir.mkdir(parents=True, exist_ok=True)
     if not args.report_only:
         slab = args.dir / "slab.extxyz"
         if not slab.exists():
@@ -140,10 +148,7 @@ def main() -> None:
         if args.preconverge != "none":
             command += ["--preconverge", args.preconverge]
         subprocess.run(command, cwd=args.dir, check=True, stdout=subprocess.DEVNULL)
-    from ligbind.protocols import load_protocol
-    from ligbind.store import protocol_hash
-
-    report(args.dir, args.db, protocol_hash(load_protocol("gpaw-quick", overrides)))
+    report(args.dir, args.db, dft_hash)
 
 
 if __name__ == "__main__":
