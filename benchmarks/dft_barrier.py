@@ -105,7 +105,7 @@ def report(directory: Path, db: str, dft_hash: str) -> None:
             f"   last fmax {b['fmax']:.3f} eV/Å, {calls.read_text().strip() if calls.exists() else '?'} image"
             f" calls{below_an_end(log.with_name(f'{key}.band.traj')) if dft else ''}"
         )
-    print(f"DFT wall time (relaxations + DFT bands, interruptions left out): {total / 3600:.2f} h")
+    print(f"DFT wall time (relaxations + every DFT band above, interruptions left out): {total / 3600:.2f} h")
     for row in store.select(kind="barrier"):
         if dft_hash not in row.key:
             continue
