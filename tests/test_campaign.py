@@ -86,6 +86,48 @@ def test_screen_of_bad_campaign_exits_with_one_line(tmp_path, raw):
     assert not (tmp_path / "runs").exists()
 
 
+def test_extends_takes_the_base_settings_but_not_its_name_or_places(tmp_path):
+    """`extends:` lays a campaign over another (mappings merged key by key, the rest replaced) and keeps its own
+    name, store and workdir: the result is the campaign one would write out in full."""
+    base = write_campaign(tmp_path, store="base.db", workdir="base-runs")
+    for folder in ("variants", "full"):
+        (tmp_path / folder).mkdir()
+    child = tmp_path / "variants" / "child.yaml"
+    child.write_text(
+        "extends: ../mini.yaml\nconfigs: 1\nligands: [methylamine]\noverrides: {relax: {steps: 50}}\n"
+    )
+    in_full = write_campaign(
+        tmp_path / "full",
+        name="child",
+        configs=1,
+        ligands=["methylamine"],
+        overrides={"relax": {"fmax": 0.1, "steps": 50}},
+    )
+    got, expected = load_campaign(child), load_campaign(in_full)
+    assert got.pop("file") != expected.pop("file")
+    assert got == expected
+    assert got["name"] == "child" and "base" not in json.dumps(got)
+    assert load_campaign(base)["store"].endswith("base.db")  # the base itself is unchanged
+
+
+@pytest.mark.parametrize(
+    ("extends", "message"),
+    [
+        ("missing.yaml", "extends: campaign file not found"),
+        ("child.yaml", "extends: a loop"),
+        ("[a.yaml]", "extends: give the path of the campaign YAML it extends"),
+        ("bad.yaml", "extends: campaign .*bad.yaml is not valid YAML"),
+    ],
+)
+def test_bad_extends_is_one_line(tmp_path, extends, message):
+    (tmp_path / "bad.yaml").write_text("ligands: [a\n")
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {extends}\nconfigs: 1\n")
+    with pytest.raises(LigbindError, match=message) as err:
+        load_campaign(child)
+    assert str(err.value).startswith(f"campaign {child}: extends:") and "\n" not in str(err.value)
+
+
 # --------------------------------------------------------------------------- FireWorks run and reuse counts
 @pytest.mark.slow
 def test_campaign_runs_through_fireworks_and_reuses(tmp_path, monkeypatch):

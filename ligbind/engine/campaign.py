@@ -104,6 +104,47 @@ def _read_yaml(path: Path) -> Any:
         raise LigbindError(f"campaign {path}: keys must be names (strings)") from None
 
 
+OWN_KEYS = ("name", "store", "workdir")  # a campaign's identity and places: never taken from what it extends
+
+
+def _merged(base: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``child`` laid over it: mappings merge key by key, anything else (a list, a value, null)
+    replaces what the base had."""
+    out = dict(base)
+    for key, value in child.items():
+        both_maps = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merged(out[key], value) if both_maps else value
+    return out
+
+
+def _read_campaign_yaml(path: Path, _chain: tuple[Path, ...] = ()) -> Any:
+    """The parsed campaign file with its ``extends:`` resolved.
+
+    ``extends: other.yaml`` (relative to this file) takes every setting of that campaign except its name,
+    store and working directory (:data:`OWN_KEYS`); this file's keys are laid over them (:func:`_merged`).
+    A campaign may extend one that extends another; a loop is refused.
+    """
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict) or "extends" not in raw:
+        return raw
+    raw = dict(raw)
+    parent = raw.pop("extends")
+    if not isinstance(parent, str) or not parent.strip():
+        raise LigbindError(f"campaign {path}: extends: give the path of the campaign YAML it extends")
+    parent_path = path.parent / parent
+    chain = (*_chain, path.resolve())
+    if parent_path.resolve() in chain:
+        loop = " -> ".join(str(p) for p in (*chain, parent_path.resolve()))
+        raise LigbindError(f"campaign {path}: extends: a loop ({loop})")
+    try:
+        base = _read_campaign_yaml(parent_path, chain)
+    except LigbindError as exc:
+        raise LigbindError(f"campaign {path}: extends: {exc}") from None
+    if not isinstance(base, dict):
+        raise LigbindError(f"campaign {path}: extends: {parent_path} is not a YAML mapping of campaign keys")
+    return _merged({k: v for k, v in base.items() if k not in OWN_KEYS}, raw)
+
+
 def _canonical(smiles: str) -> str:
     from rdkit import Chem
 
@@ -115,9 +156,10 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
     """Parse and validate a campaign YAML into a resolved, self-contained dict; nothing is written.
 
     The schema (:class:`ligbind.engine.schema.CampaignSpec`) checks types, units and ranges and refuses unknown
-    keys at every depth; then the protocol (with its overrides), every ligand (library or SMILES; closed shell
-    unless the protocol treats spin; a given charge must match), duplicate molecules, the ``compute`` references,
-    the slab settings and the workdir/store paths are checked.
+    keys at every depth (after ``extends:`` is resolved, :func:`_read_campaign_yaml`); then the protocol (with
+    its overrides), every ligand (library or SMILES; closed shell unless the protocol treats spin; a given charge
+    must match), duplicate molecules, the ``compute`` references, the slab settings and the workdir/store paths
+    are checked.
 
     Raises
     ------
@@ -130,7 +172,7 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
     from ligbind.validation import check_molecule, check_slab
 
     path = Path(path)
-    spec = parse_campaign(_read_yaml(path), path)
+    spec = parse_campaign(_read_campaign_yaml(path), path)
 
     def refuse(key: str, problem: Any) -> LigbindError:
         return LigbindError(f"campaign {path}: {key}: {problem}")
