@@ -27,6 +27,7 @@ import argparse
 import json
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,7 +133,9 @@ def main() -> None:
 
     overrides = {"gpaw": {"spinpol": True} | ({"h": args.grid} if args.grid else {})}
     try:  # a bad --grid: one line, before anything is built or run
-        dft_hash = protocol_hash(load_protocol("gpaw-quick", overrides))
+        with warnings.catch_warnings():  # a coarse grid's warning: `ligbind barrier` below gives it
+            warnings.simplefilter("ignore", UserWarning)
+            dft_hash = protocol_hash(load_protocol("gpaw-quick", overrides))
     except LigbindError as exc:
         parser.exit(2, f"{parser.prog}: error: {exc}\n")
     args.dir.mkdir(parents=True, exist_ok=True)
