@@ -1189,6 +1189,30 @@ def test_debug_shows_the_traceback_of_bad_input_too(inputs, capsys, monkeypatch)
     )
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["barrier", "--slab", "slab.extxyz", "--protocol", "ml-screen"],
+        ["vacancy", "--slab", "slab.extxyz", "--protocol", "gpaw-quick"],
+        ["bind", "--slab", "slab.extxyz", "--ligand", "methylamine", "--protocol", "ml-screen-7net"],
+        ["screen", "d3.yaml"],
+    ],
+    ids=["barrier", "vacancy", "bind", "screen"],
+)
+def test_d3_without_the_dftd3_package_is_refused_before_any_work(argv, inputs, capsys, monkeypatch):
+    """A protocol that asks for D3 on a machine whose dftd3 cannot be imported: one line naming the package
+    (was an ImportError reported as a ligbind bug at the first force call, after the store was created)."""
+    (inputs / "d3.yaml").write_text(yaml.safe_dump({**MINI, "protocol": "ml-screen"}))
+    monkeypatch.setitem(sys.modules, "dftd3.ase", None)  # `import dftd3.ase` raises ImportError
+    monkeypatch.chdir(inputs)
+    before = snapshot(inputs)
+    code, out, err = run_inprocess(argv, capsys)
+    assert_refused(code, out, err, before, snapshot(inputs), "asks for D3 dispersion")
+    assert "dftd3 package cannot be imported" in err
+    code, out, _ = run_inprocess(["protocols", "ml-screen"], capsys)  # shown all the same
+    assert code == 0 and "d3bj" in out
+
+
 # ------------------------------------------------------------------------------- as a user runs it
 def _env() -> dict[str, str]:
     """This checkout first on the path; no PYTHONWARNINGS: what a user sees (no warning may add a line)."""

@@ -256,6 +256,20 @@ def test_a_gpaw_grid_coarser_than_the_presets_warns():
             load_protocol(preset)
 
 
+def test_d3_is_refused_only_where_asked_for_and_dftd3_is_missing(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "dftd3.ase", None)  # `import dftd3.ase` raises ImportError
+    with pytest.raises(
+        LigbindError, match=r"protocol 'ml-screen' asks for D3 dispersion \(dispersion\.method d3bj\)"
+    ):
+        load_protocol("ml-screen")
+    assert load_protocol("ml-screen", {"dispersion": {"method": "none"}})["dispersion"]["method"] == "none"
+    assert load_protocol("ml-screen", check_installed=False)["dispersion"]["method"] == "d3bj"
+    monkeypatch.undo()
+    assert load_protocol("ml-screen")["dispersion"]["method"] == "d3bj"
+
+
 def test_bulk_k_points_stay_out_of_the_hash_and_go_into_a_crystals_key():
     """Bulk k-points change only a crystal's energy: setting them keeps every slab and molecule result (the
     protocol hash), while the key of a bulk calculation follows them (another mesh is another calculation)."""

@@ -186,6 +186,22 @@ def backend_of(protocol: dict[str, Any]) -> Backend:
     return get_backend(protocol["backend"])
 
 
+def check_dispersion_installed(protocol: dict[str, Any]) -> None:
+    """Refuse a protocol that asks for DFT-D3 when the dftd3 package cannot be imported (before any work,
+    rather than an ImportError at its first force call)."""
+    disp = protocol.get("dispersion") or {}
+    if disp.get("method", "none") == "none":
+        return
+    try:
+        import dftd3.ase  # noqa: F401
+    except (ImportError, OSError) as exc:  # OSError: the package without its shared library
+        raise LigbindError(
+            f"protocol '{protocol.get('name', '?')}' asks for D3 dispersion (dispersion.method "
+            f"{disp['method']}), but the dftd3 package cannot be imported ({exc}): install it (bash "
+            "scripts/setup.sh does), or set dispersion.method none for a run without dispersion"
+        ) from None
+
+
 def with_dispersion(calc: Calculator, protocol: dict[str, Any]) -> Calculator:
     """Add DFT-D3 (dftd3 package) to ``calc`` unless ``protocol['dispersion']['method']`` is 'none'."""
     disp = protocol["dispersion"]

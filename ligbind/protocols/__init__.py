@@ -251,7 +251,9 @@ def validate_protocol(protocol: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_protocol(name: str | dict[str, Any], overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+def load_protocol(
+    name: str | dict[str, Any], overrides: dict[str, Any] | None = None, *, check_installed: bool = True
+) -> dict[str, Any]:
     """Resolve a protocol preset by name (or a protocol dictionary), merge overrides and validate.
 
     Parameters
@@ -261,6 +263,8 @@ def load_protocol(name: str | dict[str, Any], overrides: dict[str, Any] | None =
     overrides
         Nested settings that replace the preset's values (``{"relax": {"fmax": 0.1}}``); run-time settings go
         under ``run`` (``{"run": {"cores": 2}}``).
+    check_installed
+        Refuse a protocol whose dispersion package cannot be imported (False: only to show it).
 
     Returns
     -------
@@ -270,7 +274,8 @@ def load_protocol(name: str | dict[str, Any], overrides: dict[str, Any] | None =
     Raises
     ------
     LigbindError
-        For an unknown preset, an unknown or misspelt setting, or a value of the wrong type or range.
+        For an unknown preset, an unknown or misspelt setting, a value of the wrong type or range, or D3 asked
+        for without the dftd3 package.
     """
     if overrides is not None and not isinstance(overrides, dict):
         raise LigbindError(f"protocol overrides must be a mapping, got {type(overrides).__name__}")
@@ -280,7 +285,12 @@ def load_protocol(name: str | dict[str, Any], overrides: dict[str, Any] | None =
     protocol = deep_merge(preset, overrides or {})
     if overrides:
         protocol["overrides"] = deep_merge(preset.get("overrides") or {}, overrides)
-    return validate_protocol(protocol)
+    protocol = validate_protocol(protocol)
+    if check_installed:
+        from ligbind.calculators import check_dispersion_installed
+
+        check_dispersion_installed(protocol)
+    return protocol
 
 
 def with_run_settings(protocol: dict[str, Any], **settings: Any) -> dict[str, Any]:
