@@ -620,6 +620,61 @@ def test_campaign_verifies_the_vacancy_of_the_passivated_slab(tmp_path, fake_dft
     assert pair.data["outcome"]["host_key"] == host.key
 
 
+def test_a_defect_dft_leaves_unusable_is_replaced_by_the_screens_next_one(tmp_path, fake_dft, monkeypatch):
+    """verify-vacancy and verify-frenkel redo the screen's lowest usable site (pair) with DFT; when DFT leaves
+    it unusable (a neighbour refills the vacancy, the pair recombines: seen rehearsing the mixed-halide DFT
+    campaign, where TMSBr's DFT vacancy refilled) the screen's next one is relaxed in its place, and the table
+    lists both. Here the first DFT site and pair are made to come out flagged."""
+    import pandas as pd
+
+    import ligbind.analysis.frenkel as frenkel
+    import ligbind.analysis.vacancy as vacancy
+    import ligbind.engine.fireworks as engine
+    from ligbind.engine.campaign import campaign_results
+
+    flagged: dict[str, str] = {}
+
+    def first_dft_flagged(module, name: str, flag: str):
+        real = getattr(module, name)
+
+        def flags(energy, result):
+            out = real(energy, result)
+            if result.protocol["name"] == "fake-dft" and flagged.setdefault(name, result.key) == result.key:
+                out = [*out, flag]
+            return out
+
+        monkeypatch.setattr(module, name, flags)
+
+    first_dft_flagged(vacancy, "vacancy_flags", "vacancy-refilled")
+    first_dft_flagged(frenkel, "pair_flags", "recombined")
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "vr.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "vr",
+                "protocol": "ml-screen",
+                "overrides": SCREEN,
+                "ligands": ["methylamine"],
+                "configs": 1,
+                "compute": {"frenkel": {"bare": True, "pairs": 2}, "vacancy": {"bare": True, "sites": 2}},
+                "verify": {"protocol": "fake-dft", "overrides": SCREEN, "top_k": 1},
+            }
+        )
+    )
+    engine.screen(path)
+    out = engine.run(path, progress=False, workers=1)
+    assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
+    results = campaign_results(path)
+    for table, energy, sites in [("defects_csv", "e_vac", "sites"), ("frenkel_csv", "ef", "pairs")]:
+        rows = pd.read_csv(results[table]).set_index(["host", "protocol"])
+        dft, screen = rows.loc[("(bare)", "fake-dft")], rows.loc[("(bare)", "ml-screen")]
+        tried = dft[sites].split("; ")
+        assert len(tried) == 2 and "[" in tried[0] and "[" not in tried[1], dft[sites]
+        usable = sorted(float(x.split(": ")[1]) for x in screen[sites].split("; ") if "[" not in x)
+        assert pd.notna(dft[energy]) and dft[energy] == pytest.approx(usable[1], abs=0.03)  # the next one
+
+
 @pytest.mark.parametrize("what", ["vacancy", "migration"])
 def test_vacancy_verification_with_a_spin_paired_dft_protocol_is_refused_at_load(tmp_path, what):
     from ligbind.engine.campaign import load_campaign

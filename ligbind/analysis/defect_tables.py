@@ -178,7 +178,8 @@ def write_defect_tables(
             "`element`); ΔE_vac = E_vac(ligand) − E_vac(bare) for the same halide. Flagged sites (vacancy-refilled, ligand-fills-vacancy, "
             "below-pristine, unconverged) are listed in `sites` and not used. Rows whose method is DFT recompute "
             "the screen's lowest usable site of each host with the campaign's verification protocol, every term "
-            "(host, vacancy, X2) DFT-relaxed.\n\n",
+            "(host, vacancy, X2) DFT-relaxed, and the screen's next usable site if DFT left that one unusable "
+            "(both in `sites`).\n\n",
             LCAO_VACANCY_NOTE.format(", ".join(lcao)) if lcao else "",
         )
     mig = _stacked([migration_table(store, campaign, h) for h in hashes])

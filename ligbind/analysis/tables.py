@@ -296,7 +296,8 @@ def write_tables(
             "# Iodine Frenkel pair energies (eV): E_F = E(defect) − E(pristine), lowest usable pair; "
             "ΔE_F = E_F(ligand) − E_F(bare). Flagged pairs (below-pristine, ligand-binds-interstitial, "
             "recombined, unconverged) are listed in `pairs` and not used. Rows whose method is DFT relax the "
-            "screen's lowest usable pair again with the campaign's verification protocol on the DFT host.\n\n",
+            "screen's lowest usable pair again with the campaign's verification protocol on the DFT host, and "
+            "the screen's next usable pair if DFT left that one unusable (both in `pairs`).\n\n",
         )
     from ligbind.analysis.passivation import write_passivation_table  # passivation.csv|md when present
 

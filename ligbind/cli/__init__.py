@@ -407,7 +407,9 @@ def cmd_protocols(args: argparse.Namespace) -> None:
     if args.name is None:
         if args.set is not None:
             raise LigbindError("--set needs a protocol NAME (ligbind protocols NAME --set ...)")
-        rows = {n: load_protocol(n, check_installed=False).get("description", "") for n in available_protocols()}
+        rows = {
+            n: load_protocol(n, check_installed=False).get("description", "") for n in available_protocols()
+        }
         width = max(map(len, rows)) + len(" (default)")
         names = {n: f"{n} (default)" if n == DEFAULT_PROTOCOL else n for n in rows}
         _print(rows, args.json, "\n".join(f"{names[n]:<{width}}  {d}" for n, d in rows.items()))

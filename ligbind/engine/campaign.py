@@ -727,12 +727,19 @@ def step_verify(c: dict[str, Any], keys: KeyMap, name: str):
     )
 
 
-def best_usable(items: list[dict[str, Any]], energy: str, what: str) -> dict[str, Any]:
-    """The lowest converged, unflagged item of a screen's analysis (a site, a pair): the one DFT verifies."""
+DEFECT_RESERVE = 1
+"""Verified defects (a vacancy site, a Frenkel pair): how many of the screen's next usable ones DFT relaxes in
+place of one that DFT left unusable (the vacancy refilled, the pair recombined), as ``verify.reserve`` does for
+configurations."""
+
+
+def usable_in_order(items: list[dict[str, Any]], energy: str, what: str) -> list[dict[str, Any]]:
+    """The converged, unflagged items of a screen's analysis (sites, pairs), lowest first: the first is the one
+    DFT verifies, the next :data:`DEFECT_RESERVE` stand in for it if DFT leaves it unusable."""
     usable = [x for x in items if x.get(energy) is not None and not x.get("flags")]
     if not usable:
         raise LigbindError(f"the screen found no usable {what} to verify")
-    return min(usable, key=lambda x: x[energy])
+    return sorted(usable, key=lambda x: x[energy])[: 1 + DEFECT_RESERVE]
 
 
 def dft_host(c: dict[str, Any], keys: KeyMap, ligand: str | None) -> Result:
@@ -755,8 +762,9 @@ def dft_host(c: dict[str, Any], keys: KeyMap, ligand: str | None) -> Result:
 
 
 def step_verify_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
-    """E_F with the verification (DFT) protocol: the screen's lowest usable pair, its ML-relaxed geometry
-    relaxed again with DFT, against the DFT host (ΔE_F against the DFT bare row)."""
+    """E_F with the verification (DFT) protocol: the screen's lowest usable pair (the next one if DFT leaves
+    it unusable), its ML-relaxed geometry relaxed again with DFT, against the DFT host (ΔE_F against the DFT
+    bare row)."""
     from ligbind.analysis.frenkel import load_frenkel
 
     tag, store = ligand or "bare", _store(c)
@@ -771,19 +779,23 @@ def step_verify_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
 
 def verify_frenkel(c: dict[str, Any], screen, host: Result, ligand: str | None, bare):
     """The screen's lowest usable Frenkel pair on a host (``screen``: its FrenkelOutcome), its ML-relaxed geometry
-    relaxed again with DFT and judged against the DFT ``host``; ΔE_F against ``bare`` (the DFT bare E_F)."""
+    relaxed again with DFT and judged against the DFT ``host``, the screen's next pair in its place if DFT left
+    it unusable (:data:`DEFECT_RESERVE`); ΔE_F against ``bare`` (the DFT bare E_F)."""
     from ligbind.analysis.frenkel import analyse_frenkel
     from ligbind.jobs import relax, result_from_row
 
     dft, tag, store = c["verify"]["protocol"], ligand or "bare", _store(c)
-    pair = best_usable(screen.pairs if screen is not None else [], "ef", f"Frenkel pair on the {tag} host")
-    start = result_from_row(store.get(pair["key"]), c["protocol"]).atoms
-    start.calc = None
-    start.info["label"] = f"verify:frenkel:{tag}:{pair['pair']}"
-    relaxed = relax(start, dft, store=store, workdir=_calcdir(c))
-    return analyse_frenkel(
-        host, [(dict(start.info), relaxed)], dft, ligand=ligand, bare=bare, store=store, campaign=c["name"]
-    )
+    tried = []
+    for pair in usable_in_order(
+        screen.pairs if screen is not None else [], "ef", f"Frenkel pair on the {tag} host"
+    ):
+        start = result_from_row(store.get(pair["key"]), c["protocol"]).atoms
+        start.calc = None
+        start.info["label"] = f"verify:frenkel:{tag}:{pair['pair']}"
+        tried.append((dict(start.info), relax(start, dft, store=store, workdir=_calcdir(c))))
+        if analyse_frenkel(host, tried, dft).ef is not None:
+            break  # usable with DFT; else the screen's next pair
+    return analyse_frenkel(host, tried, dft, ligand=ligand, bare=bare, store=store, campaign=c["name"])
 
 
 def plan_host_verification(add, step: str, hosts: list[str | None], dft_slab: str) -> None:

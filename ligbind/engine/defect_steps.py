@@ -22,10 +22,10 @@ from ligbind.engine.campaign import (
     _calcdir,
     _passed,
     _store,
-    best_usable,
     campaign_slab,
     dft_host,
     frenkel_host,
+    usable_in_order,
 )
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
@@ -211,7 +211,8 @@ def verified_hosts(c: dict[str, Any], what: str = "vacancy") -> list[str | None]
 
 def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     """E_vac with the verification (DFT) protocol at the screen's lowest usable site of the host (AdsorbML
-    pattern): the same halide removed from the DFT-relaxed host, relaxed with DFT, against DFT ½E(X2)."""
+    pattern): the same halide removed from the DFT-relaxed host, relaxed with DFT, against DFT ½E(X2); the
+    screen's next usable site in its place if DFT leaves it unusable (refilled: :data:`DEFECT_RESERVE`)."""
     from ligbind.analysis.vacancy import analyse_vacancy, load_vacancy
     from ligbind.recipes.defects import relax_reference, relax_vacancy, vacancy_structures
 
@@ -219,20 +220,22 @@ def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     store, workdir = _store(c), _calcdir(c)
     screen = load_vacancy(store, keys.get(f"vacancy/{tag}", ""))
     sites = [s for s in (screen.sites if screen is not None else []) if s.get("element") == screen.element]
-    site = best_usable(sites, "e_vac", f"vacancy on the {tag} host")["site"]
-    host = dft_host(c, keys, ligand)
-    (defect,) = vacancy_structures(host, site, 1, f"verify:{tag}")
-    element = defect.info["element"]
-    reference = relax_reference(element, campaign_slab(c), dft, store, workdir)
-    relaxed = relax_vacancy(defect, dft, store, workdir)
+    host, tried, references = dft_host(c, keys, ligand), [], {}
+    for site in usable_in_order(sites, "e_vac", f"vacancy on the {tag} host"):
+        (defect,) = vacancy_structures(host, site["site"], 1, f"verify:{tag}")
+        element = defect.info["element"]
+        references[element] = relax_reference(element, campaign_slab(c), dft, store, workdir)
+        tried.append((defect.info, relax_vacancy(defect, dft, store, workdir)))
+        if analyse_vacancy(host, tried, references, dft, delta_mu_x=spec["mu_x"]).e_vac is not None:
+            break  # usable with DFT; else the screen's next site
     bare = (
         load_vacancy(store, keys["verify-vacancy/bare"])
         if ligand and keys.get("verify-vacancy/bare")
         else None
     )
     return analyse_vacancy(
-        host, [(defect.info, relaxed)], {element: reference}, dft, delta_mu_x=spec["mu_x"], ligand=ligand,
-        bare=bare, store=store, campaign=c["name"],
+        host, tried, references, dft, delta_mu_x=spec["mu_x"], ligand=ligand, bare=bare, store=store,
+        campaign=c["name"],
     )  # fmt: skip
 
 
