@@ -78,6 +78,38 @@ def test_campaign_vacancy_and_migration_rows_and_tables(campaign):
 
 
 @pytest.mark.slow
+def test_a_campaign_screened_again_keeps_its_barrier_in_the_tables(campaign, tmp_path, monkeypatch):
+    """Another setting screened again reruns every analysis; the migration step finds its converged barrier in
+    the store (no NEB) and must own its row again: it was left `superseded`, and the migration table without
+    it (seen on the mixed-halide DFT campaign after its vacancy sites changed)."""
+    import shutil
+
+    import ligbind.engine.fireworks as engine
+    from ligbind.engine.campaign import campaign_results
+
+    work, _, tables = campaign
+    shutil.copytree(work, tmp_path / "again")
+    monkeypatch.chdir(tmp_path / "again")
+    vacancies = {**SPEC["compute"]["vacancy"], "mu_x": -0.1}  # changes the vacancy analysis only
+    path = tmp_path / "again" / "defects.yaml"
+    path.write_text(yaml.safe_dump({**SPEC, "compute": {**SPEC["compute"], "vacancy": vacancies}}))
+    import ligbind.neb
+
+    def no_band(*args, **kwargs):
+        raise AssertionError("the stored barrier was computed again")
+
+    monkeypatch.setattr(ligbind.neb, "run_neb", no_band)
+    engine.screen(path)
+    out = engine.run(path, progress=False, workers=1)
+    assert out["failed"] == 0 and out["states"] == {"COMPLETED": out["ran"]}
+    store = ResultStore(tmp_path / "again" / "runs" / "defects" / "ligbind.db")
+    (row,) = list(store.select(kind="barrier"))
+    assert row.get("firework") != "superseded"
+    mig, before = (pd.read_csv(t) for t in (campaign_results(path)["migration_csv"], tables["migration_csv"]))
+    assert list(mig["host"]) == ["(bare)"] and mig.loc[0, "ea_forward"] == before.loc[0, "ea_forward"]
+
+
+@pytest.mark.slow
 def test_vacancy_is_the_same_through_both_paths(campaign, tmp_path):
     _, store, _ = campaign
     slab = build_slab(material="CsPbI3", size=(2, 2), layers=3, vacuum=12.0, fix_layers=1)

@@ -19,7 +19,7 @@ if that did not help).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -201,33 +201,60 @@ def analyse_barrier(
         campaign=campaign,
         preconverge=preconverge,
     )
+    _against_bare(out, info, bare)
+    if store is not None:
+        _put_barrier(store, out, run.band[int(np.argmax(energies))], protocol)
+    return out
+
+
+def reuse_barrier(
+    stored: BarrierOutcome,
+    initial: Result,
+    protocol: dict[str, Any],
+    *,
+    bare: BarrierOutcome | None,
+    store: ResultStore,
+    campaign: str | None = None,
+) -> BarrierOutcome:
+    """A stored barrier taken as it is, ΔEa against the current ``bare``, its row written again: a rerun of
+    the step (a campaign screened again) owns it, so it stays in the campaign's tables."""
+    out = replace(stored, campaign=campaign, ea_bare=None, delta_ea=None)
+    _against_bare(out, initial.atoms.info, bare)
+    _put_barrier(store, out, store.get(stored.key).toatoms(), protocol)
+    return out
+
+
+def _against_bare(out: BarrierOutcome, info: dict[str, Any], bare: BarrierOutcome | None) -> None:
+    """``out.ea_bare`` and ``out.delta_ea`` of a ligand host: only for the same hop on the bare slab (``info``:
+    the endpoint's, mapping the host's numbering to the bare slab's), ΔEa only when neither band is flagged."""
     same_hop = bare is not None and (bare.site, bare.hopper) == tuple(
         in_bare_numbering(info, i) for i in (out.site, out.hopper)
     )
-    if ligand is not None and same_hop:
+    if out.ligand is not None and same_hop:
         out.ea_bare = bare.ea_forward
-        if not flags and not bare.flags and bare.ea_forward is not None:
-            out.delta_ea = forward - bare.ea_forward
-    if store is not None:
-        top = run.band[int(np.argmax(energies))]
-        store.put_analysis(
-            top,
-            out.key,
-            "barrier",
-            out.as_dict(),
-            protocol,
-            flags,
-            status="converged" if run.converged else "unconverged",
-            ligand=ligand or "",
-            ea_forward=forward,
-            ea_backward=backward,
-            ea_bare=out.ea_bare,
-            delta_ea=out.delta_ea,
-            images=out.images,
-            n_steps=run.n_steps,
-            campaign=campaign,
-        )
-    return out
+        if not out.flags and not bare.flags and bare.ea_forward is not None and out.ea_forward is not None:
+            out.delta_ea = out.ea_forward - bare.ea_forward
+
+
+def _put_barrier(store: ResultStore, out: BarrierOutcome, top: Atoms, protocol: dict[str, Any]) -> None:
+    """One row of kind ``barrier`` (``top``: the highest image)."""
+    store.put_analysis(
+        top,
+        out.key,
+        "barrier",
+        out.as_dict(),
+        protocol,
+        out.flags,
+        status="converged" if out.converged else "unconverged",
+        ligand=out.ligand or "",
+        ea_forward=out.ea_forward,
+        ea_backward=out.ea_backward,
+        ea_bare=out.ea_bare,
+        delta_ea=out.delta_ea,
+        images=out.images,
+        n_steps=out.n_steps,
+        campaign=out.campaign,
+    )
 
 
 def load_barrier(store: ResultStore, key: str) -> BarrierOutcome | None:

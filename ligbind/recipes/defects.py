@@ -27,6 +27,7 @@ from ligbind.analysis.migration import (
     check_distinct_endpoints,
     endpoints_above_band,
     load_barrier,
+    reuse_barrier,
 )
 from ligbind.analysis.vacancy import VacancyHostOutcome, analyse_vacancy, odd_electrons
 from ligbind.builders.slab import check_pbi2_terminated
@@ -360,10 +361,11 @@ def barrier_from_endpoints(
     start_key = neb_key(initial, final, preconverge, images) if preconverge is not None else None
     asked = neb_key(initial, final, protocol, images, start_key, ion if start_key else None)
     stored = load_barrier(store, asked)
-    if stored is not None and stored.converged and (bare is None or stored.ea_bare is not None):
+    if stored is not None and stored.converged:
         refined = (stored.initial_key, stored.final_key) != (initial.key, final.key)
         if refined or not endpoints_above_band([p["e_rel"] for p in stored.profile]):
-            return stored  # (a band stored before endpoint re-relaxation existed is refined now)
+            # (a band stored before endpoint re-relaxation existed is refined now)
+            return reuse_barrier(stored, initial, protocol, bare=bare, store=store, campaign=campaign)
 
     def preconverged(initial: Result, final: Result):
         if preconverge is None:
