@@ -110,6 +110,28 @@ def test_a_campaign_screened_again_keeps_its_barrier_in_the_tables(campaign, tmp
 
 
 @pytest.mark.slow
+def test_screening_again_repairs_a_barrier_row_an_earlier_ligbind_left_superseded(campaign, monkeypatch):
+    """A store where the migration step's row lost its Firework (what the bug above left behind): screening
+    again reruns that step, whose row is then back in the tables. (On the module's campaign itself: its
+    Fireworks hold their store's absolute path, so a copy would write to the original.)"""
+    import ligbind.engine.fireworks as engine
+    from ligbind.engine.campaign import campaign_results
+
+    work, store, tables = campaign
+    monkeypatch.chdir(work)
+    (row,) = list(store.select(kind="barrier"))
+    store.update(row.key, firework="superseded")
+    path = work / "defects.yaml"
+    assert "migration_csv" not in campaign_results(path)  # the table lost it
+    assert engine.screen(path)["rerun"] == ["migration/bare"]
+    assert engine.run(path, progress=False, workers=1)["failed"] == 0
+    assert list(pd.read_csv(campaign_results(path)["migration_csv"])["host"]) == ["(bare)"]
+    assert engine.screen(path)["rerun"] == []  # once
+    (again,) = list(store.select(kind="barrier"))
+    assert again.get("firework") == row.get("firework") and again.ea_forward == row.ea_forward
+
+
+@pytest.mark.slow
 def test_vacancy_is_the_same_through_both_paths(campaign, tmp_path):
     _, store, _ = campaign
     slab = build_slab(material="CsPbI3", size=(2, 2), layers=3, vacuum=12.0, fix_layers=1)

@@ -273,8 +273,10 @@ def current_rows(c: dict[str, Any]) -> Callable[[Any], bool]:
 
 def _rerun_overwritten(lpad, c: dict[str, Any]) -> list[str]:
     """Rerun the COMPLETED analysis Fireworks of the plan whose rows another Firework of the same step wrote
-    since (a plan with another ligand set, screened in between, whose rows may have replaced theirs): the
-    tables show only rows of the current plan. Returns the steps rerun."""
+    since (a plan with another ligand set, screened in between, whose rows may have replaced theirs), or whose
+    step has only rows of earlier Fireworks, marked superseded (a migration step that reused its stored
+    barrier did not write it again before 2026-12-06): the tables show only rows of the current plan. Returns
+    the steps rerun."""
     if not Path(c["store"]).exists():
         return []
     latest: dict[str, tuple[float, str]] = {}  # step -> (ctime, firework) of its last writing
@@ -283,11 +285,18 @@ def _rerun_overwritten(lpad, c: dict[str, Any]) -> list[str]:
         step, fw = row.get("step"), row.get("firework")
         if step and fw not in (None, "superseded") and row.ctime > latest.get(step, (-1.0, ""))[0]:
             latest[step] = (row.ctime, fw)
-    rerun = []
+    owners, lost = set(), set()  # Fireworks owning a row; steps with a row no Firework owns any more
+    for row in store.db.select(campaign=c["name"], include_data=False):
+        if row.get("firework") == "superseded":
+            lost.add(row.get("step"))
+        else:
+            owners.add(row.get("firework"))
+    planned, rerun = set(planned_ids(c)), []
     completed = {**campaign_query(c), "state": "COMPLETED"}
     for doc in lpad.fireworks.find(completed, {"fw_id": 1, "name": 1, "spec._ligbind_id": 1}):
-        step = doc["name"].split(":", 1)[-1]
-        if step in latest and latest[step][1] != doc["spec"]["_ligbind_id"]:
+        step, fw_id = doc["name"].split(":", 1)[-1], doc["spec"]["_ligbind_id"]
+        orphaned = step in lost and fw_id in planned and fw_id not in owners
+        if (step in latest and latest[step][1] != fw_id) or orphaned:
             if lpad.fireworks.find_one({"fw_id": doc["fw_id"], "state": "COMPLETED"}):  # not rerun as a child
                 lpad.rerun_fw(doc["fw_id"])
                 rerun.append(step)
