@@ -897,7 +897,8 @@ def cmd_screen(args: argparse.Namespace) -> None:
             else ""
         )
         + (
-            f"\nanalyses to redo ({', '.join(out['rerun'])}): a plan screened in between rewrote their rows"
+            f"\nanalyses to redo ({', '.join(out['rerun'])}): a plan screened in between rewrote their rows, or "
+            "they were left without them"
             if out["rerun"]
             else ""
         ),
