@@ -217,8 +217,9 @@ def reuse_barrier(
     campaign: str | None = None,
 ) -> BarrierOutcome:
     """A stored barrier taken as it is, ΔEa against the current ``bare``, its row written again: a rerun of
-    the step (a campaign screened again) owns it, so it stays in the campaign's tables."""
-    out = replace(stored, campaign=campaign, ea_bare=None, delta_ea=None)
+    the step (a campaign screened again) owns it, so it stays in the campaign's tables (a direct run, without
+    ``campaign``, leaves the row's campaign as it was)."""
+    out = replace(stored, campaign=campaign or stored.campaign, ea_bare=None, delta_ea=None)
     _against_bare(out, initial.atoms.info, bare)
     _put_barrier(store, out, store.get(stored.key).toatoms(), protocol)
     return out
