@@ -14,7 +14,6 @@ verification step completes and gives a usable row. Prints the run's counts and 
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 import sys
 import tempfile
@@ -29,14 +28,13 @@ ROOT = Path(__file__).resolve().parents[1]
 def use_fake_dft() -> None:
     """Register tests/fake_backends.py as backend 'fake-dft' and a preset of that name (ml-screen's settings)."""
     sys.path.insert(0, str(ROOT / "tests"))
-    import ligbind.protocols as protocols
-    from ligbind.calculators import BACKENDS
+    from fake_backends import registration
 
-    BACKENDS["fake-dft"] = "fake_backends"
-    preset = {**protocols._read_preset("ml-screen"), "name": "fake-dft", "backend": "fake-dft"}
-    read, available = protocols._read_preset, protocols.available_protocols
-    protocols._read_preset = lambda n, seen=(): copy.deepcopy(preset) if n == "fake-dft" else read(n, seen)
-    protocols.available_protocols = lambda: [*available(), "fake-dft"]
+    for target, name, value in registration():
+        if isinstance(target, dict):
+            target[name] = value
+        else:
+            setattr(target, name, value)
 
 
 def main() -> None:

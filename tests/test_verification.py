@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 import json
 
 import numpy as np
 import pytest
 import yaml
 
-import ligbind.protocols as protocols
 from ligbind.analysis.binding import BindingOutcome
 from ligbind.analysis.verification import (
     analyse_verification,
@@ -20,7 +18,6 @@ from ligbind.analysis.verification import (
 from ligbind.builders.ligands import resolve_ligand
 from ligbind.builders.placement import place_ligand
 from ligbind.builders.slab import build_slab
-from ligbind.calculators import BACKENDS
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result
 from ligbind.recipes import bind, reserve_needed, verify
@@ -32,15 +29,10 @@ SCREEN = {"relax": {"fmax": 0.1}}
 @pytest.fixture
 def fake_dft(monkeypatch):
     """A preset 'fake-dft' (ml-screen's settings on a backend labelled DFT) that load_protocol finds by name."""
-    monkeypatch.setitem(BACKENDS, "fake-dft", "fake_backends")
-    preset = {**protocols._read_preset("ml-screen"), "name": "fake-dft", "backend": "fake-dft"}
-    real_read, real_available = protocols._read_preset, protocols.available_protocols
-    monkeypatch.setattr(
-        protocols,
-        "_read_preset",
-        lambda n, seen=(): copy.deepcopy(preset) if n == "fake-dft" else real_read(n, seen),
-    )
-    monkeypatch.setattr(protocols, "available_protocols", lambda: [*real_available(), "fake-dft"])
+    from fake_backends import registration
+
+    for target, name, value in registration():
+        (monkeypatch.setitem if isinstance(target, dict) else monkeypatch.setattr)(target, name, value)
     return "fake-dft"
 
 
