@@ -781,7 +781,7 @@ def verify_frenkel(c: dict[str, Any], screen, host: Result, ligand: str | None, 
     """The screen's lowest usable Frenkel pair on a host (``screen``: its FrenkelOutcome), its ML-relaxed geometry
     relaxed again with DFT and judged against the DFT ``host``, the screen's next pair in its place if DFT left
     it unusable (:data:`DEFECT_RESERVE`); ΔE_F against ``bare`` (the DFT bare E_F)."""
-    from ligbind.analysis.frenkel import analyse_frenkel
+    from ligbind.analysis.frenkel import analyse_frenkel, evaluate_frenkel
     from ligbind.jobs import relax, result_from_row
 
     dft, tag, store = c["verify"]["protocol"], ligand or "bare", _store(c)
@@ -793,7 +793,7 @@ def verify_frenkel(c: dict[str, Any], screen, host: Result, ligand: str | None, 
         start.calc = None
         start.info["label"] = f"verify:frenkel:{tag}:{pair['pair']}"
         tried.append((dict(start.info), relax(start, dft, store=store, workdir=_calcdir(c))))
-        if analyse_frenkel(host, tried, dft).ef is not None:
+        if evaluate_frenkel(host, tried, dft)[0] is not None:
             break  # usable with DFT; else the screen's next pair
     return analyse_frenkel(host, tried, dft, ligand=ligand, bare=bare, store=store, campaign=c["name"])
 

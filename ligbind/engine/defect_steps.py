@@ -213,7 +213,7 @@ def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     """E_vac with the verification (DFT) protocol at the screen's lowest usable site of the host (AdsorbML
     pattern): the same halide removed from the DFT-relaxed host, relaxed with DFT, against DFT ½E(X2); the
     screen's next usable site in its place if DFT leaves it unusable (refilled: :data:`DEFECT_RESERVE`)."""
-    from ligbind.analysis.vacancy import analyse_vacancy, load_vacancy
+    from ligbind.analysis.vacancy import analyse_vacancy, evaluate_vacancies, load_vacancy
     from ligbind.recipes.defects import relax_reference, relax_vacancy, vacancy_structures
 
     dft, spec, tag = c["verify"]["protocol"], c["compute"]["vacancy"], ligand or "bare"
@@ -226,7 +226,7 @@ def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
         element = defect.info["element"]
         references[element] = relax_reference(element, campaign_slab(c), dft, store, workdir)
         tried.append((defect.info, relax_vacancy(defect, dft, store, workdir)))
-        if analyse_vacancy(host, tried, references, dft, delta_mu_x=spec["mu_x"]).e_vac is not None:
+        if evaluate_vacancies(host, tried, references, dft, spec["mu_x"])[0] is not None:
             break  # usable with DFT; else the screen's next site
     bare = (
         load_vacancy(store, keys["verify-vacancy/bare"])

@@ -271,27 +271,27 @@ def current_rows(c: dict[str, Any]) -> Callable[[Any], bool]:
     return lambda row: row.get("firework") in planned
 
 
-def _rerun_overwritten(lpad, c: dict[str, Any]) -> list[str]:
+def _rerun_overwritten(lpad, c: dict[str, Any], planned: set[str]) -> list[str]:
     """Rerun the COMPLETED analysis Fireworks of the plan whose rows another Firework of the same step wrote
     since (a plan with another ligand set, screened in between, whose rows may have replaced theirs), or whose
     step has only rows of earlier Fireworks, marked superseded (a migration step that reused its stored
     barrier did not write it again before 2026-12-06): the tables show only rows of the current plan. Returns
-    the steps rerun."""
+    the steps rerun (``planned``: the ids of the plan's Fireworks)."""
     if not Path(c["store"]).exists():
         return []
-    latest: dict[str, tuple[float, str]] = {}  # step -> (ctime, firework) of its last writing
-    store = ResultStore(c["store"])
-    for row in store.db.select(campaign=c["name"], settings=settings_hash(c), include_data=False):
-        step, fw = row.get("step"), row.get("firework")
-        if step and fw not in (None, "superseded") and row.ctime > latest.get(step, (-1.0, ""))[0]:
-            latest[step] = (row.ctime, fw)
+    latest: dict[str, tuple[float, str]] = {}  # step -> (ctime, firework) of its last writing, these settings
     owners, lost = set(), set()  # Fireworks owning a row; steps with a row no Firework owns any more
-    for row in store.db.select(campaign=c["name"], include_data=False):
-        if row.get("firework") == "superseded":
-            lost.add(row.get("step"))
-        else:
-            owners.add(row.get("firework"))
-    planned, rerun = set(planned_ids(c)), []
+    settings = settings_hash(c)
+    for row in ResultStore(c["store"]).db.select(campaign=c["name"], include_data=False):
+        step, fw = row.get("step"), row.get("firework")
+        if fw == "superseded":
+            lost.add(step)
+            continue
+        owners.add(fw)
+        current = row.get("settings") == settings and step and fw is not None
+        if current and row.ctime > latest.get(step, (-1.0, ""))[0]:
+            latest[step] = (row.ctime, fw)
+    rerun = []
     completed = {**campaign_query(c), "state": "COMPLETED"}
     for doc in lpad.fireworks.find(completed, {"fw_id": 1, "name": 1, "spec._ligbind_id": 1}):
         step, fw_id = doc["name"].split(":", 1)[-1], doc["spec"]["_ligbind_id"]
@@ -553,14 +553,15 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
         lpad = get_launchpad(c, launchpad_file)
         plan = planned_fireworks(c)
         old = saved_campaign(c)  # as last screened
-        changes = _settings_changed(lpad, c, old, {fw.spec["_ligbind_id"] for fw, _ in plan})
+        planned = {fw.spec["_ligbind_id"] for fw, _ in plan}
+        changes = _settings_changed(lpad, c, old, planned)
         run_changes = _refresh_run_settings(lpad, c, old, launchpad_file)
         save_campaign(c)
         existing = {
             doc["spec"]["_ligbind_id"]: doc["fw_id"]
             for doc in lpad.fireworks.find(campaign_query(c), {"spec._ligbind_id": 1, "fw_id": 1})
         }
-        rerun = _rerun_overwritten(lpad, c)
+        rerun = _rerun_overwritten(lpad, c, planned)
         new = [(fw, parents) for fw, parents in plan if fw.spec["_ligbind_id"] not in existing]
         if new:
             ids = {fw.spec["_ligbind_id"]: fw for fw, _ in new}
