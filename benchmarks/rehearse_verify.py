@@ -44,12 +44,18 @@ def main() -> None:
         "--dir", type=Path, default=None, help="scratch directory (default: a new temporary one)"
     )
     args = parser.parse_args()
-    raw = yaml.safe_load(args.campaign.read_text(encoding="utf-8")) or {}
-    if not isinstance(raw, dict) or not raw.get("verify"):
+    from ligbind.engine.campaign import load_campaign
+    from ligbind.errors import LigbindError
+
+    try:  # ligbind's own checks (and its extends:), one line each
+        campaign = load_campaign(args.campaign)
+    except LigbindError as exc:
+        parser.exit(2, f"{parser.prog}: error: {exc}\n")
+    if not campaign.get("verify"):
         parser.exit(2, f"{parser.prog}: error: {args.campaign} has no verify: to rehearse\n")
     work = (args.dir or Path(tempfile.mkdtemp(prefix="rehearsal-"))).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    name = f"{raw.get('name') or args.campaign.stem}-rehearsal"
+    name = f"{campaign['name']}-rehearsal"
     path = work / f"{name}.yaml"
     stand_in = {"protocol": "fake-dft", "overrides": None}  # the DFT overrides (gpaw: ...) do not apply
     path.write_text(
