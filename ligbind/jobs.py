@@ -420,6 +420,22 @@ def _framework(atoms: Atoms) -> np.ndarray:
     return indices if np.any(shifts != 0) else np.array([], int)
 
 
+def _lone_ions(atoms: Atoms) -> np.ndarray:
+    """Indices of adsorbate atoms (tags > 0) in fragments of one or two atoms (a K+ or Br− ion, a K–Br pair, an
+    I− counter-ion): no bends or torsions, only stretches and rigid motions, which a floored Hessian treats well."""
+    from ase.neighborlist import build_neighbor_list, get_connectivity_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    indices = np.flatnonzero(atoms.get_tags() > 0)
+    if not len(indices):
+        return indices
+    part = atoms[indices]
+    matrix = get_connectivity_matrix(build_neighbor_list(part, self_interaction=False, bothways=True).nl)
+    _, labels = connected_components(matrix, directed=False)
+    sizes = np.bincount(labels)
+    return indices[sizes[labels] <= 2]
+
+
 def seed_hessian(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path) -> dict[str, Any] | None:
     """Write the initial BFGS Hessian of relaxation ``key`` (``<key>.hessian.npy``) when ``run.hessian`` names a
     protocol, and say what it cost; None when the protocol asks for none or the optimizer has its own state.
@@ -436,7 +452,9 @@ def seed_hessian(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
     alpha, because their soft modes are torsions, which are far from harmonic over the 0.2-0.4 Å steps a soft
     Hessian takes (methylamine's H atoms: BFGS rotated them back and forth; fmax 2.5 eV/Å after 9 steps against
     1.4 with alpha·I), unless ``run.hessian_molecules`` (a DFT verification complex, whose molecule starts at
-    its DFT geometry, turns it on). A structure without framework (a
+    its DFT geometry, turns it on). Adsorbed ions alone or in pairs (:func:`_lone_ions`: the K–Br passivation
+    unit) have no torsions and get it too: at alpha the K+ of the K–Br-passivated mixed-halide slab moved
+    ~0.001 Å per step and held fmax at 0.06 eV/Å for 25 gpaw-quick steps. A structure without framework (a
     ligand, a complex in vacuum) is relaxed from alpha·I. A resumed run continues from the optimizer's own
     restart file instead.
     """
@@ -458,7 +476,8 @@ def seed_hessian(atoms: Atoms, protocol: dict[str, Any], key: str, workdir: Path
     if last is not None:
         work.positions = last  # where the relaxation will continue
     framework = _framework(work)
-    free = np.intersect1d(_free_indices(work), framework)  # molecules keep alpha (see above)
+    seeded = np.union1d(framework, _lone_ions(work)) if len(framework) else framework
+    free = np.intersect1d(_free_indices(work), seeded)  # molecules keep alpha (see above)
     if protocol["run"].get("hessian_molecules") and len(framework):  # ... unless asked for, on a slab
         free = _free_indices(work)
     if not len(free):

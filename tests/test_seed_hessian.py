@@ -83,6 +83,22 @@ def test_molecules_keep_the_default_hessian(slab_2x2, tmp_path):
     assert seed_hessian(ligand, both, "relax-ligand-both", tmp_path) is None
 
 
+def test_adsorbed_ions_get_the_seeded_hessian(slab_2x2, tmp_path):
+    """A K–Br passivation unit (two ions, tag 1) has no torsions: its atoms join the seeded block, which gives the
+    K+ a curvature of a few eV/Å² instead of alpha (70), with which it barely moved under DFT."""
+    from ligbind.builders.passivation import passivate
+
+    passivated = passivate(slab_2x2, "hollow", 1, max_arrangements=1)[0]
+    ions = np.flatnonzero(passivated.get_tags() > 0)
+    assert len(ions) == 2
+    info = seed_hessian(passivated, load_protocol("ml-screen", SEEDED), "relax-kbr", tmp_path)
+    assert info["atoms"] == 20 + 2 and info["force_calls"] == 1 + 6 * 22
+    hessian = np.load(tmp_path / "relax-kbr.hessian.npy")
+    for i in ions:
+        block = hessian[3 * i : 3 * i + 3, 3 * i : 3 * i + 3]
+        assert np.all(np.linalg.eigvalsh(block) < 20.0)  # not alpha·I
+
+
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
