@@ -236,6 +236,33 @@ def test_new_run_settings_reach_the_unfinished_fireworks(tmp_path):
     assert seeded and all(h["protocol"] == "ml-screen" for h in seeded.values())  # slab starts, complex
 
 
+def test_a_copied_campaign_writes_into_its_own_store(tmp_path, monkeypatch):
+    """Fireworks carry the campaign's absolute paths: a campaign directory copied part-way through (another
+    checkout, a laptop after the cluster) must finish in the copy, by name and by YAML, and leave the original
+    as it was."""
+    import shutil
+
+    import ligbind.engine.fireworks as engine
+
+    original, copy = tmp_path / "a", tmp_path / "b"
+    original.mkdir()
+    monkeypatch.chdir(original)
+    path = write_campaign(original, ligands=["methylamine"], configs=1)
+    engine.screen(path)
+    assert engine.run(path, progress=False, workers=1, max_fireworks=2)["ran"] == 2
+    shutil.copytree(original, copy)
+    before = relax_rows(original / "runs" / "mini" / "ligbind.db")
+    monkeypatch.chdir(copy)
+    assert engine.run("mini", progress=False, workers=1, max_fireworks=1)["ran"] == 1  # by name
+    out = engine.run(copy / "mini.yaml", progress=False, workers=1)  # by YAML
+    assert out["failed"] == 0 and set(out["states"]) == {"COMPLETED"}
+    assert relax_rows(original / "runs" / "mini" / "ligbind.db") == before  # the original untouched
+    after = relax_rows(copy / "runs" / "mini" / "ligbind.db")
+    assert set(before) < set(after) and len(after) == SLAB_STARTS + 1 + 1
+    saved = json.loads((copy / "runs" / "mini" / "campaign.json").read_text())
+    assert saved["workdir"] == str(copy / "runs" / "mini")
+
+
 def test_run_of_a_yaml_unlike_what_was_screened_is_refused(tmp_path, monkeypatch):
     """`ligbind run campaign.yaml` finds the Fireworks of what was screened: before any screen, or after the
     YAML changed, it would run nothing or the old settings. It says so, in one line, and runs nothing."""

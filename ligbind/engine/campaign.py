@@ -910,6 +910,19 @@ def firework_hash(c: dict[str, Any], name: str) -> str:
     return _digest([settings_hash(c), specs])
 
 
+def _where_saved(c: dict[str, Any], workdir: Path) -> dict[str, Any]:
+    """A saved campaign read from ``workdir``: its workdir, and a store inside it, are there now (the directory
+    may have been copied or moved since it was screened)."""
+    old = Path(c["workdir"])
+    if old == workdir:
+        return c
+    store = Path(c["store"])
+    if store.is_relative_to(old):
+        c["store"] = str(workdir / store.relative_to(old))
+    c["workdir"] = str(workdir)
+    return c
+
+
 def resolve_campaign_ref(ref: str | Path) -> dict[str, Any]:
     """A campaign from a YAML path, or from its name (runs/<name>/campaign.json written by screen)."""
     path = Path(ref)
@@ -917,7 +930,7 @@ def resolve_campaign_ref(ref: str | Path) -> dict[str, Any]:
         return load_campaign(path)
     saved = RUNS_ROOT / str(ref) / "campaign.json"
     if saved.exists():
-        return json.loads(saved.read_text())
+        return _where_saved(json.loads(saved.read_text()), saved.parent.resolve())
     shipped = Path("workflows") / f"{ref}.yaml"
     if shipped.exists():
         return load_campaign(shipped)

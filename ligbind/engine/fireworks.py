@@ -556,6 +556,7 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
         planned = {fw.spec["_ligbind_id"] for fw, _ in plan}
         changes = _settings_changed(lpad, c, old, planned)
         run_changes = _refresh_run_settings(lpad, c, old, launchpad_file)
+        _follow_moved_campaign(lpad, c, launchpad_file)
         save_campaign(c)
         existing = {
             doc["spec"]["_ligbind_id"]: doc["fw_id"]
@@ -594,6 +595,26 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
         "workdir": c["workdir"],
         "store": c["store"],
     }
+
+
+PLACES = ("file", "workdir", "store")  # where a campaign is: not what it computes
+
+
+def _follow_moved_campaign(lpad, c: dict[str, Any], launchpad_file: str | Path | None) -> bool:
+    """Point the campaign's Fireworks at where the campaign is now. Each Firework carries the resolved campaign,
+    absolute paths included: a campaign directory copied or moved elsewhere (another checkout, a laptop after
+    the cluster) wrote its results into the original's store, or recreated the old path. On the embedded store
+    (which lives in the workdir, so it moved with it) the paths are renewed; a shared MongoDB keeps them, as
+    workers on several machines may read it. Returns whether anything moved."""
+    if launchpad_file:
+        return False
+    moved = {k: c[k] for k in PLACES if k in c}
+    stale = {"$or": [{f"spec._tasks.0.campaign.{k}": {"$ne": v}} for k, v in moved.items()]}
+    query = {"spec._campaign": c["name"], **stale}
+    if not lpad.fireworks.count_documents(query):
+        return False
+    lpad.fireworks.update_many(query, {"$set": {f"spec._tasks.0.campaign.{k}": v for k, v in moved.items()}})
+    return True
 
 
 def _run_settings(value: Any, where: str = "") -> dict[str, Any]:
@@ -839,6 +860,8 @@ def run(
     with worker_lock(c, launchpad_file):
         lpad = get_launchpad(c, launchpad_file)
         _check_plan_on_launchpad(lpad, c, campaign_ref)
+        if _follow_moved_campaign(lpad, c, launchpad_file):
+            save_campaign(c)  # `run <name>` and `status` read it: the new places
         _reset_interrupted(lpad, c, launchpad_file)
         retried = _retry_failed(lpad, c) if retry_failed else []
         save_store(lpad)  # `ligbind status` reads the saved embedded store: the reset and retried states, now
