@@ -263,6 +263,15 @@ def test_a_copied_campaign_writes_into_its_own_store(tmp_path, monkeypatch):
     assert saved["workdir"] == str(copy / "runs" / "mini")
 
 
+@pytest.mark.parametrize("saved", ['{"name": "mini", "workdir": 42}', "not json"])
+def test_a_damaged_saved_campaign_is_one_line(tmp_path, saved):
+    (tmp_path / "runs" / "mini").mkdir(parents=True)
+    (tmp_path / "runs" / "mini" / "campaign.json").write_text(saved)
+    proc = ligbind("run", "mini", cwd=tmp_path, check=False)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "not a campaign saved by `ligbind screen`" in proc.stderr
+
+
 def test_run_of_a_yaml_unlike_what_was_screened_is_refused(tmp_path, monkeypatch):
     """`ligbind run campaign.yaml` finds the Fireworks of what was screened: before any screen, or after the
     YAML changed, it would run nothing or the old settings. It says so, in one line, and runs nothing."""

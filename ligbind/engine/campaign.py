@@ -930,7 +930,16 @@ def resolve_campaign_ref(ref: str | Path) -> dict[str, Any]:
         return load_campaign(path)
     saved = RUNS_ROOT / str(ref) / "campaign.json"
     if saved.exists():
-        return _where_saved(json.loads(saved.read_text()), saved.parent.resolve())
+        try:
+            c = json.loads(saved.read_text())
+            places_ok = isinstance(c, dict) and all(
+                isinstance(c.get(k), str) for k in ("name", "workdir", "store")
+            )
+        except ValueError:
+            places_ok = False
+        if not places_ok:
+            raise LigbindError(f"{saved} is not a campaign saved by `ligbind screen`: screen its YAML again")
+        return _where_saved(c, saved.parent.resolve())
     shipped = Path("workflows") / f"{ref}.yaml"
     if shipped.exists():
         return load_campaign(shipped)
