@@ -45,6 +45,13 @@ def main(argv: list[str] | None = None) -> int:
 
     protocol = load_protocol(args.protocol)
     fmax = float(protocol["relax"]["fmax"])
+    if args.polish:
+        from ligbind.errors import LigbindError
+
+        try:
+            load_protocol(args.polish)  # a misspelt protocol fails here, not after the barrier
+        except LigbindError as exc:
+            p.error(str(exc))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         cli = [sys.executable, "-m", "ligbind"]
