@@ -41,17 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     from ase.optimize import FIRE
 
     from ligbind.calculators import counted, make_calculator
+    from ligbind.errors import LigbindError
     from ligbind.protocols import load_protocol
 
-    protocol = load_protocol(args.protocol)
+    try:  # a misspelt protocol fails here, not after the barrier
+        protocol = load_protocol(args.protocol)
+        if args.polish:
+            load_protocol(args.polish)
+    except LigbindError as exc:
+        p.error(str(exc))
     fmax = float(protocol["relax"]["fmax"])
-    if args.polish:
-        from ligbind.errors import LigbindError
-
-        try:
-            load_protocol(args.polish)  # a misspelt protocol fails here, not after the barrier
-        except LigbindError as exc:
-            p.error(str(exc))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         cli = [sys.executable, "-m", "ligbind"]
