@@ -347,6 +347,15 @@ def test_endpoint_above_the_band_is_found_on_its_own_half():
     assert endpoints_above_band([0.0, 0.2, -0.5, 0.2, 0.0]) == {}  # the middle image belongs to neither
 
 
+def test_lowest_image_is_measured_from_the_initial_endpoint_without_the_endpoints():
+    from ligbind.analysis.migration import lowest_image
+
+    # the campaign's bare DFT band (mixed-halide-dft, 2026-12-07): flagged, image 2 dips 54 meV below the start
+    profile = [0.0, -0.0416, -0.0539, 0.0284, -0.0167, 0.0286, -0.1294]
+    assert lowest_image(profile) == pytest.approx(-0.0539)  # the final endpoint (−0.129) is not an image
+    assert lowest_image([-5.0, -4.9, -4.7, -4.95, -5.1]) == pytest.approx(0.05)
+
+
 def test_endpoint_that_is_not_a_minimum_is_relaxed_again_from_the_band(bare_barrier, tmp_path):
     """An initial endpoint above the bottom of its basin (here: the vacancy left unrelaxed) lets the images next
     to it fall below it; the recipe re-relaxes that endpoint from the lowest image and converges the band

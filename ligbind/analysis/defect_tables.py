@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ligbind.analysis.migration import BarrierOutcome, plot_profiles
+from ligbind.analysis.migration import BarrierOutcome, lowest_image, plot_profiles
 from ligbind.analysis.tables import _method, _query, _write
 from ligbind.store import ResultStore
 
@@ -41,6 +41,7 @@ MIGRATION_COLUMNS = [
     "force_calls",
     "e_initial",
     "e_final",
+    "lowest_image",
     "flags",
     "protocol",
     "method",
@@ -127,6 +128,7 @@ def migration_table(
             "force_calls": b.force_calls,
             "e_initial": b.e_initial,
             "e_final": b.e_final,
+            "lowest_image": lowest_image([p["e_rel"] for p in b.profile]),
             "flags": ",".join(b.flags) or "none",
             "protocol": row.protocol,
             "method": _method(row),
@@ -190,7 +192,11 @@ def write_defect_tables(
             "migration",
             "# Halide migration barriers (eV): climbing-image NEB (IDPP, minimum image) between relaxed "
             "endpoints; Ea = max E(image) − E(endpoint); ΔEa = Ea(ligand) − Ea(bare), only when neither band "
-            "is flagged (unconverged, highest-image-endpoint, ion-leaves-surface, ligand-in-path). Rows whose "
+            "is flagged (unconverged, highest-image-endpoint, ion-leaves-surface, ligand-in-path, "
+            "endpoint-not-minimum: an image more than 0.05 eV below an endpoint on its half of the band even "
+            "after that endpoint was relaxed again from it); `lowest_image` is the lowest intermediate image "
+            "against the initial endpoint, so max E − lowest_image is the barrier seen from a state the band "
+            "dips into. Rows whose "
             "method is DFT redo the same hop on each host with the campaign's verification protocol (endpoints "
             "DFT-relaxed, the band pre-converged with the screen protocol); the profile plot shows the screen's. "
             "`hop` is in each host's atom numbering: on an exchange complex, which lacks the slab atoms its "

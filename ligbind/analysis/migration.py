@@ -155,6 +155,12 @@ def barrier_energies(energies: list[float]) -> tuple[float, float]:
     return top - energies[0], top - energies[-1]
 
 
+def lowest_image(energies: list[float]) -> float:
+    """The lowest intermediate image relative to the first endpoint (eV; negative: the band dips below it,
+    and max E − this is the barrier seen from that lower state)."""
+    return min(energies[1:-1]) - energies[0]
+
+
 def analyse_barrier(
     run: NebRun,
     initial: Result,
