@@ -157,7 +157,7 @@ def barrier_energies(energies: list[float]) -> tuple[float, float]:
 
 def lowest_image(energies: list[float]) -> float:
     """The lowest intermediate image relative to the first endpoint (eV; negative: the band dips below it,
-    and max E − this is the barrier seen from that lower state)."""
+    and, for a dip before the highest image, max E − that image is the barrier out of the dip)."""
     return min(energies[1:-1]) - energies[0]
 
 
