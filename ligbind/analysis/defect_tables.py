@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ligbind.analysis.migration import BarrierOutcome, lowest_image, plot_profiles
+from ligbind.analysis.migration import ENDPOINT_TOLERANCE, BarrierOutcome, lowest_image, plot_profiles
 from ligbind.analysis.tables import _method, _query, _write
 from ligbind.store import ResultStore
 
@@ -193,10 +193,10 @@ def write_defect_tables(
             "# Halide migration barriers (eV): climbing-image NEB (IDPP, minimum image) between relaxed "
             "endpoints; Ea = max E(image) − E(endpoint); ΔEa = Ea(ligand) − Ea(bare), only when neither band "
             "is flagged (unconverged, highest-image-endpoint, ion-leaves-surface, ligand-in-path, "
-            "endpoint-not-minimum: an image more than 0.05 eV below an endpoint on its half of the band even "
-            "after that endpoint was relaxed again from it); `lowest_image` is the lowest intermediate image "
-            "against the initial endpoint (negative: the band dips below it; when that dip lies before the "
-            "highest image, Ea forward + |lowest_image| is the barrier out of it). Rows whose "
+            f"endpoint-not-minimum: an image more than {ENDPOINT_TOLERANCE:g} eV below an endpoint on its half "
+            "of the band even after that endpoint was relaxed again from it); `lowest_image` is the lowest "
+            "intermediate image against the initial endpoint (negative: the band dips below it; when that dip "
+            "lies before the highest image, Ea forward + |lowest_image| is the barrier out of it). Rows whose "
             "method is DFT redo the same hop on each host with the campaign's verification protocol (endpoints "
             "DFT-relaxed, the band pre-converged with the screen protocol); the profile plot shows the screen's. "
             "`hop` is in each host's atom numbering: on an exchange complex, which lacks the slab atoms its "
