@@ -159,3 +159,27 @@ def test_campaign_vacancy_on_spin_paired_dft_is_refused(tmp_path, capsys, monkey
     assert len(err.strip().splitlines()) == 1
     assert "compute.vacancy: the vacancy leaves an odd electron count" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_one_worker_runs_relaxations_before_bands_of_the_same_protocol():
+    """On one worker a DFT band (hours) waits for the ready DFT vacancies and Frenkel pairs, so an interrupted run
+    has its E_vac and E_F rows first; analyses and the screen protocol still come before any DFT."""
+    from ligbind.engine.fireworks import _one_worker_rank
+
+    ready = [
+        {"step": "verify-migration", "ligand": None},  # listed first: a tie would keep it first
+        {"step": "verify-vacancy", "ligand": None},
+        {"step": "migration", "ligand": None},
+        {"step": "verify-frenkel", "ligand": None},
+        {"step": "vacancy-site", "ligand": None},
+        {"step": "binding", "ligand": None},
+    ]
+    order = [p["step"] for p in sorted(ready, key=lambda p: _one_worker_rank({"ligands": []}, p))]
+    assert order == [
+        "binding",
+        "vacancy-site",
+        "migration",
+        "verify-vacancy",
+        "verify-frenkel",
+        "verify-migration",
+    ]

@@ -770,6 +770,7 @@ CALCULATION_STEPS = CALCULATION_STEPS | COVERAGE_CALCULATIONS
 # Steps that calculate inside the launching process (an NEB, rerun in a worker, would evaluate its last band
 # again; the others relax inside their analysis): never sent to a worker, but not seconds-long analyses either.
 # The verification protocol's (DFT) ones take hours.
+NEB_STEPS = frozenset({"migration", "verify-migration"})  # a band of images: the longest steps of a campaign
 IN_PROCESS_CALCULATIONS = (
     frozenset(
         {"coadsorption", "vacancy", "migration", "verify-frenkel", "verify-vacancy", "verify-migration"}
@@ -1192,11 +1193,20 @@ def _run_parallel(launcher: _Launcher, c: dict[str, Any], workers: int, max_fire
 def _one_worker_rank(c: dict[str, Any], params: dict[str, Any]) -> tuple:
     """Order of ready work on one worker (ascending): analyses first (they read the store: seconds), then the
     screen protocol's calculations before the verification protocol's (DFT: minutes to hours each); within each,
-    the slab first (everything waits for it), then the smallest first. So every screen table is written
-    before the first DFT relaxation starts, and the verified rows of small ligands come first."""
+    the slab first (everything waits for it), then relaxations before NEB bands (a DFT band costs several hours,
+    as much as all of a campaign's DFT vacancies and Frenkel pairs), then the smallest first. So every screen
+    table is written before the first DFT relaxation starts, an interrupted run has its E_vac and E_F rows
+    before its barriers, and the verified rows of small ligands come first."""
     step = params["step"]
     calculates = step in CALCULATION_STEPS or step in IN_PROCESS_CALCULATIONS
-    return calculates, step.startswith("verify"), step not in ("slab", "verify-slab"), _step_cost(c, params)
+    band = step in NEB_STEPS
+    return (
+        calculates,
+        step.startswith("verify"),
+        step not in ("slab", "verify-slab"),
+        band,
+        _step_cost(c, params),
+    )
 
 
 def _next_on_one_worker(launcher: _Launcher) -> int | None:
