@@ -528,6 +528,12 @@ def _defect_rows() -> list[tuple]:
         ("barrier", "--neb-steps", (*ba, "--neb-steps", "0"), "bad NEB step limit 0"),
         (
             "barrier",
+            "--endpoint-refinements",
+            (*ba, "--endpoint-refinements", "6"),
+            "bad endpoint refinement rounds 6: at most 5",
+        ),
+        (
+            "barrier",
             "--preconverge",
             (*ba, "--protocol", "ml-screen", "--preconverge", "ml-screen"),
             "is the band's own protocol",
@@ -778,6 +784,7 @@ CAMPAIGN_TABLE = [
     ("compute.vacancy.mu_x", 0.5, "compute.vacancy.mu_x"),
     ("compute.vacancy.charge", 1, "compute.vacancy.charge: unknown key"),
     ("compute.migration.images", 12, "compute.migration.images"),
+    ("compute.migration.endpoint_refinements", -1, "compute.migration.endpoint_refinements"),
     ("compute.migration.ligands", ["OA"], "migration ligand 'OA' is not among"),
     ("compute.migration.bare", "yes", "compute.migration.bare: Input should be a valid boolean"),
     ("compute.vacancy", ["bare"], "compute.vacancy: Input should be a mapping"),

@@ -376,6 +376,51 @@ def test_endpoint_that_is_not_a_minimum_is_relaxed_again_from_the_band(bare_barr
     assert again.key == result.key and again.ea_forward == result.ea_forward
 
 
+def test_a_band_that_still_dips_is_refined_again_up_to_the_limit(bare_barrier, tmp_path, monkeypatch):
+    """A re-relaxed endpoint that the next band still dips below (here: a first refinement that changed
+    nothing, and no symmetry partner to relax it from) gets another round, up to ``refinements``; at the limit the barrier is stored flagged, and asking
+    for it again with a higher limit refines the stored one further (the DFT bare band of mixed-halide-dft
+    dipped 54 meV below its start after one round)."""
+    import ligbind.recipes.defects as defects
+    from ligbind.jobs import single_point
+
+    b, protocol, host, built, (_, final) = _stored_hop(bare_barrier)
+    real = defects.refine_endpoints
+    calls = []
+
+    def first_one_misses(run, initial, final, *args):
+        calls.append(run.key)
+        return (initial, final) if len(calls) == 1 else real(run, initial, final, *args)
+
+    monkeypatch.setattr(defects, "refine_endpoints", first_one_misses)
+    # (the unrelaxed initial end lies above the final, its symmetry partner, which would mend it otherwise)
+    monkeypatch.setattr(defects, "equalise_endpoints", lambda host, initial, final, *args: (initial, final))
+
+    def unrelaxed(name):
+        store, workdir = ResultStore(tmp_path / f"{name}.db"), tmp_path / name
+        workdir.mkdir()
+        initial = single_point(built[0], protocol, store=store, workdir=workdir)
+        initial.atoms.info = dict(built[0].info)
+        return initial, store, workdir
+
+    initial, store, workdir = unrelaxed("two")
+    result = defects.barrier_from_endpoints(host, initial, final, protocol, store, workdir, refinements=2)
+    assert len(calls) == 2 and result.refinements == 2
+    assert result.converged and "endpoint-not-minimum" not in result.flags
+    assert result.ea_forward == pytest.approx(b["ea_forward"], abs=0.05)
+
+    calls.clear()
+    initial, store, workdir = unrelaxed("one")
+    flagged = defects.barrier_from_endpoints(host, initial, final, protocol, store, workdir, refinements=1)
+    assert len(calls) == 1 and flagged.refinements == 1
+    assert flagged.converged and "endpoint-not-minimum" in flagged.flags
+    kept = defects.barrier_from_endpoints(host, initial, final, protocol, store, workdir, refinements=1)
+    assert len(calls) == 1 and kept.flags == flagged.flags  # at its limit: reused as stored
+    further = defects.barrier_from_endpoints(host, initial, final, protocol, store, workdir, refinements=2)
+    assert further.key == flagged.key and "endpoint-not-minimum" not in further.flags
+    assert store.get(further.key).data["outcome"]["refinements"] == further.refinements >= 1
+
+
 def test_first_band_stops_once_an_image_is_below_an_endpoint(bare_barrier, tmp_path, monkeypatch):
     """The first band between an unrelaxed initial end and the relaxed final one stops at the first step that
     puts an image ENDPOINT_TOLERANCE below an endpoint (converging it would not spare the re-relaxation), and

@@ -6,7 +6,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from ligbind.analysis.migration import ENDPOINT_TOLERANCE, BarrierOutcome, lowest_image, plot_profiles
+from ligbind.analysis.migration import (
+    ENDPOINT_TOLERANCE,
+    BarrierOutcome,
+    lowest_image,
+    plot_profiles,
+)
 from ligbind.analysis.tables import _method, _query, _write
 from ligbind.store import ResultStore
 
@@ -42,6 +47,7 @@ MIGRATION_COLUMNS = [
     "e_initial",
     "e_final",
     "lowest_image",
+    "refinements",
     "flags",
     "protocol",
     "method",
@@ -129,6 +135,7 @@ def migration_table(
             "e_initial": b.e_initial,
             "e_final": b.e_final,
             "lowest_image": lowest_image([p["e_rel"] for p in b.profile]),
+            "refinements": b.refinements,
             "flags": ",".join(b.flags) or "none",
             "protocol": row.protocol,
             "method": _method(row),
@@ -194,7 +201,9 @@ def write_defect_tables(
             "endpoints; Ea = max E(image) − E(endpoint); ΔEa = Ea(ligand) − Ea(bare), only when neither band "
             "is flagged (unconverged, highest-image-endpoint, ion-leaves-surface, ligand-in-path, "
             f"endpoint-not-minimum: an image more than {ENDPOINT_TOLERANCE:g} eV below an endpoint on its half "
-            "of the band even after that endpoint was relaxed again from it); `lowest_image` is the lowest "
+            "of the band even after that endpoint was relaxed again from it: `refinements` rounds, at most "
+            "compute.migration.endpoint_refinements, empty for a barrier stored before rounds were counted); "
+            "`lowest_image` is the lowest "
             "intermediate image against the initial endpoint (negative: the band dips below it; when that dip "
             "lies before the highest image, Ea forward + |lowest_image| is the barrier out of it). Rows whose "
             "method is DFT redo the same hop on each host with the campaign's verification protocol (endpoints "

@@ -12,9 +12,9 @@ barrier between these minima, or the band is wrong); ``ion-leaves-surface`` (the
 than 3 Å above the top layer or loses every Pb neighbour within 4 Å); ``ligand-in-path`` (a ligand atom comes
 within bonding distance of the migrating halide along the band); ``endpoint-not-minimum`` (an image on an
 endpoint's half of the band lies more than 0.05 eV below it: that endpoint stopped above the bottom of its
-basin, e.g. at a symmetric point where the forces vanish; when the band stops, converged or not, the barrier
-recipe re-relaxes that endpoint from the image once and converges the band again, so the flag survives only
-if that did not help).
+basin, e.g. at a symmetric point where the forces vanish; the barrier recipe stops such a band, re-relaxes
+that endpoint from the image and runs the band again, up to ENDPOINT_REFINEMENTS rounds (the last band runs
+to convergence), so the flag survives only if that did not help).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ LEAVES_PB_DISTANCE = 4.0  # Å: no Pb this close = detached
 LIGAND_CONTACT = {"H": 2.2, "heavy": 2.9}  # Å from the migrating halide
 DISTINCT_MIN = 1.0  # Å: the migrating halide must differ this much between the relaxed endpoints
 ENDPOINT_TOLERANCE = 0.05  # eV: an image this far below an endpoint on its half of the band → not a minimum
+ENDPOINT_REFINEMENTS = 3  # rounds of re-relaxing an endpoint from a band that dips below it, at most
 
 
 @dataclass
@@ -65,6 +66,7 @@ class BarrierOutcome:
     key: str = ""
     campaign: str | None = None
     preconverge: dict[str, Any] | None = None
+    refinements: int | None = None  # endpoint re-relaxation rounds (None: stored before they were counted)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -174,11 +176,12 @@ def analyse_barrier(
     campaign: str | None = None,
     preconverge: dict[str, Any] | None = None,
     key: str | None = None,
+    refinements: int = 0,
 ) -> BarrierOutcome:
     """Ea of one band (ΔEa against ``bare`` for a ligand host), stored as one row of kind ``barrier``.
 
     ``key``: store it under this key instead of the band's (the barrier asked for, when its endpoints were
-    re-relaxed on the way)."""
+    re-relaxed on the way, ``refinements`` rounds)."""
     info = initial.atoms.info
     migrating = int(info["migrating"])
     energies = list(run.energies)
@@ -206,6 +209,7 @@ def analyse_barrier(
         key=key or run.key,
         campaign=campaign,
         preconverge=preconverge,
+        refinements=refinements,
     )
     _against_bare(out, info, bare)
     if store is not None:

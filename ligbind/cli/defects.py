@@ -106,6 +106,8 @@ def _barrier_lines(host: dict) -> list[str]:
         f"({'converged' if host['converged'] else 'unconverged'}, {host['n_steps']} steps, "
         f"{host['force_calls']} force calls; flags {','.join(host['flags']) or 'none'})"
     )
+    if host.get("refinements"):
+        lines.append(f"  [{name}] endpoints re-relaxed from the band: {host['refinements']} round(s)")
     if host.get("preconverge"):
         pre = host["preconverge"]
         lines.append(
@@ -136,6 +138,7 @@ def cmd_barrier(args: argparse.Namespace) -> None:
             images=args.images,
             steps=args.neb_steps,
             preconverge=args.preconverge,
+            **({} if args.endpoint_refinements is None else {"refinements": args.endpoint_refinements}),
             store=store,
             workdir=args.workdir,
             progress=step,
@@ -209,6 +212,12 @@ def register_defect_commands(sub) -> None:
         type=protocol_name,
         help="converge the band first with this ML protocol (e.g. ml-screen); the band of --protocol takes "
         "the migrating ion's path from it (the other atoms from IDPP)",
+    )
+    p.add_argument(
+        "--endpoint-refinements",
+        type=int_in("endpoint refinement rounds", 0, 5),
+        help="rounds of re-relaxing an endpoint from a band that dips below it (default 3, the recipe's "
+        "ENDPOINT_REFINEMENTS; 0: flag endpoint-not-minimum at once)",
     )
     _add_calc_options(p)
     p.set_defaults(func=cmd_barrier)

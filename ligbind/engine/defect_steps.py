@@ -63,6 +63,12 @@ def defect_compute(compute, names: list[str], refuse) -> dict[str, Any]:
             "site": m.site,
             "hopper": m.hopper,
             "passivated": m.passivated,
+            # only where a barrier is computed: a campaign without one keeps the settings it was screened with
+            **(
+                {"endpoint_refinements": m.endpoint_refinements}
+                if m.bare or m.ligands or m.passivated
+                else {}
+            ),
         },
     }
 
@@ -181,6 +187,11 @@ def step_migration_end(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: i
     return result.require_converged(f"{atoms.info['endpoint']} endpoint relaxation")
 
 
+def _refinements(c: dict[str, Any]) -> int:
+    """The campaign's compute.migration.endpoint_refinements (a campaign saved before it existed: one round)."""
+    return int(c["compute"]["migration"].get("endpoint_refinements", 1))
+
+
 def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     """NEB between the endpoints passed down, Ea; ΔEa against the bare slab's barrier."""
     from ligbind.analysis.migration import load_barrier
@@ -199,6 +210,7 @@ def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     return barrier_from_endpoints(
         host, ends[0], ends[1], c["protocol"], _store(c), _calcdir(c),
         images=c["compute"]["migration"]["images"], ligand=ligand, bare=bare, campaign=c["name"],
+        refinements=_refinements(c),
     )  # fmt: skip
 
 
@@ -256,6 +268,7 @@ def step_verify_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     return barrier_from_endpoints(
         host, *ends, dft, store, workdir, images=c["compute"]["migration"]["images"],
         ligand=ligand, bare=bare, campaign=c["name"], preconverge=c["protocol"],
+        refinements=_refinements(c),
     )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from ligbind.analysis.migration import ENDPOINT_REFINEMENTS
 from ligbind.errors import LigbindError
 from ligbind.protocols import DEFAULT_PROTOCOL
 
@@ -215,6 +216,10 @@ class MigrationSpec(_Strict):
     )
     hopper: Annotated[int, Field(ge=0)] | None = Field(None, description="hopping halide index (needs site)")
     passivated: bool = Field(False, description="also on the K–Br-passivated slab of compute.passivation")
+    endpoint_refinements: Annotated[int, Field(ge=0, le=5)] = Field(
+        ENDPOINT_REFINEMENTS,
+        description="rounds of re-relaxing an endpoint that the band dips below, at most (0: flag it at once)",
+    )
 
     _distinct = field_validator("ligands")(FrenkelSpec._distinct.__func__)
 

@@ -12,7 +12,7 @@ Hosts: the bare slab, or the best ligand@slab complex of :func:`ligbind.recipes.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from ase import Atoms
 
 import ligbind.jobs as jobs
 from ligbind.analysis.migration import (
+    ENDPOINT_REFINEMENTS,
     ENDPOINT_TOLERANCE,
     BarrierOutcome,
     analyse_barrier,
@@ -319,6 +320,7 @@ def barrier_on(
     progress: Progress = _noop,
     campaign: str | None = None,
     preconverge: dict[str, Any] | None = None,
+    refinements: int = ENDPOINT_REFINEMENTS,
 ) -> BarrierOutcome:
     """Ea of one hop on one relaxed host: endpoints relaxed, NEB (reused when finished), analysis stored."""
     tag = ligand or "bare"
@@ -327,7 +329,7 @@ def barrier_on(
     progress(f"{tag} NEB ({images} images)")
     return barrier_from_endpoints(
         host, initial, final, protocol, store, workdir, images=images, steps=steps, ligand=ligand, bare=bare,
-        campaign=campaign, preconverge=preconverge,
+        campaign=campaign, preconverge=preconverge, refinements=refinements,
     )  # fmt: skip
 
 
@@ -345,6 +347,7 @@ def barrier_from_endpoints(
     bare: BarrierOutcome | None = None,
     campaign: str | None = None,
     preconverge: dict[str, Any] | None = None,
+    refinements: int = ENDPOINT_REFINEMENTS,
 ) -> BarrierOutcome:
     """NEB between relaxed endpoints (``info``: migrating, site, hopper, hop_length) and its analysis.
 
@@ -352,7 +355,9 @@ def barrier_from_endpoints(
     ``preconverge`` (a cheaper protocol) the band is first converged with it between the same endpoint
     geometries (their energies recomputed with it), and this protocol's band takes the migrating ion's path
     from it, the other atoms from the IDPP band (measured with DFT: the whole ML band started 0.7-1.0 eV
-    above the endpoints, the ML host relaxation is not the DFT one; IDPP 0.14-0.43 eV).
+    above the endpoints, the ML host relaxation is not the DFT one; IDPP 0.14-0.43 eV). While a band dips
+    below an endpoint, that endpoint is relaxed again from the band, at most ``refinements`` rounds
+    (:func:`refine_endpoints`); a stored barrier whose band still dips after fewer rounds is refined further.
     """
     from ligbind.neb import neb_key, run_neb
 
@@ -362,9 +367,11 @@ def barrier_from_endpoints(
     asked = neb_key(initial, final, protocol, images, start_key, ion if start_key else None)
     stored = load_barrier(store, asked)
     if stored is not None and stored.converged:
-        refined = (stored.initial_key, stored.final_key) != (initial.key, final.key)
-        if refined or not endpoints_above_band([p["e_rel"] for p in stored.profile]):
-            # (a band stored before endpoint re-relaxation existed is refined now)
+        done = stored.refinements
+        if done is None:  # stored before rounds were counted: one round if its endpoints are not these
+            done = int((stored.initial_key, stored.final_key) != (initial.key, final.key))
+        if done >= refinements or not endpoints_above_band([p["e_rel"] for p in stored.profile]):
+            stored = replace(stored, refinements=done)
             return reuse_barrier(stored, initial, protocol, bare=bare, store=store, campaign=campaign)
 
     def preconverged(initial: Result, final: Result):
@@ -378,12 +385,15 @@ def barrier_from_endpoints(
     start = preconverged(initial, final)
     kw = dict(images=images, workdir=workdir, steps=steps)
     run = run_neb(
-        initial, final, protocol, start=start, carry=ion if start else None, stop_when=endpoints_above, **kw
-    )
-    lower = endpoints_above_band(list(run.energies))
-    if lower:  # an endpoint above its basin's bottom: re-relax it from the lowest image there, once; the
-        # band stops as soon as an image is that far below (also when it stopped at its step limit: an image
-        # below an endpoint can keep a band from converging)
+        initial, final, protocol, start=start, carry=ion if start else None,
+        stop_when=endpoints_above if refinements else None, **kw,
+    )  # fmt: skip
+    done = 0
+    # an endpoint above its basin's bottom: re-relax it from the lowest image there and run the band again;
+    # each band but the last stops as soon as an image is that far below (also when it stopped at its step
+    # limit: an image below an endpoint can keep a band from converging)
+    while done < refinements and (lower := endpoints_above_band(list(run.energies))):
+        done += 1
         refined = refine_endpoints(run, initial, final, lower, protocol, store, workdir)
         initial, final = equalise_endpoints(host, *refined, protocol, store, workdir)
         check_distinct_endpoints(initial, final)
@@ -393,7 +403,8 @@ def barrier_from_endpoints(
             # basin (seen: the climbing image pinned next to that endpoint), so a fresh band between the ends
             start = restart = preconverged(initial, final)
             carry = ion if start else None
-        run = run_neb(initial, final, protocol, start=restart, carry=carry, **kw)
+        stop_when = endpoints_above if done < refinements else None
+        run = run_neb(initial, final, protocol, start=restart, carry=carry, stop_when=stop_when, **kw)
     pre = None
     if start is not None:
         pre = {
@@ -405,15 +416,15 @@ def barrier_from_endpoints(
         }
     return analyse_barrier(
         run, initial, final, protocol, z_top=top_height(host.atoms), ligand=ligand, bare=bare, store=store,
-        campaign=campaign, preconverge=pre, key=asked,
+        campaign=campaign, preconverge=pre, key=asked, refinements=done,
     )  # fmt: skip
 
 
 def endpoints_above(energies: list[float]) -> bool:
-    """Whether a band's energies put an image ENDPOINT_TOLERANCE below an endpoint on its half: the first
-    band stops there, since converging it would not change that the endpoint gets relaxed again (the DFT
-    barrier in benchmarks/results/dft-barrier: its first band crossed at step 28 and ran on to 66, ~1.6 h
-    of 2 cores)."""
+    """Whether a band's energies put an image ENDPOINT_TOLERANCE below an endpoint on its half: every band but
+    the last of the refinement rounds stops there, since converging it would not spare the endpoint's
+    re-relaxation (the DFT barrier in benchmarks/results/dft-barrier: its first band crossed at step 28 and
+    ran on to 66, ~1.6 h of 2 cores)."""
     return bool(endpoints_above_band(energies))
 
 
@@ -517,6 +528,7 @@ def barrier(
     workdir: str | Path = "runs",
     overrides: dict[str, Any] | None = None,
     preconverge: str | dict[str, Any] | None = None,
+    refinements: int = ENDPOINT_REFINEMENTS,
     progress: Progress = _noop,
 ) -> MigrationOutcome:
     """Halide hop barrier into a neighbouring vacancy, bare and (with ``ligand``) on the best complex; ΔEa.
@@ -538,7 +550,7 @@ def barrier(
     if ligand is not None:
         host = _ligand_host(slab, ligand, protocol, store, workdir, mode, n_configs, progress)
         site, hopper = choose_hop(host.atoms, given_site, given_hopper)
-    kw = dict(images=images, steps=steps, progress=progress, preconverge=pre)
+    kw = dict(images=images, steps=steps, progress=progress, preconverge=pre, refinements=refinements)
     bare = barrier_on(slab_result, site, hopper, protocol, store, workdir, **kw)
     out = MigrationOutcome(protocol["name"], bare.as_dict())
     if host is not None:
