@@ -43,7 +43,7 @@ class NebRun:
     n_steps: int
     force_calls: int
     resumed_from_step: int
-    wall_time: float
+    wall_time: float  # wall seconds of every run of this band up to its last saved step (as a relaxation's)
     stopped: bool = False  # ended by ``stop_when`` before converging
 
 
@@ -201,8 +201,9 @@ def run_neb(
     calls_path = workdir / f"{key}.calls"
     saved, done = _last_band(traj_path, images + 2)
     previous_calls = int(read_saved_number(calls_path)) if saved is not None else 0
+    earlier = read_saved_number(workdir / f"{key}.seconds") if saved is not None else 0.0
     if saved is not None:  # converged, or stopped at its step limit: nothing to optimise or recompute
-        as_saved = _saved_run(traj_path, key, initial, images, fmax, done, previous_calls)
+        as_saved = _saved_run(traj_path, key, initial, images, fmax, done, previous_calls, earlier)
         if as_saved.converged or done >= steps:
             return as_saved
         if stop_when is not None and stop_when(as_saved.energies):
@@ -215,12 +216,19 @@ def run_neb(
         )
         frame = (band[0].positions[0] - initial.atoms.positions[0], initial.atoms.pbc)  # band's → caller's
         return _optimise(
-            band, key, workdir, saved, done, previous_calls, images, fmax, steps, frame, stop_when
+            band, key, workdir, saved, done, (previous_calls, earlier), images, fmax, steps, frame, stop_when
         )
 
 
 def _saved_run(
-    traj_path: Path, key: str, initial: Result, images: int, fmax: float, done: int, calls: int
+    traj_path: Path,
+    key: str,
+    initial: Result,
+    images: int,
+    fmax: float,
+    done: int,
+    calls: int,
+    seconds: float,
 ) -> NebRun:
     """The last saved band as it stands, from the energies and forces its frames carry (no calculator runs:
     with DFT, re-evaluating a converged band, or one at its step limit, costs one SCF per image per rerun)."""
@@ -237,12 +245,12 @@ def _saved_run(
         n_steps=done,
         force_calls=calls,
         resumed_from_step=done,
-        wall_time=0.0,
+        wall_time=seconds,
     )
 
 
 def _optimise(
-    band, key, workdir, saved, done, previous_calls, images, fmax, steps, frame, stop_when=None
+    band, key, workdir, saved, done, previous, images, fmax, steps, frame, stop_when=None
 ) -> NebRun:
     """FIRE on the climbing-image band, appending every band to ``<key>.band.traj`` (in the band's frame).
 
@@ -254,6 +262,8 @@ def _optimise(
     """
     traj_path = workdir / f"{key}.band.traj"
     calls_path = workdir / f"{key}.calls"
+    seconds_path = workdir / f"{key}.seconds"  # wall seconds of every run, up to its last saved band
+    previous_calls, earlier = previous
     calls: dict[str, int] = {}
     for image in band[1:-1]:
         counted(image.calc, calls)
@@ -271,6 +281,7 @@ def _optimise(
             for image in band:
                 traj.write(image)
         write_text_atomic(calls_path, str(previous_calls + calls["calls"]))
+        write_text_atomic(seconds_path, str(earlier + time.perf_counter() - start))
 
     # FIRE's velocities and time step, so that a resumed band keeps its momentum
     restart = workdir / f"{key}.fire.json"
@@ -295,7 +306,7 @@ def _optimise(
         n_steps=n_steps,
         force_calls=previous_calls + calls["calls"],
         resumed_from_step=done if saved is not None else -1,
-        wall_time=time.perf_counter() - start,
+        wall_time=earlier + time.perf_counter() - start,
         stopped=stopped,
     )
 

@@ -87,6 +87,12 @@ def test_barrier_profile_shape_and_terms(bare_barrier):
     assert row.kind == "barrier" and row.images == 5
     assert b["key"].startswith("barrier-") and b["key"].endswith("-5i")
     assert (d / "runs" / f"{b['key']}.png").is_file() and out["png"].endswith(".png")
+    # what it took: both endpoint relaxations and the band (its every run), as `ligbind status` reads it
+    band_seconds = float((d / "runs" / f"{b['key']}.seconds").read_text())
+    ends = sum(store.get(b[f"{end}_key"]).wall_time for end in ("initial", "final"))
+    assert band_seconds > 0 and ends > 0
+    assert row.wall_time == pytest.approx(b["wall_time"], abs=1e-3)
+    assert b["wall_time"] == pytest.approx(ends + band_seconds, abs=1.0)
 
 
 def test_hop_across_the_cell_edge_takes_the_short_way(bare_barrier, _slab_2x2_session):
@@ -123,6 +129,7 @@ def test_killed_neb_continues_from_its_last_band(bare_barrier, tmp_path):
     idpp_band = np.array([a.positions for a in saved[:n]])
     last_band = np.array([a.positions for a in saved[-n:]])
     assert np.abs(last_band - idpp_band).max() > 1e-3  # the band moved
+    first_seconds = float((tmp_path / f"{first.key}.seconds").read_text())
 
     second = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=200)
     assert second.resumed_from_step == 3
@@ -137,6 +144,11 @@ def test_killed_neb_continues_from_its_last_band(bare_barrier, tmp_path):
     assert 0 < step <= 0.2 + 1e-6  # one FIRE step (maxstep 0.2 Å) from the saved band, not a new IDPP start
     # the saved band is evaluated again (3 calls), then at most every image per step (DyNEB skips converged ones)
     assert first.force_calls + 3 <= second.force_calls <= first.force_calls + (second.n_steps - 3 + 1) * 3
+    # wall seconds add up over the runs, as force calls do; a rerun of the finished band reports them all
+    assert 0 < first_seconds <= first.wall_time < second.wall_time
+    third = run_neb(initial, final, protocol, images=3, workdir=tmp_path, steps=200)
+    assert third.wall_time == pytest.approx(float((tmp_path / f"{first.key}.seconds").read_text()))
+    assert third.wall_time > first_seconds and third.wall_time == pytest.approx(second.wall_time, abs=0.5)
 
 
 def test_band_at_its_step_limit_is_handed_back_without_recomputing(bare_barrier, tmp_path, monkeypatch):

@@ -67,6 +67,7 @@ class BarrierOutcome:
     campaign: str | None = None
     preconverge: dict[str, Any] | None = None
     refinements: int | None = None  # endpoint re-relaxation rounds (None: stored before they were counted)
+    wall_time: float = 0.0  # s: its endpoint relaxations and bands, every run of each (0: not recorded)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -177,11 +178,12 @@ def analyse_barrier(
     preconverge: dict[str, Any] | None = None,
     key: str | None = None,
     refinements: int = 0,
+    wall_time: float = 0.0,
 ) -> BarrierOutcome:
     """Ea of one band (ΔEa against ``bare`` for a ligand host), stored as one row of kind ``barrier``.
 
     ``key``: store it under this key instead of the band's (the barrier asked for, when its endpoints were
-    re-relaxed on the way, ``refinements`` rounds)."""
+    re-relaxed on the way, ``refinements`` rounds); ``wall_time``: what computing it took, in seconds."""
     info = initial.atoms.info
     migrating = int(info["migrating"])
     energies = list(run.energies)
@@ -210,6 +212,7 @@ def analyse_barrier(
         campaign=campaign,
         preconverge=preconverge,
         refinements=refinements,
+        wall_time=wall_time,
     )
     _against_bare(out, info, bare)
     if store is not None:
@@ -265,6 +268,7 @@ def _put_barrier(store: ResultStore, out: BarrierOutcome, top: Atoms, protocol: 
         images=out.images,
         n_steps=out.n_steps,
         campaign=out.campaign,
+        wall_time=round(out.wall_time, 3),
     )
 
 

@@ -374,13 +374,17 @@ def barrier_from_endpoints(
             stored = replace(stored, refinements=done)
             return reuse_barrier(stored, initial, protocol, bare=bare, store=store, campaign=campaign)
 
+    ends, bands = {initial.key, final.key}, {}  # what it took: endpoint relaxations, bands (key → seconds)
+
     def preconverged(initial: Result, final: Result):
         if preconverge is None:
             return None
-        ends = [
+        points = [
             jobs.single_point(r.atoms, preconverge, store=store, workdir=workdir) for r in (initial, final)
         ]
-        return run_neb(ends[0], ends[1], preconverge, images=images, workdir=workdir)
+        band = run_neb(points[0], points[1], preconverge, images=images, workdir=workdir)
+        bands[band.key] = band.wall_time
+        return band
 
     start = preconverged(initial, final)
     kw = dict(images=images, workdir=workdir, steps=steps)
@@ -403,8 +407,11 @@ def barrier_from_endpoints(
             # basin (seen: the climbing image pinned next to that endpoint), so a fresh band between the ends
             start = restart = preconverged(initial, final)
             carry = ion if start else None
+        bands[run.key] = run.wall_time
+        ends |= {initial.key, final.key, refined[0].key, refined[1].key}
         stop_when = endpoints_above if done < refinements else None
         run = run_neb(initial, final, protocol, start=restart, carry=carry, stop_when=stop_when, **kw)
+    bands[run.key] = run.wall_time
     pre = None
     if start is not None:
         pre = {
@@ -414,9 +421,11 @@ def barrier_from_endpoints(
             "n_steps": start.n_steps,
             "force_calls": start.force_calls,
         }
+    rows = [store.get(k) for k in ends]
+    wall = sum(bands.values()) + sum(float(r.get("wall_time") or 0.0) for r in rows if r is not None)
     return analyse_barrier(
         run, initial, final, protocol, z_top=top_height(host.atoms), ligand=ligand, bare=bare, store=store,
-        campaign=campaign, preconverge=pre, key=asked, refinements=done,
+        campaign=campaign, preconverge=pre, key=asked, refinements=done, wall_time=wall,
     )  # fmt: skip
 
 
