@@ -433,6 +433,12 @@ def _cases() -> list[Case]:
         ("frenkel", "--configs", (*fr, "--ligand", "methylamine", "--configs", "0"), "configurations 0"),
         ("frenkel", "--pairs", (*fr, "--pairs", "0"), "bad number of Frenkel pairs 0"),
         ("frenkel", "--pairs", (*fr, "--pairs", "many"), "not an integer"),
+        (
+            "frenkel",
+            "--host-refinements",
+            (*fr, "--host-refinements", "6"),
+            "bad host refinement rounds 6: at most 5",
+        ),
         ("frenkel", "--protocol", (*fr, "--protocol", "xtb"), "unknown protocol 'xtb'"),
         ("frenkel", "--set", (*fr, "--set", '"fmax"'), "must be a JSON object"),
         ("frenkel", "--db", (*fr, "--db", "afile/x.db"), "afile is a file"),
@@ -506,6 +512,7 @@ def _defect_rows() -> list[tuple]:
         ]
     rows += [
         ("vacancy", "--sites", (*va, "--sites", "0"), "bad number of vacancy sites 0"),
+        ("vacancy", "--host-refinements", (*va, "--host-refinements", "5"), "bad host refinement rounds 5"),
         ("vacancy", "--mu-x", (*va, "--mu-x", "0.5"), "at most 0"),
         ("vacancy", "--mu-x", (*va, "--mu-x", "nan"), "not a finite number"),
         (
@@ -691,6 +698,7 @@ GENERATED = {
     ("bind", "--protocol"): _bad_choice({"ml-screen", "gpaw-laptop", "vasp-pbe-d3"}),
     ("frenkel", "--configs"): _bad_int(1, 50),
     ("frenkel", "--pairs"): _bad_int(1, 50),
+    ("frenkel", "--host-refinements"): _bad_int(0, 5),
     ("frenkel", "--mode"): _bad_choice({"neutral"}),
     ("protocols", "--set"): st.one_of(
         st.text(st.characters(blacklist_categories=("Cs",)), max_size=10),
@@ -768,6 +776,7 @@ CAMPAIGN_TABLE = [
     ("compute.bindng", True, "compute.bindng: unknown key (did you mean 'binding'?"),
     ("compute.binding", "yes", "compute.binding: Input should be a valid boolean"),
     ("compute.frenkel.pairs", 0, "compute.frenkel.pairs"),
+    ("compute.frenkel.host_refinements", 6, "compute.frenkel.host_refinements"),
     ("compute.frenkel.pair", 3, "compute.frenkel.pair: unknown key"),
     ("compute.frenkel.ligands", ["OA"], "Frenkel ligand 'OA' is not among"),
     ("compute.frenkel.ligands", ["methylamine", "methylamine"], "listed twice"),
@@ -781,6 +790,7 @@ CAMPAIGN_TABLE = [
     ("compute.vacancy.ligands", ["OA"], "vacancy ligand 'OA' is not among"),
     ("compute.vacancy.ligands", ["methylamine", "methylamine"], "listed twice"),
     ("compute.vacancy.sites", 0, "compute.vacancy.sites"),
+    ("compute.vacancy.host_refinements", -1, "compute.vacancy.host_refinements"),
     ("compute.vacancy.mu_x", 0.5, "compute.vacancy.mu_x"),
     ("compute.vacancy.charge", 1, "compute.vacancy.charge: unknown key"),
     ("compute.migration.images", 12, "compute.migration.images"),

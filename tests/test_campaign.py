@@ -493,3 +493,24 @@ def test_failure_in_a_parallel_worker_is_reported_not_recomputed(tmp_path, monke
     (report,) = engine.status(path)
     assert report["failures"][0]["firework"] == "slab"
     assert "slab relaxation did not converge in 2 steps" in report["failures"][0]["error"]
+
+
+def test_host_refinements_count_only_where_a_defect_is_computed(tmp_path):
+    """compute.frenkel.host_refinements is part of what a campaign computes only when it computes a Frenkel
+    pair: a campaign without one keeps the settings (and Fireworks) it was screened with."""
+    from ligbind.analysis.frenkel import HOST_REFINEMENTS
+    from ligbind.engine.campaign import settings_hash
+
+    plain = load_campaign(write_campaign(tmp_path))
+    assert "host_refinements" not in plain["compute"]["frenkel"]
+    changed = load_campaign(write_campaign(tmp_path, compute={"frenkel": {"host_refinements": 0}}))
+    assert settings_hash(changed) == settings_hash(plain)
+    bare = load_campaign(write_campaign(tmp_path, compute={"frenkel": {"bare": True}}))
+    assert bare["compute"]["frenkel"]["host_refinements"] == HOST_REFINEMENTS
+    none = load_campaign(write_campaign(tmp_path, compute={"frenkel": {"bare": True, "host_refinements": 0}}))
+    assert none["compute"]["frenkel"]["host_refinements"] == 0
+    assert settings_hash(none) != settings_hash(bare)
+    # the same for compute.vacancy.host_refinements
+    assert "host_refinements" not in plain["compute"]["vacancy"]
+    vacancy = load_campaign(write_campaign(tmp_path, compute={"vacancy": {"bare": True}}))
+    assert vacancy["compute"]["vacancy"]["host_refinements"] == 1

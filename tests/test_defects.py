@@ -126,3 +126,29 @@ def test_every_hollow_of_the_surface_is_a_candidate(size, expected):
         assert np.sort(d)[3] < 5.0
     _, dist = get_distances(hollows, cell=slab.cell, pbc=slab.pbc)
     assert dist[np.triu_indices(len(hollows), 1)].min() > 3.0  # all distinct
+
+
+def test_undo_frenkel_puts_the_halide_back_on_its_site(slab_2x2):
+    from ligbind.builders.defects import undo_frenkel
+
+    pair = frenkel_pairs(slab_2x2, max_pairs=1)[0]
+    v = pair.info["vacancy_atom"]
+    relaxed = pair.copy()
+    relaxed.positions += 0.05  # the pair relaxed: every atom somewhere else
+    start = undo_frenkel(relaxed, slab_2x2)
+    np.testing.assert_allclose(start.positions[v], slab_2x2.positions[v])
+    others = np.arange(len(pair)) != v
+    np.testing.assert_allclose(start.positions[others], relaxed.positions[others])  # the relaxation is kept
+    assert start.get_chemical_symbols() == slab_2x2.get_chemical_symbols()
+
+    # recombined through a neighbour: another halide took the site, the pair is pristine as it is
+    taken = pair.copy()
+    neighbour = next(i for i in range(len(pair)) if i != v and pair[i].symbol == pair[v].symbol)
+    taken.positions[neighbour] = slab_2x2.positions[v] + [0.3, 0, 0]
+    np.testing.assert_allclose(undo_frenkel(taken, slab_2x2).positions, taken.positions)
+
+    # not the host's atoms with one moved: nothing to put back
+    assert undo_frenkel(pair[:-1], slab_2x2) is None
+    no_info = pair.copy()
+    no_info.info.pop("vacancy_atom")
+    assert undo_frenkel(no_info, slab_2x2) is None

@@ -60,3 +60,44 @@ def test_frenkel_cli_bare_and_with_ligand(tmp_path, run_cli):
 
 
 # The campaign path of coadsorption and Frenkel (and its agreement with this one): tests/test_paths_agree.py
+
+
+def test_a_pair_below_its_host_leads_to_a_lower_host(tmp_path):
+    """A host left far from its minimum lies above its relaxed pairs: each pair is flagged below-pristine
+    without refinement; with it, the host is relaxed again from the lowest pair with the halide put back, and
+    E_F is taken against that host (an ordinary, positive E_F) in the row of the host it started from."""
+    from ligbind.analysis.frenkel import HOST_TOLERANCE, frenkel_key
+    from ligbind.analysis.tables import frenkel_table
+    from ligbind.jobs import relax
+    from ligbind.recipes import frenkel_on_lowest_host, frenkel_structures
+
+    protocol = load_protocol("ml-screen", FAST)
+    store = ResultStore(tmp_path / "ligbind.db")
+    shaken = build_slab()
+    shaken.rattle(0.25, seed=3)
+    shaken.info["label"] = "shaken slab"
+    host = relax(shaken, load_protocol("ml-screen", {"relax": {"fmax": 10.0}}), store=store, workdir=tmp_path)
+    assert host.converged and host.n_steps <= 1  # the rattled slab as it is
+    pairs = [
+        (d.info, relax(d, protocol, store=store, workdir=tmp_path)) for d in frenkel_structures(host, 2, "x")
+    ]
+
+    flat = frenkel_on_lowest_host(host, pairs, protocol, store, tmp_path, refinements=0)
+    assert flat.ef is None and flat.host_drop == 0 and not flat.host_refinements
+    assert all("below-pristine" in p["flags"] for p in flat.pairs)
+
+    out = frenkel_on_lowest_host(host, pairs, protocol, store, tmp_path, refinements=2)
+    first = out.host_refinements[0]
+    assert first["lower"] and first["pair"] == min(pairs, key=lambda x: x[1].energy)[0]["pair"]
+    lower = store.get(out.host_key)
+    assert lower.key != host.key and lower.energy == pytest.approx(out.e_host)
+    assert out.host_drop == pytest.approx(host.energy - out.e_host) and out.host_drop > HOST_TOLERANCE
+    # the lower host has the host's atoms, and each E_F is recomputed against it from stored structures
+    assert lower.toatoms().get_chemical_symbols() == host.atoms.get_chemical_symbols()
+    e_lower = _single_point(lower, protocol)
+    for p in out.pairs:
+        assert p["ef"] == pytest.approx(_single_point(store.get(p["key"]), protocol) - e_lower, abs=2e-3)
+    assert out.ef is not None and 0.05 < out.ef < 5.0
+    assert out.key == frenkel_key(host, None)  # the row of the host it started from, now with host_drop
+    (row,) = frenkel_table(store).to_dict("records")
+    assert row["host_drop"] == pytest.approx(out.host_drop) and row["ef"] == pytest.approx(out.ef)

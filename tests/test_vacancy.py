@@ -267,3 +267,61 @@ def test_mixed_halides_compare_like_with_like():
         host, [(vac["I"].info, result(vac["I"], -96.8))], refs, protocol, ligand="L", bare=bare_br_only
     )
     assert lig2.delta_e_vac is None and lig2.e_vac_bare is None
+
+
+def test_refill_vacancy_puts_the_halide_back(slab_2x2):
+    from ligbind.builders.vacancies import refill_vacancy
+
+    site = int(surface_halides(slab_2x2)[0])
+    vac = make_vacancy(slab_2x2, site)
+    vac.positions += 0.05  # relaxed: every atom somewhere else
+    start = refill_vacancy(vac, slab_2x2, site)
+    assert start.get_chemical_symbols() == slab_2x2.get_chemical_symbols()
+    np.testing.assert_allclose(start.positions[site], slab_2x2.positions[site])
+    np.testing.assert_allclose(np.delete(start.positions, site, axis=0), vac.positions)
+    assert [c.todict() for c in start.constraints] == [c.todict() for c in slab_2x2.constraints]
+    refilled = vac.copy()  # a neighbour moved into the site: the vacancy is elsewhere now
+    neighbour = int(surface_halides(slab_2x2)[1]) - 1  # its index in the vacancy (one atom less before it)
+    refilled.positions[neighbour] = slab_2x2.positions[site] + [0.4, 0, 0]
+    assert refill_vacancy(refilled, slab_2x2, site) is None
+    assert refill_vacancy(vac[:-1], slab_2x2, site) is None  # not the host less that atom
+
+
+def test_a_host_above_its_refilled_vacancy_is_replaced(tmp_path, ml_protocol):
+    """A host left far from its minimum: E_vac against it is far too low; with host refinement the lowest
+    vacancy is refilled and relaxed as the host, and E_vac is taken against that host (recomputed here from the
+    stored structures and an I2 relaxed here), in the row of the host it started from."""
+    from ligbind.analysis.frenkel import HOST_TOLERANCE
+    from ligbind.analysis.vacancy import vacancy_key
+    from ligbind.builders.slab import build_slab
+    from ligbind.jobs import relax
+    from ligbind.recipes.defects import (
+        relax_reference,
+        relax_vacancy,
+        vacancy_on_lowest_host,
+        vacancy_structures,
+    )
+
+    store = ResultStore(tmp_path / "ligbind.db")
+    shaken = build_slab()
+    shaken.rattle(0.25, seed=3)
+    shaken.info["label"] = "shaken slab"
+    host = relax(shaken, load_protocol("ml-screen", {"relax": {"fmax": 10.0}}), store=store, workdir=tmp_path)
+    assert host.converged and host.n_steps <= 1
+    (defect,) = vacancy_structures(host, None, 1, "x")
+    sites = [(defect.info, relax_vacancy(defect, ml_protocol, store, tmp_path))]
+    refs = {"I": relax_reference("I", shaken, ml_protocol, store, tmp_path)}
+
+    flat = vacancy_on_lowest_host(host, sites, refs, ml_protocol, store, tmp_path, refinements=0)
+    out = vacancy_on_lowest_host(host, sites, refs, ml_protocol, store, tmp_path, refinements=1)
+    (round_,) = out.host_refinements
+    assert round_["lower"] and round_["site"] == defect.info["site"]
+    assert out.host_drop == pytest.approx(host.energy - out.e_host) and out.host_drop > HOST_TOLERANCE
+    assert flat.e_vac is None and "below-pristine" in flat.sites[0]["flags"]  # against the shaken host
+    assert out.sites[0]["e_vac"] == pytest.approx(flat.sites[0]["e_vac"] + out.host_drop, abs=1e-6)
+    lower = store.get(out.host_key)
+    assert lower.toatoms().get_chemical_symbols() == host.atoms.get_chemical_symbols()
+    e_vac = _energy(store.get(sites[0][1].key).toatoms(), ml_protocol) + _half_i2(ml_protocol)
+    assert out.e_vac == pytest.approx(e_vac - _energy(lower.toatoms(), ml_protocol), abs=0.02)
+    assert 0.5 < out.e_vac < 5.0  # an ordinary vacancy cost, unlike against the shaken host
+    assert out.key == vacancy_key(host, None, 0.0, 0)

@@ -26,6 +26,7 @@ DEFECT_COLUMNS = [
     "delta_mu_x",
     "charge",
     "e_host",
+    "host_drop",
     "sites",
     "flags",
     "protocol",
@@ -97,6 +98,7 @@ def vacancy_table(
                 "delta_mu_x": row.get("delta_mu_x"),
                 "charge": row.get("charge", 0),
                 "e_host": out.get("e_host"),
+                "host_drop": out.get("host_drop") or None,  # eV: host relaxed again from a refilled vacancy
                 "sites": "; ".join(_site_text(s) for s in out.get("sites", [])),
                 "flags": row.get("flags", "none"),
                 "protocol": row.protocol,
@@ -188,7 +190,8 @@ def write_defect_tables(
             "below-pristine, unconverged) are listed in `sites` and not used. Rows whose method is DFT recompute "
             "the screen's lowest usable site of each host with the campaign's verification protocol, every term "
             "(host, vacancy, X2) DFT-relaxed, and the screen's next usable site if DFT left that one unusable "
-            "(both in `sites`).\n\n",
+            "(both in `sites`). E(slab) is the lowest host known (`e_host`): the lowest vacancy refilled and "
+            "relaxed as the host, when that ends lower; `host_drop` is by how much (eV).\n\n",
             LCAO_VACANCY_NOTE.format(", ".join(lcao)) if lcao else "",
         )
     mig = _stacked([migration_table(store, campaign, h) for h in hashes])

@@ -8,6 +8,12 @@ Flags (a flagged pair is kept in the table and left out of E_F and ΔE_F unless 
 ``unconverged``; ``recombined`` (|E_F| < 0.05 eV: the pair relaxed back into its vacancy);
 ``below-pristine`` (E_F < 0: the defective surface is lower than the pristine one, a reconstruction, not a
 defect); ``ligand-binds-interstitial`` (the ligand moved to bind the interstitial iodide: another process).
+
+Host refinement: a pair below its host says the host is not at its minimum (the defect let the surface find a
+lower basin). Up to :data:`HOST_REFINEMENTS` rounds (a setting), the host is relaxed again from the lowest
+pair below it with the moved halide put back (:func:`ligbind.builders.defects.undo_frenkel`), and E_F is taken
+against the lowest host found; the row keeps the host's key, the rounds (``host_refinements``) and how far
+the host went down (``host_drop``, eV). The recipe :func:`ligbind.recipes.lower_frenkel_host` does it.
 """
 
 from __future__ import annotations
@@ -26,6 +32,9 @@ from ligbind.store import ResultStore, structure_hash
 
 RECOMBINED_EF = 0.05  # eV: a "pair" this close to the pristine energy relaxed back into its vacancy
 LIGAND_CONTACT = {"H": 2.5, "heavy": 3.0}  # Å from the interstitial iodide: the ligand binds it
+HOST_REFINEMENTS = 2  # rounds of relaxing the host again from a pair below it (a campaign setting)
+MAX_HOST_REFINEMENTS = 5
+HOST_TOLERANCE = 0.02  # eV: a pair (or a re-relaxed host) this much below the host counts as lower
 
 
 @dataclass
@@ -41,6 +50,9 @@ class FrenkelHostOutcome:
     host_key: str = ""
     key: str = ""
     campaign: str | None = None
+    e_host: float | None = None
+    host_drop: float = 0.0
+    host_refinements: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -110,11 +122,26 @@ def analyse_frenkel(
     include_flagged: bool = False,
     store: ResultStore | None = None,
     campaign: str | None = None,
+    lower_host: Result | None = None,
+    host_refinements: list[dict[str, Any]] | None = None,
 ) -> FrenkelHostOutcome:
-    """E_F on ``host`` (ΔE_F against ``bare`` for a ligand host), stored as one row of kind ``frenkel``."""
-    ef, rows = evaluate_frenkel(host, pairs, protocol, include_flagged)
+    """E_F on ``host`` (ΔE_F against ``bare`` for a ligand host), stored as one row of kind ``frenkel``.
+
+    ``lower_host``: the host relaxed again lower (its ``host_refinements`` rounds), which E_F is taken against;
+    the row stays the host's (:func:`frenkel_key`).
+    """
+    pristine = lower_host if lower_host is not None else host
+    ef, rows = evaluate_frenkel(pristine, pairs, protocol, include_flagged)
     out = FrenkelHostOutcome(
-        ligand=ligand, protocol=protocol["name"], ef=ef, pairs=rows, host_key=host.key, campaign=campaign
+        ligand=ligand,
+        protocol=protocol["name"],
+        ef=ef,
+        pairs=rows,
+        host_key=pristine.key,
+        campaign=campaign,
+        e_host=pristine.energy,
+        host_drop=host.energy - pristine.energy,
+        host_refinements=list(host_refinements or []),
     )
     if ligand is not None and bare is not None:
         out.ef_bare = bare.ef
@@ -134,6 +161,7 @@ def analyse_frenkel(
             ef=ef,
             ef_bare=out.ef_bare,
             delta_ef=out.delta_ef,
+            host_drop=out.host_drop,
             campaign=campaign,
         )
     return out

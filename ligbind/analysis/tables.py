@@ -102,7 +102,9 @@ def binding_table(
     return df.sort_values(["protocol", "eb"], na_position="last").reset_index(drop=True)
 
 
-FRENKEL_COLUMNS = ["host", "ef", "ef_bare", "delta_ef", "pairs", "flags", "protocol", "method", "campaign"]
+FRENKEL_COLUMNS = [
+    "host", "ef", "ef_bare", "delta_ef", "host_drop", "pairs", "flags", "protocol", "method", "campaign",
+]  # fmt: skip
 
 
 def frenkel_table(
@@ -115,6 +117,7 @@ def frenkel_table(
             "ef": row.get("ef"),
             "ef_bare": row.get("ef_bare"),
             "delta_ef": row.get("delta_ef"),
+            "host_drop": row.get("host_drop") or None,  # eV: host relaxed again from a pair below it
             "pairs": "; ".join(
                 f"{p.get('pair')} {p.get('interstitial')}: "
                 + ("failed" if p.get("ef") is None else f"{p['ef']:.3f}")
@@ -297,7 +300,9 @@ def write_tables(
             "ΔE_F = E_F(ligand) − E_F(bare). Flagged pairs (below-pristine, ligand-binds-interstitial, "
             "recombined, unconverged) are listed in `pairs` and not used. Rows whose method is DFT relax the "
             "screen's lowest usable pair again with the campaign's verification protocol on the DFT host, and "
-            "the screen's next usable pair if DFT left that one unusable (both in `pairs`).\n\n",
+            "the screen's next usable pair if DFT left that one unusable (both in `pairs`). E(pristine) is the "
+            "lowest host known: a pair below its host starts a relaxation of the host from that pair with the "
+            "halide put back; `host_drop` is how far (eV) that took the host down.\n\n",
         )
     from ligbind.analysis.passivation import write_passivation_table  # passivation.csv|md when present
 

@@ -15,6 +15,13 @@ one; none if the bare slab has no such site), positive = the ligand makes vacanc
 Flags (a flagged site is kept in the table and left out of E_vac): ``unconverged``; ``vacancy-refilled``
 (another halide moved into the vacant site: the vacancy migrated during the relaxation); ``ligand-fills-
 vacancy`` (a ligand atom took the vacant site); ``below-pristine`` (E_vac < 0: not a defect).
+
+Host refinement: a vacancy can let the surface around it relax into a lower basin than the host it was made
+on, and E_vac against that host is then too low. Up to :data:`HOST_REFINEMENTS` of the lowest usable
+vacancies (a setting) are refilled (the halide put back on its site, every other atom where the vacancy
+relaxed it: :func:`ligbind.builders.vacancies.refill_vacancy`) and relaxed as hosts; E_vac is taken against
+the lowest host found, in the row of the host it started from (``host_drop``, eV, and the rounds in
+``host_refinements``). The recipe :func:`ligbind.recipes.defects.lower_vacancy_host` does it.
 """
 
 from __future__ import annotations
@@ -34,6 +41,8 @@ from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
 from ligbind.store import ResultStore, structure_hash
 
+HOST_REFINEMENTS = 1  # lowest vacancies refilled and relaxed as hosts (compute.vacancy.host_refinements)
+MAX_HOST_REFINEMENTS = 4
 REFILL_DISTANCE = 1.0  # Å: a halide this close to the vacant site refilled it
 LIGAND_FILL_DISTANCE = 1.5  # Å: a ligand atom this close to the vacant site took it
 
@@ -57,6 +66,8 @@ class VacancyHostOutcome:
     host_key: str = ""
     key: str = ""
     campaign: str | None = None
+    host_drop: float = 0.0
+    host_refinements: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -165,9 +176,16 @@ def analyse_vacancy(
     bare: VacancyHostOutcome | None = None,
     store: ResultStore | None = None,
     campaign: str | None = None,
+    lower_host: Result | None = None,
+    host_refinements: list[dict[str, Any]] | None = None,
 ) -> VacancyHostOutcome:
-    """E_vac on ``host`` (ΔE_vac against ``bare`` for a ligand host), stored as one row of kind ``vacancy``."""
-    e_vac, rows = evaluate_vacancies(host, sites, references, protocol, delta_mu_x, charge, mu_e)
+    """E_vac on ``host`` (ΔE_vac against ``bare`` for a ligand host), stored as one row of kind ``vacancy``.
+
+    ``lower_host``: the host relaxed again lower from a refilled vacancy (its ``host_refinements`` rounds),
+    which E_vac is taken against; the row stays the host's (:func:`vacancy_key`).
+    """
+    pristine = lower_host if lower_host is not None else host
+    e_vac, rows = evaluate_vacancies(pristine, sites, references, protocol, delta_mu_x, charge, mu_e)
     refs = {
         el: {
             "reference": f"1/2 E({el}2) + Δμ_{el}",
@@ -186,9 +204,11 @@ def analyse_vacancy(
         mu_e=mu_e,
         references=refs,
         sites=rows,
-        e_host=host.energy,
-        host_key=host.key,
+        e_host=pristine.energy,
+        host_key=pristine.key,
         campaign=campaign,
+        host_drop=host.energy - pristine.energy,
+        host_refinements=list(host_refinements or []),
     )
     best = lowest_by_element(rows)
     out.element = next((el for el, (_, v) in best.items() if v == e_vac), None)
@@ -215,6 +235,7 @@ def analyse_vacancy(
             delta_e_vac=out.delta_e_vac,
             delta_mu_x=delta_mu_x,
             charge=charge,
+            host_drop=out.host_drop,
             mu_x=";".join(f"{el}:{v['mu_x']:.4f}" for el, v in refs.items()),
             campaign=campaign,
         )

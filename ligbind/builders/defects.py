@@ -169,3 +169,28 @@ def _distinct_pairs(atoms: Atoms, candidates: list, limit: int) -> list:
         if len(chosen) == before:
             break
     return chosen
+
+
+RESTORE_CLEARANCE = 1.5  # Å: a site with another atom this close is taken (the pair recombined through it)
+
+
+def undo_frenkel(pair: Atoms, host: Atoms) -> Atoms | None:
+    """A pristine start from a relaxed Frenkel pair: its moved halide (``info['vacancy_atom']``) put back on
+    its site in ``host``, every other atom where the pair relaxed it.
+
+    If another atom now sits on that site (the pair recombined through a neighbour), the relaxed pair as it is
+    (it is pristine already). None when ``pair`` is not ``host`` with one atom moved (other atoms or order).
+    """
+    if len(pair) != len(host) or pair.get_chemical_symbols() != host.get_chemical_symbols():
+        return None
+    if "vacancy_atom" not in pair.info:
+        return None
+    moved = int(pair.info["vacancy_atom"])
+    start = pair.copy()
+    start.calc = None
+    site = host.positions[moved]
+    others = np.delete(np.arange(len(start)), moved)
+    d = np.linalg.norm(find_mic(start.positions[others] - site, start.cell, start.pbc)[0], axis=1)
+    if d.min() >= RESTORE_CLEARANCE:
+        start.positions[moved] = site
+    return start

@@ -144,6 +144,25 @@ def make_vacancy(host: Atoms, site: int) -> Atoms:
     return defect
 
 
+def refill_vacancy(vacancy: Atoms, host: Atoms, site: int, clearance: float = 1.5) -> Atoms | None:
+    """A pristine start from a relaxed vacancy: ``host`` with every atom where the vacancy relaxed it and the
+    removed halide ``site`` back on its place in ``host``.
+
+    None when ``vacancy`` is not ``host`` less atom ``site``, or when another atom sits within ``clearance`` Å
+    of the site (it was refilled: the vacancy moved).
+    """
+    others = np.delete(np.arange(len(host)), site)
+    if len(vacancy) != len(others) or vacancy.get_chemical_symbols() != [host[i].symbol for i in others]:
+        return None
+    d = np.linalg.norm(find_mic(vacancy.positions - host.positions[site], host.cell, host.pbc)[0], axis=1)
+    if d.min() < clearance:
+        return None
+    start = host.copy()
+    start.calc = None
+    start.positions[others] = vacancy.positions
+    return start
+
+
 def hop_partner(host: Atoms, site: int, max_hop: float = MAX_HOP) -> int:
     """The top-surface halide of the same element nearest ``site`` (minimum image); ties: nearest a ligand.
 

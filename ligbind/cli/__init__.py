@@ -739,12 +739,16 @@ def cmd_frenkel(args: argparse.Namespace) -> None:
             mode=mode,
             n_configs=configs,
             max_pairs=args.pairs,
+            host_refinements=args.host_refinements,
             store=store,
             workdir=args.workdir,
             progress=step,
         )
     fmt = lambda v: "n/a" if v is None else f"{v:+.3f} eV"  # noqa: E731
     lines = [f"E_F(bare) = {fmt(out.ef_bare)} (lowest of {len(out.pairs_bare)} pairs)"]
+    for host, drop in (("bare", out.host_drop_bare), (args.ligand, out.host_drop_ligand)):
+        if drop:  # E_F was taken against a host relaxed again from a pair below it
+            lines.append(f"  ({host} host relaxed again from a pair below it: {drop:.3f} eV lower)")
     if args.ligand:
         lines.append(f"E_F({args.ligand}) = {fmt(out.ef_ligand)};  ΔE_F = {fmt(out.delta_ef)}")
     _print(out.as_dict(), args.json, "\n".join(lines))
@@ -830,6 +834,12 @@ def register_calculation_commands(sub) -> None:
         type=int_in("number of Frenkel pairs", 1, MAX_PAIRS),
         default=4,
         help="vacancy–interstitial pairs to relax",
+    )
+    p.add_argument(
+        "--host-refinements",
+        type=int_in("host refinement rounds", 0, 5),
+        default=2,
+        help="times the host is relaxed again from a pair that lies below it (default 2; 0: flag the pair)",
     )
     _add_calc_options(p)
     p.set_defaults(func=cmd_frenkel)

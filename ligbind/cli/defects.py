@@ -48,6 +48,10 @@ def _vacancy_lines(host: dict) -> list[str]:
         f"E_vac({name}) = {_fmt(host['e_vac'])} ({host.get('element')}) = E(slab−X) + μ_X − E(slab), lowest usable site; "
         f"E(slab) {host['e_host']:.4f} eV{charge}"
     )
+    if host.get("host_drop"):
+        lines.append(
+            f"  [{name}] slab relaxed again from a refilled vacancy: {host['host_drop']:.3f} eV lower"
+        )
     return lines
 
 
@@ -70,6 +74,7 @@ def cmd_vacancy(args: argparse.Namespace) -> None:
             delta_mu_x=args.mu_x,
             charge=args.charge,
             mu_e=args.mu_e,
+            host_refinements=args.host_refinements,
             store=store,
             workdir=args.workdir,
             progress=step,
@@ -170,6 +175,12 @@ def register_defect_commands(sub) -> None:
         type=int_in("number of vacancy sites", 1, MAX_SITES),
         default=2,
         help="symmetry-distinct sites relaxed per host when --site is not given (default 2)",
+    )
+    p.add_argument(
+        "--host-refinements",
+        type=int_in("host refinement rounds", 0, 4),
+        default=1,
+        help="lowest vacancies refilled and relaxed again as the slab; E_vac against the lowest (default 1)",
     )
     p.add_argument(
         "--mu-x",

@@ -268,7 +268,7 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
         "compute": {
             "binding": spec.compute.binding,
             "coadsorption": pairs,
-            "frenkel": {"bare": frenkel.bare, "ligands": list(frenkel.ligands), "pairs": frenkel.pairs},
+            "frenkel": _frenkel_settings(spec.compute),
             "passivation": spec.compute.passivation.model_dump() if spec.compute.passivation else None,
             "complexes": _complexes_settings(spec, path, specs),
             **defect_compute(spec.compute, names, refuse),  # vacancy, migration (engine/defect_steps.py)
@@ -295,6 +295,16 @@ def load_campaign(path: str | Path, *, workdir: str | Path | None = None) -> dic
     campaign["compute"].update(resolve_coverage(spec.compute, names, campaign, refuse))
     check_defect_campaign(campaign, refuse)
     return campaign
+
+
+def _frenkel_settings(compute) -> dict[str, Any]:
+    """The resolved ``compute.frenkel``; ``host_refinements`` only where a Frenkel pair is computed (bare,
+    ligands, the passivated slab, treatments): a campaign without one keeps the settings it was screened with."""
+    f = compute.frenkel
+    out = {"bare": f.bare, "ligands": list(f.ligands), "pairs": f.pairs}
+    if f.bare or f.ligands or (compute.passivation and compute.passivation.frenkel) or compute.treatments:
+        out["host_refinements"] = f.host_refinements
+    return out
 
 
 def _surface(spec: CampaignSpec, slab: dict[str, Any], refuse) -> str:
@@ -569,7 +579,8 @@ def step_frenkel_pair(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: in
 
 def step_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     """E_F (lowest usable pair) on the bare slab or with ``ligand``; ΔE_F against the bare slab's row."""
-    from ligbind.analysis.frenkel import analyse_frenkel, frenkel_key, load_frenkel
+    from ligbind.analysis.frenkel import frenkel_key, load_frenkel
+    from ligbind.recipes import frenkel_on_lowest_host
 
     tag = ligand or "bare"
     pairs = []
@@ -579,15 +590,15 @@ def step_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
         pairs.append((r.atoms.info if r is not None else {"pair": k}, r))
     store = _store(c)
     bare = load_frenkel(store, frenkel_key(_passed(c, keys, "slab"), None)) if ligand else None
-    return analyse_frenkel(
-        frenkel_host(c, keys, ligand),
-        pairs,
-        c["protocol"],
-        ligand=ligand,
-        bare=bare,
-        store=store,
-        campaign=c["name"],
-    )
+    return frenkel_on_lowest_host(
+        frenkel_host(c, keys, ligand), pairs, c["protocol"], store, _calcdir(c),
+        refinements=host_refinements(c), ligand=ligand, bare=bare, campaign=c["name"],
+    )  # fmt: skip
+
+
+def host_refinements(c: dict[str, Any]) -> int:
+    """The campaign's compute.frenkel.host_refinements (a campaign saved before it existed: none)."""
+    return int(c["compute"]["frenkel"].get("host_refinements", 0))
 
 
 # ---------------------------------------------------------------------------------------- verification
@@ -779,23 +790,28 @@ def step_verify_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
 
 def verify_frenkel(c: dict[str, Any], screen, host: Result, ligand: str | None, bare):
     """The screen's lowest usable Frenkel pair on a host (``screen``: its FrenkelOutcome), its ML-relaxed geometry
-    relaxed again with DFT and judged against the DFT ``host``, the screen's next pair in its place if DFT left
-    it unusable (:data:`DEFECT_RESERVE`); ΔE_F against ``bare`` (the DFT bare E_F)."""
-    from ligbind.analysis.frenkel import analyse_frenkel, evaluate_frenkel
+    relaxed again with DFT and judged against the DFT ``host`` (or the lower host a pair below it leads to:
+    :func:`ligbind.recipes.lower_frenkel_host`), the screen's next pair in its place if DFT left it unusable
+    (:data:`DEFECT_RESERVE`); ΔE_F against ``bare`` (the DFT bare E_F)."""
+    from ligbind.analysis.frenkel import evaluate_frenkel
     from ligbind.jobs import relax, result_from_row
+    from ligbind.recipes import frenkel_on_lowest_host, lower_frenkel_host
 
-    dft, tag, store = c["verify"]["protocol"], ligand or "bare", _store(c)
-    tried = []
+    dft, tag, store, workdir = c["verify"]["protocol"], ligand or "bare", _store(c), _calcdir(c)
+    tried, rounds = [], host_refinements(c)
     for pair in usable_in_order(
         screen.pairs if screen is not None else [], "ef", f"Frenkel pair on the {tag} host"
     ):
         start = result_from_row(store.get(pair["key"]), c["protocol"]).atoms
         start.calc = None
         start.info["label"] = f"verify:frenkel:{tag}:{pair['pair']}"
-        tried.append((dict(start.info), relax(start, dft, store=store, workdir=_calcdir(c))))
-        if evaluate_frenkel(host, tried, dft)[0] is not None:
+        tried.append((dict(start.info), relax(start, dft, store=store, workdir=workdir)))
+        lowest, _ = lower_frenkel_host(host, tried, dft, store, workdir, rounds, tag)
+        if evaluate_frenkel(lowest, tried, dft)[0] is not None:
             break  # usable with DFT; else the screen's next pair
-    return analyse_frenkel(host, tried, dft, ligand=ligand, bare=bare, store=store, campaign=c["name"])
+    return frenkel_on_lowest_host(
+        host, tried, dft, store, workdir, refinements=rounds, ligand=ligand, bare=bare, campaign=c["name"],
+    )  # fmt: skip
 
 
 def plan_host_verification(add, step: str, hosts: list[str | None], dft_slab: str) -> None:

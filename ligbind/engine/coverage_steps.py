@@ -189,8 +189,9 @@ def step_treatment_frenkel(c: dict[str, Any], keys: KeyMap, treatment: str):
     """Eb per unit of the treatment layer (against the campaign's slab reference, as coverage; the slab in a
     campaign without ligands), and E_F on it with ΔE_F against the bare slab's Frenkel row."""
     from ligbind.analysis.coverage import analyse_coverage
-    from ligbind.analysis.frenkel import analyse_frenkel, frenkel_key, load_frenkel
-    from ligbind.recipes import against_reference
+    from ligbind.analysis.frenkel import frenkel_key, load_frenkel
+    from ligbind.engine.campaign import host_refinements
+    from ligbind.recipes import against_reference, frenkel_on_lowest_host
     from ligbind.recipes.coverage import treatment_label
 
     store, protocol = _store(c), c["protocol"]
@@ -215,7 +216,10 @@ def step_treatment_frenkel(c: dict[str, Any], keys: KeyMap, treatment: str):
             r = _passed(c, keys, step)
             pairs.append((r.atoms.info, r))
     bare = load_frenkel(store, frenkel_key(slab, None))
-    return analyse_frenkel(host, pairs, protocol, ligand=label, bare=bare, store=store, campaign=c["name"])
+    return frenkel_on_lowest_host(
+        host, pairs, protocol, store, _calcdir(c), refinements=host_refinements(c), ligand=label, bare=bare,
+        campaign=c["name"],
+    )  # fmt: skip
 
 
 def _split(config: str) -> tuple[str, int]:

@@ -55,6 +55,8 @@ def defect_compute(compute, names: list[str], refuse) -> dict[str, Any]:
             "sites": v.sites,
             "mu_x": v.mu_x,
             "passivated": v.passivated,
+            # only where a vacancy is computed: a campaign without one keeps the settings it was screened with
+            **({"host_refinements": v.host_refinements} if v.bare or v.ligands or v.passivated else {}),
         },
         "migration": {
             "bare": m.bare,
@@ -133,9 +135,10 @@ def step_vacancy_site(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: in
 
 
 def step_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
-    """E_vac on one host from the vacancy keys passed down; ΔE_vac against the bare slab's row."""
-    from ligbind.analysis.vacancy import analyse_vacancy, load_vacancy, vacancy_key
-    from ligbind.recipes.defects import relax_reference
+    """E_vac on one host from the vacancy keys passed down (against the lowest host known:
+    :func:`ligbind.recipes.defects.lower_vacancy_host`); ΔE_vac against the bare slab's row."""
+    from ligbind.analysis.vacancy import load_vacancy, vacancy_key
+    from ligbind.recipes.defects import relax_reference, vacancy_on_lowest_host
 
     spec, tag = c["compute"]["vacancy"], ligand or "bare"
     store, workdir, protocol = _store(c), _calcdir(c), c["protocol"]
@@ -153,10 +156,15 @@ def step_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     bare = None
     if ligand is not None:
         bare = load_vacancy(store, vacancy_key(_passed(c, keys, "slab"), None, spec["mu_x"], 0))
-    return analyse_vacancy(
-        host, sites, refs, protocol, delta_mu_x=spec["mu_x"], ligand=ligand, bare=bare, store=store,
-        campaign=c["name"],
+    return vacancy_on_lowest_host(
+        host, sites, refs, protocol, store, workdir, refinements=_host_refinements(c),
+        delta_mu_x=spec["mu_x"], ligand=ligand, bare=bare, campaign=c["name"],
     )  # fmt: skip
+
+
+def _host_refinements(c: dict[str, Any]) -> int:
+    """The campaign's compute.vacancy.host_refinements (a campaign saved before it existed: none)."""
+    return int(c["compute"]["vacancy"].get("host_refinements", 0))
 
 
 def _endpoints(c: dict[str, Any], keys: KeyMap, host: Result):
@@ -224,9 +232,15 @@ def verified_hosts(c: dict[str, Any], what: str = "vacancy") -> list[str | None]
 def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     """E_vac with the verification (DFT) protocol at the screen's lowest usable site of the host (AdsorbML
     pattern): the same halide removed from the DFT-relaxed host, relaxed with DFT, against DFT ½E(X2); the
-    screen's next usable site in its place if DFT leaves it unusable (refilled: :data:`DEFECT_RESERVE`)."""
-    from ligbind.analysis.vacancy import analyse_vacancy, evaluate_vacancies, load_vacancy
-    from ligbind.recipes.defects import relax_reference, relax_vacancy, vacancy_structures
+    screen's next usable site in its place if DFT leaves it unusable (refilled: :data:`DEFECT_RESERVE`); E_vac
+    against the lowest DFT host known (:func:`ligbind.recipes.defects.lower_vacancy_host`)."""
+    from ligbind.analysis.vacancy import evaluate_vacancies, load_vacancy
+    from ligbind.recipes.defects import (
+        relax_reference,
+        relax_vacancy,
+        vacancy_on_lowest_host,
+        vacancy_structures,
+    )
 
     dft, spec, tag = c["verify"]["protocol"], c["compute"]["vacancy"], ligand or "bare"
     store, workdir = _store(c), _calcdir(c)
@@ -245,9 +259,9 @@ def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
         if ligand and keys.get("verify-vacancy/bare")
         else None
     )
-    return analyse_vacancy(
-        host, tried, references, dft, delta_mu_x=spec["mu_x"], ligand=ligand, bare=bare, store=store,
-        campaign=c["name"],
+    return vacancy_on_lowest_host(
+        host, tried, references, dft, store, workdir, refinements=_host_refinements(c),
+        delta_mu_x=spec["mu_x"], ligand=ligand, bare=bare, campaign=c["name"],
     )  # fmt: skip
 
 

@@ -205,8 +205,10 @@ def step_passivation_frenkel_pair(c: dict[str, Any], keys: KeyMap, k: int) -> Re
 
 def step_passivation_frenkel(c: dict[str, Any], keys: KeyMap):
     """E_F on the best passivated slab, ΔE_F against the bare slab; both added to the passivation row."""
-    from ligbind.analysis.frenkel import analyse_frenkel, frenkel_key, load_frenkel
+    from ligbind.analysis.frenkel import frenkel_key, load_frenkel
     from ligbind.analysis.passivation import store_passivation
+    from ligbind.engine.campaign import host_refinements
+    from ligbind.recipes import frenkel_on_lowest_host
 
     store, out = _store(c), _outcome(c, keys)
     pairs = []
@@ -216,15 +218,10 @@ def step_passivation_frenkel(c: dict[str, Any], keys: KeyMap):
         pairs.append((r.atoms.info if r is not None else {"pair": k}, r))
     slab = _passed(c, keys, "slab")
     bare = load_frenkel(store, frenkel_key(slab, None))
-    treated = analyse_frenkel(
-        passivated_host(c, keys),
-        pairs,
-        c["protocol"],
-        ligand=out.treatment,
-        bare=bare,
-        store=store,
-        campaign=c["name"],
-    )
+    treated = frenkel_on_lowest_host(
+        passivated_host(c, keys), pairs, c["protocol"], store, _calcdir(c),
+        refinements=host_refinements(c), ligand=out.treatment, bare=bare, campaign=c["name"],
+    )  # fmt: skip
     out.ef_bare = bare.ef if bare is not None else None
     out.ef_passivated, out.delta_ef = treated.ef, treated.delta_ef
     store_passivation(store, slab, out, c["protocol"])

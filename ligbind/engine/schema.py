@@ -25,7 +25,10 @@ from pydantic import (
     model_validator,
 )
 
+from ligbind.analysis.frenkel import HOST_REFINEMENTS, MAX_HOST_REFINEMENTS
 from ligbind.analysis.migration import ENDPOINT_REFINEMENTS
+from ligbind.analysis.vacancy import HOST_REFINEMENTS as VACANCY_HOST_REFINEMENTS
+from ligbind.analysis.vacancy import MAX_HOST_REFINEMENTS as VACANCY_MAX_HOST_REFINEMENTS
 from ligbind.errors import LigbindError
 from ligbind.protocols import DEFAULT_PROTOCOL
 
@@ -136,6 +139,10 @@ class FrenkelSpec(_Strict):
     bare: bool = False
     ligands: list[str] = Field(default_factory=list)
     pairs: Annotated[int, Field(ge=1, le=MAX_PAIRS)] = 3
+    host_refinements: Annotated[int, Field(ge=0, le=MAX_HOST_REFINEMENTS)] = Field(
+        HOST_REFINEMENTS,
+        description="times a host is relaxed again from a pair that lies below it, at most (0: flag the pair)",
+    )
 
     @field_validator("ligands")
     @classmethod
@@ -201,6 +208,10 @@ class VacancySpec(_Strict):
     sites: Annotated[int, Field(ge=1, le=20)] = 1
     mu_x: Annotated[float, Field(ge=-5, le=0)] = Field(0.0, description="eV relative to ½E(X2); 0 = X2-rich")
     passivated: bool = Field(False, description="also on the K–Br-passivated slab of compute.passivation")
+    host_refinements: Annotated[int, Field(ge=0, le=VACANCY_MAX_HOST_REFINEMENTS)] = Field(
+        VACANCY_HOST_REFINEMENTS,
+        description="lowest vacancies refilled and relaxed again as the host; E_vac against the lowest (0: none)",
+    )
 
     _distinct = field_validator("ligands")(FrenkelSpec._distinct.__func__)
 

@@ -18,7 +18,13 @@ from ase import Atoms
 from ligbind.analysis.anomalies import complex_anomalies
 from ligbind.analysis.binding import BindingOutcome, analyse_binding
 from ligbind.analysis.coadsorption import CoadsorptionOutcome, analyse_coadsorption
-from ligbind.analysis.frenkel import FrenkelHostOutcome, analyse_frenkel
+from ligbind.analysis.frenkel import (
+    HOST_REFINEMENTS,
+    HOST_TOLERANCE,
+    MAX_HOST_REFINEMENTS,
+    FrenkelHostOutcome,
+    analyse_frenkel,
+)
 from ligbind.builders.ligands import LigandEntry, ligand_conformers, resolve_ligand
 from ligbind.builders.placement import place_ligand
 from ligbind.builders.slab import check_pbi2_terminated, vacuum_thickness
@@ -431,6 +437,8 @@ class FrenkelOutcome:
     ef_ligand: float | None = None
     pairs_ligand: list[dict[str, Any]] | None = None
     delta_ef: float | None = None
+    host_drop_bare: float = 0.0  # eV the host went down, relaxed again from a pair below it
+    host_drop_ligand: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -446,16 +454,110 @@ def frenkel_structures(host: Result, max_pairs: int, tag: str) -> list[Atoms]:
     return pairs
 
 
+def lower_frenkel_host(
+    host: Result,
+    pairs: list[tuple[dict[str, Any], Result | None]],
+    protocol: dict[str, Any],
+    store: ResultStore,
+    workdir: Path,
+    refinements: int = HOST_REFINEMENTS,
+    tag: str = "bare",
+) -> tuple[Result, list[dict[str, Any]]]:
+    """The lowest host known and the rounds that found it: up to ``refinements`` times, the host relaxed again
+    from the lowest converged pair below it (by :data:`HOST_TOLERANCE`) with the moved halide put back
+    (:func:`ligbind.builders.defects.undo_frenkel`); a round that ends no lower stops.
+
+    A pair below its host is a surface that found a lower basin through the defect (measured with gpaw-quick:
+    the DFT bare slab 0.27 eV above a pair); the pair's own E_F is then taken against the basin's pristine
+    surface, not the host it was built on. Each round: pair, ``e_host``, ``drop`` (eV), status, key, ``lower``.
+    """
+    from ligbind.builders.defects import undo_frenkel
+
+    current, rounds, used = host, [], set()
+    for _ in range(refinements):
+        below = [
+            (info, r)
+            for info, r in pairs
+            if r is not None
+            and r.converged
+            and info.get("pair") not in used
+            and r.energy < current.energy - HOST_TOLERANCE
+        ]
+        if not below:
+            break
+        info, pair = min(below, key=lambda x: x[1].energy)
+        used.add(info.get("pair"))
+        start = undo_frenkel(pair.atoms, host.atoms)
+        if start is None:  # not the host's atoms with one moved (cannot be put back)
+            break
+        start.set_constraint(host.atoms.constraints)
+        start.info = {**host.atoms.info, "label": f"host:{tag}:from-pair-{info.get('pair')}"}
+        try:
+            new = relax(start, protocol, store=store, workdir=workdir, prerelax=False)
+        except LigbindError as exc:  # the analysis goes on against the host it has
+            rounds.append({"pair": info.get("pair"), "status": "failed", "error": str(exc), "lower": False})
+            break
+        lower = new.converged and new.energy < current.energy - HOST_TOLERANCE
+        rounds.append(
+            {
+                "pair": info.get("pair"),
+                "e_host": new.energy,
+                "drop": current.energy - new.energy,
+                "status": new.status,
+                "key": new.key,
+                "lower": bool(lower),
+            }
+        )
+        if not lower:
+            break
+        current = new
+    return current, rounds
+
+
+def frenkel_on_lowest_host(
+    host: Result,
+    pairs: list[tuple[dict[str, Any], Result | None]],
+    protocol: dict[str, Any],
+    store: ResultStore,
+    workdir: Path,
+    *,
+    refinements: int = HOST_REFINEMENTS,
+    ligand: str | None = None,
+    bare: FrenkelHostOutcome | None = None,
+    include_flagged: bool = False,
+    campaign: str | None = None,
+) -> FrenkelHostOutcome:
+    """E_F of relaxed ``pairs`` on ``host`` against the lowest host known (:func:`lower_frenkel_host`), stored
+    as the host's Frenkel row (:func:`ligbind.analysis.frenkel.analyse_frenkel`): every path's Frenkel analysis."""
+    lower, rounds = lower_frenkel_host(
+        host, pairs, protocol, store, Path(workdir), refinements, ligand or "bare"
+    )
+    return analyse_frenkel(
+        host, pairs, protocol, ligand=ligand, bare=bare, include_flagged=include_flagged, store=store,
+        campaign=campaign, lower_host=lower, host_refinements=rounds,
+    )  # fmt: skip
+
+
 def _frenkel_on(
-    host: Result, protocol, store, workdir, max_pairs, progress, ligand, bare=None, include_flagged=False
+    host: Result,
+    protocol,
+    store,
+    workdir,
+    max_pairs,
+    progress,
+    ligand,
+    bare=None,
+    include_flagged=False,
+    refinements=HOST_REFINEMENTS,
 ) -> FrenkelHostOutcome:
     pairs = []
     for defect in frenkel_structures(host, max_pairs, ligand or "bare"):
         progress(f"{ligand or 'bare'} pair {defect.info['pair']}")
         pairs.append((defect.info, relax(defect, protocol, store=store, workdir=workdir)))
-    return analyse_frenkel(
-        host, pairs, protocol, ligand=ligand, bare=bare, include_flagged=include_flagged, store=store
-    )
+    return frenkel_on_lowest_host(
+        host, pairs, protocol, store, workdir, refinements=refinements, ligand=ligand, bare=bare,
+        include_flagged=include_flagged,
+    )  # fmt: skip
 
 
 def frenkel(
@@ -469,16 +571,22 @@ def frenkel(
     store: ResultStore | None = None,
     workdir: str | Path = "runs",
     include_flagged: bool = False,
+    host_refinements: int = HOST_REFINEMENTS,
     overrides: dict[str, Any] | None = None,
     progress: Progress = _noop,
 ) -> FrenkelOutcome:
     """Iodine Frenkel pair energy on the bare slab and, with ``ligand``, on its best ligand@slab; ΔE_F.
 
-    Each host gets one stored row of kind ``frenkel`` (see :mod:`ligbind.analysis.frenkel`).
+    Each host gets one stored row of kind ``frenkel`` (see :mod:`ligbind.analysis.frenkel`); E_F is taken
+    against the lowest host known (up to ``host_refinements`` re-relaxations from pairs below it).
     """
     protocol = _resolve(protocol, overrides)
     if max_pairs < 1:
         raise LigbindError(f"bad number of Frenkel pairs {max_pairs}: need at least 1")
+    if not 0 <= host_refinements <= MAX_HOST_REFINEMENTS:
+        raise LigbindError(
+            f"bad number of host refinements {host_refinements}: need 0 to {MAX_HOST_REFINEMENTS}"
+        )
     entry = resolve_ligand(ligand) if ligand is not None else None
     check_pbi2_terminated(slab)
     store = store or ResultStore()
@@ -486,9 +594,10 @@ def frenkel(
     progress("slab")
     slab_result = relax_slab(slab, protocol, store, workdir).require_converged("slab relaxation")
     bare = _frenkel_on(
-        slab_result, protocol, store, workdir, max_pairs, progress, None, None, include_flagged
-    )
-    out = FrenkelOutcome(protocol["name"], bare.ef, bare.pairs)
+        slab_result, protocol, store, workdir, max_pairs, progress, None, None, include_flagged,
+        host_refinements,
+    )  # fmt: skip
+    out = FrenkelOutcome(protocol["name"], bare.ef, bare.pairs, host_drop_bare=bare.host_drop)
     if entry is not None:
         b = bind(
             slab,
@@ -502,14 +611,16 @@ def frenkel(
         )
         host = stored_complex(store, b, protocol)
         lig = _frenkel_on(
-            host, protocol, store, workdir, max_pairs, progress, entry.name, bare, include_flagged
-        )
+            host, protocol, store, workdir, max_pairs, progress, entry.name, bare, include_flagged,
+            host_refinements,
+        )  # fmt: skip
         out.ligand, out.ef_ligand, out.pairs_ligand, out.delta_ef = (
             entry.name,
             lig.ef,
             lig.pairs,
             lig.delta_ef,
         )
+        out.host_drop_ligand = lig.host_drop
     return out
 
 

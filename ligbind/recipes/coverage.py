@@ -23,7 +23,7 @@ from typing import Any
 from ase import Atoms
 
 from ligbind.analysis.coverage import CoverageOutcome, analyse_coverage, coverage_anomalies
-from ligbind.analysis.frenkel import FrenkelHostOutcome, analyse_frenkel
+from ligbind.analysis.frenkel import FrenkelHostOutcome
 from ligbind.builders.coverage import (
     MAI_LAYER,
     coverage_count,
@@ -38,7 +38,7 @@ from ligbind.builders.slab import check_pbi2_terminated
 from ligbind.errors import LigbindError
 from ligbind.jobs import Result, relax
 from ligbind.protocols import DEFAULT_PROTOCOL, load_protocol
-from ligbind.recipes import frenkel_structures, relax_ligand, relax_slab
+from ligbind.recipes import frenkel_on_lowest_host, frenkel_structures, relax_ligand, relax_slab
 from ligbind.store import ResultStore
 
 Progress = Callable[[str], None]
@@ -195,12 +195,13 @@ def frenkel_on_host(
     bare: FrenkelHostOutcome | None,
     progress: Progress,
 ) -> FrenkelHostOutcome:
-    """Relax each Frenkel-pair structure of ``host`` and analyse them (stored row of kind ``frenkel``)."""
+    """Relax each Frenkel-pair structure of ``host`` and analyse them against the lowest host known (stored row
+    of kind ``frenkel``)."""
     pairs = []
     for defect in structures:
         progress(f"{label or 'bare'} pair {defect.info['pair']}")
         pairs.append((defect.info, relax(defect, protocol, store=store, workdir=workdir)))
-    return analyse_frenkel(host, pairs, protocol, ligand=label, bare=bare, store=store)
+    return frenkel_on_lowest_host(host, pairs, protocol, store, workdir, ligand=label, bare=bare)
 
 
 def treatment_frenkel(

@@ -20,6 +20,7 @@ import numpy as np
 from ase import Atoms
 
 import ligbind.jobs as jobs
+from ligbind.analysis.frenkel import HOST_TOLERANCE
 from ligbind.analysis.migration import (
     ENDPOINT_REFINEMENTS,
     ENDPOINT_TOLERANCE,
@@ -30,7 +31,14 @@ from ligbind.analysis.migration import (
     load_barrier,
     reuse_barrier,
 )
-from ligbind.analysis.vacancy import VacancyHostOutcome, analyse_vacancy, odd_electrons
+from ligbind.analysis.vacancy import HOST_REFINEMENTS as VACANCY_HOST_REFINEMENTS
+from ligbind.analysis.vacancy import MAX_HOST_REFINEMENTS as MAX_VACANCY_HOST_REFINEMENTS
+from ligbind.analysis.vacancy import (
+    VacancyHostOutcome,
+    analyse_vacancy,
+    evaluate_vacancies,
+    odd_electrons,
+)
 from ligbind.builders.slab import check_pbi2_terminated
 from ligbind.builders.vacancies import (
     MAX_HOP,
@@ -40,6 +48,7 @@ from ligbind.builders.vacancies import (
     hop_partner,
     make_vacancy,
     migration_endpoints,
+    refill_vacancy,
     surface_halide_sites,
     symmetry_image,
 )
@@ -128,6 +137,89 @@ def relax_vacancy(defect: Atoms, protocol: dict[str, Any], store, workdir: Path,
     return jobs.relax(defect, protocol, store=store, workdir=workdir)
 
 
+def lower_vacancy_host(
+    host: Result,
+    sites: list[tuple[dict[str, Any], Result | None]],
+    references: dict[str, Result],
+    protocol: dict[str, Any],
+    store,
+    workdir: Path,
+    refinements: int = VACANCY_HOST_REFINEMENTS,
+    delta_mu_x: float = 0.0,
+    charge: int = 0,
+    mu_e: float | None = None,
+) -> tuple[Result, list[dict[str, Any]]]:
+    """The lowest host known and the rounds that found it: the ``refinements`` lowest usable (or below-pristine)
+    vacancies, one after the other, refilled (:func:`ligbind.builders.vacancies.refill_vacancy`) and relaxed as the host
+    (neutral, as the host); the lowest result replaces ``host`` if it is :data:`HOST_TOLERANCE` lower, and a
+    round that ends no lower stops. Each round: site, ``e_host``, ``drop`` (eV), status, key, ``lower``.
+
+    A vacancy relaxes the surface around it, and it can take the surface into a basin the host's own
+    relaxation missed; E_vac against the host is then too low by the depth of that basin.
+    """
+    _, rows = evaluate_vacancies(host, sites, references, protocol, delta_mu_x, charge, mu_e)
+    usable = sorted(  # a vacancy below the host is no reason to leave it out here: it is the strongest hint
+        (row["e_vac"], k)
+        for k, row in enumerate(rows)
+        if row.get("status") == "converged" and set(row["flags"]) <= {"below-pristine"}
+    )
+    current, rounds = host, []
+    for _, k in usable[:refinements]:
+        info, vacancy_result = sites[k]
+        start = refill_vacancy(vacancy_result.atoms, host.atoms, int(info["site"]))
+        if start is None:
+            break
+        label = host.atoms.info.get("label", "slab")
+        start.info = {**host.atoms.info, "label": f"host:{label}:refilled-{info['site']}"}
+        try:
+            new = jobs.relax(start, protocol, store=store, workdir=workdir, prerelax=False)
+        except LigbindError as exc:  # the analysis goes on against the host it has
+            rounds.append({"site": info["site"], "status": "failed", "error": str(exc), "lower": False})
+            break
+        lower = new.converged and new.energy < current.energy - HOST_TOLERANCE
+        rounds.append(
+            {
+                "site": info["site"],
+                "e_host": new.energy,
+                "drop": current.energy - new.energy,
+                "status": new.status,
+                "key": new.key,
+                "lower": bool(lower),
+            }
+        )
+        if not lower:
+            break
+        current = new
+    return current, rounds
+
+
+def vacancy_on_lowest_host(
+    host: Result,
+    sites: list[tuple[dict[str, Any], Result | None]],
+    references: dict[str, Result],
+    protocol: dict[str, Any],
+    store,
+    workdir: Path,
+    *,
+    refinements: int = VACANCY_HOST_REFINEMENTS,
+    delta_mu_x: float = 0.0,
+    charge: int = 0,
+    mu_e: float | None = None,
+    ligand: str | None = None,
+    bare: VacancyHostOutcome | None = None,
+    campaign: str | None = None,
+) -> VacancyHostOutcome:
+    """E_vac of relaxed vacancies on ``host`` against the lowest host known (:func:`lower_vacancy_host`), stored
+    as the host's vacancy row (:func:`ligbind.analysis.vacancy.analyse_vacancy`): every path's analysis."""
+    lower, rounds = lower_vacancy_host(
+        host, sites, references, protocol, store, Path(workdir), refinements, delta_mu_x, charge, mu_e
+    )
+    return analyse_vacancy(
+        host, sites, references, protocol, delta_mu_x=delta_mu_x, charge=charge, mu_e=mu_e, ligand=ligand,
+        bare=bare, store=store, campaign=campaign, lower_host=lower, host_refinements=rounds,
+    )  # fmt: skip
+
+
 def vacancy_on(
     host: Result,
     protocol: dict[str, Any],
@@ -142,9 +234,11 @@ def vacancy_on(
     mu_e: float | None = None,
     ligand: str | None = None,
     bare: VacancyHostOutcome | None = None,
+    host_refinements: int = VACANCY_HOST_REFINEMENTS,
     progress: Progress = _noop,
 ) -> VacancyHostOutcome:
-    """E_vac on one relaxed host (any PbX2-terminated surface): vacancies, X2 references, analysis."""
+    """E_vac on one relaxed host (any PbX2-terminated surface): vacancies, X2 references, analysis against
+    the lowest host known (:func:`lower_vacancy_host`)."""
     tag = ligand or "bare"
     sites, refs = [], {}
     for defect in vacancy_structures(host, site, max_sites, tag):
@@ -156,9 +250,9 @@ def vacancy_on(
             )
         progress(f"{tag} vacancy {defect.info['site']}")
         sites.append((defect.info, relax_vacancy(defect, protocol, store, workdir, charge)))
-    return analyse_vacancy(
-        host, sites, refs, protocol, delta_mu_x=delta_mu_x, charge=charge, mu_e=mu_e, ligand=ligand,
-        bare=bare, store=store,
+    return vacancy_on_lowest_host(
+        host, sites, refs, protocol, store, workdir, refinements=host_refinements, delta_mu_x=delta_mu_x,
+        charge=charge, mu_e=mu_e, ligand=ligand, bare=bare,
     )  # fmt: skip
 
 
@@ -204,6 +298,7 @@ def vacancy(
     delta_mu_x: float = 0.0,
     charge: int = 0,
     mu_e: float | None = None,
+    host_refinements: int = VACANCY_HOST_REFINEMENTS,
     store: ResultStore | None = None,
     workdir: str | Path = "runs",
     overrides: dict[str, Any] | None = None,
@@ -219,6 +314,10 @@ def vacancy(
     check_chemical_potential(delta_mu_x, charge, mu_e)
     if max_sites < 1:
         raise LigbindError(f"bad number of vacancy sites {max_sites}: need at least 1")
+    if not 0 <= host_refinements <= MAX_VACANCY_HOST_REFINEMENTS:
+        raise LigbindError(
+            f"bad number of host refinements {host_refinements}: need 0 to {MAX_VACANCY_HOST_REFINEMENTS}"
+        )
     if site is not None:
         check_surface_halide(slab, site)
     probe = make_vacancy(slab, site if site is not None else surface_halide_sites(slab, 1)[0])
@@ -226,8 +325,9 @@ def vacancy(
     store = store or ResultStore()
     workdir = Path(workdir)
     kw = dict(
-        site=site, max_sites=max_sites, delta_mu_x=delta_mu_x, charge=charge, mu_e=mu_e, progress=progress
-    )
+        site=site, max_sites=max_sites, delta_mu_x=delta_mu_x, charge=charge, mu_e=mu_e, progress=progress,
+        host_refinements=host_refinements,
+    )  # fmt: skip
     progress("slab")
     from ligbind.recipes import relax_slab
 
