@@ -1068,6 +1068,7 @@ CAMPAIGN_BAD = {
         st.lists(_TEXT.filter(lambda t: t not in ("methylamine", "acetic-acid")), min_size=1, max_size=2),
     ),
     "compute.frenkel.pairs": _bad(_int_in(1, 50)),
+    "compute.frenkel.host_refinements": _bad(_int_in(0, 5)),
     "compute.complexes": _bad(lambda v: v is None or isinstance(v, dict) and not v),
     "compute.coverage": _bad(lambda v: v is None or isinstance(v, dict) and not v),
     "compute.treatments": st.one_of(

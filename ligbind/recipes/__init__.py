@@ -492,26 +492,27 @@ def lower_frenkel_host(
             break
         start.set_constraint(host.atoms.constraints)
         start.info = {**host.atoms.info, "label": f"host:{tag}:from-pair-{info.get('pair')}"}
-        try:
-            new = relax(start, protocol, store=store, workdir=workdir, prerelax=False)
-        except LigbindError as exc:  # the analysis goes on against the host it has
-            rounds.append({"pair": info.get("pair"), "status": "failed", "error": str(exc), "lower": False})
+        current, record = host_round(start, current, protocol, store, workdir, pair=info.get("pair"))
+        rounds.append(record)
+        if not record["lower"]:
             break
-        lower = new.converged and new.energy < current.energy - HOST_TOLERANCE
-        rounds.append(
-            {
-                "pair": info.get("pair"),
-                "e_host": new.energy,
-                "drop": current.energy - new.energy,
-                "status": new.status,
-                "key": new.key,
-                "lower": bool(lower),
-            }
-        )
-        if not lower:
-            break
-        current = new
     return current, rounds
+
+
+def host_round(
+    start: Atoms, current: Result, protocol: dict[str, Any], store: ResultStore, workdir: Path, **what: Any
+) -> tuple[Result, dict[str, Any]]:
+    """Relax ``start`` (a defect undone) as the host, without an ML pre-relaxation (it would leave the basin the
+    defect found): (the new host if it ends :data:`HOST_TOLERANCE` below ``current``, else ``current``; the
+    round's record: ``what``, e_host, drop (eV), status, key, lower). A failed relaxation is recorded, not
+    raised: the analysis goes on against the host it has."""
+    try:
+        new = relax(start, protocol, store=store, workdir=workdir, prerelax=False)
+    except LigbindError as exc:
+        return current, {**what, "status": "failed", "error": str(exc), "lower": False}
+    lower = bool(new.converged and new.energy < current.energy - HOST_TOLERANCE)
+    record = {"e_host": new.energy, "drop": current.energy - new.energy, "status": new.status, "key": new.key}
+    return (new if lower else current), {**what, **record, "lower": lower}
 
 
 def frenkel_on_lowest_host(

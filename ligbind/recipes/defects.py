@@ -20,7 +20,6 @@ import numpy as np
 from ase import Atoms
 
 import ligbind.jobs as jobs
-from ligbind.analysis.frenkel import HOST_TOLERANCE
 from ligbind.analysis.migration import (
     ENDPOINT_REFINEMENTS,
     ENDPOINT_TOLERANCE,
@@ -150,13 +149,15 @@ def lower_vacancy_host(
     mu_e: float | None = None,
 ) -> tuple[Result, list[dict[str, Any]]]:
     """The lowest host known and the rounds that found it: the ``refinements`` lowest usable (or below-pristine)
-    vacancies, one after the other, refilled (:func:`ligbind.builders.vacancies.refill_vacancy`) and relaxed as the host
-    (neutral, as the host); the lowest result replaces ``host`` if it is :data:`HOST_TOLERANCE` lower, and a
-    round that ends no lower stops. Each round: site, ``e_host``, ``drop`` (eV), status, key, ``lower``.
+    vacancies, one after the other, refilled (:func:`ligbind.builders.vacancies.refill_vacancy`) and relaxed as
+    the (neutral) host by :func:`ligbind.recipes.host_round`, which keeps the result if it ends lower; a round
+    that ends no lower stops. Each round: site, ``e_host``, ``drop`` (eV), status, key, ``lower``.
 
     A vacancy relaxes the surface around it, and it can take the surface into a basin the host's own
     relaxation missed; E_vac against the host is then too low by the depth of that basin.
     """
+    from ligbind.recipes import host_round
+
     _, rows = evaluate_vacancies(host, sites, references, protocol, delta_mu_x, charge, mu_e)
     usable = sorted(  # a vacancy below the host is no reason to leave it out here: it is the strongest hint
         (row["e_vac"], k)
@@ -171,25 +172,10 @@ def lower_vacancy_host(
             break
         label = host.atoms.info.get("label", "slab")
         start.info = {**host.atoms.info, "label": f"host:{label}:refilled-{info['site']}"}
-        try:
-            new = jobs.relax(start, protocol, store=store, workdir=workdir, prerelax=False)
-        except LigbindError as exc:  # the analysis goes on against the host it has
-            rounds.append({"site": info["site"], "status": "failed", "error": str(exc), "lower": False})
+        current, record = host_round(start, current, protocol, store, workdir, site=info["site"])
+        rounds.append(record)
+        if not record["lower"]:
             break
-        lower = new.converged and new.energy < current.energy - HOST_TOLERANCE
-        rounds.append(
-            {
-                "site": info["site"],
-                "e_host": new.energy,
-                "drop": current.energy - new.energy,
-                "status": new.status,
-                "key": new.key,
-                "lower": bool(lower),
-            }
-        )
-        if not lower:
-            break
-        current = new
     return current, rounds
 
 
