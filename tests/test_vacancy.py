@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 from ase import Atoms
 from ase.optimize import BFGS
@@ -325,3 +326,18 @@ def test_a_host_above_its_refilled_vacancy_is_replaced(tmp_path, ml_protocol):
     assert out.e_vac == pytest.approx(e_vac - _energy(lower.toatoms(), ml_protocol), abs=0.02)
     assert 0.5 < out.e_vac < 5.0  # an ordinary vacancy cost, unlike against the shaken host
     assert out.key == vacancy_key(host, None, 0.0, 0)
+
+    # a Frenkel analysis of the same host that found no lower host: its row shows the gap to the vacancy's host
+    from ligbind.analysis.defect_tables import vacancy_table
+    from ligbind.analysis.tables import frenkel_table
+    from ligbind.recipes import frenkel_on_lowest_host, frenkel_structures
+
+    pairs = [
+        (d.info, relax(d, ml_protocol, store=store, workdir=tmp_path))
+        for d in frenkel_structures(host, 1, "x")
+    ]
+    frenkel_on_lowest_host(host, pairs, ml_protocol, store, tmp_path, refinements=0)
+    (fr,) = frenkel_table(store).to_dict("records")
+    assert fr["host_gap"] == pytest.approx(out.host_drop)
+    (vac,) = vacancy_table(store).to_dict("records")
+    assert pd.isna(vac["host_gap"]) and vac["host_drop"] == pytest.approx(out.host_drop)

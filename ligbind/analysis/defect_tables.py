@@ -12,7 +12,7 @@ from ligbind.analysis.migration import (
     lowest_image,
     plot_profiles,
 )
-from ligbind.analysis.tables import _method, _query, _write
+from ligbind.analysis.tables import _method, _query, _write, host_gaps
 from ligbind.store import ResultStore
 
 DEFECT_COLUMNS = [
@@ -27,6 +27,7 @@ DEFECT_COLUMNS = [
     "charge",
     "e_host",
     "host_drop",
+    "host_gap",
     "sites",
     "flags",
     "protocol",
@@ -80,7 +81,7 @@ def vacancy_table(
     store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None
 ) -> pd.DataFrame:
     """One row per vacancy analysis (host × Δμ_X × charge): E_vac, its reference and every site (eV)."""
-    rows = []
+    rows, gaps = [], host_gaps(store, campaign, protocol_hash)
     for row in store.select(**_query("vacancy", campaign, protocol_hash)):
         out = row.data.get("outcome", {})
         refs = out.get("references", {})
@@ -99,6 +100,7 @@ def vacancy_table(
                 "charge": row.get("charge", 0),
                 "e_host": out.get("e_host"),
                 "host_drop": out.get("host_drop") or None,  # eV: host relaxed again from a refilled vacancy
+                "host_gap": gaps.get(row.get("key")),  # eV above the lowest host another analysis found
                 "sites": "; ".join(_site_text(s) for s in out.get("sites", [])),
                 "flags": row.get("flags", "none"),
                 "protocol": row.protocol,
@@ -191,7 +193,9 @@ def write_defect_tables(
             "the screen's lowest usable site of each host with the campaign's verification protocol, every term "
             "(host, vacancy, X2) DFT-relaxed, and the screen's next usable site if DFT left that one unusable "
             "(both in `sites`). E(slab) is the lowest host known (`e_host`): the lowest vacancy refilled and "
-            "relaxed as the host, when that ends lower; `host_drop` is by how much (eV).\n\n",
+            "relaxed as the host, when that ends lower; `host_drop` is by how much (eV); `host_gap`: how far (eV) "
+            "it lies above a lower host the Frenkel analysis of the same host found (E_vac low by up to "
+            "that).\n\n",
             LCAO_VACANCY_NOTE.format(", ".join(lcao)) if lcao else "",
         )
     mig = _stacked([migration_table(store, campaign, h) for h in hashes])

@@ -103,14 +103,35 @@ def binding_table(
 
 
 FRENKEL_COLUMNS = [
-    "host", "ef", "ef_bare", "delta_ef", "host_drop", "pairs", "flags", "protocol", "method", "campaign",
+    "host", "ef", "ef_bare", "delta_ef", "host_drop", "host_gap", "pairs", "flags", "protocol", "method",
+    "campaign",
 ]  # fmt: skip
+
+
+def host_gaps(store: ResultStore, campaign: str | None, protocol_hash: str | None) -> dict[str, float]:
+    """By row key: how far (eV) the host a Frenkel or vacancy row took its energy against lies above the lowest
+    host that any of these rows found from the same starting host (the structure hash in their keys), if more
+    than :data:`~ligbind.analysis.frenkel.HOST_TOLERANCE`. Each analysis refines its host from its own defects;
+    a gap says another analysis found a lower one, so this row's E_F or E_vac is low by up to the gap."""
+    from ligbind.analysis.frenkel import HOST_TOLERANCE
+
+    found = []
+    for kind in ("frenkel", "vacancy"):
+        for row in store.select(**_query(kind, campaign, protocol_hash)):
+            e_host = row.data.get("outcome", {}).get("e_host")
+            if e_host is not None:
+                found.append((row.get("key"), (row.get("key").split("-")[1], row.protocol), e_host))
+    lowest: dict[tuple[str, str], float] = {}
+    for _, start, e in found:
+        lowest[start] = min(e, lowest.get(start, e))
+    return {key: e - lowest[start] for key, start, e in found if e - lowest[start] > HOST_TOLERANCE}
 
 
 def frenkel_table(
     store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None
 ) -> pd.DataFrame:
     """One row per Frenkel host (bare slab or ligand@slab): E_F, and for a ligand E_F(bare) and ΔE_F (eV)."""
+    gaps = host_gaps(store, campaign, protocol_hash)
     rows = [
         {
             "host": row.get("ligand") or "(bare)",
@@ -118,6 +139,7 @@ def frenkel_table(
             "ef_bare": row.get("ef_bare"),
             "delta_ef": row.get("delta_ef"),
             "host_drop": row.get("host_drop") or None,  # eV: host relaxed again from a pair below it
+            "host_gap": gaps.get(row.get("key")),  # eV above the lowest host another analysis found
             "pairs": "; ".join(
                 f"{p.get('pair')} {p.get('interstitial')}: "
                 + ("failed" if p.get("ef") is None else f"{p['ef']:.3f}")
@@ -302,7 +324,9 @@ def write_tables(
             "screen's lowest usable pair again with the campaign's verification protocol on the DFT host, and "
             "the screen's next usable pair if DFT left that one unusable (both in `pairs`). E(pristine) is the "
             "lowest host known: a pair below its host starts a relaxation of the host from that pair with the "
-            "halide put back; `host_drop` is how far (eV) that took the host down.\n\n",
+            "halide put back; `host_drop` is how far (eV) that took the host down, and `host_gap` how far (eV) "
+            "the host used lies above a lower one the vacancy analysis of the same host found (E_F low by up "
+            "to that).\n\n",
         )
     from ligbind.analysis.passivation import write_passivation_table  # passivation.csv|md when present
 
