@@ -326,7 +326,8 @@ def write_tables(
             "lowest host known: a pair below its host starts a relaxation of the host from that pair with the "
             "halide put back; `host_drop` is how far (eV) that took the host down, and `host_gap` how far (eV) "
             "the host used lies above a lower one the vacancy analysis of the same host found (E_F low by up "
-            "to that).\n\n",
+            "to that). A row whose flags still say below-pristine after that has a pair below the lowest host "
+            "found: its host is not the minimum, and its E_F is a lower bound.\n\n",
         )
     from ligbind.analysis.passivation import write_passivation_table  # passivation.csv|md when present
 
