@@ -13,7 +13,9 @@ Host refinement: a pair below its host says the host is not at its minimum (the 
 lower basin). Up to :data:`HOST_REFINEMENTS` rounds (a setting), the host is relaxed again from the lowest
 pair below it with the moved halide put back (:func:`ligbind.builders.defects.undo_frenkel`), and E_F is taken
 against the lowest host found; the row keeps the host's key, the rounds (``host_refinements``) and how far
-the host went down (``host_drop``, eV). The recipe :func:`ligbind.recipes.lower_frenkel_host` does it.
+the host went down (``host_drop``, eV). The recipe :func:`ligbind.recipes.lower_frenkel_host` does it. A pair
+still below the lowest host found keeps ``below-pristine`` (in the row's flags too): the host is then not the
+minimum, and the E_F of the other pairs is a lower bound.
 """
 
 from __future__ import annotations
