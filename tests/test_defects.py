@@ -149,6 +149,7 @@ def test_undo_frenkel_puts_the_halide_back_on_its_site(slab_2x2):
 
     # not the host's atoms with one moved: nothing to put back
     assert undo_frenkel(pair[:-1], slab_2x2) is None
-    no_info = pair.copy()
+    no_info = relaxed.copy()
     no_info.info.pop("vacancy_atom")
     assert undo_frenkel(no_info, slab_2x2) is None
+    np.testing.assert_allclose(undo_frenkel(no_info, slab_2x2, v).positions, start.positions)  # told which

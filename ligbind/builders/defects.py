@@ -174,18 +174,20 @@ def _distinct_pairs(atoms: Atoms, candidates: list, limit: int) -> list:
 RESTORE_CLEARANCE = 1.5  # Å: a site with another atom this close is taken (the pair recombined through it)
 
 
-def undo_frenkel(pair: Atoms, host: Atoms) -> Atoms | None:
-    """A pristine start from a relaxed Frenkel pair: its moved halide (``info['vacancy_atom']``) put back on
-    its site in ``host``, every other atom where the pair relaxed it.
+def undo_frenkel(pair: Atoms, host: Atoms, moved: int | None = None) -> Atoms | None:
+    """A pristine start from a relaxed Frenkel pair: its moved halide (``moved``, else the pair's
+    ``info['vacancy_atom']``) put back on its site in ``host``, every other atom where the pair relaxed it.
 
     If another atom now sits on that site (the pair recombined through a neighbour), the relaxed pair as it is
-    (it is pristine already). None when ``pair`` is not ``host`` with one atom moved (other atoms or order).
+    (it is pristine already). None when ``pair`` is not ``host`` with one atom moved (other atoms or order) or
+    the moved atom is not known.
     """
     if len(pair) != len(host) or pair.get_chemical_symbols() != host.get_chemical_symbols():
         return None
-    if "vacancy_atom" not in pair.info:
+    moved = moved if moved is not None else pair.info.get("vacancy_atom")
+    if moved is None:
         return None
-    moved = int(pair.info["vacancy_atom"])
+    moved = int(moved)
     start = pair.copy()
     start.calc = None
     site = host.positions[moved]

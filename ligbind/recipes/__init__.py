@@ -487,7 +487,7 @@ def lower_frenkel_host(
             break
         info, pair = min(below, key=lambda x: x[1].energy)
         used.add(info.get("pair"))
-        start = undo_frenkel(pair.atoms, host.atoms)
+        start = undo_frenkel(pair.atoms, host.atoms, info.get("vacancy_atom"))
         if start is None:  # not the host's atoms with one moved (cannot be put back)
             break
         start.set_constraint(host.atoms.constraints)
