@@ -21,6 +21,7 @@ from ligbind.builders.slab import (
     surface_symmetry,
     symmetry_rmsd,
 )
+from ligbind.builders.vacancies import site_taken
 from ligbind.errors import LigbindError
 
 ATOP_HEIGHT = 3.05  # Å above surface Pb (Pb–I bond)
@@ -171,16 +172,14 @@ def _distinct_pairs(atoms: Atoms, candidates: list, limit: int) -> list:
     return chosen
 
 
-RESTORE_CLEARANCE = 1.5  # Å: a site with another atom this close is taken (the pair recombined through it)
-
-
 def undo_frenkel(pair: Atoms, host: Atoms, moved: int | None = None) -> Atoms | None:
     """A pristine start from a relaxed Frenkel pair: its moved halide (``moved``, else the pair's
-    ``info['vacancy_atom']``) put back on its site in ``host``, every other atom where the pair relaxed it.
+    ``info['vacancy_atom']``) put back on its site in ``host``, every other atom where the pair relaxed it, the
+    host's constraints.
 
-    If another atom now sits on that site (the pair recombined through a neighbour), the relaxed pair as it is
-    (it is pristine already). None when ``pair`` is not ``host`` with one atom moved (other atoms or order) or
-    the moved atom is not known.
+    If another atom now sits on that site (:func:`ligbind.builders.vacancies.site_taken`: the pair recombined
+    through a neighbour), the relaxed pair as it is (it is pristine already). None when ``pair`` is not
+    ``host`` with one atom moved (other atoms or order) or the moved atom is not known.
     """
     if len(pair) != len(host) or pair.get_chemical_symbols() != host.get_chemical_symbols():
         return None
@@ -190,9 +189,7 @@ def undo_frenkel(pair: Atoms, host: Atoms, moved: int | None = None) -> Atoms | 
     moved = int(moved)
     start = pair.copy()
     start.calc = None
-    site = host.positions[moved]
-    others = np.delete(np.arange(len(start)), moved)
-    d = np.linalg.norm(find_mic(start.positions[others] - site, start.cell, start.pbc)[0], axis=1)
-    if d.min() >= RESTORE_CLEARANCE:
-        start.positions[moved] = site
+    start.set_constraint([c.copy() for c in host.constraints])
+    if not site_taken(start, host.positions[moved], skip=moved):
+        start.positions[moved] = host.positions[moved]
     return start

@@ -144,18 +144,28 @@ def make_vacancy(host: Atoms, site: int) -> Atoms:
     return defect
 
 
-def refill_vacancy(vacancy: Atoms, host: Atoms, site: int, clearance: float = 1.5) -> Atoms | None:
+RESTORE_CLEARANCE = 1.5  # Å: a site with another atom this close is taken (a defect cannot be undone there)
+
+
+def site_taken(atoms: Atoms, position: np.ndarray, skip: int | None = None) -> bool:
+    """Whether an atom of ``atoms`` (other than ``skip``) sits within :data:`RESTORE_CLEARANCE` of
+    ``position`` (minimum image)."""
+    others = np.delete(np.arange(len(atoms)), skip) if skip is not None else np.arange(len(atoms))
+    d = np.linalg.norm(find_mic(atoms.positions[others] - position, atoms.cell, atoms.pbc)[0], axis=1)
+    return bool(d.min() < RESTORE_CLEARANCE)
+
+
+def refill_vacancy(vacancy: Atoms, host: Atoms, site: int) -> Atoms | None:
     """A pristine start from a relaxed vacancy: ``host`` with every atom where the vacancy relaxed it and the
     removed halide ``site`` back on its place in ``host``.
 
-    None when ``vacancy`` is not ``host`` less atom ``site``, or when another atom sits within ``clearance`` Å
-    of the site (it was refilled: the vacancy moved).
+    None when ``vacancy`` is not ``host`` less atom ``site``, or when the site is taken (:func:`site_taken`:
+    it was refilled, the vacancy moved).
     """
     others = np.delete(np.arange(len(host)), site)
     if len(vacancy) != len(others) or vacancy.get_chemical_symbols() != [host[i].symbol for i in others]:
         return None
-    d = np.linalg.norm(find_mic(vacancy.positions - host.positions[site], host.cell, host.pbc)[0], axis=1)
-    if d.min() < clearance:
+    if site_taken(vacancy, host.positions[site]):
         return None
     start = host.copy()
     start.calc = None

@@ -596,9 +596,10 @@ def step_frenkel(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     )  # fmt: skip
 
 
-def host_refinements(c: dict[str, Any]) -> int:
-    """The campaign's compute.frenkel.host_refinements (a campaign saved before it existed: none)."""
-    return int(c["compute"]["frenkel"].get("host_refinements", 0))
+def host_refinements(c: dict[str, Any], what: str = "frenkel") -> int:
+    """The campaign's compute.<what>.host_refinements, ``what`` frenkel or vacancy (a campaign saved before it
+    existed: none)."""
+    return int(c["compute"][what].get("host_refinements", 0))
 
 
 # ---------------------------------------------------------------------------------------- verification

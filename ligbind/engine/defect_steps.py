@@ -25,6 +25,7 @@ from ligbind.engine.campaign import (
     campaign_slab,
     dft_host,
     frenkel_host,
+    host_refinements,
     usable_in_order,
 )
 from ligbind.errors import LigbindError
@@ -157,14 +158,9 @@ def step_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     if ligand is not None:
         bare = load_vacancy(store, vacancy_key(_passed(c, keys, "slab"), None, spec["mu_x"], 0))
     return vacancy_on_lowest_host(
-        host, sites, refs, protocol, store, workdir, refinements=_host_refinements(c),
+        host, sites, refs, protocol, store, workdir, refinements=host_refinements(c, "vacancy"),
         delta_mu_x=spec["mu_x"], ligand=ligand, bare=bare, campaign=c["name"],
     )  # fmt: skip
-
-
-def _host_refinements(c: dict[str, Any]) -> int:
-    """The campaign's compute.vacancy.host_refinements (a campaign saved before it existed: none)."""
-    return int(c["compute"]["vacancy"].get("host_refinements", 0))
 
 
 def _endpoints(c: dict[str, Any], keys: KeyMap, host: Result):
@@ -260,7 +256,7 @@ def step_verify_vacancy(c: dict[str, Any], keys: KeyMap, ligand: str | None):
         else None
     )
     return vacancy_on_lowest_host(
-        host, tried, references, dft, store, workdir, refinements=_host_refinements(c),
+        host, tried, references, dft, store, workdir, refinements=host_refinements(c, "vacancy"),
         delta_mu_x=spec["mu_x"], ligand=ligand, bare=bare, campaign=c["name"],
     )  # fmt: skip
 

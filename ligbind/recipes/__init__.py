@@ -490,7 +490,6 @@ def lower_frenkel_host(
         start = undo_frenkel(pair.atoms, host.atoms, info.get("vacancy_atom"))
         if start is None:  # not the host's atoms with one moved (cannot be put back)
             break
-        start.set_constraint(host.atoms.constraints)
         start.info = {**host.atoms.info, "label": f"host:{tag}:from-pair-{info.get('pair')}"}
         current, record = host_round(start, current, protocol, store, workdir, pair=info.get("pair"))
         rounds.append(record)
