@@ -341,3 +341,48 @@ def test_a_host_above_its_refilled_vacancy_is_replaced(tmp_path, ml_protocol):
     assert fr["host_gap"] == pytest.approx(out.host_drop)
     (vac,) = vacancy_table(store).to_dict("records")
     assert pd.isna(vac["host_gap"]) and vac["host_drop"] == pytest.approx(out.host_drop)
+
+
+def test_passivation_and_binding_tables_use_the_lowest_host(tmp_path, ml_protocol):
+    """A vacancy analysis that relaxes the slab again lower moves E_pass by that drop (recomputed here from the
+    stored terms against the lower host), and the binding table shows the drop beside Eb."""
+    from ligbind.analysis.passivation import passivation_table
+    from ligbind.analysis.tables import binding_table
+    from ligbind.builders.slab import build_slab
+    from ligbind.recipes import bind, relax_slab
+    from ligbind.recipes.defects import (
+        relax_reference,
+        relax_vacancy,
+        vacancy_on_lowest_host,
+        vacancy_structures,
+    )
+    from ligbind.recipes.passivation import passivation
+
+    loose = load_protocol("ml-screen", {"relax": {"fmax": 10.0}})  # leaves the shaken slab where it is
+    store = ResultStore(tmp_path / "ligbind.db")
+    shaken = build_slab()
+    shaken.rattle(0.25, seed=3)
+    shaken.info["label"] = "shaken slab"
+    bind(shaken, "methylamine", loose, n_configs=1, store=store, workdir=tmp_path)
+    passivation(shaken, loose, mode="hollow", max_arrangements=1, store=store, workdir=tmp_path)
+    before = passivation_table(store).iloc[0]
+    assert pd.isna(before["slab_drop"]) and pd.isna(before["treated_drop"])
+    assert pd.isna(binding_table(store).iloc[0]["slab_drop"])
+
+    host = relax_slab(shaken, loose, store, tmp_path)  # the stored slab every analysis above used
+    (defect,) = vacancy_structures(host, None, 1, "x")
+    sites = [(defect.info, relax_vacancy(defect, ml_protocol, store, tmp_path))]
+    refs = {"I": relax_reference("I", shaken, ml_protocol, store, tmp_path)}
+    out = vacancy_on_lowest_host(host, sites, refs, ml_protocol, store, tmp_path, refinements=1)
+    assert out.host_drop > 0.1
+
+    (row,) = passivation_table(store).to_dict("records")
+    (stored,) = store.select(kind="passivation")
+    o = stored.data["outcome"]
+    assert row["slab_drop"] == pytest.approx(out.host_drop) and pd.isna(row["treated_drop"])
+    by_hand = store.get(o["best_key"]).energy - store.get(out.host_key).energy
+    by_hand -= store.get(o["references"]["KBr"]["key"]).energy
+    assert row["e_pass"] == pytest.approx(by_hand, abs=1e-6) and row["e_pass_per_k"] == row["e_pass"]
+    assert row["e_pass"] == pytest.approx(stored.e_pass + out.host_drop, abs=1e-6)  # the stored row is kept
+    (eb,) = binding_table(store).to_dict("records")
+    assert eb["slab_drop"] == pytest.approx(out.host_drop) and pd.isna(eb["complex_drop"])

@@ -327,6 +327,8 @@ PASSIVATION_COLUMNS = [
     "exchange",
     "e_pass",
     "e_pass_per_k",
+    "slab_drop",
+    "treated_drop",
     "reaction",
     "e_slab",
     "references",
@@ -350,26 +352,67 @@ def _arrangements_text(rows: list[dict[str, Any]]) -> str:
     )
 
 
+def hosts_drops(store: ResultStore, row, lowest: dict[tuple[str, str], float]) -> tuple[float | None, ...]:
+    """How far (eV) the lowest hosts that defect analyses found lie below the slab and below the best
+    arrangement of one passivation row (None: no lower host known)."""
+    from ligbind.analysis.tables import host_drop, relaxed_structure_hash
+
+    out = row.data.get("outcome", {})
+    _, slab_hash, p_hash = row.get("key").split("-")[:3]
+    slab_drop = host_drop(lowest, slab_hash, p_hash, out["e_slab"])
+    best = store.get(out["best_key"]) if out.get("best_key") else None
+    treated = relaxed_structure_hash(store, out.get("best_key"))
+    treated_drop = host_drop(lowest, treated, p_hash, float(best.energy)) if best is not None else None
+    return slab_drop, treated_drop
+
+
+def e_pass_on_lowest_hosts(
+    store: ResultStore, row, lowest=None
+) -> tuple[float | None, float | None, float | None]:
+    """(E_pass against the lowest hosts known, slab_drop, treated_drop) of one stored passivation row:
+    E_pass + slab_drop − treated_drop (:func:`hosts_drops`)."""
+    from ligbind.analysis.tables import lowest_hosts
+
+    lowest = lowest_hosts(store, row.get("campaign")) if lowest is None else lowest
+    slab_drop, treated_drop = hosts_drops(store, row, lowest)
+    e_pass = row.get("e_pass")
+    if e_pass is not None:
+        e_pass += (slab_drop or 0.0) - (treated_drop or 0.0)
+    return e_pass, slab_drop, treated_drop
+
+
 def passivation_table(store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None):
-    """One row per passivation analysis: E_pass with its reaction and reference energies, E_F, ΔE_F (eV)."""
+    """One row per passivation analysis: E_pass with its reaction and reference energies, E_F, ΔE_F (eV).
+
+    E_pass is taken against the lowest hosts known, like E_F and E_vac: when a Frenkel or vacancy analysis
+    relaxed the bare slab (``slab_drop``) or the best arrangement (``treated_drop``) again lower, E_pass =
+    the stored E_pass + slab_drop − treated_drop (per K: divided by n_k). ``arrangements`` lists each
+    arrangement against the slab as first relaxed.
+    """
     import pandas as pd
+
+    from ligbind.analysis.tables import lowest_hosts
 
     query: dict[str, Any] = {"kind": "passivation"}
     if campaign:
         query["campaign"] = campaign
     if protocol_hash:
         query["protocol_hash"] = protocol_hash
+    lowest = lowest_hosts(store, campaign, protocol_hash)
     rows = []
     for row in store.select(**query):
         out = row.data.get("outcome", {})
         refs = out.get("references", {})
+        e_pass, slab_drop, treated_drop = e_pass_on_lowest_hosts(store, row, lowest)
         rows.append(
             {
                 "treatment": row.get("treatment"),
                 "n_k": row.get("n_k"),
                 "exchange": row.get("exchange"),
-                "e_pass": row.get("e_pass"),
-                "e_pass_per_k": row.get("e_pass_per_k"),
+                "e_pass": e_pass,
+                "e_pass_per_k": None if e_pass is None else e_pass / row.get("n_k"),
+                "slab_drop": slab_drop,
+                "treated_drop": treated_drop,
                 "reaction": out.get("reaction", ""),
                 "e_slab": out.get("e_slab"),
                 "references": "; ".join(
@@ -411,7 +454,10 @@ def write_passivation_table(
     header = (
         "# K–Br passivation (eV): E_pass = E(slab[treatment]) + Σ products − E(slab) − Σ reactants, "
         "references bulk salts per formula unit (`references`; the reaction in `reaction`), lowest usable "
-        "arrangement (negative = favourable); E_F on the bare and on the passivated slab, "
+        "arrangement (negative = favourable), against the lowest hosts known: when a Frenkel or vacancy "
+        "analysis relaxed the bare slab or the best arrangement again lower (`slab_drop`, `treated_drop`, eV), "
+        "E_pass = E_pass(as first relaxed) + slab_drop − treated_drop; `arrangements` lists each arrangement "
+        "against the slab as first relaxed. E_F on the bare and on the passivated slab, "
         "ΔE_F = E_F(passivated) − E_F(bare). Flagged arrangements (k-left-site, k-left-surface, br-i-swapped, "
         "reconstructed, unconverged) are listed in `arrangements` and not used. Rows whose method is DFT relax "
         "the screen's lowest usable arrangement again with the campaign's verification protocol, against the "

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 
 from ligbind.calculators import ML_LABEL, method_label
-from ligbind.store import ResultStore
+from ligbind.store import ResultStore, atoms_from_row, structure_hash
 
 BINDING_COLUMNS = [
     "ligand",
@@ -22,6 +22,8 @@ BINDING_COLUMNS = [
     "e_ligand",
     "e_slab",
     "e_byproduct",
+    "slab_drop",
+    "complex_drop",
     "protocol",
     "backend",
     "method",
@@ -58,9 +60,10 @@ def binding_table(
     ``missing`` maps ligands that have no binding analysis to the reason (a failed step, not run yet): each
     gets a row with no Eb and the reason in ``flags``, so no ligand disappears from a table silently.
     """
-    rows = []
+    rows, lowest = [], lowest_hosts(store, campaign, protocol_hash)
     for row in store.select(**_query("binding", campaign, protocol_hash)):
         outcome = row.data.get("outcome", {})
+        slab_drop, complex_drop = binding_host_drops(store, row, lowest)
         rows.append(
             {
                 "ligand": row.ligand,
@@ -74,6 +77,8 @@ def binding_table(
                 "e_ligand": row.get("e_ligand"),
                 "e_slab": row.get("e_slab"),
                 "e_byproduct": row.get("e_byproduct"),
+                "slab_drop": slab_drop,
+                "complex_drop": complex_drop,
                 "protocol": row.protocol,
                 "backend": row.backend,
                 "method": _method(row),
@@ -108,23 +113,69 @@ FRENKEL_COLUMNS = [
 ]  # fmt: skip
 
 
+def _refined_hosts(store: ResultStore, campaign: str | None, protocol_hash: str | None):
+    """(row key, (structure hash of the starting host, protocol hash), e_host) of each Frenkel and vacancy row
+    that records the host energy it used (the lowest host its refinement found)."""
+    for kind in ("frenkel", "vacancy"):
+        for row in store.select(**_query(kind, campaign, protocol_hash)):
+            e_host = row.data.get("outcome", {}).get("e_host")
+            if e_host is not None:
+                _, start, p_hash = row.get("key").split("-")[:3]
+                yield row.get("key"), (start, p_hash), e_host
+
+
+def lowest_hosts(
+    store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None
+) -> dict[tuple[str, str], float]:
+    """The lowest energy (eV) any Frenkel or vacancy analysis found for a relaxed host, by (structure hash of
+    that host as first relaxed, protocol hash): the host relaxed again from its defects, or the host itself."""
+    lowest: dict[tuple[str, str], float] = {}
+    for _, start, e in _refined_hosts(store, campaign, protocol_hash):
+        lowest[start] = min(e, lowest.get(start, e))
+    return lowest
+
+
+def host_drop(
+    lowest: dict[tuple[str, str], float], structure: str, p_hash: str, energy: float
+) -> float | None:
+    """How far (eV) below ``energy`` the lowest host found from this relaxed structure lies, if more than
+    :data:`~ligbind.analysis.frenkel.HOST_TOLERANCE` (else None: no lower host is known)."""
+    from ligbind.analysis.frenkel import HOST_TOLERANCE
+
+    drop = energy - lowest.get((structure, p_hash), energy)
+    return drop if drop > HOST_TOLERANCE else None
+
+
+def relaxed_structure_hash(store: ResultStore, key: str | None) -> str | None:
+    """Structure hash of the relaxed atoms stored under ``key`` (what the defect rows of that host key on)."""
+    row = store.get(key) if key else None
+    return structure_hash(atoms_from_row(row)) if row is not None else None
+
+
 def host_gaps(store: ResultStore, campaign: str | None, protocol_hash: str | None) -> dict[str, float]:
     """By row key: how far (eV) the host a Frenkel or vacancy row took its energy against lies above the lowest
     host that any of these rows found from the same starting host (the structure hash in their keys), if more
     than :data:`~ligbind.analysis.frenkel.HOST_TOLERANCE`. Each analysis refines its host from its own defects;
     a gap says another analysis found a lower one, so this row's E_F or E_vac is low by up to the gap."""
-    from ligbind.analysis.frenkel import HOST_TOLERANCE
+    lowest = lowest_hosts(store, campaign, protocol_hash)
+    gaps = {
+        key: host_drop(lowest, *start, e) for key, start, e in _refined_hosts(store, campaign, protocol_hash)
+    }
+    return {key: gap for key, gap in gaps.items() if gap is not None}
 
-    found = []
-    for kind in ("frenkel", "vacancy"):
-        for row in store.select(**_query(kind, campaign, protocol_hash)):
-            e_host = row.data.get("outcome", {}).get("e_host")
-            if e_host is not None:
-                found.append((row.get("key"), (row.get("key").split("-")[1], row.protocol), e_host))
-    lowest: dict[tuple[str, str], float] = {}
-    for _, start, e in found:
-        lowest[start] = min(e, lowest.get(start, e))
-    return {key: e - lowest[start] for key, start, e in found if e - lowest[start] > HOST_TOLERANCE}
+
+def binding_host_drops(
+    store: ResultStore, row, lowest: dict[tuple[str, str], float]
+) -> tuple[float | None, ...]:
+    """How far (eV) the lowest hosts that defect analyses found lie below the slab and below the best complex
+    of one binding row (None: no lower host known). Eb against them would be eb + slab_drop − complex_drop."""
+    out = row.data.get("outcome", {})
+    _, slab_hash, p_hash = row.get("key").split("-")[:3]
+    slab_drop = host_drop(lowest, slab_hash, p_hash, out["e_slab"]) if out.get("e_slab") is not None else None
+    best = next((c for c in out.get("configs", []) if c.get("config") == out.get("best_config")), {})
+    complex_hash = relaxed_structure_hash(store, best.get("key"))
+    complex_drop = host_drop(lowest, complex_hash, p_hash, best["energy"]) if complex_hash else None
+    return slab_drop, complex_drop
 
 
 def frenkel_table(
@@ -197,6 +248,8 @@ VERIFICATION_COLUMNS = [
     "eb_dft",
     "eb_screen",
     "bsse",
+    "slab_drop",
+    "complex_drop",
     "source",
     "dft_protocol",
     "screen_protocol",
@@ -210,10 +263,12 @@ VERIFICATION_COLUMNS = [
 
 def verification_table(store: ResultStore, campaign: str | None = None) -> pd.DataFrame:
     """One row per verified ligand: Eb from DFT and from the screen side by side; ``eb`` is the DFT value."""
-    rows = []
+    rows, lowest = [], lowest_hosts(store, campaign)
     query = {"kind": "verification", **({"campaign": campaign} if campaign else {})}
     for row in store.select(**query):
         o = row.data.get("outcome", {})
+        dft = store.get(o["dft_key"]) if o.get("dft_key") and row.get("eb_dft") is not None else None
+        slab_drop, complex_drop = binding_host_drops(store, dft, lowest) if dft is not None else (None, None)
         rows.append(
             {
                 "ligand": row.ligand,
@@ -222,6 +277,8 @@ def verification_table(store: ResultStore, campaign: str | None = None) -> pd.Da
                 "eb_dft": row.get("eb_dft"),
                 "eb_screen": row.get("eb_screen"),
                 "bsse": o.get("bsse"),
+                "slab_drop": slab_drop,
+                "complex_drop": complex_drop,
                 "source": o.get("dft_protocol")
                 if row.get("eb_dft") is not None
                 else o.get("screen_protocol"),
@@ -275,7 +332,10 @@ def write_tables(
         "flagged ones (desorbed, dissociated, reconstructed, basin-changed, image-contact), for information only; "
         "`flagged_configs` lists each flagged configuration with its flags and Eb. With an LCAO protocol that asks "
         "for it, `eb_cp` is the lowest Eb − BSSE (counterpoise-corrected; `bsse`, its basis-set superposition "
-        "error), the number to compare with plane-wave studies.\n\n",
+        "error), the number to compare with plane-wave studies. `slab_drop` / `complex_drop`: a Frenkel or vacancy "
+        "analysis relaxed this slab / the best complex again from a defect and found it this much lower (eV); Eb "
+        "against those lowest hosts is eb + slab_drop − complex_drop (`eb` stays against the structures the "
+        "binding analysis relaxed, which the verification and calibration compare).\n\n",
         note if (df["truncated_from"].fillna("") != "").any() else "",
     )
     paths["csv"], paths["md"] = paths.pop("binding_csv"), paths.pop("binding_md")
@@ -301,7 +361,9 @@ def write_tables(
             "relaxed again with DFT on the DFT-relaxed slab (`verified_configs`). Flags: DFT preferring another "
             "configuration, a screen off by more than the threshold, DFT results that are unusable. `bsse`: the "
             "counterpoise basis-set superposition error of an LCAO protocol's configuration, already taken out "
-            "of `eb_dft` (Eb_dft = E(complex) − E(ligand) − E(slab) − BSSE; empty: not corrected).\n\n"
+            "of `eb_dft` (Eb_dft = E(complex) − E(ligand) − E(slab) − BSSE; empty: not corrected). `slab_drop` / "
+            "`complex_drop`: a Frenkel or vacancy analysis relaxed the DFT slab / complex again lower by that much "
+            "(eV); Eb_dft against those lowest hosts is eb_dft + slab_drop − complex_drop.\n\n"
             + ve.to_markdown(index=False, floatfmt=".3f")
             + "\n"
         )

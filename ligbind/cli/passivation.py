@@ -60,7 +60,7 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:+.3f} eV"
 
 
-def _text(out) -> str:
+def _text(out, lowest: tuple[float | None, ...] = (None, None, None)) -> str:
     lines = [f"{out.treatment}  n_K={out.n_k}  exchanged I={out.exchange}  [{out.protocol}]  {out.reaction}"]
     refs = ", ".join(f"E({k}, {v['structure']}) = {v['energy']:.4f} eV" for k, v in out.references.items())
     lines.append(f"E(slab) = {out.e_slab:.4f} eV; {refs}")
@@ -69,6 +69,12 @@ def _text(out) -> str:
         e = "" if a.get("e_pass") is None else f"{a['e_pass']:+.4f}"
         lines.append(f"{a['arrangement']:>4} {e:>12} {a['status']:>12}  {','.join(a['flags']) or '-'}")
     lines.append(f"E_pass = {_fmt(out.e_pass)} (lowest usable arrangement; negative = favourable)")
+    e_pass, slab_drop, treated_drop = lowest
+    if slab_drop or treated_drop:
+        lines.append(
+            f"E_pass = {_fmt(e_pass)} against the lowest hosts the Frenkel analysis found (slab "
+            f"{slab_drop or 0.0:.3f} eV lower, {out.treatment} {treated_drop or 0.0:.3f} eV lower)"
+        )
     if out.ef_bare is not None or out.ef_passivated is not None:
         lines.append(
             f"E_F(bare) = {_fmt(out.ef_bare)};  E_F({out.treatment}) = {_fmt(out.ef_passivated)};  "
@@ -78,6 +84,7 @@ def _text(out) -> str:
 
 
 def cmd_passivate(args: argparse.Namespace) -> None:
+    from ligbind.analysis.passivation import e_pass_on_lowest_hosts
     from ligbind.protocols import load_protocol
     from ligbind.recipes.passivation import check_passivation, passivation
     from ligbind.store import ResultStore
@@ -103,7 +110,10 @@ def cmd_passivate(args: argparse.Namespace) -> None:
             workdir=args.workdir,
             progress=step,
         )
-    _print({**out.as_dict(), "e_pass_per_k": out.e_pass_per_k}, args.json, _text(out))
+    lowest = e_pass_on_lowest_hosts(store, store.get(out.key))
+    record = {**out.as_dict(), "e_pass_per_k": out.e_pass_per_k}
+    record |= dict(zip(("e_pass_lowest_hosts", "slab_drop", "treated_drop"), lowest, strict=True))
+    _print(record, args.json, _text(out, lowest))
 
 
 def register_passivation_commands(sub) -> None:
