@@ -153,3 +153,38 @@ def test_undo_frenkel_puts_the_halide_back_on_its_site(slab_2x2):
     no_info.info.pop("vacancy_atom")
     assert undo_frenkel(no_info, slab_2x2) is None
     np.testing.assert_allclose(undo_frenkel(no_info, slab_2x2, v).positions, start.positions)  # told which
+
+
+def test_a_pair_back_on_its_sites_is_recombined_whatever_its_energy(slab_2x2):
+    """Recombination is read from the geometry: the moved halide back on its site, or a neighbour in the vacancy
+    and the moved halide on the neighbour's site, flag the pair at any E_F; a pair whose vacancy a neighbour
+    refilled while the moved halide stays interstitial is a pair (the vacancy moved)."""
+    from ligbind.analysis.frenkel import pair_flags, recombined
+    from ligbind.jobs import Result
+
+    def flags(atoms: Atoms, ef: float = 0.4, hosts=(slab_2x2,)) -> list[str]:
+        return pair_flags(ef, Result("k", "relax", atoms, 0.0, 0.0, True, 1, 1, {}), hosts)
+
+    pair = frenkel_pairs(slab_2x2, max_pairs=1)[0]
+    v = pair.info["vacancy_atom"]
+    assert not recombined(pair, slab_2x2) and flags(pair) == []
+    back = pair.copy()
+    back.positions[v] = slab_2x2.positions[v] + [0.4, 0.3, -0.2]  # home again, relaxed a little
+    assert recombined(back, slab_2x2) and flags(back) == ["recombined"]
+    assert flags(back, ef=-0.3) == ["recombined", "below-pristine"]  # recombined into a lower basin
+    neighbour = min(
+        (i for i in range(len(pair)) if i != v and pair[i].symbol in HALIDES),
+        key=lambda i: find_mic(pair.positions[i] - slab_2x2.positions[v], pair.cell, pair.pbc)[1],
+    )
+    moved_on = pair.copy()
+    moved_on.positions[neighbour] = slab_2x2.positions[v]  # the neighbour fills the vacancy ...
+    assert not recombined(moved_on, slab_2x2)  # ... the vacancy moved: still a pair
+    moved_on.positions[v] = slab_2x2.positions[
+        neighbour
+    ]  # ... and the interstitial fills the neighbour's site
+    assert recombined(moved_on, slab_2x2) and "recombined" in flags(moved_on)
+    # against a host relaxed again elsewhere: back on the sites of either host is recombined
+    shifted = slab_2x2.copy()
+    shifted.positions += [2.0, 0, 0]
+    assert flags(back, hosts=(shifted,)) == [] and flags(back, hosts=(shifted, slab_2x2)) == ["recombined"]
+    assert not recombined(back[:-1], slab_2x2)  # other atoms: not this host's pair

@@ -629,8 +629,8 @@ def test_a_defect_dft_leaves_unusable_is_replaced_by_the_screens_next_one(tmp_pa
     def first_dft_flagged(module, name: str, flag: str):
         real = getattr(module, name)
 
-        def flags(energy, result):
-            out = real(energy, result)
+        def flags(energy, result, *sites):
+            out = real(energy, result, *sites)
             if result.protocol["name"] == "fake-dft" and flagged.setdefault(name, result.key) == result.key:
                 out = [*out, flag]
             return out

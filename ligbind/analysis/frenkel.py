@@ -5,9 +5,11 @@ the same shape (kind ``frenkel``: ligand "" for the bare slab, ``ef``, and for a
 ``delta_ef``), whichever path (``ligbind frenkel`` or a campaign) computed it.
 
 Flags (a flagged pair is kept in the table and left out of E_F and ΔE_F unless asked):
-``unconverged``; ``recombined`` (|E_F| < 0.05 eV: the pair relaxed back into its vacancy);
-``below-pristine`` (E_F < 0: the defective surface is lower than the pristine one, a reconstruction, not a
-defect); ``ligand-binds-interstitial`` (the ligand moved to bind the interstitial iodide: another process).
+``unconverged``; ``recombined`` (the pair relaxed back into its vacancy: every halide site of the host it was
+built on holds a halide again, the moved one or a neighbour that took its place, :func:`recombined`; or
+|E_F| < 0.05 eV); ``below-pristine`` (E_F ≤ −0.05 eV: the defective surface is lower than the pristine one, a
+reconstruction, not a defect); ``ligand-binds-interstitial`` (the ligand moved to bind the interstitial
+iodide: another process).
 
 Host refinement: a pair below its host says the host is not at its minimum (the defect let the surface find a
 lower basin). Up to :data:`HOST_REFINEMENTS` rounds (a setting), the host is relaxed again from the lowest
@@ -20,6 +22,7 @@ minimum, and the E_F of the other pairs is a lower bound.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,6 +31,8 @@ from ase import Atoms
 from ase.geometry import find_mic
 
 from ligbind.analysis.energies import Term, delta_frenkel, frenkel_energy
+from ligbind.builders.slab import HALIDES
+from ligbind.builders.vacancies import RESTORE_CLEARANCE
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
 from ligbind.store import ResultStore, structure_hash
@@ -76,12 +81,28 @@ def ligand_binds_interstitial(defect: Atoms) -> bool:
     return bool((d[is_h] < LIGAND_CONTACT["H"]).any() or (d[~is_h] < LIGAND_CONTACT["heavy"]).any())
 
 
-def pair_flags(ef: float, result: Result) -> list[str]:
-    """Anomaly flags of one relaxed Frenkel pair."""
+def recombined(defect: Atoms, host: Atoms) -> bool:
+    """Whether the relaxed pair ``defect`` left no halide site of ``host`` (the structure it was built on: every
+    layer, adsorbed halides too) empty: each holds a halide within
+    :data:`~ligbind.builders.vacancies.RESTORE_CLEARANCE`, so the moved halide is back on a site (its own, or a
+    neighbour's that refilled the vacancy). Halide sites are ≥ 4 Å apart: no halide counts for two."""
+    symbols = np.array(host.get_chemical_symbols())
+    if len(defect) != len(host) or defect.get_chemical_symbols() != list(symbols):
+        return False
+    is_halide = np.isin(symbols, HALIDES)
+    sites, halides = host.positions[is_halide], defect.positions[is_halide]
+    vectors = (halides[None] - sites[:, None]).reshape(-1, 3)
+    d = find_mic(vectors, defect.cell, defect.pbc)[1].reshape(len(sites), len(halides))
+    return bool((d.min(axis=1) < RESTORE_CLEARANCE).all())
+
+
+def pair_flags(ef: float, result: Result, pristine: Sequence[Atoms] = ()) -> list[str]:
+    """Anomaly flags of one relaxed Frenkel pair (``pristine``: the host it was built on and the lower host E_F
+    is taken against, for the geometric recombination test)."""
     flags = [] if result.converged else ["unconverged"]
-    if abs(ef) < RECOMBINED_EF:
+    if abs(ef) < RECOMBINED_EF or any(recombined(result.atoms, host) for host in pristine):
         flags.append("recombined")
-    elif ef < 0:
+    if ef <= -RECOMBINED_EF:
         flags.append("below-pristine")
     if ligand_binds_interstitial(result.atoms):
         flags.append("ligand-binds-interstitial")
@@ -93,11 +114,15 @@ def evaluate_frenkel(
     pairs: list[tuple[dict[str, Any], Result | None]],
     protocol: dict[str, Any],
     include_flagged: bool = False,
+    built_on: Atoms | None = None,
 ) -> tuple[float | None, list[dict[str, Any]]]:
     """E_F of each relaxed pair against its host, and the lowest usable one.
 
-    ``pairs`` holds (pair description: pair, interstitial, separation; relaxed result or None if it failed).
+    ``pairs`` holds (pair description: pair, interstitial, separation; relaxed result or None if it failed);
+    ``built_on``: the structure the pairs were built on, when ``host`` is a lower host relaxed again (its
+    halides elsewhere): a pair back on the sites of either is recombined.
     """
+    sites_of = [host.atoms] + ([built_on] if built_on is not None else [])
     p_hash = protocol_hash(protocol)
     pristine = Term.from_atoms("pristine", host.atoms, host.energy, p_hash, True, host.converged)
     rows, values = [], {}
@@ -107,7 +132,7 @@ def evaluate_frenkel(
             rows.append({**row, "status": "failed", "flags": ["failed"]})
             continue
         ef = frenkel_energy(Term.from_atoms("defect", r.atoms, r.energy, p_hash, True, True), pristine)
-        flags = pair_flags(ef, r)
+        flags = pair_flags(ef, r, sites_of)
         rows.append({**row, "ef": ef, "status": r.status, "flags": flags, "key": r.key})
         if r.converged and (not flags or (include_flagged and "recombined" not in flags)):
             values[info["pair"]] = ef
@@ -133,7 +158,7 @@ def analyse_frenkel(
     the row stays the host's (:func:`frenkel_key`).
     """
     pristine = lower_host if lower_host is not None else host
-    ef, rows = evaluate_frenkel(pristine, pairs, protocol, include_flagged)
+    ef, rows = evaluate_frenkel(pristine, pairs, protocol, include_flagged, host.atoms)
     out = FrenkelHostOutcome(
         ligand=ligand,
         protocol=protocol["name"],

@@ -808,7 +808,7 @@ def verify_frenkel(c: dict[str, Any], screen, host: Result, ligand: str | None, 
         start.info["label"] = f"verify:frenkel:{tag}:{pair['pair']}"
         tried.append((dict(start.info), relax(start, dft, store=store, workdir=workdir)))
         lowest, _ = lower_frenkel_host(host, tried, dft, store, workdir, rounds, tag)
-        if evaluate_frenkel(lowest, tried, dft)[0] is not None:
+        if evaluate_frenkel(lowest, tried, dft, built_on=host.atoms)[0] is not None:
             break  # usable with DFT; else the screen's next pair
     return frenkel_on_lowest_host(
         host, tried, dft, store, workdir, refinements=rounds, ligand=ligand, bare=bare, campaign=c["name"],
