@@ -391,7 +391,7 @@ def passivation_table(store: ResultStore, campaign: str | None = None, protocol_
     """
     import pandas as pd
 
-    from ligbind.analysis.tables import lowest_hosts
+    from ligbind.analysis.tables import as_numbers, lowest_hosts
 
     query: dict[str, Any] = {"kind": "passivation"}
     if campaign:
@@ -429,7 +429,8 @@ def passivation_table(store: ResultStore, campaign: str | None = None, protocol_
                 "campaign": row.get("campaign", ""),
             }
         )
-    return pd.DataFrame(rows, columns=PASSIVATION_COLUMNS)
+    numbers = ["e_pass", "e_pass_per_k", "slab_drop", "treated_drop", "ef_bare", "ef_passivated", "delta_ef"]
+    return as_numbers(pd.DataFrame(rows, columns=PASSIVATION_COLUMNS), numbers)
 
 
 def write_passivation_table(

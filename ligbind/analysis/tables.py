@@ -45,6 +45,14 @@ def _query(kind: str, campaign: str | None, protocol_hash: str | None) -> dict[s
     return query
 
 
+def as_numbers(df: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """``columns`` of ``df`` as floats (None → NaN), so that a column with gaps is written with the table's
+    float format rather than Python's repr."""
+    for column in columns:
+        df[column] = pd.to_numeric(df[column], errors="coerce").astype(float)
+    return df
+
+
 def _method(row) -> str:
     return method_label(row.get("is_dft"))
 
@@ -101,7 +109,7 @@ def binding_table(
             rows.append(
                 {"ligand": ligand, "flags": f"missing: {reason}", "converged": False, "truncated_from": ""}
             )
-    df = pd.DataFrame(rows, columns=BINDING_COLUMNS)
+    df = as_numbers(pd.DataFrame(rows, columns=BINDING_COLUMNS), ["slab_drop", "complex_drop"])
     df["best_config"] = df["best_config"].astype("Int64")
     df["configs_tried"] = df["configs_tried"].astype("Int64")
     return df.sort_values(["protocol", "eb"], na_position="last").reset_index(drop=True)
@@ -291,7 +299,7 @@ def verification_table(store: ResultStore, campaign: str | None = None) -> pd.Da
                 "campaign": row.get("campaign", ""),
             }
         )
-    df = pd.DataFrame(rows, columns=VERIFICATION_COLUMNS)
+    df = as_numbers(pd.DataFrame(rows, columns=VERIFICATION_COLUMNS), ["bsse", "slab_drop", "complex_drop"])
     return df.sort_values(["eb"], na_position="last").reset_index(drop=True)
 
 
