@@ -243,6 +243,14 @@ def test_cli_substitute_e_pass_is_the_hand_assembled_reaction_and_delta_ef(tmp_p
     assert out["delta_ef"] == pytest.approx(out["ef_passivated"] - out["ef_bare"], abs=1e-9)
     host = store.get(rows["KBr-substitute"].data["outcome"]["host_key"])
     assert host.key == arr["key"]  # E_F was computed on the passivated slab itself
+    # E_pass against the lowest hosts the Frenkel analyses found: each host's drop is its row's host_drop
+    drops = {k: r.data["outcome"]["host_drop"] for k, r in rows.items()}
+    lowest = [out["slab_drop"] or 0.0, out["treated_drop"] or 0.0]
+    assert lowest == [d if d > 0.02 else 0.0 for d in (drops["bare"], drops["KBr-substitute"])]
+    assert out["e_pass_lowest_hosts"] == pytest.approx(out["e_pass"] + lowest[0] - lowest[1], abs=1e-9)
+    assert out["e_pass_lowest_hosts"] == pytest.approx(
+        expected, abs=0.04
+    )  # drops under 0.02 eV are not taken
 
 
 @pytest.mark.slow

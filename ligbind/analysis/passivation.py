@@ -352,7 +352,9 @@ def _arrangements_text(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def hosts_drops(store: ResultStore, row, lowest: dict[tuple[str, str], float]) -> tuple[float | None, ...]:
+def passivation_host_drops(
+    store: ResultStore, row, lowest: dict[tuple[str, str], float]
+) -> tuple[float | None, ...]:
     """How far (eV) the lowest hosts that defect analyses found lie below the slab and below the best
     arrangement of one passivation row (None: no lower host known)."""
     from ligbind.analysis.tables import host_drop, relaxed_structure_hash
@@ -370,11 +372,11 @@ def e_pass_on_lowest_hosts(
     store: ResultStore, row, lowest=None
 ) -> tuple[float | None, float | None, float | None]:
     """(E_pass against the lowest hosts known, slab_drop, treated_drop) of one stored passivation row:
-    E_pass + slab_drop − treated_drop (:func:`hosts_drops`)."""
+    E_pass + slab_drop − treated_drop (:func:`passivation_host_drops`)."""
     from ligbind.analysis.tables import lowest_hosts
 
     lowest = lowest_hosts(store, row.get("campaign")) if lowest is None else lowest
-    slab_drop, treated_drop = hosts_drops(store, row, lowest)
+    slab_drop, treated_drop = passivation_host_drops(store, row, lowest)
     e_pass = row.get("e_pass")
     if e_pass is not None:
         e_pass += (slab_drop or 0.0) - (treated_drop or 0.0)
