@@ -248,9 +248,6 @@ def test_cli_substitute_e_pass_is_the_hand_assembled_reaction_and_delta_ef(tmp_p
     lowest = [out["slab_drop"] or 0.0, out["treated_drop"] or 0.0]
     assert lowest == [d if d > 0.02 else 0.0 for d in (drops["bare"], drops["KBr-substitute"])]
     assert out["e_pass_lowest_hosts"] == pytest.approx(out["e_pass"] + lowest[0] - lowest[1], abs=1e-9)
-    assert out["e_pass_lowest_hosts"] == pytest.approx(
-        expected, abs=0.04
-    )  # drops under 0.02 eV are not taken
 
 
 @pytest.mark.slow
