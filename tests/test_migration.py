@@ -359,6 +359,37 @@ def test_endpoint_above_the_band_is_found_on_its_own_half():
     assert endpoints_above_band([0.0, 0.2, -0.5, 0.2, 0.0]) == {}  # the middle image belongs to neither
 
 
+def test_a_metastable_state_on_the_path_is_found():
+    from ligbind.analysis.migration import intermediate_minima
+
+    # the DFT bare band (gpaw-quick, 2026-12-07): image 4 lies 0.045 eV below both maxima around it
+    assert intermediate_minima([0.0, 0.013, 0.000, 0.083, 0.038, 0.083, -0.076]) == [4]
+    assert intermediate_minima([0.0, 0.078, 0.193, 0.216, 0.116, 0.045, 0.005]) == []  # one smooth hump (ML)
+    assert intermediate_minima([0.0, 0.2, 0.18, 0.25, 0.0]) == []  # 0.02 eV: within kT
+    assert intermediate_minima([0.1, 0.0, 0.2, 0.3, 0.1]) == [1]  # next to an endpoint too
+
+
+def test_a_stored_barrier_meets_the_profile_criteria_of_today():
+    """A barrier stored before a profile flag existed gets it when loaded (and loses its ΔEa); flags the band's
+    geometry decided stay as stored."""
+    from ligbind.analysis.migration import BarrierOutcome, stored_barrier
+
+    energies = [0.0, 0.013, 0.000, 0.083, 0.038, 0.083, -0.076]
+    old = BarrierOutcome(
+        ligand="TMSBr", protocol="gpaw-quick", images=5, ea_forward=0.083, ea_backward=0.159,
+        profile=[{"image": i, "s": float(i), "e_rel": e} for i, e in enumerate(energies)],
+        flags=["ligand-in-path"], ea_bare=0.1, delta_ea=-0.017,
+    )  # fmt: skip
+    again = stored_barrier(old.as_dict())
+    assert again.flags == ["ligand-in-path", "intermediate-minimum"] and again.delta_ea is None
+    smooth = [0.0, 0.078, 0.193, 0.216, 0.116, 0.045, 0.005]
+    clean = BarrierOutcome(
+        ligand=None, protocol="ml-screen", images=5, ea_forward=0.216, ea_backward=0.211,
+        profile=[{"image": i, "s": float(i), "e_rel": e} for i, e in enumerate(smooth)], delta_ea=0.02,
+    )  # fmt: skip
+    assert stored_barrier(clean.as_dict()) == clean  # nothing to add: taken as stored
+
+
 def test_lowest_image_is_measured_from_the_initial_endpoint_without_the_endpoints():
     from ligbind.analysis.migration import lowest_image
 

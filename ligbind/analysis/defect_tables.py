@@ -8,9 +8,10 @@ import pandas as pd
 
 from ligbind.analysis.migration import (
     ENDPOINT_TOLERANCE,
-    BarrierOutcome,
+    INTERMEDIATE_DEPTH,
     lowest_image,
     plot_profiles,
+    stored_barrier,
 )
 from ligbind.analysis.tables import _method, _query, _write, host_gaps
 from ligbind.store import ResultStore
@@ -114,7 +115,7 @@ def vacancy_table(
 def barrier_outcomes(store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None):
     """Every stored barrier as a :class:`BarrierOutcome` (with its row)."""
     return [
-        (row, BarrierOutcome(**row.data["outcome"]))
+        (row, stored_barrier(row.data["outcome"]))
         for row in store.select(**_query("barrier", campaign, protocol_hash))
     ]
 
@@ -209,7 +210,9 @@ def write_defect_tables(
             "is flagged (unconverged, highest-image-endpoint, ion-leaves-surface, ligand-in-path, "
             f"endpoint-not-minimum: an image more than {ENDPOINT_TOLERANCE:g} eV below an endpoint on its half "
             "of the band even after that endpoint was relaxed again from it: `refinements` rounds, at most "
-            "compute.migration.endpoint_refinements, empty for a barrier stored before rounds were counted); "
+            "compute.migration.endpoint_refinements, empty for a barrier stored before rounds were counted; "
+            f"intermediate-minimum: an interior image more than {INTERMEDIATE_DEPTH:g} eV below both neighbours, "
+            "a metastable state between two maxima of which only the higher climbed, so Ea may be low); "
             "`lowest_image` is the lowest "
             "intermediate image against the initial endpoint (negative: the band dips below it; when that dip "
             "lies before the highest image, Ea forward + |lowest_image| is the barrier out of it). Rows whose "

@@ -14,7 +14,10 @@ within bonding distance of the migrating halide along the band); ``endpoint-not-
 endpoint's half of the band lies more than 0.05 eV below it: that endpoint stopped above the bottom of its
 basin, e.g. at a symmetric point where the forces vanish; the barrier recipe stops such a band, re-relaxes
 that endpoint from the image and runs the band again, up to ENDPOINT_REFINEMENTS rounds (the last band runs
-to convergence), so the flag survives only if that did not help).
+to convergence), so the flag survives only if that did not help); ``intermediate-minimum`` (an interior image
+lies more than 0.025 eV, ~kT at room temperature, below both its neighbours: the path crosses a metastable
+state, and of the maxima around it only the highest climbs, the other is a nudged image below its own saddle,
+so Ea may be low).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ LIGAND_CONTACT = {"H": 2.2, "heavy": 2.9}  # Å from the migrating halide
 DISTINCT_MIN = 1.0  # Å: the migrating halide must differ this much between the relaxed endpoints
 ENDPOINT_TOLERANCE = 0.05  # eV: an image this far below an endpoint on its half of the band → not a minimum
 ENDPOINT_REFINEMENTS = 3  # rounds of re-relaxing an endpoint from a band that dips below it, at most
+INTERMEDIATE_DEPTH = 0.025  # eV (~kT at 300 K): an interior image this far below both neighbours is a minimum
 
 
 @dataclass
@@ -129,19 +133,53 @@ def endpoints_above_band(energies: list[float]) -> dict[int, int]:
     return out
 
 
+def intermediate_minima(energies: list[float]) -> list[int]:
+    """Interior images more than :data:`INTERMEDIATE_DEPTH` below both neighbours (endpoints count as
+    neighbours): metastable states on the path."""
+    return [
+        i
+        for i in range(1, len(energies) - 1)
+        if energies[i] < min(energies[i - 1], energies[i + 1]) - INTERMEDIATE_DEPTH
+    ]
+
+
+PROFILE_FLAGS = ("highest-image-endpoint", "endpoint-not-minimum", "intermediate-minimum")
+
+
+def profile_flags(energies: list[float]) -> list[str]:
+    """The flags that the energy profile alone decides (endpoints first and last): also derived again from a
+    stored barrier's profile when it is loaded, so that a barrier stored before a criterion existed meets it."""
+    flags = []
+    if int(np.argmax(energies)) in (0, len(energies) - 1):
+        flags.append("highest-image-endpoint")
+    if endpoints_above_band(energies):
+        flags.append("endpoint-not-minimum")
+    if intermediate_minima(energies):
+        flags.append("intermediate-minimum")
+    return flags
+
+
 def barrier_flags(run: NebRun, migrating: int, z_top: float) -> list[str]:
     """Anomaly flags of one band."""
     flags = [] if run.converged else ["unconverged"]
-    top = int(np.argmax(run.energies))
-    if top in (0, len(run.energies) - 1):
-        flags.append("highest-image-endpoint")
     if ion_leaves_surface(run.band, migrating, z_top):
         flags.append("ion-leaves-surface")
     if ligand_in_path(run.band, migrating):
         flags.append("ligand-in-path")
-    if endpoints_above_band(list(run.energies)):
-        flags.append("endpoint-not-minimum")
-    return flags
+    return flags + profile_flags(list(run.energies))
+
+
+def stored_barrier(outcome: dict[str, Any]) -> BarrierOutcome:
+    """A stored barrier (its row's ``outcome``) with the profile flags derived again from its stored profile
+    (:func:`profile_flags`); a barrier that this flags has no ΔEa."""
+    out = BarrierOutcome(**outcome)
+    energies = [p["e_rel"] for p in out.profile]
+    if len(energies) > 2:
+        flags = [f for f in out.flags if f not in PROFILE_FLAGS] + profile_flags(energies)
+        if flags != out.flags and flags:
+            out.delta_ea = None
+        out.flags = flags
+    return out
 
 
 def in_bare_numbering(info: dict[str, Any], index: int) -> int:
@@ -275,7 +313,7 @@ def _put_barrier(store: ResultStore, out: BarrierOutcome, top: Atoms, protocol: 
 def load_barrier(store: ResultStore, key: str) -> BarrierOutcome | None:
     """The barrier stored under ``key``, or None."""
     row = store.get(key)
-    return BarrierOutcome(**row.data["outcome"]) if row is not None else None
+    return stored_barrier(row.data["outcome"]) if row is not None else None
 
 
 def plot_profiles(outcomes: list[BarrierOutcome], path: str | Path, title: str = "") -> Path:
