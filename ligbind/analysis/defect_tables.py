@@ -13,7 +13,7 @@ from ligbind.analysis.migration import (
     plot_profiles,
     stored_barrier,
 )
-from ligbind.analysis.tables import _method, _query, _write, host_gaps
+from ligbind.analysis.tables import _method, _query, _write, as_numbers, host_gaps
 from ligbind.store import ResultStore
 
 DEFECT_COLUMNS = [
@@ -148,7 +148,7 @@ def migration_table(
         }
         for row, b in barrier_outcomes(store, campaign, protocol_hash)
     ]
-    return pd.DataFrame(rows, columns=MIGRATION_COLUMNS)
+    return as_numbers(pd.DataFrame(rows, columns=MIGRATION_COLUMNS), ["ea_bare", "delta_ea"])
 
 
 def _stacked(tables: list[pd.DataFrame]) -> pd.DataFrame:
