@@ -32,7 +32,7 @@ from ase.geometry import find_mic
 
 from ligbind.analysis.energies import Term, delta_frenkel, frenkel_energy
 from ligbind.builders.slab import HALIDES
-from ligbind.builders.vacancies import RESTORE_CLEARANCE
+from ligbind.builders.vacancies import site_taken
 from ligbind.jobs import Result
 from ligbind.protocols import protocol_hash
 from ligbind.store import ResultStore, structure_hash
@@ -86,14 +86,12 @@ def recombined(defect: Atoms, host: Atoms) -> bool:
     layer, adsorbed halides too) empty: each holds a halide within
     :data:`~ligbind.builders.vacancies.RESTORE_CLEARANCE`, so the moved halide is back on a site (its own, or a
     neighbour's that refilled the vacancy). Halide sites are ≥ 4 Å apart: no halide counts for two."""
-    symbols = np.array(host.get_chemical_symbols())
-    if len(defect) != len(host) or defect.get_chemical_symbols() != list(symbols):
+    symbols = host.get_chemical_symbols()
+    if len(defect) != len(host) or defect.get_chemical_symbols() != symbols:
         return False
     is_halide = np.isin(symbols, HALIDES)
-    sites, halides = host.positions[is_halide], defect.positions[is_halide]
-    vectors = (halides[None] - sites[:, None]).reshape(-1, 3)
-    d = find_mic(vectors, defect.cell, defect.pbc)[1].reshape(len(sites), len(halides))
-    return bool((d.min(axis=1) < RESTORE_CLEARANCE).all())
+    halides = defect[is_halide]
+    return all(site_taken(halides, site) for site in host.positions[is_halide])
 
 
 def pair_flags(ef: float, result: Result, pristine: Sequence[Atoms] = ()) -> list[str]:
@@ -122,7 +120,7 @@ def evaluate_frenkel(
     ``built_on``: the structure the pairs were built on, when ``host`` is a lower host relaxed again (its
     halides elsewhere): a pair back on the sites of either is recombined.
     """
-    sites_of = [host.atoms] + ([built_on] if built_on is not None else [])
+    sites_of = [host.atoms] + ([built_on] if built_on is not None and built_on is not host.atoms else [])
     p_hash = protocol_hash(protocol)
     pristine = Term.from_atoms("pristine", host.atoms, host.energy, p_hash, True, host.converged)
     rows, values = [], {}

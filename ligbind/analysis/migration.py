@@ -171,14 +171,13 @@ def barrier_flags(run: NebRun, migrating: int, z_top: float) -> list[str]:
 
 def stored_barrier(outcome: dict[str, Any]) -> BarrierOutcome:
     """A stored barrier (its row's ``outcome``) with the profile flags derived again from its stored profile
-    (:func:`profile_flags`); a barrier that this flags has no ΔEa."""
+    (:func:`profile_flags`); a flagged barrier has no ΔEa."""
     out = BarrierOutcome(**outcome)
     energies = [p["e_rel"] for p in out.profile]
     if len(energies) > 2:
-        flags = [f for f in out.flags if f not in PROFILE_FLAGS] + profile_flags(energies)
-        if flags != out.flags and flags:
+        out.flags = [f for f in out.flags if f not in PROFILE_FLAGS] + profile_flags(energies)
+        if out.flags:
             out.delta_ea = None
-        out.flags = flags
     return out
 
 

@@ -357,15 +357,12 @@ def passivation_host_drops(
 ) -> tuple[float | None, ...]:
     """How far (eV) the lowest hosts that defect analyses found lie below the slab and below the best
     arrangement of one passivation row (None: no lower host known)."""
-    from ligbind.analysis.tables import host_drop, relaxed_structure_hash
+    from ligbind.analysis.tables import host_drop, key_host, stored_host_drop
 
     out = row.data.get("outcome", {})
-    _, slab_hash, p_hash = row.get("key").split("-")[:3]
+    slab_hash, p_hash = key_host(row.get("key"))
     slab_drop = host_drop(lowest, slab_hash, p_hash, out["e_slab"])
-    best = store.get(out["best_key"]) if out.get("best_key") else None
-    treated = relaxed_structure_hash(store, out.get("best_key"))
-    treated_drop = host_drop(lowest, treated, p_hash, float(best.energy)) if best is not None else None
-    return slab_drop, treated_drop
+    return slab_drop, stored_host_drop(store, lowest, out.get("best_key"), p_hash)
 
 
 def e_pass_on_lowest_hosts(

@@ -121,6 +121,12 @@ FRENKEL_COLUMNS = [
 ]  # fmt: skip
 
 
+def key_host(key: str) -> tuple[str, str]:
+    """(structure hash, protocol hash) that an analysis row's key names its host by (``kind-structure-protocol-…``)."""
+    _, structure, p_hash = key.split("-")[:3]
+    return structure, p_hash
+
+
 def _refined_hosts(store: ResultStore, campaign: str | None, protocol_hash: str | None):
     """(row key, (structure hash of the starting host, protocol hash), e_host) of each Frenkel and vacancy row
     that records the host energy it used (the lowest host its refinement found)."""
@@ -128,8 +134,7 @@ def _refined_hosts(store: ResultStore, campaign: str | None, protocol_hash: str 
         for row in store.select(**_query(kind, campaign, protocol_hash)):
             e_host = row.data.get("outcome", {}).get("e_host")
             if e_host is not None:
-                _, start, p_hash = row.get("key").split("-")[:3]
-                yield row.get("key"), (start, p_hash), e_host
+                yield row.get("key"), key_host(row.get("key")), e_host
 
 
 def lowest_hosts(
@@ -154,10 +159,15 @@ def host_drop(
     return drop if drop > HOST_TOLERANCE else None
 
 
-def relaxed_structure_hash(store: ResultStore, key: str | None) -> str | None:
-    """Structure hash of the relaxed atoms stored under ``key`` (what the defect rows of that host key on)."""
+def stored_host_drop(
+    store: ResultStore, lowest: dict[tuple[str, str], float], key: str | None, p_hash: str
+) -> float | None:
+    """:func:`host_drop` of the relaxed structure stored under ``key`` (its structure hash, what the defect rows
+    of that host key on, and its energy; None without one)."""
     row = store.get(key) if key else None
-    return structure_hash(atoms_from_row(row)) if row is not None else None
+    if row is None:
+        return None
+    return host_drop(lowest, structure_hash(atoms_from_row(row)), p_hash, float(row.energy))
 
 
 def host_gaps(store: ResultStore, campaign: str | None, protocol_hash: str | None) -> dict[str, float]:
@@ -178,12 +188,10 @@ def binding_host_drops(
     """How far (eV) the lowest hosts that defect analyses found lie below the slab and below the best complex
     of one binding row (None: no lower host known). Eb against them would be eb + slab_drop − complex_drop."""
     out = row.data.get("outcome", {})
-    _, slab_hash, p_hash = row.get("key").split("-")[:3]
+    slab_hash, p_hash = key_host(row.get("key"))
     slab_drop = host_drop(lowest, slab_hash, p_hash, out["e_slab"]) if out.get("e_slab") is not None else None
     best = next((c for c in out.get("configs", []) if c.get("config") == out.get("best_config")), {})
-    complex_hash = relaxed_structure_hash(store, best.get("key"))
-    complex_drop = host_drop(lowest, complex_hash, p_hash, best["energy"]) if complex_hash else None
-    return slab_drop, complex_drop
+    return slab_drop, stored_host_drop(store, lowest, best.get("key"), p_hash)
 
 
 def frenkel_table(
