@@ -390,6 +390,36 @@ def test_a_stored_barrier_meets_the_profile_criteria_of_today():
     assert stored_barrier(clean.as_dict()) == clean  # nothing to add: taken as stored
 
 
+def test_a_ligand_barrier_loses_its_delta_ea_when_its_bare_barrier_is_flagged_today(tmp_path):
+    """ΔEa stored against a bare barrier that was clean then: the table drops it once the bare one's stored
+    profile meets a flag of today (the ligand row is not analysed again)."""
+    from ligbind.analysis.defect_tables import migration_table
+    from ligbind.analysis.migration import BarrierOutcome, _put_barrier
+
+    store = ResultStore(tmp_path / "ligbind.db")
+    protocol = load_protocol("ml-screen")
+    top = Atoms("I", positions=[[0.0, 0.0, 0.0]], cell=[5.0, 5.0, 5.0], pbc=True)
+
+    def stored(ligand, energies, key, **kw):
+        b = BarrierOutcome(
+            ligand=ligand, protocol="ml-screen", images=len(energies) - 2, ea_forward=max(energies),
+            ea_backward=max(energies) - energies[-1], converged=True, key=key,
+            profile=[{"image": i, "s": float(i), "e_rel": e} for i, e in enumerate(energies)], **kw,
+        )  # fmt: skip
+        _put_barrier(store, b, top, protocol)
+
+    # the bare band as stored on its day (two maxima around a 0.045 eV minimum: flagged today)
+    stored(None, [0.0, 0.013, 0.000, 0.083, 0.038, 0.083, -0.076], "bare")
+    stored("TMSBr", [0.0, 0.05, 0.12, 0.05, 0.0], "tmsbr", ea_bare=0.083, delta_ea=0.037)
+    table = migration_table(store).set_index("host")
+    assert table.loc["(bare)", "flags"] == "intermediate-minimum"
+    assert table.loc["TMSBr", "ea_bare"] == pytest.approx(0.083)
+    assert np.isnan(table.loc["TMSBr", "delta_ea"])
+    # a clean bare band keeps the ligand's ΔEa
+    stored(None, [0.0, 0.04, 0.083, 0.04, 0.0], "bare")
+    assert migration_table(store).set_index("host").loc["TMSBr", "delta_ea"] == pytest.approx(0.037)
+
+
 def test_lowest_image_is_measured_from_the_initial_endpoint_without_the_endpoints():
     from ligbind.analysis.migration import lowest_image
 

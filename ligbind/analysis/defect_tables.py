@@ -113,11 +113,17 @@ def vacancy_table(
 
 
 def barrier_outcomes(store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None):
-    """Every stored barrier as a :class:`BarrierOutcome` (with its row)."""
-    return [
+    """Every stored barrier as a :class:`BarrierOutcome` (with its row); a ligand barrier's ΔEa is dropped when
+    the bare barrier it was taken against (same protocol, its Ea forward = ``ea_bare``) is flagged today."""
+    pairs = [
         (row, stored_barrier(row.data["outcome"]))
         for row in store.select(**_query("barrier", campaign, protocol_hash))
     ]
+    flagged_bare = {(row.protocol, b.ea_forward) for row, b in pairs if b.ligand is None and b.flags}
+    for row, b in pairs:
+        if b.delta_ea is not None and (row.protocol, b.ea_bare) in flagged_bare:
+            b.delta_ea = None
+    return pairs
 
 
 def migration_table(
