@@ -45,6 +45,7 @@ class NebRun:
     resumed_from_step: int
     wall_time: float  # wall seconds of every run of this band up to its last saved step (as a relaxation's)
     stopped: bool = False  # ended by ``stop_when`` before converging
+    minima: tuple[int, ...] = ()  # band indices that are relaxed intermediate minima (:func:`joined_bands`)
 
 
 def neb_key(
@@ -320,3 +321,34 @@ def _frozen(image: Atoms, shift: np.ndarray, pbc) -> Atoms:
         out, energy=image.get_potential_energy(), forces=image.get_forces(apply_constraint=False)
     )
     return out
+
+
+def joined_bands(first: NebRun, second: NebRun) -> NebRun:
+    """Two bands that share an endpoint (``first`` ends where ``second`` starts: a relaxed intermediate
+    minimum) as one path, keyed by the first; that endpoint is recorded in ``minima``."""
+    return NebRun(
+        key=first.key,
+        band=first.band + second.band[1:],
+        energies=list(first.energies) + list(second.energies[1:]),
+        converged=first.converged and second.converged,
+        n_steps=first.n_steps + second.n_steps,
+        force_calls=first.force_calls + second.force_calls,
+        resumed_from_step=-1,
+        wall_time=first.wall_time + second.wall_time,
+        minima=(*first.minima, len(first.band) - 1, *(len(first.band) - 1 + m for m in second.minima)),
+    )
+
+
+def band_segment(run: NebRun, lo: int, hi: int) -> NebRun:
+    """Images ``lo``..``hi`` of a band (both included) as a band of their own, to start a band between
+    those two ends from (``run_neb(start=...)``; keyed by ``run``'s key, which names its protocol)."""
+    return NebRun(
+        key=run.key,
+        band=run.band[lo : hi + 1],
+        energies=list(run.energies[lo : hi + 1]),
+        converged=False,
+        n_steps=0,
+        force_calls=0,
+        resumed_from_step=-1,
+        wall_time=0.0,
+    )

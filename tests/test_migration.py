@@ -367,6 +367,19 @@ def test_a_metastable_state_on_the_path_is_found():
     assert intermediate_minima([0.0, 0.078, 0.193, 0.216, 0.116, 0.045, 0.005]) == []  # one smooth hump (ML)
     assert intermediate_minima([0.0, 0.2, 0.18, 0.25, 0.0]) == []  # 0.02 eV: within kT
     assert intermediate_minima([0.1, 0.0, 0.2, 0.3, 0.1]) == [1]  # next to an endpoint too
+    assert intermediate_minima([0.0, 0.013, 0.000, 0.083, 0.038, 0.083, -0.076], relaxed=[4]) == []
+
+
+def test_energy_span_over_a_relaxed_intermediate_minimum():
+    from ligbind.analysis.migration import barrier_energies, profile_flags
+
+    above = [0.0, 0.05, 0.12, 0.04, 0.10, -0.08]  # intermediate above the start: the highest point counts
+    assert barrier_energies(above, [3]) == pytest.approx((0.12, 0.20))
+    below = [0.0, 0.2, -0.3, 0.1, 0.0]  # the intermediate is the deepest state: each way climbs out of it
+    assert barrier_energies(below, [2]) == pytest.approx((0.4, 0.5))
+    assert barrier_energies(below) == pytest.approx((0.2, 0.2))  # read as one band, it misses the dip
+    assert profile_flags(below, [2]) == []
+    assert profile_flags(below) == ["intermediate-minimum"]
 
 
 def test_a_stored_barrier_meets_the_profile_criteria_of_today():
@@ -418,6 +431,70 @@ def test_a_ligand_barrier_loses_its_delta_ea_when_its_bare_barrier_is_flagged_to
     # a clean bare band keeps the ligand's ΔEa
     stored(None, [0.0, 0.04, 0.083, 0.04, 0.0], "bare")
     assert migration_table(store).set_index("host").loc["TMSBr", "delta_ea"] == pytest.approx(0.037)
+
+
+def test_a_band_with_a_metastable_state_is_split_there(_slab_2x2_session, tmp_path, monkeypatch):
+    """A halide hopping two sites along a row of surface halides (both sites vacant) passes a real minimum,
+    the middle site: one refinement round relaxes it as a state of its own and runs a climbing band to it from
+    each endpoint; Ea is then the energy span (the intermediate lies below the endpoints here)."""
+    import ligbind.jobs as jobs
+    import ligbind.neb
+    from ligbind.analysis.defect_tables import migration_table
+    from ligbind.recipes.defects import barrier_from_endpoints
+
+    protocol = load_protocol("ml-screen", FAST)
+    store = ResultStore(tmp_path / "ligbind.db")
+    host = jobs.relax(_slab_2x2_session, protocol, store=store, workdir=tmp_path)
+    atoms = host.atoms
+
+    def vec(i, j):
+        return find_mic(atoms.positions[j] - atoms.positions[i], atoms.cell, True)[0]
+
+    def cosine(a, b, c):  # of the angle at b
+        u, w = vec(b, a), vec(b, c)
+        return float(u @ w / np.linalg.norm(u) / np.linalg.norm(w))
+
+    top = [int(i) for i in surface_halides(atoms)]
+    near = [(a, b, c) for b in top for a in top for c in top if a < c and b not in (a, c)]
+    near = [t for t in near if max(np.linalg.norm(vec(t[1], t[0])), np.linalg.norm(vec(t[1], t[2]))) < 5.0]
+    a, b, c = min(near, key=lambda t: cosine(*t))  # three neighbours in a row
+    assert cosine(a, b, c) < -0.9
+    keep = [i for i in range(len(atoms)) if i not in (b, c)]
+    initial = atoms[keep]
+    migrating = keep.index(a)
+    final = initial.copy()
+    final.positions[migrating] = atoms.positions[a] + vec(a, c)
+    info = {"defect": "migration", "migrating": migrating, "site": c, "hopper": a, "hop_length": 8.9}
+    ends = []
+    for end, state in (("initial", initial), ("final", final)):
+        state.info = {**info, "endpoint": end}
+        relaxed = jobs.relax(state, protocol, store=store, workdir=tmp_path, prerelax=False)
+        relaxed.atoms.info = dict(state.info)
+        ends.append(relaxed)
+
+    def barrier(rounds):
+        return barrier_from_endpoints(host, *ends, protocol, store, tmp_path, images=5, refinements=rounds)
+
+    one_band = barrier(0)
+    energies = [p["e_rel"] for p in one_band.profile]
+    assert one_band.converged and one_band.flags == ["intermediate-minimum"]
+    assert energies[3] < min(energies[2], energies[4]) - 0.1  # the middle site, halfway
+    split = barrier(1)  # the stored band taken up again (a campaign upgraded to the split)
+    energies = [p["e_rel"] for p in split.profile]
+    assert split.converged and split.flags == [] and split.minima() == [3] and split.refinements == 1
+    assert split.images == 5  # two images on each side of the relaxed minimum
+    (middle,) = [
+        r.toatoms() for r in store.select(kind="relax") if "minimum-at-image-3" in r.get("label", "")
+    ]
+    assert find_mic(middle.positions[migrating] - atoms.positions[b], atoms.cell, True)[1] < 1.0  # at site b
+    assert split.ea_forward == pytest.approx(max(energies[3:]) - energies[3])  # out of the deeper minimum
+    assert split.ea_backward == pytest.approx(max(energies[:4]) - energies[3])
+    assert split.ea_forward > one_band.ea_forward  # the single band's Ea missed the dip
+    # stored resolved: taken as it is, no band runs again
+    monkeypatch.setattr(ligbind.neb, "run_neb", lambda *a, **k: pytest.fail("band recomputed"))
+    assert barrier(1).ea_forward == split.ea_forward
+    row = migration_table(store).iloc[0]
+    assert row["flags"] == "none" and float(row["intermediate"]) == pytest.approx(energies[3], abs=1e-4)
 
 
 def test_lowest_image_is_measured_from_the_initial_endpoint_without_the_endpoints():

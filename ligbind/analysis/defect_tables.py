@@ -41,6 +41,7 @@ MIGRATION_COLUMNS = [
     "ea_backward",
     "ea_bare",
     "delta_ea",
+    "intermediate",
     "hop",
     "hop_length",
     "images",
@@ -146,6 +147,7 @@ def migration_table(
             "e_initial": b.e_initial,
             "e_final": b.e_final,
             "lowest_image": lowest_image([p["e_rel"] for p in b.profile]),
+            "intermediate": " ".join(f"{b.profile[i]['e_rel']:.4f}" for i in b.minima()),
             "refinements": b.refinements,
             "flags": ",".join(b.flags) or "none",
             "protocol": row.protocol,
@@ -218,7 +220,10 @@ def write_defect_tables(
             "of the band even after that endpoint was relaxed again from it: `refinements` rounds, at most "
             "compute.migration.endpoint_refinements, empty for a barrier stored before rounds were counted; "
             f"intermediate-minimum: an interior image more than {INTERMEDIATE_DEPTH:g} eV below both neighbours, "
-            "a metastable state between two maxima of which only the higher climbed, so Ea may be low); "
+            "a metastable state between two maxima of which only the higher climbed, so Ea may be low, until "
+            "one more refinement round relaxes it as a state of its own and runs a climbing band to it from "
+            "each endpoint: `intermediate` gives its energy against the initial endpoint, and each way's Ea "
+            "is then the largest rise from a minimum, endpoint or intermediate, to a later maximum); "
             "`lowest_image` is the lowest "
             "intermediate image against the initial endpoint (negative: the band dips below it; when that dip "
             "lies before the highest image, Ea forward + |lowest_image| is the barrier out of it). Rows whose "

@@ -22,6 +22,7 @@ so Ea may be low).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,28 @@ class BarrierOutcome:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def minima(self) -> list[int]:
+        """Profile entries that are relaxed intermediate minima (a band split there)."""
+        return [int(p["image"]) for p in self.profile if p.get("minimum")]
+
+    def unresolved(self) -> bool:
+        """Whether another refinement round would change it: its band dips below an endpoint, or has an
+        intermediate minimum not split yet."""
+        energies = [p["e_rel"] for p in self.profile]
+        minima = self.minima()
+        return bool(endpoints_above_band(energies, minima) or intermediate_minima(energies, minima))
+
+
+def migrating_shift(a: Result, b: Result) -> float:
+    """How far apart (Å, minimum image) two states of one hop hold the migrating halide."""
+    m = int(a.atoms.info["migrating"])
+    return float(find_mic(b.atoms.positions[m] - a.atoms.positions[m], a.atoms.cell, True)[1])
+
 
 def check_distinct_endpoints(initial: Result, final: Result) -> None:
     """Refuse endpoints that relaxed into the same minimum (the migrating halide ended where it started)."""
     m = int(initial.atoms.info["migrating"])
-    d = float(find_mic(final.atoms.positions[m] - initial.atoms.positions[m], initial.atoms.cell, True)[1])
+    d = migrating_shift(initial, final)
     if d < DISTINCT_MIN:
         raise LigbindError(
             f"the hop endpoints relaxed into the same minimum (the migrating halide {m} moved only {d:.2f} Å): "
@@ -121,40 +139,47 @@ def ligand_in_path(band: list[Atoms], migrating: int) -> bool:
     return False
 
 
-def endpoints_above_band(energies: list[float]) -> dict[int, int]:
+def endpoints_above_band(energies: list[float], relaxed: Sequence[int] = ()) -> dict[int, int]:
     """Endpoints (0, last) with an image more than ENDPOINT_TOLERANCE below them on their half of the band,
-    mapped to the lowest such image (the middle image of an odd count belongs to neither half)."""
-    n = len(energies)
-    halves = {0: range(1, n // 2), n - 1: range((n - 1) // 2 + 1, n - 1)}
+    mapped to the lowest such image (the middle image of an odd count belongs to neither half).
+
+    ``relaxed``: relaxed intermediate minima (a band split there): each part between two of these states is
+    checked against its own two ends (a relaxed minimum with an image of its part below it is reported too)."""
+    bounds = [0, *sorted(relaxed), len(energies) - 1]
     out = {}
-    for end, side in halves.items():
-        if side and min(energies[i] for i in side) < energies[end] - ENDPOINT_TOLERANCE:
-            out[end] = min(side, key=lambda i: energies[i])
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        n = hi - lo + 1
+        halves = {lo: range(lo + 1, lo + n // 2), hi: range(lo + (n - 1) // 2 + 1, hi)}
+        for end, side in halves.items():
+            if side and min(energies[i] for i in side) < energies[end] - ENDPOINT_TOLERANCE:
+                out[end] = min(side, key=lambda i: energies[i])
     return out
 
 
-def intermediate_minima(energies: list[float]) -> list[int]:
+def intermediate_minima(energies: list[float], relaxed: Sequence[int] = ()) -> list[int]:
     """Interior images more than :data:`INTERMEDIATE_DEPTH` below both neighbours (endpoints count as
-    neighbours): metastable states on the path."""
+    neighbours): metastable states on the path; ``relaxed``: images that are relaxed minima already (the
+    middle of a band split there, :func:`ligbind.neb.joined_bands`), not counted."""
     return [
         i
         for i in range(1, len(energies) - 1)
-        if energies[i] < min(energies[i - 1], energies[i + 1]) - INTERMEDIATE_DEPTH
+        if i not in relaxed and energies[i] < min(energies[i - 1], energies[i + 1]) - INTERMEDIATE_DEPTH
     ]
 
 
 PROFILE_FLAGS = ("highest-image-endpoint", "endpoint-not-minimum", "intermediate-minimum")
 
 
-def profile_flags(energies: list[float]) -> list[str]:
-    """The flags that the energy profile alone decides (endpoints first and last): also derived again from a
-    stored barrier's profile when it is loaded, so that a barrier stored before a criterion existed meets it."""
+def profile_flags(energies: list[float], relaxed: Sequence[int] = ()) -> list[str]:
+    """The flags that the energy profile alone decides (endpoints first and last; ``relaxed``: relaxed
+    intermediate minima): also derived again from a stored barrier's profile when it is loaded, so that a
+    barrier stored before a criterion existed meets it."""
     flags = []
     if int(np.argmax(energies)) in (0, len(energies) - 1):
         flags.append("highest-image-endpoint")
-    if endpoints_above_band(energies):
+    if endpoints_above_band(energies, relaxed):
         flags.append("endpoint-not-minimum")
-    if intermediate_minima(energies):
+    if intermediate_minima(energies, relaxed):
         flags.append("intermediate-minimum")
     return flags
 
@@ -166,7 +191,7 @@ def barrier_flags(run: NebRun, migrating: int, z_top: float) -> list[str]:
         flags.append("ion-leaves-surface")
     if ligand_in_path(run.band, migrating):
         flags.append("ligand-in-path")
-    return flags + profile_flags(list(run.energies))
+    return flags + profile_flags(list(run.energies), run.minima)
 
 
 def stored_barrier(outcome: dict[str, Any]) -> BarrierOutcome:
@@ -175,7 +200,7 @@ def stored_barrier(outcome: dict[str, Any]) -> BarrierOutcome:
     out = BarrierOutcome(**outcome)
     energies = [p["e_rel"] for p in out.profile]
     if len(energies) > 2:
-        out.flags = [f for f in out.flags if f not in PROFILE_FLAGS] + profile_flags(energies)
+        out.flags = [f for f in out.flags if f not in PROFILE_FLAGS] + profile_flags(energies, out.minima())
         if out.flags:
             out.delta_ea = None
     return out
@@ -189,10 +214,16 @@ def in_bare_numbering(info: dict[str, Any], index: int) -> int:
     return to_bare_numbering(index, recorded_exchange(info))
 
 
-def barrier_energies(energies: list[float]) -> tuple[float, float]:
-    """(Ea forward, Ea backward) from a profile whose first and last entries are the endpoints."""
-    top = max(energies)
-    return top - energies[0], top - energies[-1]
+def barrier_energies(energies: list[float], minima: Sequence[int] = ()) -> tuple[float, float]:
+    """(Ea forward, Ea backward) from a profile whose first and last entries are the endpoints.
+
+    With relaxed intermediate minima (``minima``: a band split at a metastable state) each way's Ea is the
+    largest rise from a minimum to a later maximum that way (the energy span: max E − E(start) while the
+    intermediate lies above the start, max E after it − E(intermediate) when it lies below)."""
+    n = len(energies)
+    forward = max(max(energies[i:]) - energies[i] for i in (0, *minima))
+    backward = max(max(energies[: i + 1]) - energies[i] for i in (n - 1, *minima))
+    return forward, backward
 
 
 def lowest_image(energies: list[float]) -> float:
@@ -224,7 +255,7 @@ def analyse_barrier(
     info = initial.atoms.info
     migrating = int(info["migrating"])
     energies = list(run.energies)
-    forward, backward = barrier_energies(energies)
+    forward, backward = barrier_energies(energies, run.minima)
     s = reaction_coordinate(run.band)
     flags = barrier_flags(run, migrating, z_top)
     out = BarrierOutcome(
@@ -233,7 +264,15 @@ def analyse_barrier(
         images=len(run.band) - 2,
         ea_forward=forward,
         ea_backward=backward,
-        profile=[{"image": k, "s": s[k], "e_rel": e - energies[0]} for k, e in enumerate(energies)],
+        profile=[
+            {
+                "image": k,
+                "s": s[k],
+                "e_rel": e - energies[0],
+                **({"minimum": True} if k in run.minima else {}),
+            }
+            for k, e in enumerate(energies)
+        ],
         e_initial=energies[0],
         e_final=energies[-1],
         converged=run.converged,

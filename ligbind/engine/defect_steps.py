@@ -275,6 +275,11 @@ def step_verify_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
         if ligand and keys.get("verify-migration/bare")
         else None
     )
+    if bare is not None and bare.unresolved() and (bare.refinements or 0) < _refinements(c):
+        # stored before its last refinement round existed (e.g. the split at an intermediate minimum): the
+        # bare barrier is brought up to date first (its stored calculations reused), so ΔEa compares two
+        # resolved bands
+        bare = step_verify_migration(c, keys, None)
     return barrier_from_endpoints(
         host, *ends, dft, store, workdir, images=c["compute"]["migration"]["images"],
         ligand=ligand, bare=bare, campaign=c["name"], preconverge=c["protocol"],

@@ -21,13 +21,16 @@ from ase import Atoms
 
 import ligbind.jobs as jobs
 from ligbind.analysis.migration import (
+    DISTINCT_MIN,
     ENDPOINT_REFINEMENTS,
     ENDPOINT_TOLERANCE,
     BarrierOutcome,
     analyse_barrier,
     check_distinct_endpoints,
     endpoints_above_band,
+    intermediate_minima,
     load_barrier,
+    migrating_shift,
     reuse_barrier,
 )
 from ligbind.analysis.vacancy import HOST_REFINEMENTS as VACANCY_HOST_REFINEMENTS
@@ -443,9 +446,11 @@ def barrier_from_endpoints(
     from it, the other atoms from the IDPP band (measured with DFT: the whole ML band started 0.7-1.0 eV
     above the endpoints, the ML host relaxation is not the DFT one; IDPP 0.14-0.43 eV). While a band dips
     below an endpoint, that endpoint is relaxed again from the band, at most ``refinements`` rounds
-    (:func:`refine_endpoints`); a stored barrier whose band still dips after fewer rounds is refined further.
+    (:func:`refine_endpoints`); a converged band with a metastable state on its path is split there in one
+    more round (:func:`split_at_minimum`); a stored barrier that still dips, or still has an unsplit
+    intermediate minimum, after fewer rounds is refined further.
     """
-    from ligbind.neb import neb_key, run_neb
+    from ligbind.neb import joined_bands, neb_key, run_neb
 
     check_distinct_endpoints(initial, final)
     ion = [int(initial.atoms.info["migrating"])]
@@ -456,7 +461,7 @@ def barrier_from_endpoints(
         done = stored.refinements
         if done is None:  # stored before rounds were counted: one round if its endpoints are not these
             done = int((stored.initial_key, stored.final_key) != (initial.key, final.key))
-        if done >= refinements or not endpoints_above_band([p["e_rel"] for p in stored.profile]):
+        if done >= refinements or not stored.unresolved():
             stored = replace(stored, refinements=done)
             return reuse_barrier(stored, initial, protocol, bare=bare, store=store, campaign=campaign)
 
@@ -498,6 +503,14 @@ def barrier_from_endpoints(
         stop_when = endpoints_above if done < refinements else None
         run = run_neb(initial, final, protocol, start=restart, carry=carry, stop_when=stop_when, **kw)
     bands[run.key] = run.wall_time
+    if done < refinements and (
+        split := split_at_minimum(run, initial, final, protocol, store, workdir, steps)
+    ):
+        done += 1
+        middle, parts = split
+        ends.add(middle.key)
+        bands |= {part.key: part.wall_time for part in parts}
+        run = joined_bands(*parts)
     pre = None
     if start is not None:
         pre = {
@@ -521,6 +534,41 @@ def endpoints_above(energies: list[float]) -> bool:
     re-relaxation (the DFT barrier in benchmarks/results/dft-barrier: its first band crossed at step 28 and
     ran on to 66, ~1.6 h of 2 cores)."""
     return bool(endpoints_above_band(energies))
+
+
+def split_at_minimum(
+    run, initial: Result, final: Result, protocol: dict[str, Any], store, workdir, steps: int | None = None
+) -> tuple[Result, tuple] | None:
+    """A converged band with a metastable state on its path, split there (None: nothing to split).
+
+    Its lowest intermediate minimum (:func:`~ligbind.analysis.migration.intermediate_minima`: on the DFT bare
+    band of the mixed-halide campaign, two equal maxima around a 0.045 eV dip, of which only one climbed) is
+    relaxed as a state of its own, and a climbing-image band runs from each endpoint to it, started from the
+    band's images between them (one IDPP image where there are none): each maximum then climbs to its saddle.
+    Returns the relaxed minimum and the two bands; None also when the minimum relaxes back into an endpoint's
+    basin (its migrating halide within DISTINCT_MIN of that endpoint's), which leaves the band as it was.
+    """
+    from ligbind.neb import band_segment, run_neb
+
+    energies = list(run.energies)
+    minima = intermediate_minima(energies, run.minima)
+    if not run.converged or not minima or endpoints_above_band(energies):
+        return None
+    m = min(minima, key=lambda i: energies[i])
+    info = dict(initial.atoms.info)
+    atoms = run.band[m].copy()
+    atoms.info = {**info, "label": f"{info.get('label', 'endpoint')}:minimum-at-image-{m}"}
+    middle = jobs.relax(atoms, protocol, store=store, workdir=workdir, prerelax=False)
+    middle = middle.require_converged("intermediate minimum relaxation")
+    middle.atoms.info = {**info, "endpoint": "intermediate"}
+    if min(migrating_shift(middle, end) for end in (initial, final)) < DISTINCT_MIN:
+        return None
+    parts = []
+    for lo, hi, a, b in ((0, m, initial, middle), (m, len(run.band) - 1, middle, final)):
+        inner = hi - lo - 1
+        start = band_segment(run, lo, hi) if inner else None
+        parts.append(run_neb(a, b, protocol, images=max(inner, 1), start=start, workdir=workdir, steps=steps))
+    return middle, (parts[0], parts[1])
 
 
 def refine_endpoints(
