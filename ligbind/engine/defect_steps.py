@@ -191,7 +191,7 @@ def step_migration_end(c: dict[str, Any], keys: KeyMap, ligand: str | None, k: i
     return result.require_converged(f"{atoms.info['endpoint']} endpoint relaxation")
 
 
-def _refinements(c: dict[str, Any]) -> int:
+def endpoint_refinements(c: dict[str, Any]) -> int:
     """The campaign's compute.migration.endpoint_refinements (a campaign saved before it existed: one round)."""
     return int(c["compute"]["migration"].get("endpoint_refinements", 1))
 
@@ -214,7 +214,7 @@ def step_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
     return barrier_from_endpoints(
         host, ends[0], ends[1], c["protocol"], _store(c), _calcdir(c),
         images=c["compute"]["migration"]["images"], ligand=ligand, bare=bare, campaign=c["name"],
-        refinements=_refinements(c),
+        refinements=endpoint_refinements(c),
     )  # fmt: skip
 
 
@@ -275,15 +275,10 @@ def step_verify_migration(c: dict[str, Any], keys: KeyMap, ligand: str | None):
         if ligand and keys.get("verify-migration/bare")
         else None
     )
-    if bare is not None and bare.unresolved() and (bare.refinements or 0) < _refinements(c):
-        # stored before its last refinement round existed (e.g. the split at an intermediate minimum): the
-        # bare barrier is brought up to date first (its stored calculations reused), so ΔEa compares two
-        # resolved bands
-        bare = step_verify_migration(c, keys, None)
     return barrier_from_endpoints(
         host, *ends, dft, store, workdir, images=c["compute"]["migration"]["images"],
         ligand=ligand, bare=bare, campaign=c["name"], preconverge=c["protocol"],
-        refinements=_refinements(c),
+        refinements=endpoint_refinements(c),
     )  # fmt: skip
 
 

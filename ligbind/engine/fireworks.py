@@ -303,6 +303,37 @@ def _rerun_overwritten(lpad, c: dict[str, Any], planned: set[str]) -> list[str]:
     return rerun
 
 
+def _rerun_unresolved_barriers(lpad, c: dict[str, Any]) -> list[str]:
+    """Rerun the COMPLETED Fireworks whose stored barrier another refinement round would change while the
+    campaign allows more (``compute.migration.endpoint_refinements``): a band stored before that round existed,
+    e.g. one with an intermediate minimum from before bands were split there (2026-12-07). The step takes its
+    stored bands up again (no force call for what is done), and its descendants (ΔEa of the ligand hosts
+    against it, the tables) run again after it. Returns the steps rerun."""
+    from ligbind.analysis.migration import stored_barrier
+    from ligbind.engine.defect_steps import endpoint_refinements
+
+    if not c["compute"].get("migration") or not Path(c["store"]).exists():
+        return []
+    rounds, settings = endpoint_refinements(c), settings_hash(c)
+    stale = set()
+    for row in ResultStore(c["store"]).select(kind="barrier", campaign=c["name"]):
+        b = stored_barrier(row.data["outcome"])
+        if (
+            row.get("settings") == settings
+            and b.converged
+            and b.unresolved()
+            and (b.refinements or 0) < rounds
+        ):
+            stale.add(row.get("firework"))
+    rerun = []
+    completed = {**campaign_query(c), "state": "COMPLETED"}
+    for doc in lpad.fireworks.find(completed, {"fw_id": 1, "name": 1, "spec._ligbind_id": 1}):
+        if doc["spec"]["_ligbind_id"] in stale:
+            lpad.rerun_fw(doc["fw_id"])
+            rerun.append(doc["name"].split(":", 1)[-1])
+    return rerun
+
+
 def run_step(
     c: dict[str, Any],
     step: str,
@@ -562,7 +593,7 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
             doc["spec"]["_ligbind_id"]: doc["fw_id"]
             for doc in lpad.fireworks.find(campaign_query(c), {"spec._ligbind_id": 1, "fw_id": 1})
         }
-        rerun = _rerun_overwritten(lpad, c, planned)
+        rerun = _rerun_overwritten(lpad, c, planned) + _rerun_unresolved_barriers(lpad, c)
         new = [(fw, parents) for fw, parents in plan if fw.spec["_ligbind_id"] not in existing]
         if new:
             ids = {fw.spec["_ligbind_id"]: fw for fw, _ in new}

@@ -506,11 +506,12 @@ def barrier_from_endpoints(
     if done < refinements and (
         split := split_at_minimum(run, initial, final, protocol, store, workdir, steps)
     ):
-        done += 1
+        done += 1  # also when the minimum relaxed back into an endpoint's basin (no parts): a round spent
         middle, parts = split
         ends.add(middle.key)
-        bands |= {part.key: part.wall_time for part in parts}
-        run = joined_bands(*parts)
+        if parts is not None:
+            bands |= {part.key: part.wall_time for part in parts}
+            run = joined_bands(*parts)
     pre = None
     if start is not None:
         pre = {
@@ -538,15 +539,15 @@ def endpoints_above(energies: list[float]) -> bool:
 
 def split_at_minimum(
     run, initial: Result, final: Result, protocol: dict[str, Any], store, workdir, steps: int | None = None
-) -> tuple[Result, tuple] | None:
+) -> tuple[Result, tuple | None] | None:
     """A converged band with a metastable state on its path, split there (None: nothing to split).
 
     Its lowest intermediate minimum (:func:`~ligbind.analysis.migration.intermediate_minima`: on the DFT bare
     band of the mixed-halide campaign, two equal maxima around a 0.045 eV dip, of which only one climbed) is
     relaxed as a state of its own, and a climbing-image band runs from each endpoint to it, started from the
     band's images between them (one IDPP image where there are none): each maximum then climbs to its saddle.
-    Returns the relaxed minimum and the two bands; None also when the minimum relaxes back into an endpoint's
-    basin (its migrating halide within DISTINCT_MIN of that endpoint's), which leaves the band as it was.
+    Returns the relaxed minimum and the two bands, or no bands when the minimum relaxes back into an
+    endpoint's basin (its migrating halide within DISTINCT_MIN of that endpoint's): the band stays as it was.
     """
     from ligbind.neb import band_segment, run_neb
 
@@ -562,7 +563,7 @@ def split_at_minimum(
     middle = middle.require_converged("intermediate minimum relaxation")
     middle.atoms.info = {**info, "endpoint": "intermediate"}
     if min(migrating_shift(middle, end) for end in (initial, final)) < DISTINCT_MIN:
-        return None
+        return middle, None
     parts = []
     for lo, hi, a, b in ((0, m, initial, middle), (m, len(run.band) - 1, middle, final)):
         inner = hi - lo - 1
