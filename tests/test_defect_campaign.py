@@ -136,6 +136,35 @@ def test_screening_again_repairs_a_barrier_row_an_earlier_ligbind_left_supersede
 
 
 @pytest.mark.slow
+def test_screening_again_refines_a_barrier_stored_before_its_last_round(campaign, monkeypatch):
+    """A stored barrier that another refinement round would change (here its profile given an intermediate
+    minimum, as the DFT bare band of the mixed-halide campaign was stored before bands were split there):
+    screening again reruns its Firework, which takes its stored band up again (no new band) and writes it as
+    that band says; once."""
+    import ligbind.engine.fireworks as engine
+    import ligbind.neb
+    from ligbind.analysis.migration import stored_barrier
+
+    work, store, _ = campaign
+    monkeypatch.chdir(work)
+    (row,) = list(store.select(kind="barrier"))
+    outcome = row.data["outcome"]
+    dip = [dict(p, e_rel=e) for p, e in zip(outcome["profile"], [0.0, 0.1, 0.02, 0.1, 0.0], strict=True)]
+    store.db.update(row.id, data={**row.data, "outcome": {**outcome, "profile": dip, "refinements": 0}})
+    assert stored_barrier(store.get(row.key).data["outcome"]).unresolved()
+    calls = []
+    real = ligbind.neb.run_neb
+    monkeypatch.setattr(ligbind.neb, "run_neb", lambda *a, **k: calls.append(real(*a, **k)) or calls[-1])
+    out = engine.screen(work / "defects.yaml")
+    assert out["refine"] == ["migration/bare"] and out["rerun"] == []
+    assert engine.run(work / "defects.yaml", progress=False, workers=1)["failed"] == 0
+    assert calls and all(c.resumed_from_step == c.n_steps for c in calls)  # stored bands, handed back
+    again = stored_barrier(store.get(row.key).data["outcome"])
+    assert not again.unresolved() and again.ea_forward == pytest.approx(outcome["ea_forward"])
+    assert engine.screen(work / "defects.yaml")["refine"] == []  # once
+
+
+@pytest.mark.slow
 def test_vacancy_is_the_same_through_both_paths(campaign, tmp_path):
     _, store, _ = campaign
     slab = build_slab(material="CsPbI3", size=(2, 2), layers=3, vacuum=12.0, fix_layers=1)

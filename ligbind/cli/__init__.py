@@ -911,6 +911,13 @@ def cmd_screen(args: argparse.Namespace) -> None:
             "they were left without them"
             if out["rerun"]
             else ""
+        )
+        + (
+            f"\nbarriers to refine further ({', '.join(out['refine'])}): stored before a refinement round they "
+            "now get (a band with an intermediate minimum is split there); their stored bands are taken up "
+            "again, and what depends on them (ΔEa, tables) runs after them"
+            if out.get("refine")
+            else ""
         ),
     )
 

@@ -593,7 +593,8 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
             doc["spec"]["_ligbind_id"]: doc["fw_id"]
             for doc in lpad.fireworks.find(campaign_query(c), {"spec._ligbind_id": 1, "fw_id": 1})
         }
-        rerun = _rerun_overwritten(lpad, c, planned) + _rerun_unresolved_barriers(lpad, c)
+        rerun = _rerun_overwritten(lpad, c, planned)
+        refine = _rerun_unresolved_barriers(lpad, c)
         new = [(fw, parents) for fw, parents in plan if fw.spec["_ligbind_id"] not in existing]
         if new:
             ids = {fw.spec["_ligbind_id"]: fw for fw, _ in new}
@@ -623,6 +624,7 @@ def screen(campaign_ref: str | Path, launchpad_file: str | Path | None = None) -
         "protocol_changes": changes,
         "run_changes": run_changes,
         "rerun": rerun,
+        "refine": refine,
         "workdir": c["workdir"],
         "store": c["store"],
     }
