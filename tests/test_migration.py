@@ -439,6 +439,7 @@ def test_a_band_with_a_metastable_state_is_split_there(_slab_2x2_session, tmp_pa
     each endpoint; Ea is then the energy span (the intermediate lies below the endpoints here)."""
     import ligbind.jobs as jobs
     import ligbind.neb
+    import ligbind.recipes.defects
     from ligbind.analysis.defect_tables import migration_table
     from ligbind.recipes.defects import barrier_from_endpoints
 
@@ -479,6 +480,13 @@ def test_a_band_with_a_metastable_state_is_split_there(_slab_2x2_session, tmp_pa
     energies = [p["e_rel"] for p in one_band.profile]
     assert one_band.converged and one_band.flags == ["intermediate-minimum"]
     assert energies[3] < min(energies[2], energies[4]) - 0.1  # the middle site, halfway
+    # a minimum that relaxes back into an endpoint's basin: recorded, no round spent, not tried again
+    monkeypatch.setattr(ligbind.recipes.defects, "same_state", lambda a, b: True)
+    unsplit = barrier(1)
+    assert unsplit.unsplit and unsplit.refinements == 0 and unsplit.flags == ["intermediate-minimum"]
+    assert not unsplit.unresolved() and barrier(1).unsplit
+    monkeypatch.undo()
+    store.db.delete([store.get(unsplit.key).id])
     split = barrier(1)  # the stored band taken up again (a campaign upgraded to the split)
     energies = [p["e_rel"] for p in split.profile]
     assert split.converged and split.flags == [] and split.minima() == [3] and split.refinements == 1

@@ -39,6 +39,7 @@ from ligbind.store import ResultStore
 LEAVES_HEIGHT = 3.0  # Å above the top layer's mean height
 LEAVES_PB_DISTANCE = 4.0  # Å: no Pb this close = detached
 LIGAND_CONTACT = {"H": 2.2, "heavy": 2.9}  # Å from the migrating halide
+SAME_STATE_SHIFT = 0.5  # Å: two relaxed states with no atom this far apart are one minimum
 DISTINCT_MIN = 1.0  # Å: the migrating halide must differ this much between the relaxed endpoints
 ENDPOINT_TOLERANCE = 0.05  # eV: an image this far below an endpoint on its half of the band → not a minimum
 ENDPOINT_REFINEMENTS = 3  # rounds of re-relaxing an endpoint from a band that dips below it, at most
@@ -72,6 +73,7 @@ class BarrierOutcome:
     campaign: str | None = None
     preconverge: dict[str, Any] | None = None
     refinements: int | None = None  # endpoint re-relaxation rounds (None: stored before they were counted)
+    unsplit: bool = False  # its intermediate minimum relaxed back into an endpoint's basin: not split there
     wall_time: float = 0.0  # s: its endpoint relaxations and bands, every run of each (0: not recorded)
 
     def as_dict(self) -> dict[str, Any]:
@@ -86,19 +88,22 @@ class BarrierOutcome:
         intermediate minimum not split yet."""
         energies = [p["e_rel"] for p in self.profile]
         minima = self.minima()
-        return bool(endpoints_above_band(energies, minima) or intermediate_minima(energies, minima))
+        splittable = not self.unsplit and intermediate_minima(energies, minima)
+        return bool(endpoints_above_band(energies, minima) or splittable)
 
 
-def migrating_shift(a: Result, b: Result) -> float:
-    """How far apart (Å, minimum image) two states of one hop hold the migrating halide."""
-    m = int(a.atoms.info["migrating"])
-    return float(find_mic(b.atoms.positions[m] - a.atoms.positions[m], a.atoms.cell, True)[1])
+def same_state(a: Result, b: Result) -> bool:
+    """Whether two relaxed states of one hop are the same minimum: no atom more than SAME_STATE_SHIFT apart
+    (minimum image). The migrating halide alone does not tell: the DFT bare band's metastable state holds it
+    0.83 Å from the final endpoint's, with a neighbour 1.04 Å off and 0.12 eV above it."""
+    d = find_mic(b.atoms.positions - a.atoms.positions, a.atoms.cell, True)[1]
+    return bool(d.max() < SAME_STATE_SHIFT)
 
 
 def check_distinct_endpoints(initial: Result, final: Result) -> None:
     """Refuse endpoints that relaxed into the same minimum (the migrating halide ended where it started)."""
     m = int(initial.atoms.info["migrating"])
-    d = migrating_shift(initial, final)
+    d = float(find_mic(final.atoms.positions[m] - initial.atoms.positions[m], initial.atoms.cell, True)[1])
     if d < DISTINCT_MIN:
         raise LigbindError(
             f"the hop endpoints relaxed into the same minimum (the migrating halide {m} moved only {d:.2f} Å): "
@@ -246,6 +251,7 @@ def analyse_barrier(
     preconverge: dict[str, Any] | None = None,
     key: str | None = None,
     refinements: int = 0,
+    unsplit: bool = False,
     wall_time: float = 0.0,
 ) -> BarrierOutcome:
     """Ea of one band (ΔEa against ``bare`` for a ligand host), stored as one row of kind ``barrier``.
@@ -288,6 +294,7 @@ def analyse_barrier(
         campaign=campaign,
         preconverge=preconverge,
         refinements=refinements,
+        unsplit=unsplit,
         wall_time=wall_time,
     )
     _against_bare(out, info, bare)

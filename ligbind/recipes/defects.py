@@ -21,7 +21,6 @@ from ase import Atoms
 
 import ligbind.jobs as jobs
 from ligbind.analysis.migration import (
-    DISTINCT_MIN,
     ENDPOINT_REFINEMENTS,
     ENDPOINT_TOLERANCE,
     BarrierOutcome,
@@ -30,8 +29,8 @@ from ligbind.analysis.migration import (
     endpoints_above_band,
     intermediate_minima,
     load_barrier,
-    migrating_shift,
     reuse_barrier,
+    same_state,
 )
 from ligbind.analysis.vacancy import HOST_REFINEMENTS as VACANCY_HOST_REFINEMENTS
 from ligbind.analysis.vacancy import MAX_HOST_REFINEMENTS as MAX_VACANCY_HOST_REFINEMENTS
@@ -503,13 +502,15 @@ def barrier_from_endpoints(
         stop_when = endpoints_above if done < refinements else None
         run = run_neb(initial, final, protocol, start=restart, carry=carry, stop_when=stop_when, **kw)
     bands[run.key] = run.wall_time
+    unsplit = False
     if done < refinements and (
         split := split_at_minimum(run, initial, final, protocol, store, workdir, steps)
     ):
-        done += 1  # also when the minimum relaxed back into an endpoint's basin (no parts): a round spent
         middle, parts = split
         ends.add(middle.key)
+        unsplit = parts is None  # recorded, so that it is not tried again; no round spent
         if parts is not None:
+            done += 1
             bands |= {part.key: part.wall_time for part in parts}
             run = joined_bands(*parts)
     pre = None
@@ -526,6 +527,7 @@ def barrier_from_endpoints(
     return analyse_barrier(
         run, initial, final, protocol, z_top=top_height(host.atoms), ligand=ligand, bare=bare, store=store,
         campaign=campaign, preconverge=pre, key=asked, refinements=done, wall_time=wall,
+        unsplit=unsplit,
     )  # fmt: skip
 
 
@@ -547,7 +549,7 @@ def split_at_minimum(
     relaxed as a state of its own, and a climbing-image band runs from each endpoint to it, started from the
     band's images between them (one IDPP image where there are none): each maximum then climbs to its saddle.
     Returns the relaxed minimum and the two bands, or no bands when the minimum relaxes back into an
-    endpoint's basin (its migrating halide within DISTINCT_MIN of that endpoint's): the band stays as it was.
+    endpoint's basin (:func:`~ligbind.analysis.migration.same_state`): the band stays as it was.
     """
     from ligbind.neb import band_segment, run_neb
 
@@ -562,7 +564,7 @@ def split_at_minimum(
     middle = jobs.relax(atoms, protocol, store=store, workdir=workdir, prerelax=False)
     middle = middle.require_converged("intermediate minimum relaxation")
     middle.atoms.info = {**info, "endpoint": "intermediate"}
-    if min(migrating_shift(middle, end) for end in (initial, final)) < DISTINCT_MIN:
+    if any(same_state(middle, end) for end in (initial, final)):
         return middle, None
     parts = []
     for lo, hi, a, b in ((0, m, initial, middle), (m, len(run.band) - 1, middle, final)):
