@@ -291,12 +291,22 @@ def _rerun_overwritten(lpad, c: dict[str, Any], planned: set[str]) -> list[str]:
         current = row.get("settings") == settings and step and fw is not None
         if current and row.ctime > latest.get(step, (-1.0, ""))[0]:
             latest[step] = (row.ctime, fw)
+
+    def overwritten(step: str, fw_id: str) -> bool:
+        orphaned = step in lost and fw_id in planned and fw_id not in owners
+        return (step in latest and latest[step][1] != fw_id) or orphaned
+
+    return _rerun_completed(lpad, c, overwritten)
+
+
+def _rerun_completed(lpad, c: dict[str, Any], pick: Callable[[str, str], bool]) -> list[str]:
+    """Rerun the campaign's COMPLETED Fireworks that ``pick(step, ligbind id)`` chooses (one already rerun as a
+    child of another is left to that); returns their steps."""
     rerun = []
     completed = {**campaign_query(c), "state": "COMPLETED"}
     for doc in lpad.fireworks.find(completed, {"fw_id": 1, "name": 1, "spec._ligbind_id": 1}):
-        step, fw_id = doc["name"].split(":", 1)[-1], doc["spec"]["_ligbind_id"]
-        orphaned = step in lost and fw_id in planned and fw_id not in owners
-        if (step in latest and latest[step][1] != fw_id) or orphaned:
+        step = doc["name"].split(":", 1)[-1]
+        if pick(step, doc["spec"]["_ligbind_id"]):
             if lpad.fireworks.find_one({"fw_id": doc["fw_id"], "state": "COMPLETED"}):  # not rerun as a child
                 lpad.rerun_fw(doc["fw_id"])
                 rerun.append(step)
@@ -325,13 +335,7 @@ def _rerun_unresolved_barriers(lpad, c: dict[str, Any]) -> list[str]:
             and (b.refinements or 0) < rounds
         ):
             stale.add(row.get("firework"))
-    rerun = []
-    completed = {**campaign_query(c), "state": "COMPLETED"}
-    for doc in lpad.fireworks.find(completed, {"fw_id": 1, "name": 1, "spec._ligbind_id": 1}):
-        if doc["spec"]["_ligbind_id"] in stale:
-            lpad.rerun_fw(doc["fw_id"])
-            rerun.append(doc["name"].split(":", 1)[-1])
-    return rerun
+    return _rerun_completed(lpad, c, lambda step, fw_id: fw_id in stale)
 
 
 def run_step(
