@@ -403,6 +403,28 @@ def test_a_stored_barrier_meets_the_profile_criteria_of_today():
     assert stored_barrier(clean.as_dict()) == clean  # nothing to add: taken as stored
 
 
+def test_a_ligand_barrier_takes_delta_ea_against_the_same_hop_on_the_bare_slab():
+    """ΔEa = Ea(ligand host) − Ea(bare) for the same hop only, and the row names the bare barrier it used."""
+    from ligbind.analysis.migration import BarrierOutcome, _against_bare
+
+    def outcome(ligand, ea, **kw):
+        return BarrierOutcome(
+            ligand=ligand, protocol="ml-screen", images=5, ea_forward=ea, ea_backward=ea, **kw
+        )
+
+    bare = outcome(None, 0.216, site=12, hopper=14, key="bare-key")
+    host = outcome("TMSBr", 0.26, site=12, hopper=14)
+    _against_bare(host, {}, bare)
+    assert (host.ea_bare, host.bare_key) == (0.216, "bare-key")
+    assert host.delta_ea == pytest.approx(0.044)
+    other_hop = outcome("TMSBr", 0.26, site=12, hopper=15)
+    _against_bare(other_hop, {}, bare)
+    assert (other_hop.ea_bare, other_hop.bare_key, other_hop.delta_ea) == (None, "", None)
+    flagged = outcome("TMSBr", 0.26, site=12, hopper=14, flags=["ligand-in-path"])
+    _against_bare(flagged, {}, bare)
+    assert (flagged.ea_bare, flagged.bare_key, flagged.delta_ea) == (0.216, "bare-key", None)
+
+
 def test_a_ligand_barrier_loses_its_delta_ea_when_its_bare_barrier_is_flagged_today(tmp_path):
     """ΔEa stored against a bare barrier that was clean then: the table drops it once the bare one's stored
     profile meets a flag of today (the ligand row is not analysed again)."""
@@ -431,6 +453,14 @@ def test_a_ligand_barrier_loses_its_delta_ea_when_its_bare_barrier_is_flagged_to
     # a clean bare band keeps the ligand's ΔEa
     stored(None, [0.0, 0.04, 0.083, 0.04, 0.0], "bare")
     assert migration_table(store).set_index("host").loc["TMSBr", "delta_ea"] == pytest.approx(0.037)
+    # a row that names its bare barrier is matched by key, not by an equal Ea of another bare barrier
+    stored(None, [0.0, 0.013, 0.000, 0.083, 0.038, 0.083, -0.076], "other-bare")
+    stored("KBr", [0.0, 0.05, 0.12, 0.05, 0.0], "kbr", ea_bare=0.083, delta_ea=0.037, bare_key="bare")
+    table = migration_table(store).set_index("host")
+    assert table.loc["KBr", "delta_ea"] == pytest.approx(0.037)
+    assert np.isnan(table.loc["TMSBr", "delta_ea"])  # no key: the flagged bare of equal Ea takes it
+    stored(None, [0.0, 0.013, 0.000, 0.083, 0.038, 0.083, -0.076], "bare")
+    assert np.isnan(migration_table(store).set_index("host").loc["KBr", "delta_ea"])
 
 
 def test_a_band_with_a_metastable_state_is_split_there(_slab_2x2_session, tmp_path, monkeypatch):

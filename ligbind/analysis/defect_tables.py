@@ -115,14 +115,18 @@ def vacancy_table(
 
 def barrier_outcomes(store: ResultStore, campaign: str | None = None, protocol_hash: str | None = None):
     """Every stored barrier as a :class:`BarrierOutcome` (with its row); a ligand barrier's ΔEa is dropped when
-    the bare barrier it was taken against (same protocol, its Ea forward = ``ea_bare``) is flagged today."""
+    the bare barrier it was taken against (``bare_key``; for rows stored before it was kept: same protocol and
+    its Ea forward = ``ea_bare``) is flagged today."""
     pairs = [
         (row, stored_barrier(row.data["outcome"]))
         for row in store.select(**_query("barrier", campaign, protocol_hash))
     ]
-    flagged_bare = {(row.protocol, b.ea_forward) for row, b in pairs if b.ligand is None and b.flags}
+    flagged = [(row, b) for row, b in pairs if b.ligand is None and b.flags]
+    flagged_keys = {b.key for _, b in flagged}
+    flagged_values = {(row.protocol, b.ea_forward) for row, b in flagged}
     for row, b in pairs:
-        if b.delta_ea is not None and (row.protocol, b.ea_bare) in flagged_bare:
+        against = b.bare_key in flagged_keys if b.bare_key else (row.protocol, b.ea_bare) in flagged_values
+        if b.delta_ea is not None and against:
             b.delta_ea = None
     return pairs
 

@@ -70,6 +70,7 @@ class BarrierOutcome:
     ea_bare: float | None = None
     delta_ea: float | None = None
     key: str = ""
+    bare_key: str = ""  # the bare barrier of ``ea_bare`` ("": none, or stored before it was kept)
     campaign: str | None = None
     preconverge: dict[str, Any] | None = None
     refinements: int | None = None  # endpoint re-relaxation rounds (None: stored before they were counted)
@@ -315,7 +316,7 @@ def reuse_barrier(
     """A stored barrier taken as it is, ΔEa against the current ``bare``, its row written again: a rerun of
     the step (a campaign screened again) owns it, so it stays in the campaign's tables (a direct run, without
     ``campaign``, leaves the row's campaign as it was)."""
-    out = replace(stored, campaign=campaign or stored.campaign, ea_bare=None, delta_ea=None)
+    out = replace(stored, campaign=campaign or stored.campaign, ea_bare=None, delta_ea=None, bare_key="")
     _against_bare(out, initial.atoms.info, bare)
     _put_barrier(store, out, store.get(stored.key).toatoms(), protocol)
     return out
@@ -329,6 +330,7 @@ def _against_bare(out: BarrierOutcome, info: dict[str, Any], bare: BarrierOutcom
     )
     if out.ligand is not None and same_hop:
         out.ea_bare = bare.ea_forward
+        out.bare_key = bare.key
         if not out.flags and not bare.flags and bare.ea_forward is not None and out.ea_forward is not None:
             out.delta_ea = out.ea_forward - bare.ea_forward
 
