@@ -103,6 +103,11 @@ def _last_band(path: Path, n_total: int) -> tuple[list[np.ndarray] | None, int]:
     return [frames[start + k].positions.copy() for k in range(n_total)], n_bands - 1
 
 
+def image_label(key: str, k: int) -> str:
+    """Label (log ``<label>.txt``) of intermediate image ``k`` (from 0) of band ``key``."""
+    return f"{key}-{k + 1}"
+
+
 def _band(
     initial: Result,
     final: Result,
@@ -129,7 +134,7 @@ def _band(
     band = [_endpoint(initial, shift, prepared.pbc)]
     for k in range(images):
         image = prepared.copy()
-        label = f"{key}-{k + 1}"
+        label = image_label(key, k)
         if calculators is None:
             image.calc = make_calculator(protocol, atoms=image, directory=workdir, label=label)
         else:
@@ -205,20 +210,27 @@ def run_neb(
     earlier = read_saved_number(workdir / f"{key}.seconds") if saved is not None else 0.0
     if saved is not None:  # converged, or stopped at its step limit: nothing to optimise or recompute
         as_saved = _saved_run(traj_path, key, initial, images, fmax, done, previous_calls, earlier)
-        if as_saved.converged or done >= steps:
-            return as_saved
-        if stop_when is not None and stop_when(as_saved.energies):
-            as_saved.stopped = True
-            return as_saved
+        if not as_saved.converged and done < steps and stop_when is not None:
+            as_saved.stopped = stop_when(as_saved.energies)
+        if as_saved.converged or as_saved.stopped or done >= steps:
+            return _finished(as_saved, protocol, workdir, images)
     start_positions = [im.positions.copy() for im in start.band] if start is not None else None
     with ExitStack() as calculators:
         band = _band(
             initial, final, protocol, images, workdir, key, saved, start_positions, calculators, carry
         )
         frame = (band[0].positions[0] - initial.atoms.positions[0], initial.atoms.pbc)  # band's → caller's
-        return _optimise(
+        run = _optimise(
             band, key, workdir, saved, done, (previous_calls, earlier), images, fmax, steps, frame, stop_when
         )
+    return _finished(run, protocol, workdir, images)
+
+
+def _finished(run: NebRun, protocol: dict[str, Any], workdir: Path, images: int) -> NebRun:
+    """``run``, its images' saved calculator states dropped once it goes no further (converged, stopped)."""
+    if run.converged or run.stopped:
+        backend_of(protocol).forget_lasting(workdir, [image_label(run.key, k) for k in range(images)])
+    return run
 
 
 def _saved_run(

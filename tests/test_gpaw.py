@@ -511,3 +511,43 @@ def test_preset_grid_fine_enough_for_ligand_atoms(preset, tmp_path):
     if preset == "gpaw-quick":  # the check sees the old coarse grid
         coarse = load_protocol(preset, {"gpaw": {"h": 0.25}, "run": {"cores": 1}})
         assert _translation_spread(coarse, tmp_path) > 0.1
+
+
+def test_a_resumed_gpaw_band_takes_its_images_from_their_saved_states(tmp_path, tiny):
+    """Each image's GPAW keeps its last state (``<label>.gpw``): a band resumed after a kill gets the saved
+    band's results back without an SCF and starts the next step's SCFs from the saved wave functions, with the
+    band a run without those states gives; a band that goes no further leaves no state behind. Over 2 MPI
+    ranks, as DFT bands run (the in-process calculator is the same function)."""
+    from ligbind.calculators.gpaw import state_path
+    from ligbind.neb import image_label, run_neb
+    from ligbind.protocols import with_run_settings
+
+    protocol = with_run_settings(
+        load_protocol("gpaw-laptop", {**TINY, "gpaw": {**TINY["gpaw"], "spinpol": True}}), cores=2
+    )
+
+    def h3(x: float) -> Atoms:  # H2 + H exchange: an odd electron count, spin-polarised
+        return Atoms("H3", positions=[[2.0, 3.0, 3.0], [x, 3.0, 3.0], [4.6, 3.0, 3.0]], cell=[7, 6, 6])
+
+    ends = [single_point(h3(x), protocol, workdir=tmp_path / "ends") for x in (2.8, 3.8)]
+    runs = {}
+    for name in ("kept", "lost"):
+        workdir = tmp_path / name
+        first = run_neb(*ends, protocol, images=3, workdir=workdir, steps=2)
+        labels = [image_label(first.key, k) for k in range(3)]
+        assert not first.converged and all(state_path(workdir, label).is_file() for label in labels)
+        if name == "lost":  # as a band saved before the states were kept
+            for label in labels:
+                state_path(workdir, label).unlink()
+        scfs = [(workdir / f"{label}.txt").read_text().count("Converged in") for label in labels]
+        runs[name] = run_neb(*ends, protocol, images=3, workdir=workdir, steps=3)
+        new = [
+            (workdir / f"{label}.txt").read_text().count("Converged in") - n
+            for label, n in zip(labels, scfs, strict=True)
+        ]
+        assert new == ([1, 1, 1] if name == "kept" else [2, 2, 2])  # the resumed band: none / one each
+    assert runs["kept"].energies == pytest.approx(runs["lost"].energies, abs=1e-4)
+    # a band that goes no further (here: stopped, as a refinement round stops one) drops its states
+    stopped = run_neb(*ends, protocol, images=3, workdir=tmp_path / "kept", steps=9, stop_when=lambda e: True)
+    assert stopped.stopped and stopped.n_steps == 3
+    assert not list((tmp_path / "kept").glob("*.gpw*"))

@@ -149,6 +149,9 @@ class Backend:
         """
         return nullcontext(make_calculator(protocol, atoms=atoms, directory=directory, label=label))
 
+    def forget_lasting(self, directory: Path, labels: list[str]) -> None:
+        """Drop what lasting calculators kept on disk to resume from (a finished band needs none)."""
+
     def superposes_basis_sets(self, protocol: dict[str, Any]) -> bool:
         """Whether this protocol's basis moves with the atoms (LCAO), so that a complex borrows its partner's
         basis functions (basis-set superposition error; plane waves and ML potentials have none)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -270,6 +271,84 @@ def gpaw_calculator(
     return GPAW(**gpaw_parameters(protocol, atoms, directory, label, attempt))
 
 
+def state_path(directory: Path, label: str) -> Path:
+    """Where a lasting GPAW calculator keeps its last converged state (:func:`lasting_gpaw_calculator`)."""
+    return Path(directory) / f"{label}.gpw"
+
+
+def lasting_gpaw_calculator(
+    protocol: dict[str, Any], atoms: Atoms, directory: Path, label: str
+) -> Calculator:
+    """GPAW for the many calls of one NEB image, which saves its state after every force call
+    (``<label>.gpw``, wave functions included) and, when that file exists, starts from it.
+
+    A killed band then resumes without SCFs from scratch: the saved band's images come back with their saved
+    results (no SCF), a moved image starts from its last wave functions (measured on the K–Br DFT band of the
+    mixed-halide campaign: 33-58 SCF iterations per image from scratch, 6-8 from the previous step). The
+    state file is the GPAW's own (``calc.write``, read with ``GPAW(path)``); ligbind's faster dipole layer,
+    which GPAW cannot store, is put back by its ``object_hooks``. One that cannot be read starts afresh.
+    """
+    from gpaw import GPAW
+
+    kwargs = gpaw_parameters(protocol, atoms, directory, label)
+    path = state_path(directory, label)
+    calc = None
+    if path.exists():
+        hooks = {"poissonsolver": lambda _: kwargs["poissonsolver"]} if "poissonsolver" in kwargs else None
+        try:
+            calc = GPAW(path, txt=kwargs["txt"], object_hooks=hooks)
+        except Exception:  # noqa: BLE001  (a file cut short or of another GPAW: only a head start lost)
+            calc = None
+    if calc is None:
+        calc = GPAW(**kwargs)
+    return _saving_state(calc, path)
+
+
+def image_calculator(protocol: dict[str, Any], atoms: Atoms, directory: Path, label: str) -> Calculator:
+    """:func:`lasting_gpaw_calculator` with the protocol's dispersion correction (in the process that runs it)."""
+    from ligbind.calculators import with_dispersion
+
+    return with_dispersion(lasting_gpaw_calculator(protocol, atoms, directory, label), protocol)
+
+
+def _saving_state(calc: Calculator, path: Path) -> Calculator:
+    """``calc`` (GPAW) writing its state to ``path`` after every force calculation (whole file or none).
+
+    Only forces it computed count (every rank takes part in the write): over MPI, ASE's subprocess calculator
+    may ask rank 0 alone for results it already has."""
+    calculate_property = calc.calculate_property
+
+    def calculating(atoms, prop):
+        fresh = prop == "forces" and not _has_forces(calc, atoms)
+        value = calculate_property(atoms, prop)
+        if fresh:
+            part = path.with_name(path.name + ".part")
+            calc.write(part, mode="all")
+            if calc.comm.rank == 0:
+                os.replace(part, path)
+            calc.comm.barrier()
+        return value
+
+    calc.calculate_property = calculating
+    return calc
+
+
+def _has_forces(calc: Calculator, atoms: Atoms | None) -> bool:
+    """Whether GPAW holds forces for ``atoms`` (None: its own) without computing anything."""
+    try:
+        return calc.get_property("forces", atoms, allow_calculation=False) is not None
+    except AttributeError:  # GPAW before its first calculation has no state to ask
+        return False
+
+
+def forget_states(directory: Path, labels: list[str]) -> None:
+    """Remove the saved states of lasting calculators (a finished band needs no head start)."""
+    for label in labels:
+        path = state_path(directory, label)
+        path.unlink(missing_ok=True)
+        path.with_name(path.name + ".part").unlink(missing_ok=True)
+
+
 def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
     """GPAW wants a non-periodic z for the dipole layer and pbc=False for molecules in a box (crystals stay
     periodic).
@@ -421,13 +500,17 @@ class GpawBackend(Backend):
         return relax_under_mpi(atoms, protocol, key, workdir, self.cores(protocol))
 
     def lasting_calculator(self, protocol: dict[str, Any], atoms: Atoms, directory: Path, label: str):
-        """GPAW over ``run.cores`` MPI ranks in a persistent job (ASE's subprocess calculator) when > 1."""
+        """:func:`image_calculator`: in this process, or over ``run.cores`` MPI ranks in a persistent job
+        (ASE's subprocess calculator) when > 1."""
+        directory.mkdir(parents=True, exist_ok=True)
         if self.cores(protocol) == 1:
-            return super().lasting_calculator(protocol, atoms, directory, label)
+            return nullcontext(image_calculator(protocol, atoms, directory, label))
         from ligbind.calculators.gpaw_mpi import calculator_under_mpi
 
-        directory.mkdir(parents=True, exist_ok=True)
         return calculator_under_mpi(protocol, atoms, directory, label, self.cores(protocol))
+
+    def forget_lasting(self, directory: Path, labels: list[str]) -> None:
+        forget_states(directory, labels)
 
     def default_workers(self, protocol: dict[str, Any]) -> int:
         """As many campaign workers as MPI jobs fit the cores (one on a laptop; one per core when serial)."""

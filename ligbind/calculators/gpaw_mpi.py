@@ -152,19 +152,19 @@ def _main(job: Path, key: str, workdir: Path, task: str = "relax") -> None:
 
 
 class PackedLigbindCalculator(PackedCalculator):
-    """A protocol's calculator, built inside an ASE subprocess calculator (see :func:`calculator_under_mpi`)."""
+    """An NEB image's GPAW calculator (:func:`~ligbind.calculators.gpaw.image_calculator`), built inside an ASE
+    subprocess calculator (see :func:`calculator_under_mpi`)."""
 
     def __init__(self, protocol: dict[str, Any], atoms: Atoms, directory: str, label: str):
         self.protocol, self.atoms, self.directory, self.label = protocol, atoms, directory, label
 
     def unpack_calculator(self):
-        from ligbind.calculators import make_calculator
-        from ligbind.calculators.gpaw import split_slab_grids_in_plane
+        from ligbind.calculators.gpaw import image_calculator, split_slab_grids_in_plane
         from ligbind.protocols import with_run_settings
 
         protocol = with_run_settings(self.protocol, cores=1)  # GPAW spreads over the job's ranks itself
         split_slab_grids_in_plane(self.atoms)
-        return make_calculator(protocol, atoms=self.atoms, directory=self.directory, label=self.label)
+        return image_calculator(protocol, self.atoms, Path(self.directory), self.label)
 
 
 def calculator_under_mpi(
