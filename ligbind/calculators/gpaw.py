@@ -314,8 +314,8 @@ def image_calculator(protocol: dict[str, Any], atoms: Atoms, directory: Path, la
 def _saving_state(calc: Calculator, path: Path) -> Calculator:
     """``calc`` (GPAW) writing its state to ``path`` after every force calculation (whole file or none).
 
-    Only forces it computed count (every rank takes part in the write): over MPI, ASE's subprocess calculator
-    may ask rank 0 alone for results it already has."""
+    Only forces it computed count (the write is collective; writing on every forces request, cached ones
+    included, hung at its second write over 2 ranks)."""
     calculate_property = calc.calculate_property
 
     def calculating(atoms, prop):
