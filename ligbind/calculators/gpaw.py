@@ -276,6 +276,11 @@ def state_path(directory: Path, label: str) -> Path:
     return Path(directory) / f"{label}.gpw"
 
 
+def _partial(path: Path) -> Path:
+    """The file a state is written to before it is renamed to ``path`` (ligbind.io's naming)."""
+    return path.with_name(f".{path.name}.partial")
+
+
 def lasting_gpaw_calculator(
     protocol: dict[str, Any], atoms: Atoms, directory: Path, label: str
 ) -> Calculator:
@@ -323,7 +328,7 @@ def _saving_state(calc: Calculator, path: Path) -> Calculator:
         fresh = prop == "forces" and not _has_forces(calc, atoms)
         value = calculate_property(atoms, prop)
         if fresh:
-            part = path.with_name(path.name + ".part")
+            part = _partial(path)
             calc.write(part, mode="all")
             if calc.comm.rank == 0:
                 os.replace(part, path)
@@ -347,7 +352,7 @@ def forget_states(directory: Path, labels: list[str]) -> None:
     for label in labels:
         path = state_path(directory, label)
         path.unlink(missing_ok=True)
-        path.with_name(path.name + ".part").unlink(missing_ok=True)
+        _partial(path).unlink(missing_ok=True)
 
 
 def prepare_atoms(atoms: Atoms, protocol: dict[str, Any]) -> Atoms:
@@ -503,11 +508,11 @@ class GpawBackend(Backend):
     def lasting_calculator(self, protocol: dict[str, Any], atoms: Atoms, directory: Path, label: str):
         """:func:`image_calculator`: in this process, or over ``run.cores`` MPI ranks in a persistent job
         (ASE's subprocess calculator) when > 1."""
-        directory.mkdir(parents=True, exist_ok=True)
         if self.cores(protocol) == 1:
             return nullcontext(image_calculator(protocol, atoms, directory, label))
         from ligbind.calculators.gpaw_mpi import calculator_under_mpi
 
+        directory.mkdir(parents=True, exist_ok=True)
         return calculator_under_mpi(protocol, atoms, directory, label, self.cores(protocol))
 
     def forget_lasting(self, directory: Path, labels: list[str]) -> None:
